@@ -1,0 +1,31 @@
+# The README's two commands are `make demo` and `make test`; both set up what they need.
+PY := .venv/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test lint unit e2e crds bench
+
+setup:
+	@e2e/setup.sh
+
+demo: setup
+	$(PY) -m e2e.demo
+
+test: setup lint unit e2e
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/lint-imports
+
+# pytest exits 5 when it collected no test: that is a broken suite, not a pass.
+unit:
+	@$(PY) -m pytest -m "not e2e" -q; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "error: no unit tests were collected" >&2; exit 1; fi; exit $$rc
+
+e2e:
+	@$(PY) -m pytest -m e2e -q; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "error: no e2e tests were collected" >&2; exit 1; fi; exit $$rc
+
+bench:
+	$(PY) -m e2e.bench_cluster

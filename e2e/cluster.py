@@ -1,0 +1,520 @@
+"""A real, local Kubernetes control plane on 127.0.0.1, with kwok nodes.
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, built
+from their Go modules by :mod:`e2e.build`, each started as its own process
+bound to 127.0.0.1 on a free port.  kwok plays the kubelets: it manages the
+fake Node objects that carry its annotation and moves their pods through
+ready, complete and delete.  No container ever runs; the e2e suites run the
+agent and the sample application of each pod as local processes instead.
+
+Three ways to use it:
+
+- ``with Cluster.start(run_dir) as cluster:`` from Python (the pytest fixture
+  and the demo);
+- ``python -m e2e.cluster up`` prints the KUBECONFIG path and runs until
+  ``python -m e2e.cluster down`` or Ctrl-C;
+- ``python -m e2e.cluster down`` stops a running ``up`` by its process ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import ssl
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+from e2e import build, pki, versions
+from e2e.proc import HarnessError, Process, free_port, pid_alive, rss_bytes, wait_for
+
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+START_TIMEOUT = 120.0
+
+
+def _log(msg: str) -> None:
+    print(f"[e2e.cluster] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Cluster:
+    """A running control plane.  Use :meth:`start`; stop with :meth:`stop` or ``with``."""
+
+    run_dir: Path
+    kubeconfig: Path
+    server: str
+    ca_file: Path
+    client_cert: Path
+    client_key: Path
+    sa_public_key: Path
+    sa_private_key: Path
+    ca: pki.CertificateAuthority
+    processes: list[Process] = field(default_factory=list)
+    node_names: list[str] = field(default_factory=list)
+    started_in: float = 0.0
+
+    # -- starting -------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, run_dir: Path, *, nodes: int = 2) -> Cluster:
+        """Build (if needed), start and wait until ready: /readyz, default SA, nodes Ready."""
+        bins = {
+            c.name: c.ensure() for c in (build.ETCD, build.KUBERNETES, build.KWOK)
+        }  # cold builds print their own progress
+        t0 = time.monotonic()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        pki_dir = run_dir / "pki"
+        pki_dir.mkdir(exist_ok=True)
+        ca = pki.CertificateAuthority()
+        ca_file = pki_dir / "ca.crt"
+        ca_file.write_bytes(ca.cert_pem)
+        serving_crt, serving_key = ca.issue(
+            "kube-apiserver",
+            dns_names=("localhost", "kubernetes", "kubernetes.default"),
+            ip_addresses=("127.0.0.1",),
+            server=True,
+        ).write(pki_dir, "apiserver")
+        admin_crt, admin_key = ca.issue(
+            "logicbundle-e2e-admin", organizations=("system:masters",), client=True
+        ).write(pki_dir, "admin")
+        sa_private, sa_public = pki.service_account_key()
+        sa_key = pki_dir / "sa.key"
+        sa_key.touch(mode=0o600)
+        sa_key.write_bytes(sa_private)
+        sa_pub = pki_dir / "sa.pub"
+        sa_pub.write_bytes(sa_public)
+
+        api_port = free_port()
+        server = f"https://127.0.0.1:{api_port}"
+        kubeconfig = run_dir / "kubeconfig"
+        _write_kubeconfig(kubeconfig, server=server, ca=ca_file, cert=admin_crt, key=admin_key)
+        cluster = cls(
+            run_dir=run_dir,
+            kubeconfig=kubeconfig,
+            server=server,
+            ca_file=ca_file,
+            client_cert=admin_crt,
+            client_key=admin_key,
+            sa_public_key=sa_pub,
+            sa_private_key=sa_key,
+            ca=ca,
+        )
+        try:
+            cluster._start_processes(
+                bins=bins,
+                api_port=api_port,
+                serving=(serving_crt, serving_key),
+                nodes=nodes,
+            )
+        except BaseException:
+            cluster.stop()
+            raise
+        cluster.started_in = time.monotonic() - t0
+        return cluster
+
+    def _start_processes(
+        self,
+        *,
+        bins: dict[str, Path],
+        api_port: int,
+        serving: tuple[Path, Path],
+        nodes: int,
+    ) -> None:
+        run = self.run_dir
+        etcd_client, etcd_peer = free_port(), free_port()
+        etcd = self._spawn(
+            "etcd",
+            bins["etcd"] / "etcd",
+            "--name=e2e",
+            f"--data-dir={run / 'etcd-data'}",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_client}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_client}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-cluster=e2e=http://127.0.0.1:{etcd_peer}",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+            "--quota-backend-bytes=4294967296",
+        )
+        wait_for(
+            lambda: _http_ok(f"http://127.0.0.1:{etcd_client}/health"),
+            what="etcd /health",
+            timeout=30,
+            watch=[etcd],
+        )
+        k8s = bins["kubernetes"]
+        apiserver = self._spawn(
+            "kube-apiserver",
+            k8s / "kube-apiserver",
+            f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            f"--cert-dir={run / 'apiserver-certs'}",
+            f"--tls-cert-file={serving[0]}",
+            f"--tls-private-key-file={serving[1]}",
+            f"--client-ca-file={self.ca_file}",
+            f"--service-account-key-file={self.sa_public_key}",
+            f"--service-account-signing-key-file={self.sa_private_key}",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            "--authorization-mode=RBAC",
+            "--endpoint-reconciler-type=none",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--allow-privileged=true",
+            "--enable-priority-and-fairness=false",
+            "--profiling=false",
+            "--storage-media-type=application/vnd.kubernetes.protobuf",
+            "--v=1",
+        )
+        wait_for(
+            lambda: self._get_text("/readyz") == "ok",
+            what="kube-apiserver /readyz",
+            timeout=START_TIMEOUT,
+            watch=[etcd, apiserver],
+        )
+        common = [
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--profiling=false",
+        ]
+        self._spawn(
+            "kube-controller-manager",
+            k8s / "kube-controller-manager",
+            *common,
+            f"--secure-port={free_port()}",
+            f"--service-account-private-key-file={self.sa_private_key}",
+            f"--root-ca-file={self.ca_file}",
+            "--use-service-account-credentials=true",
+            "--controllers=*",
+            "--concurrent-deployment-syncs=10",
+            "--concurrent-replicaset-syncs=10",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+        )
+        self._spawn(
+            "kube-scheduler",
+            k8s / "kube-scheduler",
+            *common,
+            f"--secure-port={free_port()}",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+        )
+        stages = sorted((bins["kwok"].parent / "stages").glob("*.yaml"))
+        self._spawn(
+            "kwok",
+            bins["kwok"] / "kwok",
+            f"--kubeconfig={self.kubeconfig}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            f"--server-address=127.0.0.1:{free_port()}",
+            "--node-ip=127.0.0.1",
+            "--node-lease-duration-seconds=40",
+            *[f"--config={s}" for s in stages],
+        )
+        for i in range(nodes):
+            self.create_node(f"kwok-node-{i}")
+        wait_for(self._ready, what="cluster ready", timeout=START_TIMEOUT, watch=self.processes)
+
+    def _spawn(self, name: str, *args: str | os.PathLike[str]) -> Process:
+        proc = Process(name, list(args), run_dir=self.run_dir)
+        self.processes.append(proc)
+        return proc
+
+    def create_node(self, name: str) -> None:
+        """Add a fake Node managed by kwok."""
+        resources = {"cpu": "64", "memory": "256Gi", "pods": "250"}
+        self.request(
+            "POST",
+            "/api/v1/nodes",
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {
+                        KWOK_NODE_ANNOTATION: "fake",
+                        "node.alpha.kubernetes.io/ttl": "0",
+                    },
+                    "labels": {
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "type": "kwok",
+                    },
+                },
+                "status": {"allocatable": resources, "capacity": resources},
+            },
+        )
+        self.node_names.append(name)
+
+    def _ready(self) -> bool:
+        if self._get_text("/readyz") != "ok":
+            return False
+        try:
+            self.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")
+        except HarnessError:
+            return False
+        nodes = self.request("GET", "/api/v1/nodes")["items"]
+        ready = {
+            n["metadata"]["name"]
+            for n in nodes
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
+        }
+        return set(self.node_names) <= ready
+
+    # -- using ----------------------------------------------------------------------
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        ctx.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return ctx
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """One admin request to the API server; JSON in and out."""
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = (
+                "application/merge-patch+json" if method == "PATCH" else "application/json"
+            )
+        req = urllib.request.Request(self.server + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, context=self.ssl_context(), timeout=30) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise HarnessError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:500]!r}") from exc
+
+    def _get_text(self, path: str) -> str:
+        req = urllib.request.Request(self.server + path)
+        try:
+            with urllib.request.urlopen(req, context=self.ssl_context(), timeout=5) as resp:
+                return str(resp.read().decode())
+        except (urllib.error.URLError, OSError):
+            return ""
+
+    @property
+    def kubectl_path(self) -> Path:
+        return build.KUBERNETES.path("kubectl")
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        """Run the harness's kubectl against this cluster; stdout, or HarnessError with stderr."""
+        import subprocess
+
+        proc = subprocess.run(
+            [str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise HarnessError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def env(self) -> dict[str, str]:
+        """Environment for child processes that should talk to this cluster."""
+        return {"KUBECONFIG": str(self.kubeconfig)}
+
+    def pids(self) -> dict[str, int]:
+        return {p.name: p.pid for p in self.processes}
+
+    def rss_bytes(self) -> int:
+        """Resident memory of every control-plane process together."""
+        return sum(rss_bytes(p.pid) for p in self.processes)
+
+    # -- stopping -------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop every process, newest first, each by its own process id."""
+        for proc in reversed(self.processes):
+            proc.stop()
+        shutil.rmtree(self.run_dir / "etcd-data", ignore_errors=True)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _write_kubeconfig(path: Path, *, server: str, ca: Path, cert: Path, key: Path) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "logicbundle-e2e",
+                "cluster": {"server": server, "certificate-authority": str(ca)},
+            }
+        ],
+        "users": [
+            {
+                "name": "admin",
+                "user": {"client-certificate": str(cert), "client-key": str(key)},
+            }
+        ],
+        "contexts": [
+            {"name": "logicbundle-e2e", "context": {"cluster": "logicbundle-e2e", "user": "admin"}}
+        ],
+        "current-context": "logicbundle-e2e",
+    }
+    path.touch(mode=0o600)
+    path.write_text(yaml.safe_dump(config))
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+# -- the command line: up / down ---------------------------------------------------------
+
+
+def state_file() -> Path:
+    """Where ``up`` records its process ids for ``down`` ($LOGICBUNDLE_E2E_RUN_DIR overrides)."""
+    root = os.environ.get("LOGICBUNDLE_E2E_RUN_DIR")
+    return (Path(root) if root else build.cache_root() / "run") / "cluster.json"
+
+
+def _up(args: argparse.Namespace) -> int:
+    state = state_file()
+    if state.exists():
+        old = json.loads(state.read_text())
+        if pid_alive(int(old["pid"])):
+            print(
+                f"a cluster is already up (pid {old['pid']}); "
+                f"KUBECONFIG={old['kubeconfig']}\nstop it with: python -m e2e.cluster down",
+                file=sys.stderr,
+            )
+            return 1
+        _down_by_pids(old)
+    run_dir = Path(args.run_dir) if args.run_dir else state.parent / "cluster"
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # While starting, SIGTERM interrupts like Ctrl-C so that start() cleans up after itself.
+    signal.signal(signal.SIGTERM, interrupt)
+    _log(f"starting Kubernetes {versions.KUBERNETES} in {run_dir}")
+    try:
+        cluster = Cluster.start(run_dir, nodes=args.nodes)
+    except KeyboardInterrupt:
+        _log("interrupted; stopped")
+        return 130
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        state.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "kubeconfig": str(cluster.kubeconfig),
+                    "run_dir": str(run_dir),
+                    "processes": cluster.pids(),
+                }
+            )
+        )
+        tmp.rename(state)
+        _log(f"ready in {cluster.started_in:.1f}s; stop with: python -m e2e.cluster down")
+        print(f"KUBECONFIG={cluster.kubeconfig}", flush=True)
+        while not stop.wait(1.0):
+            for proc in cluster.processes:
+                if not proc.alive():
+                    _log(f"{proc.name} exited; stopping (log: {proc.log_path})")
+                    stop.set()
+    finally:
+        cluster.stop()
+        with contextlib.suppress(FileNotFoundError):
+            state.unlink()
+        _log("stopped")
+    return 0
+
+
+def _down_by_pids(state: dict[str, Any]) -> None:
+    for pid in state.get("processes", {}).values():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(pid), signal.SIGKILL)
+
+
+def _down(_: argparse.Namespace) -> int:
+    state = state_file()
+    if not state.exists():
+        print("no cluster is up", file=sys.stderr)
+        return 0
+    data = json.loads(state.read_text())
+    pid = int(data["pid"])
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(HarnessError):
+            wait_for(lambda: not pid_alive(pid), what=f"pid {pid} to stop", timeout=60)
+    # Whatever is left (the `up` process was killed hard): stop by recorded ids.
+    _down_by_pids(data)
+    with contextlib.suppress(FileNotFoundError):
+        state.unlink()
+    print("stopped", file=sys.stderr)
+    return 0
+
+
+@contextlib.contextmanager
+def temporary_cluster(*, nodes: int = 2) -> Iterator[Cluster]:
+    """A cluster in a fresh temporary directory, stopped and removed afterwards."""
+    run_dir = Path(tempfile.mkdtemp(prefix="logicbundle-e2e-"))
+    try:
+        with Cluster.start(run_dir, nodes=nodes) as cluster:
+            yield cluster
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m e2e.cluster", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the control plane and run until `down` or Ctrl-C")
+    up.add_argument("--nodes", type=int, default=2, help="number of kwok nodes (default 2)")
+    up.add_argument("--run-dir", help="where to keep certificates, data and logs")
+    up.set_defaults(func=_up)
+    down = sub.add_parser("down", help="stop the control plane started by `up`")
+    down.set_defaults(func=_down)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""Fixtures for the end-to-end suites: the real control plane and real services.
+
+Everything in this folder is marked ``e2e`` so ``pytest -m "not e2e"`` skips it.
+The control plane is session-scoped (one per run); the registry likewise;
+Prometheus is started per test with the configuration the test passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.cluster import Cluster
+from e2e.services import Prometheus, Registry
+
+_HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A running control plane with two kwok nodes, shared by the whole session."""
+    with Cluster.start(tmp_path_factory.mktemp("cluster"), nodes=2) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A plain-HTTP OCI registry on 127.0.0.1, shared by the whole session."""
+    with Registry.start(tmp_path_factory.mktemp("registry")) as running:
+        yield running
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Prometheus]]:
+    """Start Prometheus with a given configuration; stopped after the test."""
+    started: list[Prometheus] = []
+
+    def start(config: dict[str, Any]) -> Prometheus:
+        prometheus = Prometheus.start(tmp_path / f"prometheus-{len(started)}", config=config)
+        started.append(prometheus)
+        return prometheus
+
+    yield start
+    for prometheus in started:
+        prometheus.stop()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50]
+    name = name.strip("-")
+    cluster.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+    )
+    yield name
+    cluster.request("DELETE", f"/api/v1/namespaces/{name}")

@@ -1,0 +1,50 @@
+"""`logicbundle operator` runs kopf against the cluster and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from e2e.cluster import Cluster
+from e2e.proc import free_port, wait_for
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def test_the_operator_starts_against_the_cluster_and_exits_cleanly_on_sigterm(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    log = tmp_path / "operator.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "logicbundle.cli", "operator", "--liveness", liveness],
+            env={**os.environ, **cluster.env()},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for(
+                lambda: proc.poll() is None and _healthy(liveness), what="liveness", timeout=60
+            )
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    text = log.read_text()
+    assert code == 0, text
+    assert "starting the operator (cluster-wide, standalone)" in text
+    assert "the operator stopped" in text

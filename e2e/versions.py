@@ -1,0 +1,21 @@
+"""The one place that names the versions of everything the e2e harness builds.
+
+Each binary is cached under ``~/.cache/logicbundle-e2e/<name>-<version>/`` (or
+``$LOGICBUNDLE_E2E_CACHE``), so bumping a version here rebuilds just that part.
+"""
+
+from __future__ import annotations
+
+KUBERNETES = "v1.37.2"
+"""kube-apiserver, kube-controller-manager, kube-scheduler and kubectl."""
+
+ETCD = "v3.6.16"
+"""Kubernetes watches need etcd >= 3.5.13; Debian and PyPI ship older ones."""
+
+KWOK = "v0.8.0"
+COSIGN = "v3.1.3"
+ORAS = "v1.3.6"
+HELM = "v3.22.0"
+
+CLI_UTILS = "v0.37.2"
+"""sigs.k8s.io/cli-utils, for the kstatus checker."""

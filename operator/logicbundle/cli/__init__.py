@@ -1,0 +1,106 @@
+"""The ``logicbundle`` command.
+
+Sub-commands import what they need only when they run, so ``logicbundle
+agent`` in every pod never loads kopf or the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from logicbundle import __version__
+from logicbundle.errors import LogicBundleError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _cmd_version(_: argparse.Namespace) -> int:
+    print(__version__)
+    return EXIT_OK
+
+
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from logicbundle.controller import OperatorSettings, run_operator
+
+    return run_operator(
+        OperatorSettings(
+            namespaces=tuple(args.namespace),
+            liveness_endpoint=args.liveness,
+            standalone=args.standalone,
+            peering_name=args.peering,
+        )
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="logicbundle",
+        description="Hot-reload signed logic bundles inside running pods, in stages.",
+    )
+    parser.add_argument("--version", action="version", version=f"logicbundle {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at debug level (default: info)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=_cmd_version)
+
+    operator = sub.add_parser(
+        "operator",
+        help="run the operator against the configured cluster (KUBECONFIG or in-cluster)",
+        description="Run the operator until SIGTERM or SIGINT.",
+    )
+    operator.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; default: the whole cluster)",
+    )
+    operator.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=None,
+        help="serve a liveness probe, e.g. http://127.0.0.1:8080/healthz (default: off)",
+    )
+    group = operator.add_mutually_exclusive_group()
+    group.add_argument(
+        "--standalone",
+        action="store_true",
+        default=True,
+        help="act alone, without peering with other replicas (the default for now)",
+    )
+    group.add_argument(
+        "--peering",
+        metavar="NAME",
+        default=None,
+        help="peer with other replicas through the KopfPeering object NAME",
+    )
+    operator.set_defaults(func=_cmd_operator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result: int = args.func(args)
+    except LogicBundleError as exc:
+        print(f"error: {exc.diagnostics()}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    return result

@@ -1,0 +1,3 @@
+from logicbundle.cli import main
+
+raise SystemExit(main())
