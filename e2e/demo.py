@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     run_dir = Path(tempfile.mkdtemp(prefix="logicbundle-demo-"))
-    _say(f"starting Kubernetes {versions.KUBERNETES} (etcd, apiserver, controller-manager, "
-         "scheduler, kwok) on 127.0.0.1; the first run builds it from the Go module proxy")
+    _say(
+        f"starting Kubernetes {versions.KUBERNETES} (etcd, apiserver, controller-manager, "
+        "scheduler, kwok) on 127.0.0.1; the first run builds it from the Go module proxy"
+    )
     with Cluster.start(run_dir, nodes=2) as cluster:
         _say(f"control plane ready in {cluster.started_in:.1f}s")
         liveness = f"http://127.0.0.1:{free_port()}/healthz"

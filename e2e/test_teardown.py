@@ -81,6 +81,8 @@ def test_up_prints_a_working_kubeconfig_and_down_stops_every_process(tmp_path: P
         if up.poll() is None:
             up.kill()
             up.wait()
+        assert up.stdout is not None
+        up.stdout.close()
 
 
 def test_stopping_the_registry_and_prometheus_leaves_no_process_behind(tmp_path: Path) -> None:

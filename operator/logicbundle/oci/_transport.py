@@ -1,0 +1,558 @@
+"""HTTP for the registry client: TLS, auth challenges, redirects, retries, redaction.
+
+A thin layer over ``urllib3`` (already pinned through the kubernetes client;
+no ``requests``, no kopf) so the in-pod agent can reuse the pull side cheaply.
+It owns every decision that could leak a secret or weaken transport security:
+
+* plain HTTP only when the client was built with ``insecure=True`` — for the
+  registry, its token realm, upload locations and redirects alike;
+* credentials and tokens go only to the host that challenged for them, never
+  along a redirect to blob storage;
+* URLs in errors and logs are reduced to scheme, host and path (pre-signed
+  storage URLs carry signatures in their query strings), and every message
+  is scrubbed of the passwords and tokens this transport has seen;
+* connection errors, 5xx and 429 are retried with exponential backoff and
+  jitter (many agents pulling at once must not stampede the registry);
+  other 4xx are not, because retrying cannot change the answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import ssl
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final, NoReturn, TypeAlias
+
+import urllib3
+from urllib3.exceptions import HTTPError, SSLError
+
+from logicbundle.oci._auth import Challenge, Credentials, DockerConfig, parse_challenge
+from logicbundle.oci._errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    InsecureTransportError,
+    NotFoundError,
+    RegistryError,
+    RegistryRequestError,
+    RegistryUnavailableError,
+    TLSVerificationError,
+)
+
+logger = logging.getLogger("logicbundle.oci")
+
+
+class _RedactQueries(logging.Filter):
+    """Strip query strings from urllib3's debug lines ("GET /path?X-Amz-Signature=...").
+
+    urllib3 logs every request target at DEBUG; pre-signed storage URLs carry
+    their signature in the query, so turning on debug logging must not leak it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.split("?", 1)[0] if isinstance(arg, str) and "?" in arg else arg
+                for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_RedactQueries())
+
+Body: TypeAlias = bytes | Callable[[], BinaryIO] | None
+"""A request body: bytes, or a factory opening a fresh stream for every (re)try."""
+
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS: Final = 5
+_MAX_ERROR_BODY: Final = 64 * 1024
+_MAX_TOKEN_RESPONSE: Final = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry transient failures.
+
+    The delay before retry *n* (1-based) is ``initial_delay * multiplier**(n-1)``,
+    capped at ``max_delay``, then scaled by a random factor in [0.5, 1] when
+    ``jitter`` is on.  ``attempts`` counts the first try.
+    """
+
+    attempts: int = 5
+    initial_delay: float = 0.5
+    multiplier: float = 2.0
+    max_delay: float = 30.0
+    jitter: bool = True
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number *retry* (1-based)."""
+        base = min(self.max_delay, self.initial_delay * self.multiplier ** (retry - 1))
+        if self.jitter:
+            # Not security relevant: only spreads retries of many clients apart.
+            return base * random.uniform(0.5, 1.0)  # noqa: S311
+        return base
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]/path`` of *url*: no userinfo, no query, no fragment."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _host_of(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc.rpartition("@")[2].lower()
+
+
+def _repository_of(url: str) -> str:
+    """The repository named by a ``/v2/<name>/<kind>/...`` path, for scoping tokens."""
+    path = urllib.parse.urlsplit(url).path
+    if not path.startswith("/v2/"):
+        return ""
+    for marker in ("/manifests/", "/blobs/", "/tags/", "/referrers/"):
+        if marker in path:
+            return path[4 : path.index(marker)]
+    return ""
+
+
+def registry_errors(body: bytes) -> str:
+    """A short summary of an OCI error body (``{"errors": [{code, message}]}``)."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    if not isinstance(document, dict) or not isinstance(document.get("errors"), list):
+        return ""
+    parts = []
+    for error in document["errors"][:3]:
+        if isinstance(error, dict):
+            code = str(error.get("code", ""))[:40]
+            message = str(error.get("message", ""))[:160]
+            parts.append(f"{code}: {message}" if message else code)
+    return "; ".join(parts)
+
+
+class Transport:
+    """One connection pool, its auth state and its retry policy."""
+
+    def __init__(
+        self,
+        *,
+        auth: DockerConfig | None,
+        insecure: bool,
+        ca_bundle: str | Path | None,
+        connect_timeout: float,
+        read_timeout: float,
+        retry: RetryPolicy,
+        sleep: Callable[[float], None],
+        user_agent: str,
+    ) -> None:
+        self.insecure = insecure
+        self.retry = retry
+        self._sleep = sleep
+        self._auth = auth or DockerConfig()
+        self._user_agent = user_agent
+        self._pool = urllib3.PoolManager(
+            num_pools=8,
+            maxsize=4,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=str(ca_bundle) if ca_bundle is not None else None,
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+            retries=False,
+        )
+        self._lock = threading.Lock()
+        # Authorization header per (registry host, repository) that last worked.
+        self._authorization: dict[tuple[str, str], str] = {}
+        self._secrets: set[str] = set()
+        for credentials in self._auth.auths.values():
+            self._remember_secret(credentials)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._pool.clear()
+
+    @property
+    def scheme(self) -> str:
+        """``http`` when insecure, ``https`` otherwise."""
+        return "http" if self.insecure else "https"
+
+    # --- secrets and errors -------------------------------------------------
+
+    def _remember_secret(self, credentials: Credentials | str) -> None:
+        with self._lock:
+            if isinstance(credentials, str):
+                if credentials:
+                    self._secrets.add(credentials)
+                return
+            if credentials.password:
+                self._secrets.add(credentials.password)
+                self._secrets.add(credentials.basic_header().split(" ", 1)[1])
+
+    def scrub(self, text: str) -> str:
+        """*text* with every known password and token replaced by ``***``."""
+        with self._lock:
+            secrets = sorted(self._secrets, key=len, reverse=True)
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def fail(
+        self, error: type[RegistryError], message: str, *, hint: str | None = None
+    ) -> NoReturn:
+        """Raise *error* with the message and hint scrubbed of secrets."""
+        raise error(self.scrub(message), hint=self.scrub(hint) if hint else None)
+
+    def check_url(self, url: str) -> None:
+        """Refuse any URL whose scheme the client is not allowed to speak."""
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+        if scheme == "https":
+            return
+        if scheme == "http" and self.insecure:
+            return
+        if scheme == "http":
+            self.fail(
+                InsecureTransportError,
+                f"refusing plain HTTP to {redact_url(url)}",
+                hint="The registry (or its token service or storage) asked for plain HTTP; "
+                "set insecure: true only for a registry you trust on a trusted network.",
+            )
+        self.fail(InsecureTransportError, f"refusing URL scheme {scheme!r} ({redact_url(url)})")
+
+    # --- requests -----------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        action: str,
+        headers: Mapping[str, str] | None = None,
+        body: Body = None,
+        stream: bool = False,
+        ok: Iterable[int] = (200,),
+        missing_ok: bool = False,
+    ) -> urllib3.BaseHTTPResponse:
+        """Send a request with auth, redirects and retries; return a response in *ok*.
+
+        With ``stream=True`` the body is left unread for the caller (who must
+        ``release_conn()``).  With ``missing_ok`` a 404 is returned, not raised.
+        ``action`` names what we were doing, for error messages.
+        """
+        accepted = set(ok)
+        if missing_ok:
+            accepted.add(404)
+        attempt = 0
+        challenges_answered: list[str] = []
+        redirects = 0
+        current_method, current_url = method, url
+        while True:
+            self.check_url(current_url)
+            attempt += 1
+            try:
+                response = self._send(current_method, current_url, headers, body, stream)
+            except SSLError as exc:
+                self._fail_tls(current_url, exc, action)
+            except HTTPError as exc:
+                self._backoff_or_fail(attempt, current_url, action, type(exc).__name__)
+                continue
+
+            status = response.status
+            logger.debug("%s %s -> %d", current_method, redact_url(current_url), status)
+            if status in accepted:
+                return response
+            if status in _REDIRECTS:
+                redirects += 1
+                current_url = self._redirect_target(response, current_url, redirects, action)
+                if status == 303:
+                    current_method, body = "GET", None
+                attempt = 0
+                continue
+            if status == 401:
+                self._answer_challenge(response, current_url, action, challenges_answered)
+                continue
+            error_body = self._read_error_body(response)
+            if status == 429 or status >= 500:
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                self._backoff_or_fail(
+                    attempt,
+                    current_url,
+                    action,
+                    f"HTTP {status}",
+                    delay=retry_after,
+                    detail=registry_errors(error_body),
+                )
+                continue
+            self._fail_status(status, current_url, action, error_body)
+
+    def _redirect_target(
+        self, response: urllib3.BaseHTTPResponse, url: str, redirects: int, action: str
+    ) -> str:
+        location = response.headers.get("Location")
+        self.discard(response)
+        if not location or redirects > _MAX_REDIRECTS:
+            self.fail(
+                RegistryRequestError,
+                f"{action}: too many or empty redirects at {redact_url(url)}",
+            )
+        return urllib.parse.urljoin(url, location)
+
+    def _answer_challenge(
+        self, response: urllib3.BaseHTTPResponse, url: str, action: str, answered: list[str]
+    ) -> None:
+        """Authenticate after a 401, unless we already answered this very challenge."""
+        header = response.headers.get("WWW-Authenticate", "")
+        self.discard(response)
+        key = f"{_host_of(url)} {header}"
+        if key in answered or len(answered) >= 3:
+            self._fail_status(401, url, action, b"")
+        answered.append(key)
+        self._authenticate(url, parse_challenge(header), action)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        body: Body,
+        stream: bool,
+    ) -> urllib3.BaseHTTPResponse:
+        all_headers = {"User-Agent": self._user_agent, "Accept-Encoding": "identity"}
+        all_headers.update(headers or {})
+        key = (_host_of(url), _repository_of(url))
+        with self._lock:
+            authorization = self._authorization.get(key)
+            if authorization is None:
+                authorization = self._authorization.get((key[0], ""))
+        if authorization is not None:
+            all_headers["Authorization"] = authorization
+        payload: bytes | BinaryIO | None = body() if callable(body) else body
+        try:
+            return self._pool.request(
+                method,
+                url,
+                body=payload,
+                headers=all_headers,
+                redirect=False,
+                retries=False,
+                preload_content=not stream,
+                decode_content=False,
+            )
+        finally:
+            if payload is not None and not isinstance(payload, bytes):
+                payload.close()
+
+    @staticmethod
+    def discard(response: urllib3.BaseHTTPResponse) -> None:
+        with contextlib.suppress(HTTPError):
+            response.drain_conn()
+        response.release_conn()
+
+    @staticmethod
+    def _read_error_body(response: urllib3.BaseHTTPResponse) -> bytes:
+        try:
+            data = response.read(_MAX_ERROR_BODY, decode_content=False)
+        except HTTPError:
+            data = b""
+        Transport.discard(response)
+        return data
+
+    def _backoff_or_fail(
+        self,
+        attempt: int,
+        url: str,
+        action: str,
+        failure: str,
+        *,
+        delay: float | None = None,
+        detail: str = "",
+    ) -> None:
+        described = f"{failure} ({detail})" if detail else failure
+        if attempt >= self.retry.attempts:
+            self.fail(
+                RegistryUnavailableError,
+                f"{action}: {redact_url(url)} failed {attempt} times, last with {described}",
+                hint="The registry is unreachable or overloaded; this is retried later. "
+                "Check the registry's health and the network path to it.",
+            )
+        wait = self.retry.delay(attempt) if delay is None else min(delay, self.retry.max_delay)
+        logger.info(
+            "%s: %s failed with %s; retry %d of %d in %.2fs",
+            action,
+            redact_url(url),
+            self.scrub(described),
+            attempt,
+            self.retry.attempts - 1,
+            wait,
+        )
+        self._sleep(wait)
+
+    def backoff_or_fail(self, attempt: int, url: str, action: str, failure: str) -> None:
+        """Sleep before retry *attempt*, or raise when the attempts are used up."""
+        self._backoff_or_fail(attempt, url, action, failure)
+
+    def _fail_tls(self, url: str, exc: SSLError, action: str) -> NoReturn:
+        reason = ""
+        for candidate in (exc, *exc.args):
+            if isinstance(candidate, ssl.SSLError) and candidate.reason:
+                reason = str(candidate.reason)
+                break
+        if not reason:
+            text = str(exc)
+            for marker in ("CERTIFICATE_VERIFY_FAILED", "WRONG_VERSION_NUMBER", "hostname"):
+                if marker in text:
+                    reason = marker
+                    break
+        self.fail(
+            TLSVerificationError,
+            f"{action}: TLS with {redact_url(url)} failed" + (f" ({reason})" if reason else ""),
+            hint="If the registry uses a private CA, pass its bundle as the CA; if it speaks "
+            "plain HTTP (WRONG_VERSION_NUMBER), set insecure: true for that registry only.",
+        )
+
+    def _fail_status(self, status: int, url: str, action: str, body: bytes) -> NoReturn:
+        detail = registry_errors(body)
+        where = f"{action}: {redact_url(url)} returned {status}" + (
+            f" ({detail})" if detail else ""
+        )
+        if status == 401:
+            self.fail(
+                AuthenticationError,
+                where,
+                hint="The registry did not accept our credentials; check the pull secret "
+                "(kubernetes.io/dockerconfigjson) has an entry for this registry host.",
+            )
+        if status == 403:
+            self.fail(
+                AccessDeniedError,
+                where,
+                hint="The credentials are valid but lack permission for this repository.",
+            )
+        if status == 404:
+            self.fail(
+                NotFoundError,
+                where,
+                hint="Check the repository, tag or digest exists in this registry.",
+            )
+        self.fail(RegistryRequestError, where, hint="The registry rejected the request.")
+
+    # --- auth ---------------------------------------------------------------
+
+    def _authenticate(self, url: str, challenge: Challenge | None, action: str) -> None:
+        host = _host_of(url)
+        key = (host, _repository_of(url))
+        credentials = self._auth.credentials_for(host)
+        if challenge is None:
+            self._fail_status(401, url, action, b"")
+        if challenge.scheme == "basic":
+            if credentials is None:
+                self.fail(
+                    AuthenticationError,
+                    f"{action}: {redact_url(url)} requires credentials and none are "
+                    f"configured for {host}",
+                    hint="Add an entry for this registry host to the pull secret.",
+                )
+            with self._lock:
+                self._authorization[key] = credentials.basic_header()
+            return
+        if challenge.scheme != "bearer":
+            self.fail(
+                AuthenticationError,
+                f"{action}: {redact_url(url)} asks for unsupported auth scheme "
+                f"{challenge.scheme[:20]!r}",
+                hint="Only Basic and Bearer token auth are supported.",
+            )
+        token = self._fetch_token(challenge, credentials, action)
+        self._remember_secret(token)
+        with self._lock:
+            self._authorization[key] = f"Bearer {token}"
+
+    def _fetch_token(
+        self, challenge: Challenge, credentials: Credentials | None, action: str
+    ) -> str:
+        realm = challenge.params.get("realm", "")
+        if not realm:
+            self.fail(AuthenticationError, f"{action}: bearer challenge without a realm")
+        self.check_url(realm)
+        query = [(k, challenge.params[k]) for k in ("service", "scope") if k in challenge.params]
+        separator = "&" if urllib.parse.urlsplit(realm).query else "?"
+        token_url = realm + (separator + urllib.parse.urlencode(query) if query else "")
+        headers = {"Accept": "application/json"}
+        if credentials is not None:
+            headers["Authorization"] = credentials.basic_header()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._pool.request(
+                    "GET",
+                    token_url,
+                    headers={"User-Agent": self._user_agent, **headers},
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                )
+            except SSLError as exc:
+                self._fail_tls(realm, exc, f"{action} (token service)")
+            except HTTPError as exc:
+                self._backoff_or_fail(
+                    attempt, realm, f"{action} (token service)", type(exc).__name__
+                )
+                continue
+            data = response.read(_MAX_TOKEN_RESPONSE + 1, decode_content=True)
+            self.discard(response)
+            if response.status == 429 or response.status >= 500:
+                self._backoff_or_fail(
+                    attempt, realm, f"{action} (token service)", f"HTTP {response.status}"
+                )
+                continue
+            break
+        if response.status in (401, 403):
+            self.fail(
+                AuthenticationError,
+                f"{action}: the token service {redact_url(realm)} refused the credentials "
+                f"({response.status})",
+                hint="Check the user name and password in the pull secret for this registry."
+                if credentials is not None
+                else "The registry needs credentials: add them to the pull secret.",
+            )
+        if response.status != 200 or len(data) > _MAX_TOKEN_RESPONSE:
+            self.fail(
+                AuthenticationError,
+                f"{action}: the token service {redact_url(realm)} answered {response.status}",
+            )
+        try:
+            document = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            document = None
+        token = None
+        if isinstance(document, dict):
+            token = document.get("token") or document.get("access_token")
+        if not isinstance(token, str) or not token:
+            self.fail(
+                AuthenticationError,
+                f"{action}: the token service {redact_url(realm)} returned no token",
+            )
+        return token
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None  # An HTTP date: use our own backoff instead.
+    return max(0.0, seconds)

@@ -1,0 +1,53 @@
+"""Where keyless trust starts: a Sigstore trusted root, read from bytes, never from TUF.
+
+Operator pods run read-only as non-root and must not depend on the network to verify, so
+``Verifier.production()`` (which refreshes and caches TUF metadata under ``$HOME``) is never
+used. The trusted root comes from a ConfigMap/Secret (bytes or a mounted file); the default
+is the public-good ``trusted_root.json`` embedded in the installed sigstore wheel. That copy
+is as fresh as the wheel: after a Sigstore key rotation, mount a current root.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from sigstore.models import TrustedRoot
+from sigstore_models.trustroot.v1 import TrustedRoot as _TrustedRootMessage
+
+from logicbundle.trust._errors import VerificationError
+
+# sigstore embeds one directory per TUF repository, named by the URL-quoted repository URL.
+_PUBLIC_GOOD_DIR = "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev"
+
+
+def load_trusted_root(data: bytes | str) -> TrustedRoot:
+    """Parse a ``trusted_root.json`` (the content of a ConfigMap or Secret key)."""
+    try:
+        # TrustedRoot has no from-bytes constructor; from_file would need a writable temp
+        # file, so the message is parsed here and wrapped the way from_file does.
+        return TrustedRoot(_TrustedRootMessage.from_json(data))
+    except Exception as exc:  # sigstore raises ValueError, pydantic or its own Error
+        raise VerificationError(
+            f"the trusted root is not a valid Sigstore trusted_root.json: {exc}",
+            hint="Copy trusted_root.json from your Sigstore instance's TUF repository "
+            "(media type application/vnd.dev.sigstore.trustedroot+json;version=0.1).",
+        ) from None
+
+
+def load_trusted_root_file(path: Path) -> TrustedRoot:
+    """Parse a mounted ``trusted_root.json``."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise VerificationError(
+            f"cannot read the trusted root {path}: {exc.strerror}",
+            hint="Check the ConfigMap/Secret volume that holds trusted_root.json.",
+        ) from None
+    return load_trusted_root(data)
+
+
+def public_good_trusted_root() -> TrustedRoot:
+    """The Sigstore public-good trusted root shipped inside the sigstore wheel (no network)."""
+    asset = resources.files("sigstore._store").joinpath(_PUBLIC_GOOD_DIR, "trusted_root.json")
+    return load_trusted_root(asset.read_bytes())
