@@ -17,6 +17,7 @@ lint:
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports
+	$(PY) -m logicbundle.api.crd --check
 
 # pytest exits 5 when it collected no test: that is a broken suite, not a pass.
 unit:

@@ -7,6 +7,7 @@ Prometheus is started per test with the configuration the test passes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,8 @@ def start_prometheus(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Prom
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards."""
-    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50]
-    name = name.strip("-")
+    slug = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    name = f"t-{slug}-{hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]}"
     cluster.request(
         "POST",
         "/api/v1/namespaces",
@@ -66,3 +67,20 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     )
     yield name
     cluster.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+REPO = _HERE.parent
+CRD_FILE = REPO / "crds" / "logicbundle.io_logicbundles.yaml"
+
+
+@pytest.fixture(scope="session")
+def logicbundle_crd(cluster: Cluster) -> str:
+    """The generated LogicBundle CRD, applied to the session's cluster and Established."""
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/logicbundles.logicbundle.io",
+    )
+    return "logicbundles.logicbundle.io"

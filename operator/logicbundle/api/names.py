@@ -1,0 +1,116 @@
+"""Names every part of logicbundle shares: the API group, labels, annotations.
+
+The operator, the webhook, the agent, the CLI and the Argo CD actions all read
+and write the same keys on pods and on ``LogicBundle`` objects.  A typo in one
+of them is a silent bug (the key is simply never seen), so each name is
+spelled exactly once, here, and everyone imports it.
+
+This module imports nothing from pydantic or Kubernetes so that the pod-side
+packages (``agent``, ``sdk``) may use it too.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "logicbundle.io"
+"""The API group of every logicbundle resource."""
+
+VERSION: Final = "v1alpha1"
+"""The served and stored version of the ``LogicBundle`` API."""
+
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+"""``apiVersion`` of a ``LogicBundle`` object."""
+
+KIND: Final = "LogicBundle"
+LIST_KIND: Final = "LogicBundleList"
+PLURAL: Final = "logicbundles"
+SINGULAR: Final = "logicbundle"
+SHORT_NAMES: Final = ("lb",)
+CATEGORIES: Final = ("logicbundle",)
+"""``kubectl get logicbundle`` lists every resource of the project.
+
+``all`` is deliberately absent: ``kubectl get all`` is meant for core
+workloads, and adding custom resources to it is discouraged by sig-cli (it
+also makes ``kubectl delete all --all`` delete rollout state).
+"""
+
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+PREFIX: Final = f"{GROUP}/"
+"""Every label and annotation key of the project starts with this prefix."""
+
+# --- Labels -----------------------------------------------------------------
+
+LABEL_INJECT: Final = f"{PREFIX}inject"
+"""Pod label; ``"true"`` opts the pod in to the webhook's agent injection.
+
+A label, not an annotation, so the webhook's ``objectSelector`` filters pods
+before the API server ever calls it.
+"""
+
+LABEL_INJECT_ENABLED: Final = "true"
+"""The only value of :data:`LABEL_INJECT` that opts a pod in."""
+
+LABEL_COHORT: Final = f"{PREFIX}cohort"
+"""Pod label naming a rollout cohort, matched by stage selectors.
+
+The default ``internal`` stage selects pods labelled
+``logicbundle.io/cohort: internal``.
+"""
+
+COHORT_INTERNAL: Final = "internal"
+"""Value of :data:`LABEL_COHORT` selected by the default ``internal`` stage."""
+
+# --- Pod annotations ----------------------------------------------------------
+
+ANNOTATION_TARGET_PREFIX: Final = f"{PREFIX}target."
+"""Prefix of the pod annotation that assigns a digest to a pod.
+
+The operator writes ``logicbundle.io/target.<bundle-name>: sha256:...``; it is
+the source of truth for what a pod should run, and always holds a digest.
+"""
+
+ANNOTATION_ACTIVE_PREFIX: Final = f"{PREFIX}active."
+"""Prefix of the pod annotation recording the digest the agent reports active.
+
+Written by the operator (the agent never writes to the API) as
+``logicbundle.io/active.<bundle-name>: sha256:...``.
+"""
+
+MAX_BUNDLE_NAME_LENGTH: Final = 63 - max(
+    len(ANNOTATION_TARGET_PREFIX.removeprefix(PREFIX)),
+    len(ANNOTATION_ACTIVE_PREFIX.removeprefix(PREFIX)),
+)
+"""The longest ``LogicBundle`` name that still fits in an annotation key.
+
+The name part of a Kubernetes annotation key is at most 63 characters, and
+the bundle name is embedded in it after ``target.`` or ``active.``.
+"""
+
+POD_CONDITION_ACTIVE: Final = f"{PREFIX}bundles-active"
+"""Pod condition type (and readiness gate) set once the pod's assigned bundles are active."""
+
+# --- LogicBundle annotations ----------------------------------------------------
+
+ANNOTATION_REQUESTED_ACTION: Final = f"{PREFIX}requested-action"
+"""Annotation on a ``LogicBundle`` requesting a manual action.
+
+Its value is ``<action>[=<argument>]@<token>`` (see
+:mod:`logicbundle.api.actions`); the operator acts once per distinct value and
+records it in ``status.lastHandledAction``, like Flux's ``requestedAt``.  An
+annotation, not a spec field, so GitOps tools see no drift in ``spec``.
+"""
+
+FINALIZER: Final = f"{PREFIX}finalizer"
+"""Finalizer the operator puts on every ``LogicBundle`` it manages."""
+
+
+def target_annotation(bundle: str) -> str:
+    """The pod annotation key that assigns ``bundle``'s digest to a pod."""
+    return f"{ANNOTATION_TARGET_PREFIX}{bundle}"
+
+
+def active_annotation(bundle: str) -> str:
+    """The pod annotation key that records ``bundle``'s active digest on a pod."""
+    return f"{ANNOTATION_ACTIVE_PREFIX}{bundle}"

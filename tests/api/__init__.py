@@ -1,0 +1,1 @@
+"""Tests of logicbundle.api: the models, the generated CRD, the examples."""
