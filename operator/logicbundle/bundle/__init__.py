@@ -1,0 +1,171 @@
+"""The logic bundle artifact format: manifest contract, deterministic pack, safe unpack, audit.
+
+This package is pure: it reads and writes local files and bytes, never the
+network, so the CLI (pack), the operator (verify, audit) and the agent
+(unpack) share one implementation of the format.  The media types of the OCI
+artifact are named here, once, for the whole project.
+
+* :class:`BundleManifest` (with :func:`parse_manifest`, :func:`interface_hash`)
+  is the contract carried in the config blob.
+* :func:`pack_directory` / :func:`pack_directory_to` turn a directory into a
+  byte-identical tar.gz layer and its manifest.
+* :func:`unpack_bundle` treats a layer as hostile input, checks it against the
+  manifest and the :class:`UnpackLimits`, and leaves nothing behind on failure.
+* :func:`audit_sources` / :func:`audit_directory` scan Python code for denied
+  constructs; :func:`enforce_audit` applies an :class:`AuditPolicy`.  The audit
+  is defence in depth; the signature is the trust root.
+
+Every error derives from :class:`BundleError` (itself a
+:class:`logicbundle.errors.LogicBundleError`) and has a distinct ``reason``.
+"""
+
+from logicbundle.bundle._audit import (
+    DEFAULT_DENY_LIST,
+    RULE_DENIED_IMPORT,
+    RULE_DENIED_NAME,
+    RULE_DYNAMIC_IMPORT,
+    RULE_OPAQUE_CODE,
+    RULE_SYNTAX_ERROR,
+    AuditPolicy,
+    AuditReport,
+    DenyList,
+    Finding,
+    audit_directory,
+    audit_sources,
+    enforce_audit,
+)
+from logicbundle.bundle._errors import (
+    AbsolutePathError,
+    AuditRejectedError,
+    BundleError,
+    CompressionRatioExceededError,
+    CorruptArchiveError,
+    DestinationExistsError,
+    DeviceFileError,
+    DuplicateEntryError,
+    FifoError,
+    FileTooLargeError,
+    HardlinkRejectedError,
+    HashMismatchError,
+    HeaderTooLargeError,
+    InvalidManifestError,
+    InvalidPathError,
+    LayerDigestMismatchError,
+    LimitExceededError,
+    LinkInSourceError,
+    LinkRejectedError,
+    ManifestMismatchError,
+    MissingFileError,
+    PackError,
+    PathConflictError,
+    PathTooDeepError,
+    PathTooLongError,
+    PathTraversalError,
+    SizeMismatchError,
+    SymlinkRejectedError,
+    TooManyFilesError,
+    TotalSizeExceededError,
+    UnexpectedFileError,
+    UnpackError,
+    UnsupportedMemberError,
+    UnsupportedSourceFileError,
+)
+from logicbundle.bundle._manifest import (
+    FILE_MODE_EXECUTABLE,
+    FILE_MODE_REGULAR,
+    BundleManifest,
+    FileEntry,
+    FunctionSignature,
+    Interface,
+    Parameter,
+    canonical_json,
+    interface_hash,
+    parse_manifest,
+)
+from logicbundle.bundle._media import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE
+from logicbundle.bundle._pack import (
+    GZIP_LEVEL,
+    PackedBundle,
+    PackResult,
+    collect_source_files,
+    layer_digest,
+    pack_directory,
+    pack_directory_to,
+    sha256_digest,
+)
+from logicbundle.bundle._unpack import DEFAULT_LIMITS, UnpackedBundle, UnpackLimits, unpack_bundle
+
+__all__ = [
+    "ARTIFACT_TYPE",
+    "CONFIG_MEDIA_TYPE",
+    "DEFAULT_DENY_LIST",
+    "DEFAULT_LIMITS",
+    "FILE_MODE_EXECUTABLE",
+    "FILE_MODE_REGULAR",
+    "GZIP_LEVEL",
+    "LAYER_MEDIA_TYPE",
+    "RULE_DENIED_IMPORT",
+    "RULE_DENIED_NAME",
+    "RULE_DYNAMIC_IMPORT",
+    "RULE_OPAQUE_CODE",
+    "RULE_SYNTAX_ERROR",
+    "AbsolutePathError",
+    "AuditPolicy",
+    "AuditRejectedError",
+    "AuditReport",
+    "BundleError",
+    "BundleManifest",
+    "CompressionRatioExceededError",
+    "CorruptArchiveError",
+    "DenyList",
+    "DestinationExistsError",
+    "DeviceFileError",
+    "DuplicateEntryError",
+    "FifoError",
+    "FileEntry",
+    "FileTooLargeError",
+    "Finding",
+    "FunctionSignature",
+    "HardlinkRejectedError",
+    "HashMismatchError",
+    "HeaderTooLargeError",
+    "Interface",
+    "InvalidManifestError",
+    "InvalidPathError",
+    "LayerDigestMismatchError",
+    "LimitExceededError",
+    "LinkInSourceError",
+    "LinkRejectedError",
+    "ManifestMismatchError",
+    "MissingFileError",
+    "PackError",
+    "PackResult",
+    "PackedBundle",
+    "Parameter",
+    "PathConflictError",
+    "PathTooDeepError",
+    "PathTooLongError",
+    "PathTraversalError",
+    "SizeMismatchError",
+    "SymlinkRejectedError",
+    "TooManyFilesError",
+    "TotalSizeExceededError",
+    "UnexpectedFileError",
+    "UnpackError",
+    "UnpackLimits",
+    "UnpackedBundle",
+    "UnsupportedMemberError",
+    "UnsupportedSourceFileError",
+    "audit_directory",
+    "audit_sources",
+    "canonical_json",
+    "collect_source_files",
+    "enforce_audit",
+    "interface_hash",
+    "layer_digest",
+    "pack_directory",
+    "pack_directory_to",
+    "parse_manifest",
+    "sha256_digest",
+    "unpack_bundle",
+]

@@ -1,0 +1,80 @@
+"""Path rules shared by the manifest, the packer and the unpacker.
+
+A bundle path is a relative POSIX path in canonical form: components separated
+by single slashes, none of them empty, ``.`` or ``..``; no backslash, no NUL or
+other control character.  The manifest only accepts canonical paths.  The
+unpacker accepts the harmless spellings other tar writers produce (``./a``,
+``a//b``, ``a/./b``, a trailing slash on directories), canonicalises them, and
+then compares them with :func:`collision_key`, which folds case and Unicode
+normalisation so that two spellings of one file on a case-insensitive or
+normalising file system count as duplicates.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Final
+
+_FORBIDDEN_CHARS: Final = frozenset("\\") | frozenset(chr(c) for c in range(32)) | {"\x7f"}
+
+
+class PathRuleError(ValueError):
+    """A path breaks a rule; ``rule`` says which one."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+ABSOLUTE: Final = "absolute"
+TRAVERSAL: Final = "traversal"
+INVALID: Final = "invalid"
+NOT_CANONICAL: Final = "not-canonical"
+
+
+def canonicalise(name: str) -> str:
+    """Return the canonical spelling of a tar member name, or raise :class:`PathRuleError`.
+
+    Returns ``""`` for the archive root (``.`` or ``./``).
+    """
+    if not name:
+        raise PathRuleError(INVALID, "the path is empty")
+    bad = sorted({repr(c) for c in name if c in _FORBIDDEN_CHARS})
+    if bad:
+        raise PathRuleError(
+            INVALID, f"the path {name!r} contains forbidden characters: {', '.join(bad)}"
+        )
+    if name.startswith("/"):
+        raise PathRuleError(ABSOLUTE, f"the path {name!r} is absolute")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise PathRuleError(TRAVERSAL, f"the path {name!r} has a '..' component")
+    return "/".join(parts)
+
+
+def check_canonical(path: str) -> str:
+    """Return ``path`` if it is already canonical and not the root, else raise."""
+    canonical = canonicalise(path)
+    if canonical != path or not canonical:
+        raise PathRuleError(
+            NOT_CANONICAL,
+            f"the path {path!r} is not canonical: write it as a relative POSIX path "
+            "without empty, '.' or '..' components and without a trailing slash",
+        )
+    return path
+
+
+def collision_key(canonical: str) -> str:
+    """The key under which two paths name the same file on some file system."""
+    return unicodedata.normalize("NFC", canonical).casefold()
+
+
+def depth(canonical: str) -> int:
+    """Number of components of a canonical path."""
+    return canonical.count("/") + 1 if canonical else 0
+
+
+def parents(canonical: str) -> list[str]:
+    """The canonical paths of all ancestors of ``canonical``, outermost first."""
+    parts = canonical.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
