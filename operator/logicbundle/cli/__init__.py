@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from logicbundle import __version__
+from logicbundle.cli import _bundles
 from logicbundle.errors import LogicBundleError
 
 __all__ = ["main"]
@@ -19,6 +20,7 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_VERIFICATION_FAILED = _bundles.EXIT_VERIFICATION_FAILED
 
 
 def _cmd_version(_: argparse.Namespace) -> int:
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="peer with other replicas through the KopfPeering object NAME",
     )
     operator.set_defaults(func=_cmd_operator)
+
+    _bundles.add_parsers(sub)
     return parser
 
 

@@ -6,9 +6,18 @@ from bytes (public-good by default, never refreshed from the network, nothing wr
 ``$HOME``); cosign key signatures are verified with ``cryptography``. The policy is any-of,
 fail closed, and results are cached by ``(digest, policy)``.
 
-Finding signatures in a registry is the OCI client's job; this package only decides.
+Finding and attaching signatures in a registry, the way cosign v3 does (Sigstore bundle
+referrers, and the legacy ``sha256-<hex>.sig`` tag), is :func:`discover_signatures` and
+:func:`attach_signature`; :func:`verify_reference` does it all for a tag or digest.
 """
 
+from logicbundle.trust._discovery import (
+    MAX_SIGNATURE_BYTES,
+    attach_signature,
+    discover_signatures,
+    legacy_signature_tag,
+    verify_reference,
+)
 from logicbundle.trust._errors import SigningError, VerificationError
 from logicbundle.trust._policy import CosignPublicKey, KeylessIdentity, TrustPolicy
 from logicbundle.trust._roots import (
@@ -46,6 +55,7 @@ __all__ = [
     "BUNDLE_MEDIA_TYPE",
     "COSIGN_SIGN_PREDICATE_TYPE",
     "IN_TOTO_PAYLOAD_TYPE",
+    "MAX_SIGNATURE_BYTES",
     "SIGNATURE_ANNOTATION",
     "SIMPLE_SIGNING_MEDIA_TYPE",
     "BundleSignature",
@@ -60,7 +70,10 @@ __all__ = [
     "TrustVerifier",
     "VerificationError",
     "Verified",
+    "attach_signature",
     "cosign_statement",
+    "discover_signatures",
+    "legacy_signature_tag",
     "load_trusted_root",
     "load_trusted_root_file",
     "public_good_signing_context",
@@ -70,4 +83,5 @@ __all__ = [
     "sign_with_key",
     "signing_context_from_config",
     "verify_artifact",
+    "verify_reference",
 ]
