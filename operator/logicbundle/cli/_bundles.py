@@ -159,7 +159,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
         pinned = ref.with_digest(digest)
         if args.key:
             key = _read_secret_file(args.key, "private key")
-            password = os.environ.get(args.key_password_env, "").encode() or None
+            password = (
+                os.environ.get(args.key_password_env) or os.environ.get("COSIGN_PASSWORD") or ""
+            ).encode() or None
             if args.legacy:
                 artifact = trust.sign_legacy_with_key(
                     digest=digest,
@@ -356,7 +358,8 @@ def add_parsers(sub: Any) -> None:
     sign.add_argument(
         "--key-password-env",
         default="LOGICBUNDLE_KEY_PASSWORD",
-        help="environment variable holding the key's password (default %(default)s)",
+        help="environment variable holding the key's password (default %(default)s, "
+        "then COSIGN_PASSWORD)",
     )
     sign.add_argument("--legacy", action="store_true", help="cosign v2 `.sig` format (with --key)")
     sign.add_argument(

@@ -38,6 +38,7 @@ from sigstore_models.trustroot.v1 import ClientTrustConfig as _ClientTrustConfig
 from sigstore_models.trustroot.v1 import SigningConfig as _SigningConfigMessage
 from sigstore_models.trustroot.v1 import TrustedRoot as _TrustedRootMessage
 
+from logicbundle.trust._cosign_key import decrypt_cosign_private_key, is_cosign_encrypted_key
 from logicbundle.trust._errors import SigningError
 from logicbundle.trust._keys import pae
 from logicbundle.trust._statement import (
@@ -205,12 +206,15 @@ _SigningKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPr
 
 def _load_private_key(pem: bytes, password: bytes | None) -> _SigningKey:
     try:
-        key = serialization.load_pem_private_key(pem, password=password)
+        if is_cosign_encrypted_key(pem):
+            der = decrypt_cosign_private_key(pem, password)
+            key = serialization.load_der_private_key(der, password=None)
+        else:
+            key = serialization.load_pem_private_key(pem, password=password)
     except (ValueError, TypeError) as exc:
         raise SigningError(
             f"cannot load the private key: {exc}",
-            hint="Pass a PEM PKCS#8 key (and its password if encrypted). cosign's own "
-            "'ENCRYPTED SIGSTORE PRIVATE KEY' format is not supported.",
+            hint="Pass a PEM PKCS#8 key or a cosign key (and its password if encrypted).",
         ) from None
     if not isinstance(
         key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
