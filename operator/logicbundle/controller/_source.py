@@ -1,0 +1,187 @@
+"""The source and verification steps: from ``spec.source`` and ``spec.verify`` to a verified digest.
+
+Resolve the reference to a digest (tags are resolved, never trusted), find
+and verify its signature under the policy the spec names, fetch the bundle
+manifest, pull the layer into the distributor's content-addressed cache, and
+audit Python code when asked.  Secrets and ConfigMaps are read through a
+small :class:`ObjectReader` so the steps are tested without a cluster.
+
+Every failure is a :class:`~logicbundle.errors.LogicBundleError` whose
+``retryable`` says whether waiting helps (registry down) or not (bad
+signature, not a bundle).  Nothing here ever puts a secret, token or URL
+credential into a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from logicbundle.api.v1alpha1 import (
+    DEFAULT_CA_KEY,
+    DEFAULT_PUBLIC_KEY_KEY,
+    DEFAULT_TRUSTED_ROOT_KEY,
+    LogicBundleSpec,
+    Source,
+    Verify,
+)
+from logicbundle.artifact import RemoteBundle, fetch_bundle
+from logicbundle.errors import LogicBundleError
+from logicbundle.oci import DockerConfig, Reference, RegistryClient
+from logicbundle.trust import (
+    CosignPublicKey,
+    KeylessIdentity,
+    TrustPolicy,
+    TrustVerifier,
+    Verified,
+    load_trusted_root,
+    verify_reference,
+)
+
+
+class ObjectReader(Protocol):
+    """Reads the Secrets and ConfigMaps a LogicBundle refers to (same namespace only)."""
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, bytes]:
+        """The Secret's data, decoded; raises ConfigError when it is missing."""
+
+    def config_map(self, namespace: str, name: str) -> Mapping[str, str]:
+        """The ConfigMap's data; raises ConfigError when it is missing."""
+
+
+class ConfigError(LogicBundleError):
+    """A Secret, ConfigMap or key the spec names is missing or unusable."""
+
+    reason = "InvalidConfiguration"
+    retryable = True  # creating the missing object fixes it without a spec change
+
+
+def _value(data: Mapping[str, bytes] | Mapping[str, str], key: str, *, what: str) -> bytes:
+    if key not in data:
+        raise ConfigError(
+            f"{what} has no key {key!r}",
+            hint=f"Add the key {key!r} or name another key in the LogicBundle.",
+        )
+    value = data[key]
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def trust_policy(verify: Verify, *, namespace: str, reader: ObjectReader) -> TrustPolicy:
+    """The any-of trust policy the spec names, with keys read from their Secrets."""
+    identities: list[KeylessIdentity] = []
+    if verify.keyless is not None:
+        identities = [
+            KeylessIdentity(issuer=i.issuer, subject=i.subject, subject_regex=i.subject_regex)
+            for i in verify.keyless.identities
+        ]
+    keys: list[CosignPublicKey] = []
+    for key in verify.keys or ():
+        if key.pem is not None:
+            keys.append(CosignPublicKey(key.pem.encode()))
+        elif key.secret_ref is not None:
+            ref = key.secret_ref
+            data = reader.secret(namespace, ref.name)
+            name = ref.key or DEFAULT_PUBLIC_KEY_KEY
+            keys.append(CosignPublicKey(_value(data, name, what=f"Secret {namespace}/{ref.name}")))
+    return TrustPolicy(identities=tuple(identities), keys=tuple(keys))
+
+
+def trusted_root_bytes(verify: Verify, *, namespace: str, reader: ObjectReader) -> bytes | None:
+    """The trusted root JSON the spec names, or None for sigstore's public-good root."""
+    if verify.keyless is None or verify.keyless.trusted_root_ref is None:
+        return None
+    ref = verify.keyless.trusted_root_ref
+    key = ref.key or DEFAULT_TRUSTED_ROOT_KEY
+    if ref.kind == "Secret":
+        return _value(
+            reader.secret(namespace, ref.name), key, what=f"Secret {namespace}/{ref.name}"
+        )
+    return _value(
+        reader.config_map(namespace, ref.name), key, what=f"ConfigMap {namespace}/{ref.name}"
+    )
+
+
+class RegistryClients:
+    """Registry clients per (credentials, CA, insecure), with CA bundles on private disk."""
+
+    def __init__(self, *, ca_dir: Path | None = None) -> None:
+        self._ca_dir = ca_dir or Path(tempfile.mkdtemp(prefix="logicbundle-ca-"))
+
+    def client(self, source: Source, *, namespace: str, reader: ObjectReader) -> RegistryClient:
+        auth = None
+        if source.pull_secret_ref is not None:
+            name = source.pull_secret_ref.name
+            data = reader.secret(namespace, name)
+            auth = DockerConfig.from_json(
+                _value(data, ".dockerconfigjson", what=f"Secret {namespace}/{name}")
+            )
+        ca_file = None
+        ca_pem = self._ca_pem(source, namespace=namespace, reader=reader)
+        if ca_pem is not None:
+            ca_file = self._ca_dir / f"{hashlib.sha256(ca_pem).hexdigest()}.pem"
+            if not ca_file.exists():
+                partial = ca_file.with_suffix(".tmp")
+                partial.write_bytes(ca_pem)
+                partial.replace(ca_file)
+        return RegistryClient(auth=auth, insecure=source.insecure, ca_bundle=ca_file)
+
+    @staticmethod
+    def _ca_pem(source: Source, *, namespace: str, reader: ObjectReader) -> bytes | None:
+        if source.ca_secret_ref is not None:
+            ref = source.ca_secret_ref
+            return _value(
+                reader.secret(namespace, ref.name),
+                ref.key or DEFAULT_CA_KEY,
+                what=f"Secret {namespace}/{ref.name}",
+            )
+        if source.ca_config_map_ref is not None:
+            cm = source.ca_config_map_ref
+            return _value(
+                reader.config_map(namespace, cm.name),
+                cm.key or DEFAULT_CA_KEY,
+                what=f"ConfigMap {namespace}/{cm.name}",
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """A verified bundle: what was resolved, who signed it, and its manifest."""
+
+    reference: Reference
+    verified: Verified
+    bundle: RemoteBundle
+
+
+def resolve_and_verify(
+    spec: LogicBundleSpec,
+    *,
+    namespace: str,
+    reader: ObjectReader,
+    clients: RegistryClients,
+    verifiers: dict[bytes | None, TrustVerifier],
+) -> SourceResult:
+    """Resolve ``spec.source.ref`` to a digest, verify it, and fetch its bundle manifest.
+
+    ``verifiers`` is a per-trusted-root cache of verifiers (each caches its
+    results by digest and policy), shared across reconciles.
+    """
+    policy = trust_policy(spec.verify, namespace=namespace, reader=reader)
+    root = trusted_root_bytes(spec.verify, namespace=namespace, reader=reader)
+    verifier = verifiers.get(root)
+    if verifier is None:
+        verifier = TrustVerifier(trusted_root=load_trusted_root(root) if root else None)
+        verifiers[root] = verifier
+    reference = Reference.parse(spec.source.ref)
+    with clients.client(spec.source, namespace=namespace, reader=reader) as client:
+        verified = verify_reference(
+            client=client, reference=reference, policy=policy, verifier=verifier
+        )
+        # Fetch by the verified digest, never by the tag again: a tag moved between the
+        # two calls must not swap in unverified bytes.
+        bundle = fetch_bundle(client, reference.with_digest(verified.digest))
+    return SourceResult(reference=reference, verified=verified, bundle=bundle)

@@ -1,0 +1,179 @@
+"""The source and verification step: spec -> registry client, trust policy, verified bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from logicbundle.api.v1alpha1 import LogicBundleSpec
+from logicbundle.artifact import push_directory
+from logicbundle.controller._source import (
+    ConfigError,
+    RegistryClients,
+    resolve_and_verify,
+    trust_policy,
+    trusted_root_bytes,
+)
+from logicbundle.oci import Reference, RegistryClient
+from logicbundle.trust import TrustVerifier, VerificationError, attach_signature, sign_with_key
+from tests.oci.mock_registry import MockRegistry
+
+INTERFACE = {"functions": {"price": {"params": [{"name": "item"}]}}}
+
+
+class FakeReader:
+    def __init__(
+        self,
+        secrets: Mapping[str, Mapping[str, bytes]] | None = None,
+        config_maps: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        self.secrets = dict(secrets or {})
+        self.config_maps = dict(config_maps or {})
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, bytes]:
+        if name not in self.secrets:
+            raise ConfigError(f"Secret {namespace}/{name} not found")
+        return self.secrets[name]
+
+    def config_map(self, namespace: str, name: str) -> Mapping[str, str]:
+        if name not in self.config_maps:
+            raise ConfigError(f"ConfigMap {namespace}/{name} not found")
+        return self.config_maps[name]
+
+
+def _spec(ref: str, verify: dict[str, Any], **source: Any) -> LogicBundleSpec:
+    return LogicBundleSpec.model_validate(
+        {
+            "source": {"ref": ref, **source},
+            "verify": verify,
+            "target": {"podSelector": {"matchLabels": {"app": "web"}}},
+        }
+    )
+
+
+@pytest.fixture
+def key_pair() -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+@pytest.fixture
+def signed(tmp_path: Path, key_pair: tuple[bytes, bytes]) -> Iterator[tuple[str, str]]:
+    """A bundle pushed and signed on a mock registry: (tag reference, digest)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "rules.py").write_text("def price(item):\n    return 1.0\n")
+    with MockRegistry() as registry, RegistryClient(insecure=True) as client:
+        target = Reference(registry.host, "shop/rules", "v1")
+        pushed = push_directory(
+            client, target, src, name="rules", version="1.0.0", interface=INTERFACE
+        )
+        attach_signature(
+            client,
+            pushed.reference,
+            sign_with_key(digest=pushed.digest, private_key_pem=key_pair[0]),
+        )
+        yield str(target), pushed.digest
+
+
+def test_an_inline_key_and_a_secret_key_both_enter_the_policy(
+    key_pair: tuple[bytes, bytes],
+) -> None:
+    spec = _spec(
+        "registry.example/a:v1",
+        {"keys": [{"pem": key_pair[1].decode()}, {"secretRef": {"name": "k"}}]},
+    )
+    policy = trust_policy(
+        spec.verify, namespace="ns", reader=FakeReader({"k": {"cosign.pub": key_pair[1]}})
+    )
+    assert len(policy.keys) == 2
+    assert policy.keys[0] == policy.keys[1]
+
+
+def test_a_missing_key_secret_is_a_configuration_error_naming_it() -> None:
+    spec = _spec("registry.example/a:v1", {"keys": [{"secretRef": {"name": "gone"}}]})
+    with pytest.raises(ConfigError, match="ns/gone"):
+        trust_policy(spec.verify, namespace="ns", reader=FakeReader())
+
+
+def test_a_secret_without_the_named_key_says_which_key(key_pair: tuple[bytes, bytes]) -> None:
+    spec = _spec("registry.example/a:v1", {"keys": [{"secretRef": {"name": "k", "key": "x.pub"}}]})
+    with pytest.raises(ConfigError, match=r"no key 'x\.pub'"):
+        trust_policy(spec.verify, namespace="ns", reader=FakeReader({"k": {"cosign.pub": b""}}))
+
+
+def test_the_trusted_root_comes_from_a_config_map_and_defaults_to_public_good() -> None:
+    identity = {"issuer": "https://i.example", "subject": "me@example.com"}
+    default = _spec("registry.example/a:v1", {"keyless": {"identities": [identity]}})
+    assert trusted_root_bytes(default.verify, namespace="ns", reader=FakeReader()) is None
+    private = _spec(
+        "registry.example/a:v1",
+        {
+            "keyless": {
+                "identities": [identity],
+                "trustedRootRef": {"kind": "ConfigMap", "name": "root"},
+            }
+        },
+    )
+    reader = FakeReader(config_maps={"root": {"trusted_root.json": "{}"}})
+    assert trusted_root_bytes(private.verify, namespace="ns", reader=reader) == b"{}"
+
+
+def test_a_signed_bundle_resolves_verifies_and_fetches_by_digest(
+    signed: tuple[str, str], key_pair: tuple[bytes, bytes]
+) -> None:
+    ref, digest = signed
+    spec = _spec(ref, {"keys": [{"pem": key_pair[1].decode()}]}, insecure=True)
+    verifiers: dict[bytes | None, TrustVerifier] = {}
+    result = resolve_and_verify(
+        spec, namespace="ns", reader=FakeReader(), clients=RegistryClients(), verifiers=verifiers
+    )
+    assert result.verified.digest == digest
+    assert result.bundle.digest == digest
+    assert result.bundle.manifest.name == "rules"
+    assert list(verifiers) == [None]
+
+
+def test_a_bundle_signed_by_another_key_is_not_verified(
+    signed: tuple[str, str],
+) -> None:
+    ref, _ = signed
+    other = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    spec = _spec(ref, {"keys": [{"pem": other.decode()}]}, insecure=True)
+    with pytest.raises(VerificationError):
+        resolve_and_verify(
+            spec, namespace="ns", reader=FakeReader(), clients=RegistryClients(), verifiers={}
+        )
+
+
+def test_a_pull_secret_that_is_not_a_docker_config_fails_without_leaking_it(
+    signed: tuple[str, str], key_pair: tuple[bytes, bytes]
+) -> None:
+    ref, _ = signed
+    spec = _spec(
+        ref,
+        {"keys": [{"pem": key_pair[1].decode()}]},
+        insecure=True,
+        pullSecretRef={"name": "creds"},
+    )
+    reader = FakeReader({"creds": {".dockerconfigjson": b"hunter2-not-json"}})
+    with pytest.raises(Exception) as exc:
+        resolve_and_verify(
+            spec, namespace="ns", reader=reader, clients=RegistryClients(), verifiers={}
+        )
+    assert "hunter2" not in str(exc.value)
