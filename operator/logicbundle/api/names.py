@@ -88,8 +88,31 @@ The name part of a Kubernetes annotation key is at most 63 characters, and
 the bundle name is embedded in it after ``target.`` or ``active.``.
 """
 
-POD_CONDITION_ACTIVE: Final = f"{PREFIX}bundles-active"
+ANNOTATION_COHORT_KEY: Final = f"{PREFIX}cohort-key"
+"""Pod annotation holding the key a pod is hashed by for percentage stages.
+
+Written once by the webhook at admission and never changed.  Pods of a
+Deployment are named by ``generateName`` *after* mutating admission, so the
+webhook cannot hash the name; it writes ``<namespace>/<name>`` when the name
+is already known (bare pods, StatefulSets: the cohort then survives the pod's
+re-creation) and the admission request's uid otherwise.  A pod without the
+annotation is hashed by ``<namespace>/<name>``.  See
+:func:`logicbundle.rollout.cohort_key`.
+"""
+
+POD_CONDITION_READY: Final = f"{PREFIX}bundles-ready"
 """Pod condition type (and readiness gate) set once the pod's assigned bundles are active."""
+
+# --- The distributor -------------------------------------------------------------
+
+DISTRIBUTOR_AUDIENCE: Final = "logicbundle-distributor"
+"""Audience of the projected service-account token the agent presents to the distributor.
+
+The webhook projects a token with this audience into the agent, and the
+distributor's TokenReview asks the API server to accept only tokens issued for
+it; a token meant for the API server (or anything else) is refused, and this
+token is refused by the API server, so neither can be replayed against the other.
+"""
 
 # --- LogicBundle annotations ----------------------------------------------------
 

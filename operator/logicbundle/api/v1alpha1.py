@@ -787,8 +787,9 @@ class Analysis(SpecModel):
     failure_limit: NonNegativeInt = Field(
         default=0,
         description=(
-            "Failed measurements tolerated in a stage; one more rolls every pod back to the "
-            "stable digest. Default: `0` (the first failure rolls back)."
+            "Consecutive failed measurements tolerated in a stage (a passed measurement resets "
+            "the count; too few samples neither counts nor resets); one more rolls every pod "
+            "back to the stable digest. Default: `0` (the first failure rolls back)."
         ),
     )
     no_data: Literal["wait", "fail"] = Field(
@@ -1060,7 +1061,9 @@ class AnalysisStatus(StatusModel):
     )
     failures: NonNegativeInt = Field(
         default=0,
-        description="Failed measurements in this stage so far (see `failureLimit`). Default: 0.",
+        description=(
+            "Consecutive failed measurements in this stage (see `failureLimit`). Default: 0."
+        ),
     )
     measurements: NonNegativeInt = Field(
         default=0, description="Measurements in this stage so far. Default: 0."
@@ -1142,7 +1145,11 @@ class LogicBundleStatus(StatusModel):
     )
     candidate_digest: Digest | None = Field(
         default=None,
-        description="The digest being rolled out. Default: unset (nothing in flight).",
+        description=(
+            "The digest being rolled out; with `stage` unset, the digest that was rolled back, "
+            "aborted or set aside by a `rollback` action, held (every pod on `stableDigest`) "
+            "until a `retry` action or a new digest. Default: unset (nothing in flight)."
+        ),
     )
     stage: str | None = Field(
         default=None,
@@ -1155,6 +1162,13 @@ class LogicBundleStatus(StatusModel):
     stage_started_at: Timestamp | None = Field(
         default=None,
         description="When the current stage started (RFC 3339). Default: unset.",
+    )
+    stage_active_at: Timestamp | None = Field(
+        default=None,
+        description=(
+            "When every pod of the current stage first reported the candidate active and "
+            "healthy (RFC 3339); the stage's `pause` counts from here. Default: unset (not yet)."
+        ),
     )
     pods: PodCounts | None = Field(
         default=None, description="Counts of the selected pods. Default: unset."

@@ -1,0 +1,1 @@
+"""Runnable examples: the sample application and its logic bundles."""

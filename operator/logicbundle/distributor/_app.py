@@ -1,0 +1,411 @@
+"""The HTTP API the agents talk to (see ``docs/distributor-protocol.md``).
+
+Thin I/O: every decision (what a pod is assigned, what it may fetch, what its
+report changes) lives in the stores; the handlers authenticate, parse, ask the
+stores and format.  The caller's identity always comes from its token: a
+``pod`` or ``namespace`` query parameter is only a consistency check, and a
+mismatch is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from logicbundle.distributor._auth import (
+    AuthenticationFailedError,
+    AuthenticationUnavailableError,
+    Authenticator,
+)
+from logicbundle.distributor._blobs import BlobCache
+from logicbundle.distributor._metrics import DistributorMetrics
+from logicbundle.distributor._models import (
+    PodIdentity,
+    PodRef,
+    Report,
+    TargetsResponse,
+)
+from logicbundle.distributor._reports import PodActivity, ReportStore
+from logicbundle.distributor._targets import TargetSnapshot, TargetStore
+from logicbundle.oci import OCI_MANIFEST, is_digest
+
+logger = logging.getLogger("logicbundle.distributor")
+
+DEFAULT_MAX_WAIT_SECONDS: Final = 300.0
+DEFAULT_MAX_REPORT_BYTES: Final = 256 * 1024
+_CHUNK: Final = 256 * 1024
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+ActivityCallback = Callable[[PodActivity], Awaitable[None]]
+"""Called with a pod's new active digests / readiness; raising leaves it to be retried."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Deps:
+    targets: TargetStore
+    blobs: BlobCache
+    reports: ReportStore
+    authenticator: Authenticator
+    metrics: DistributorMetrics
+    on_activity: ActivityCallback | None
+    max_wait: float
+    audience: str
+
+
+_DEPS: Final = web.AppKey("logicbundle_distributor", _Deps)
+
+
+def _error(status: int, reason: str, message: str, **headers: str) -> web.Response:
+    return web.json_response(
+        {"error": {"reason": reason, "message": message}}, status=status, headers=headers
+    )
+
+
+def _deps(request: web.Request) -> _Deps:
+    return request.app[_DEPS]
+
+
+class _Refused(Exception):  # control flow inside a handler; never escapes
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+async def _identify(request: web.Request) -> PodIdentity:
+    """The calling pod, from its bearer token; :class:`_Refused` with 401/403/503 otherwise."""
+    deps = _deps(request)
+    challenge = {"WWW-Authenticate": f'Bearer realm="{deps.audience}"'}
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        deps.metrics.auth_failures.labels("missing").inc()
+        raise _Refused(
+            _error(
+                401,
+                "Unauthenticated",
+                "send the pod's projected token as a Bearer token",
+                **challenge,
+            )
+        )
+    try:
+        identity = await deps.authenticator.authenticate(token)
+    except AuthenticationFailedError as exc:
+        deps.metrics.auth_failures.labels("invalid").inc()
+        raise _Refused(_error(401, exc.reason, exc.message, **challenge)) from None
+    except AuthenticationUnavailableError as exc:
+        deps.metrics.auth_failures.labels("unavailable").inc()
+        logger.warning("cannot check a token: %s", exc.message)
+        raise _Refused(_error(503, exc.reason, exc.message, **{"Retry-After": "1"})) from None
+    namespace = request.query.get("namespace")
+    pod = request.query.get("pod")
+    if (namespace is not None and namespace != identity.namespace) or (
+        pod is not None and pod != identity.name
+    ):
+        deps.metrics.auth_failures.labels("other_pod").inc()
+        raise _Refused(_error(403, "Forbidden", "a pod may only read and report for itself"))
+    return identity
+
+
+def _guard(
+    handler: Callable[[web.Request, PodIdentity], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            identity = await _identify(request)
+            return await handler(request, identity)
+        except _Refused as refused:
+            return refused.response
+
+    return wrapped
+
+
+# --- targets -------------------------------------------------------------------------
+
+
+def _targets_response(identity: PodIdentity, snapshot: TargetSnapshot) -> web.Response:
+    body = TargetsResponse(
+        version=snapshot.version,
+        pod=PodRef(namespace=identity.namespace, name=identity.name, uid=identity.uid),
+        known=snapshot.known,
+        targets=dict(snapshot.targets),
+    )
+    return web.Response(
+        body=body.model_dump_json(exclude_none=True),
+        content_type="application/json",
+        headers={"ETag": f'"{snapshot.version}"', "Cache-Control": "no-store"},
+    )
+
+
+def _not_modified(snapshot: TargetSnapshot) -> web.Response:
+    return web.Response(
+        status=304, headers={"ETag": f'"{snapshot.version}"', "Cache-Control": "no-store"}
+    )
+
+
+def _parse_wait(raw: str | None, cap: float) -> float:
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = math.nan
+    if not math.isfinite(wait) or wait < 0:
+        raise _Refused(_error(400, "BadRequest", "wait must be a number of seconds >= 0"))
+    return min(wait, cap)
+
+
+async def _get_targets(request: web.Request, identity: PodIdentity) -> web.StreamResponse:
+    deps = _deps(request)
+    wait = _parse_wait(request.query.get("wait"), deps.max_wait)
+    version = request.query.get("version")
+    if version is None and "If-None-Match" in request.headers:
+        version = request.headers["If-None-Match"].strip().strip('"')
+    ns, name, uid = identity.namespace, identity.name, identity.uid
+    snapshot = deps.targets.get(ns, name, uid=uid)
+    if version is not None and snapshot.version == version and wait > 0:
+        deps.metrics.long_polls_open.inc()
+        try:
+            snapshot = await deps.targets.wait_for_change(
+                ns, name, uid=uid, version=version, wait_seconds=wait
+            )
+        finally:
+            deps.metrics.long_polls_open.dec()
+    if version is not None and snapshot.version == version:
+        deps.metrics.target_responses.labels("304").inc()
+        return _not_modified(snapshot)
+    deps.metrics.target_responses.labels("200").inc()
+    return _targets_response(identity, snapshot)
+
+
+# --- manifests and blobs ----------------------------------------------------------------
+
+
+def _allowed(deps: _Deps, identity: PodIdentity) -> tuple[set[str], set[str]]:
+    """The manifest digests the pod is assigned, and the blobs those manifests name."""
+    snapshot = deps.targets.get(identity.namespace, identity.name, uid=identity.uid)
+    manifests = {d for target in snapshot.targets.values() for d in target.digests()}
+    blobs: set[str] = set()
+    for digest in manifests:
+        entry = deps.blobs.get(digest)
+        if entry is not None:
+            blobs.update(entry.blobs())
+    return manifests, blobs
+
+
+def _digest_param(request: web.Request) -> str:
+    digest = request.match_info["digest"]
+    if not is_digest(digest):
+        raise _Refused(_error(400, "BadRequest", "the path must end in a sha256:<hex> digest"))
+    return digest
+
+
+def _forbidden(deps: _Deps, digest: str) -> web.Response:
+    deps.metrics.auth_failures.labels("not_assigned").inc()
+    return _error(403, "Forbidden", f"{digest} is not assigned to this pod")
+
+
+async def _get_manifest(request: web.Request, identity: PodIdentity) -> web.StreamResponse:
+    deps = _deps(request)
+    digest = _digest_param(request)
+    manifests, _ = _allowed(deps, identity)
+    if digest not in manifests:
+        return _forbidden(deps, digest)
+    data = deps.blobs.manifest_bytes(digest)
+    if data is None:
+        return _error(404, "NotCached", f"{digest} is not cached; pull it from the registry")
+    etag = f'"{digest}"'
+    headers = {"ETag": etag, "Docker-Content-Digest": digest}
+    if request.headers.get("If-None-Match", "").strip() == etag:
+        return web.Response(status=304, headers=headers)
+    deps.metrics.blob_bytes_served.inc(len(data))
+    return web.Response(body=data, content_type=OCI_MANIFEST, headers=headers)
+
+
+_UNSATISFIABLE: Final = (-1, -1)
+
+
+def _byte_range(request: web.Request, size: int, etag: str) -> tuple[int, int] | None:
+    """(start, end exclusive) of a single Range; None: send it all; ``_UNSATISFIABLE``: 416."""
+    header = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if header is None or (if_range is not None and if_range.strip() != etag):
+        return None
+    match = _RANGE.match(header.strip())
+    # Multiple or unknown ranges: RFC 9110 lets a server send the whole representation.
+    if match is None or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first:
+        start = int(first)
+        end = min(int(last) + 1, size) if last else size
+    else:
+        start, end = max(size - int(last), 0), size
+    if start >= end:
+        return _UNSATISFIABLE
+    return (start, end)
+
+
+async def _get_blob(request: web.Request, identity: PodIdentity) -> web.StreamResponse:
+    deps = _deps(request)
+    digest = _digest_param(request)
+    _, blobs = _allowed(deps, identity)
+    if digest not in blobs:
+        return _forbidden(deps, digest)
+    path = deps.blobs.blob_path(digest)
+    if path is None:
+        return _error(404, "NotCached", f"{digest} is not cached; pull it from the registry")
+    size = path.stat().st_size
+    etag = f'"{digest}"'
+    headers = {
+        "ETag": etag,
+        "Docker-Content-Digest": digest,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, max-age=31536000, immutable",
+    }
+    if request.headers.get("If-None-Match", "").strip() == etag:
+        return web.Response(status=304, headers=headers)
+    span = _byte_range(request, size, etag)
+    if span == _UNSATISFIABLE:
+        return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+    status = 200
+    start, end = 0, size
+    if span is not None:
+        start, end = span
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_type = "application/octet-stream"
+    response.content_length = end - start
+    await response.prepare(request)
+    if request.method != "HEAD":
+        await _stream(path, response, start=start, end=end, metrics=deps.metrics)
+    await response.write_eof()
+    return response
+
+
+async def _stream(
+    path: Path, response: web.StreamResponse, *, start: int, end: int, metrics: DistributorMetrics
+) -> None:
+    loop = asyncio.get_running_loop()
+    with path.open("rb") as fh:  # opening is cheap; reads go to a thread
+        fh.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            chunk = await loop.run_in_executor(None, fh.read, min(_CHUNK, remaining))
+            if not chunk:
+                break  # the file shrank: the client sees a short body and its digest check fails
+            await response.write(chunk)
+            metrics.blob_bytes_served.inc(len(chunk))
+            remaining -= len(chunk)
+
+
+# --- reports ---------------------------------------------------------------------------
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False)[:10]:
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)
+
+
+async def _post_report(request: web.Request, identity: PodIdentity) -> web.StreamResponse:
+    deps = _deps(request)
+    if request.content_type != "application/json":
+        deps.metrics.reports_received.labels("rejected").inc()
+        return _error(415, "UnsupportedMediaType", "send the report as application/json")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        deps.metrics.reports_received.labels("rejected").inc()
+        return _error(413, "TooLarge", f"a report is at most {request.client_max_size} bytes")
+    try:
+        report = Report.model_validate_json(body)
+    except ValidationError as exc:
+        deps.metrics.reports_received.labels("rejected").inc()
+        return _error(400, "InvalidReport", f"the report is invalid: {_describe(exc)}")
+    deps.metrics.reports_received.labels("accepted").inc()
+    snapshot = deps.targets.get(identity.namespace, identity.name, uid=identity.uid)
+    activity = deps.reports.record(
+        identity, report, targets=snapshot.targets if snapshot.known else None
+    )
+    if activity is not None and deps.on_activity is not None:
+        try:
+            await deps.on_activity(activity)
+        except Exception:
+            deps.metrics.status_writes.labels("failed").inc()
+            logger.exception(
+                "recording the active bundles of pod %s/%s failed; the next report retries",
+                identity.namespace,
+                identity.name,
+            )
+        else:
+            deps.metrics.status_writes.labels("written").inc()
+            deps.reports.mark_delivered(activity)
+    elif activity is not None:
+        deps.reports.mark_delivered(activity)
+    return web.Response(status=204)
+
+
+# --- unauthenticated ----------------------------------------------------------------------
+
+
+async def _healthz(_: web.Request) -> web.StreamResponse:
+    return web.Response(text="ok")
+
+
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    data = generate_latest(_deps(request).metrics.registry)
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(
+    *,
+    targets: TargetStore,
+    blobs: BlobCache,
+    reports: ReportStore,
+    authenticator: Authenticator,
+    audience: str,
+    metrics: DistributorMetrics | None = None,
+    on_activity: ActivityCallback | None = None,
+    max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
+    max_report_bytes: int = DEFAULT_MAX_REPORT_BYTES,
+) -> web.Application:
+    """The distributor's aiohttp application; run it with :class:`DistributorServer`.
+
+    On shutdown every waiting long-poll is answered at once.
+    """
+    app = web.Application(client_max_size=max_report_bytes)
+    app[_DEPS] = _Deps(
+        targets=targets,
+        blobs=blobs,
+        reports=reports,
+        authenticator=authenticator,
+        metrics=metrics if metrics is not None else DistributorMetrics(),
+        on_activity=on_activity,
+        max_wait=max_wait_seconds,
+        audience=audience,
+    )
+    app.router.add_get("/v1/targets", _guard(_get_targets))
+    app.router.add_get("/v1/manifests/{digest}", _guard(_get_manifest))
+    app.router.add_get("/v1/blobs/{digest}", _guard(_get_blob))
+    app.router.add_post("/v1/reports", _guard(_post_report))
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+
+    async def release_long_polls(_: web.Application) -> None:
+        targets.close()
+
+    app.on_shutdown.append(release_long_polls)
+    return app

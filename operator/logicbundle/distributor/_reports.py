@@ -1,0 +1,227 @@
+"""What the agents said: the latest report per pod, and a rolling window of SDK counters.
+
+The controller reads this in-process: the latest report tells it what each
+pod runs and why a swap failed; the window of counters is what rollout
+analysis compares (calls, errors and latency per version, summed over pods).
+The SDK's counters are cumulative since a version was loaded, so the window
+keeps samples and takes differences, treating a drop as a restart (like
+Prometheus' ``increase``).
+
+The store also decides when the operator must write to the pod: it remembers
+what was last *delivered* (patched) per pod, and :meth:`ReportStore.record`
+returns a :class:`PodActivity` only when the active digests or readiness
+differ from it.  A failed patch is not marked delivered, so the agent's next
+report, periodic or not, retries it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+from logicbundle.distributor._models import PodIdentity, Report, TargetMap, VersionCounters
+
+DEFAULT_WINDOW_SECONDS: Final = 600.0
+MAX_SAMPLES: Final = 512
+"""Samples kept per pod and version; at a 10 s report interval, more than the window."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReport:
+    identity: PodIdentity
+    received_at: float
+    """Clock of the store (monotonic seconds)."""
+    report: Report
+
+
+@dataclass(frozen=True, slots=True)
+class PodActivity:
+    """What the operator should record on a pod: active digests and readiness."""
+
+    namespace: str
+    name: str
+    uid: str
+    active: Mapping[str, str | None]
+    """Per reported bundle, the active digest (None: nothing active yet)."""
+    ready: bool | None
+    """Every assigned bundle has an active version; None when the assignment is unknown."""
+    ready_changed: bool
+    """``ready`` differs from what was last delivered (write the condition's transition)."""
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class VersionWindow:
+    """Counter increases of one bundle version over the window, summed over pods."""
+
+    calls: int
+    errors: int
+    total_ns: int
+    latency_buckets: tuple[int, ...]
+    pods: int
+
+    @property
+    def error_ratio(self) -> float | None:
+        return self.errors / self.calls if self.calls else None
+
+
+@dataclass(slots=True)
+class _Delivered:
+    uid: str
+    active: dict[str, str | None]
+    ready: bool | None
+
+
+@dataclass(slots=True)
+class _Series:
+    samples: deque[tuple[float, VersionCounters]] = field(
+        default_factory=lambda: deque(maxlen=MAX_SAMPLES)
+    )
+
+
+def _increase(a: int, b: int) -> int:
+    return b - a if b >= a else b
+
+
+def _bucket_increase(a: list[int], b: list[int]) -> list[int]:
+    width = max(len(a), len(b))
+    a = a + [0] * (width - len(a))
+    b = b + [0] * (width - len(b))
+    if any(y < x for x, y in zip(a, b, strict=True)):
+        return b
+    return [y - x for x, y in zip(a, b, strict=True)]
+
+
+class ReportStore:
+    """Reports per pod; event loop only, like the target store."""
+
+    def __init__(
+        self,
+        *,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window_seconds = window_seconds
+        self._clock = clock
+        self._latest: dict[tuple[str, str], StoredReport] = {}
+        self._series: dict[tuple[str, str], dict[tuple[str, str], _Series]] = {}
+        self._delivered: dict[tuple[str, str], _Delivered] = {}
+
+    # -- writing ------------------------------------------------------------------
+
+    def record(
+        self, identity: PodIdentity, report: Report, *, targets: TargetMap | None
+    ) -> PodActivity | None:
+        """Store a report; return what to write to the pod, or None when nothing changed.
+
+        ``targets`` is the pod's assignment (None when unknown), used for readiness.
+        """
+        now = self._clock()
+        pod = (identity.namespace, identity.name)
+        previous = self._latest.get(pod)
+        if previous is not None and previous.identity.uid != identity.uid:
+            self.forget(identity.namespace, identity.name)
+        self._latest[pod] = StoredReport(identity=identity, received_at=now, report=report)
+        for bundle, bundle_report in report.bundles.items():
+            for digest, counters in bundle_report.versions.items():
+                per_pod = self._series.setdefault((bundle, digest), {})
+                series = per_pod.setdefault(pod, _Series())
+                series.samples.append((now, counters))
+        self._trim(now)
+        return self._activity(identity, report, targets)
+
+    def mark_delivered(self, activity: PodActivity) -> None:
+        """The operator wrote ``activity`` to the pod; do not hand it over again."""
+        self._delivered[(activity.namespace, activity.name)] = _Delivered(
+            uid=activity.uid, active=dict(activity.active), ready=activity.ready
+        )
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The pod is gone: drop its reports and counters."""
+        pod = (namespace, name)
+        self._latest.pop(pod, None)
+        self._delivered.pop(pod, None)
+        for per_pod in self._series.values():
+            per_pod.pop(pod, None)
+
+    # -- reading ------------------------------------------------------------------
+
+    def latest(self, namespace: str, name: str) -> StoredReport | None:
+        return self._latest.get((namespace, name))
+
+    def all_latest(self) -> Mapping[tuple[str, str], StoredReport]:
+        return MappingProxyType(self._latest)
+
+    def version_window(self, bundle: str, digest: str) -> VersionWindow:
+        """The increase of a version's counters over the window, over every reporting pod."""
+        self._trim(self._clock())
+        calls = errors = total_ns = pods = 0
+        buckets: list[int] = []
+        for series in self._series.get((bundle, digest), {}).values():
+            samples = list(series.samples)
+            if not samples:
+                continue
+            pods += 1
+            for (_, a), (_, b) in itertools.pairwise(samples):
+                calls += _increase(a.calls, b.calls)
+                errors += _increase(a.errors, b.errors)
+                total_ns += _increase(a.total_ns, b.total_ns)
+                step = _bucket_increase(list(a.latency_buckets), list(b.latency_buckets))
+                buckets.extend([0] * (len(step) - len(buckets)))
+                for k, value in enumerate(step):
+                    buckets[k] += value
+        return VersionWindow(
+            calls=calls,
+            errors=errors,
+            total_ns=total_ns,
+            latency_buckets=tuple(buckets),
+            pods=pods,
+        )
+
+    # -- internals ----------------------------------------------------------------
+
+    def _trim(self, now: float) -> None:
+        horizon = now - self.window_seconds
+        for key, per_pod in list(self._series.items()):
+            for pod, series in list(per_pod.items()):
+                while series.samples and series.samples[0][0] < horizon:
+                    series.samples.popleft()
+                if not series.samples:
+                    del per_pod[pod]
+            if not per_pod:
+                del self._series[key]
+
+    def _activity(
+        self, identity: PodIdentity, report: Report, targets: TargetMap | None
+    ) -> PodActivity | None:
+        active = {name: bundle.active for name, bundle in report.bundles.items()}
+        ready: bool | None = None
+        missing: list[str] = []
+        if targets is not None:
+            missing = sorted(name for name in targets if active.get(name) is None)
+            ready = not missing
+        delivered = self._delivered.get((identity.namespace, identity.name))
+        if delivered is not None and delivered.uid != identity.uid:
+            delivered = None
+        if delivered is not None and delivered.active == active and delivered.ready == ready:
+            return None
+        if ready is None:
+            message = "the distributor does not know this pod's assignment"
+        elif missing:
+            message = f"waiting for the first activation of: {', '.join(missing)}"
+        else:
+            message = "every assigned bundle is active"
+        return PodActivity(
+            namespace=identity.namespace,
+            name=identity.name,
+            uid=identity.uid,
+            active=MappingProxyType(active),
+            ready=ready,
+            ready_changed=delivered is None or delivered.ready != ready,
+            message=message,
+        )

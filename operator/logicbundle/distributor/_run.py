@@ -1,0 +1,235 @@
+"""Run the distributor: embedded in the operator's event loop, or on its own.
+
+:class:`DistributorServer` serves an app on a port and stops it cleanly (every
+long-poll is answered at shutdown).  :func:`run_distributor` is the standalone
+``logicbundle distributor``: it builds a Kubernetes client, the TokenReview
+authenticator, the pod watcher that feeds the targets from annotations and
+the pod-status writer, and serves until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+from kubernetes import client, config
+
+from logicbundle.api import names
+from logicbundle.distributor._app import (
+    DEFAULT_MAX_REPORT_BYTES,
+    DEFAULT_MAX_WAIT_SECONDS,
+    create_app,
+)
+from logicbundle.distributor._auth import CachingAuthenticator, TokenReviewAuthenticator
+from logicbundle.distributor._blobs import BlobCache
+from logicbundle.distributor._metrics import DistributorMetrics
+from logicbundle.distributor._reports import DEFAULT_WINDOW_SECONDS, ReportStore
+from logicbundle.distributor._status import PodStatusWriter
+from logicbundle.distributor._targets import TargetStore
+from logicbundle.distributor._watcher import PodTargetWatcher
+from logicbundle.errors import LogicBundleError
+
+logger = logging.getLogger("logicbundle.distributor")
+
+
+class DistributorConfigError(LogicBundleError):
+    """The distributor's settings cannot work; fix them and start again."""
+
+    reason = "InvalidConfiguration"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistributorSettings:
+    """How a standalone distributor runs (``logicbundle distributor``)."""
+
+    cache_dir: Path
+    """The verified blob cache, written by the operator (a shared volume)."""
+    host: str | None = None
+    """Address to bind; None binds every interface."""
+    port: int = 8443
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    insecure_http: bool = False
+    """Serve plain HTTP: bearer tokens cross the network in clear. Tests and meshes only."""
+    audience: str = names.DISTRIBUTOR_AUDIENCE
+    namespaces: tuple[str, ...] = ()
+    """Namespaces whose pods are watched; empty watches the whole cluster."""
+    kubeconfig: Path | None = None
+    """None: in-cluster configuration when in a pod, else the default kubeconfig."""
+    write_pod_status: bool = True
+    """Record reported active digests on the pods (annotation and readiness condition)."""
+    max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS
+    max_report_bytes: int = DEFAULT_MAX_REPORT_BYTES
+    auth_cache_seconds: float = 60.0
+    auth_negative_cache_seconds: float = 5.0
+    report_window_seconds: float = DEFAULT_WINDOW_SECONDS
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server TLS context, or None for plain HTTP (only with ``insecure_http``)."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            if self.insecure_http:
+                return None
+            raise DistributorConfigError(
+                "the distributor needs a TLS certificate and key",
+                hint="Pass --tls-cert-file and --tls-key-file (or --insecure-http for tests).",
+            )
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        return context
+
+
+class DistributorServer:
+    """Serves a distributor app until :meth:`stop`; usable as an async context manager."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        host: str | None = None,
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        shutdown_timeout: float = 5.0,
+    ) -> None:
+        # handler_cancellation: a long-poll whose agent went away stops waiting at once.
+        self._runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout
+        )
+        self._host = host
+        self._port = port
+        self._ssl = ssl_context
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner,
+            self._host,
+            self._port,
+            ssl_context=self._ssl,
+        )
+        await site.start()
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        address = self._runner.addresses[0]
+        return int(address[1])
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+    async def __aenter__(self) -> DistributorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def kubernetes_client(kubeconfig: Path | None) -> Any:
+    """A kubernetes ``ApiClient``: from ``kubeconfig``, in-cluster, or the default kubeconfig."""
+    if kubeconfig is not None:
+        # The config loaders are untyped; they return an ApiClient.
+        return config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return client.ApiClient(configuration)
+    return config.new_client_from_config()  # type: ignore[no-untyped-call]
+
+
+async def serve_distributor(
+    settings: DistributorSettings,
+    *,
+    stop: asyncio.Event,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Run a standalone distributor until ``stop`` is set; ``on_ready`` gets the bound port."""
+    ssl_context = settings.ssl_context()
+    api_client = kubernetes_client(settings.kubeconfig)
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="distributor-k8s")
+    loop = asyncio.get_running_loop()
+    targets = TargetStore()
+    reports = ReportStore(window_seconds=settings.report_window_seconds)
+    authenticator = CachingAuthenticator(
+        TokenReviewAuthenticator(
+            api_client=api_client, audience=settings.audience, executor=executor
+        ),
+        ttl=settings.auth_cache_seconds,
+        negative_ttl=settings.auth_negative_cache_seconds,
+    )
+    writer = (
+        PodStatusWriter(api_client=api_client, executor=executor)
+        if settings.write_pod_status
+        else None
+    )
+    watchers = [
+        PodTargetWatcher(
+            api_client=api_client, store=targets, loop=loop, namespace=ns, reports=reports
+        )
+        for ns in (settings.namespaces or (None,))
+    ]
+    app = create_app(
+        targets=targets,
+        blobs=BlobCache(settings.cache_dir),
+        reports=reports,
+        authenticator=authenticator,
+        audience=settings.audience,
+        metrics=DistributorMetrics(),
+        on_activity=writer,
+        max_wait_seconds=settings.max_wait_seconds,
+        max_report_bytes=settings.max_report_bytes,
+    )
+    server = DistributorServer(app, host=settings.host, port=settings.port, ssl_context=ssl_context)
+    try:
+        for watcher in watchers:
+            watcher.start()
+        await server.start()
+        logger.info("distributor serving on port %d", server.port)
+        if on_ready is not None:
+            on_ready(server.port)
+        await stop.wait()
+    finally:
+        await server.stop()
+        for watcher in watchers:
+            await asyncio.to_thread(watcher.stop)
+        executor.shutdown(wait=True, cancel_futures=True)
+        api_client.close()
+
+
+def run_distributor(settings: DistributorSettings) -> int:
+    """``logicbundle distributor``: serve until SIGTERM or SIGINT; the process exit code."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await serve_distributor(settings, stop=stop)
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signum)
+
+    try:
+        asyncio.run(main())
+    except LogicBundleError as exc:
+        logger.error("%s", exc.diagnostics())
+        return 2
+    return 0

@@ -1,0 +1,910 @@
+"""The rollout state machine: one pure step from what is observed to what to do.
+
+Every reconcile calls :func:`step` with the resource's spec and status, the
+selected pods, at most one new analysis verdict, at most one manual action
+and at most one verification outcome.  It returns every pod's target, the
+next status and the events to post.  The whole state lives in the status it
+is given and in the pods' annotations, so an operator killed at any instant
+resumes exactly where it stopped: there is nothing else to remember.
+
+States (``status.candidateDigest`` / ``status.stageIndex``)::
+
+    no stable ──first verified digest──▶ stable, every pod on it (nothing to compare with)
+    steady (candidate unset) ──new verified digest──▶ in flight, stage 0
+    in flight (candidate, stage i)
+        ── pods ready + analysis passed + pause elapsed / gate promoted ──▶ stage i+1
+        ── last stage passes ──▶ steady: candidate becomes stable, history grows
+        ── failed analysis beyond failureLimit, or an agent flipped back ──▶ held (RolledBack)
+        ── abort ──▶ held (Aborted)
+        ── newer verified digest ──▶ in flight, stage 0 of the newer one (Superseded)
+        ── spec back on the stable digest, or the new digest fails verification ──▶ steady
+    held (candidate, stage unset; every pod on stable)
+        ── retry ──▶ in flight, stage 0;   ── newer verified digest ──▶ in flight, stage 0
+    any ── rollback=<history digest> ──▶ that digest stable, the spec's digest held (not stalled)
+
+Decisions that are not obvious:
+
+* ``promote`` ends whatever the current stage waits for (pods, pause, gate,
+  data); it is a human override, and a failed analysis has already rolled
+  back, so it never overrides a failure.
+* Failures count at any time in a stage; passes count only when measured
+  after every pod of the stage runs the candidate.  ``failureLimit`` counts
+  consecutive failures: a pass resets the count, too few samples does not.
+* A digest that fails verification abandons a rollout in flight (the spec no
+  longer names its candidate) and is never assigned.  When the *stable*
+  digest itself fails re-verification, no pod is assigned anything: pods keep
+  what they run and the resource is stalled.
+* While ``spec.suspend`` is true nothing changes and actions wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final
+
+from logicbundle.api import (
+    AnalysisStatus,
+    DigestCount,
+    HistoryEntry,
+    LogicBundleSpec,
+    LogicBundleStatus,
+    Phase,
+    PodCounts,
+    RequestedAction,
+    Stage,
+    actions,
+    conditions,
+    find_condition,
+    parse_duration,
+    short_digest,
+    with_condition,
+)
+from logicbundle.api.v1alpha1 import HISTORY_LIMIT
+from logicbundle.rollout._analysis import AnalysisVerdict
+from logicbundle.rollout._cohort import candidate_cohort, current_stage, plan_assignments
+from logicbundle.rollout._model import (
+    Decision,
+    Event,
+    EventType,
+    PodIdentity,
+    PodReport,
+    PodTarget,
+    VerifiedDigest,
+)
+
+# --- event reasons --------------------------------------------------------------
+# Events are for humans reading ``kubectl describe``; conditions are the API.
+
+EVENT_DIGEST_VERIFIED: Final = "DigestVerified"
+EVENT_VERIFICATION_FAILED: Final = "VerificationFailed"
+EVENT_INSTALLED: Final = "Installed"
+EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"
+EVENT_STAGE_ADVANCED: Final = "StageAdvanced"
+EVENT_ROLLOUT_SUCCEEDED: Final = "RolloutSucceeded"
+EVENT_ANALYSIS_FAILED: Final = "AnalysisFailed"
+EVENT_ROLLED_BACK: Final = "RolledBack"
+EVENT_HEALTH_CHECK_FAILED: Final = "HealthCheckFailed"
+EVENT_ABORTED: Final = "Aborted"
+EVENT_SUPERSEDED: Final = "Superseded"
+EVENT_RETRIED: Final = "Retried"
+EVENT_ROLLBACK_REQUESTED: Final = "RollbackRequested"
+EVENT_ACTION_IGNORED: Final = "ActionIgnored"
+EVENT_SUSPENDED: Final = "Suspended"
+EVENT_RESUMED: Final = "Resumed"
+
+EVENT_REASONS: Final = (
+    EVENT_DIGEST_VERIFIED,
+    EVENT_VERIFICATION_FAILED,
+    EVENT_INSTALLED,
+    EVENT_ROLLOUT_STARTED,
+    EVENT_STAGE_ADVANCED,
+    EVENT_ROLLOUT_SUCCEEDED,
+    EVENT_ANALYSIS_FAILED,
+    EVENT_ROLLED_BACK,
+    EVENT_HEALTH_CHECK_FAILED,
+    EVENT_ABORTED,
+    EVENT_SUPERSEDED,
+    EVENT_RETRIED,
+    EVENT_ROLLBACK_REQUESTED,
+    EVENT_ACTION_IGNORED,
+    EVENT_SUSPENDED,
+    EVENT_RESUMED,
+)
+
+_HOLD_REASONS: Final = (conditions.ROLLED_BACK, conditions.HEALTH_CHECK_FAILED, conditions.ABORTED)
+_VERIFICATION_STALL_REASONS: Final = (conditions.VERIFICATION_FAILED, conditions.AUDIT_REJECTED)
+
+
+def _short(digest: str | None) -> str:
+    return short_digest(digest) if digest else "none"
+
+
+@dataclass
+class _Draft:
+    """The status being built: mutable while one step runs, frozen into the status at the end."""
+
+    stable: str | None
+    candidate: str | None
+    stage_index: int | None
+    stage_started_at: datetime | None
+    stage_active_at: datetime | None
+    history: list[HistoryEntry]
+    analysis: AnalysisStatus | None
+    last_handled_action: str | None
+    observed_ref: str | None
+    resolved_digest: str | None
+    resolved_at: datetime | None
+    hold: tuple[str, str] | None
+    """Why a held candidate is held (Stalled reason, message); None: held by request."""
+    events: list[Event] = field(default_factory=list)
+    wait: tuple[str, str] | None = None
+    """The current stage's wait (Reconciling reason, message), set by the progression."""
+    requeue: timedelta | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.candidate is not None and self.stage_index is not None
+
+    @property
+    def held(self) -> bool:
+        return self.candidate is not None and self.stage_index is None
+
+    def emit(self, type_: EventType, reason: str, message: str) -> None:
+        self.events.append(Event(type=type_, reason=reason, message=message))
+
+    def requeue_within(self, delay: timedelta) -> None:
+        delay = max(delay, timedelta(seconds=1))
+        self.requeue = delay if self.requeue is None else min(self.requeue, delay)
+
+
+def _draft(status: LogicBundleStatus) -> _Draft:
+    hold: tuple[str, str] | None = None
+    stalled = find_condition(status.conditions, conditions.STALLED)
+    if (
+        status.candidate_digest is not None
+        and status.stage_index is None
+        and stalled is not None
+        and stalled.status == conditions.TRUE
+        and stalled.reason in _HOLD_REASONS
+    ):
+        hold = (stalled.reason, stalled.message)
+    return _Draft(
+        stable=status.stable_digest,
+        candidate=status.candidate_digest,
+        stage_index=status.stage_index if status.candidate_digest is not None else None,
+        stage_started_at=status.stage_started_at,
+        stage_active_at=status.stage_active_at,
+        history=list(status.history),
+        analysis=status.analysis,
+        last_handled_action=status.last_handled_action,
+        observed_ref=status.observed_ref,
+        resolved_digest=status.resolved_digest,
+        resolved_at=status.resolved_at,
+        hold=hold,
+    )
+
+
+# --- transitions ----------------------------------------------------------------
+
+
+def _stages(spec: LogicBundleSpec) -> tuple[Stage, ...]:
+    return spec.rollout.effective_stages()
+
+
+def _enter_stage(d: _Draft, spec: LogicBundleSpec, index: int, now: datetime) -> None:
+    stage = _stages(spec)[index]
+    d.stage_index = index
+    d.stage_started_at = now
+    d.stage_active_at = None
+    d.analysis = AnalysisStatus(stage=stage.name)
+
+
+def _start(d: _Draft, spec: LogicBundleSpec, digest: str, now: datetime, *, retry: bool) -> None:
+    d.candidate = digest
+    d.hold = None
+    _enter_stage(d, spec, 0, now)
+    first = _stages(spec)[0].name
+    if retry:
+        d.emit("Normal", EVENT_RETRIED, f"retrying {_short(digest)} from stage {first}")
+    else:
+        d.emit(
+            "Normal",
+            EVENT_ROLLOUT_STARTED,
+            f"rolling out {_short(digest)} (stable {_short(d.stable)}), stage {first}",
+        )
+
+
+def _record_stable(d: _Draft, digest: str, now: datetime) -> None:
+    entries = [entry for entry in d.history if entry.digest != digest]
+    entry = HistoryEntry(digest=digest, ref=d.observed_ref, promoted_at=now)
+    d.history = [entry, *entries][:HISTORY_LIMIT]
+    d.stable = digest
+
+
+def _abandon(d: _Draft, message: str) -> None:
+    """Drop the candidate (in flight or held): every pod goes back to stable."""
+    if d.candidate is None:
+        return
+    d.emit("Normal", EVENT_SUPERSEDED, message)
+    d.candidate = None
+    d.stage_index = None
+    d.stage_active_at = None
+    d.hold = None
+
+
+def _roll_back(d: _Draft, reason: str, message: str) -> None:
+    """Send every pod back to stable and hold the candidate (Stalled)."""
+    d.stage_index = None
+    d.stage_active_at = None
+    d.hold = (reason, message)
+    event = {
+        conditions.ROLLED_BACK: EVENT_ROLLED_BACK,
+        conditions.HEALTH_CHECK_FAILED: EVENT_HEALTH_CHECK_FAILED,
+        conditions.ABORTED: EVENT_ABORTED,
+    }[reason]
+    d.emit("Warning", event, message)
+
+
+def _advance(d: _Draft, spec: LogicBundleSpec, now: datetime, why: str) -> None:
+    assert d.candidate is not None and d.stage_index is not None  # noqa: S101 - caller checks
+    stages = _stages(spec)
+    passed = stages[d.stage_index].name
+    if d.stage_index + 1 < len(stages):
+        _enter_stage(d, spec, d.stage_index + 1, now)
+        d.emit(
+            "Normal",
+            EVENT_STAGE_ADVANCED,
+            f"stage {passed} of {_short(d.candidate)} passed ({why}); "
+            f"entering {stages[d.stage_index].name}",
+        )
+        return
+    promoted = d.candidate
+    _record_stable(d, promoted, now)
+    d.candidate = None
+    d.stage_index = None
+    d.stage_active_at = None
+    d.emit(
+        "Normal",
+        EVENT_ROLLOUT_SUCCEEDED,
+        f"stage {passed} passed ({why}); {_short(promoted)} is now stable",
+    )
+
+
+# --- inputs: verification, actions ----------------------------------------------
+
+
+def _apply_verification(
+    d: _Draft, spec: LogicBundleSpec, verified: VerifiedDigest, was: bool | None, now: datetime
+) -> None:
+    if verified.ref is not None:
+        d.observed_ref = verified.ref
+    changed = verified.digest != d.resolved_digest
+    if changed:
+        d.resolved_digest = verified.digest
+        d.resolved_at = now
+    if not verified.ok:
+        if changed or was is not False:
+            d.emit(
+                "Warning",
+                EVENT_VERIFICATION_FAILED,
+                f"{_short(verified.digest)} failed verification and is never assigned: "
+                f"{verified.message or verified.condition_reason}",
+            )
+        if verified.digest != d.stable:
+            _abandon(
+                d,
+                f"abandoned {_short(d.candidate)}: the source now resolves to "
+                f"{_short(verified.digest)}, which failed verification",
+            )
+        return
+    if changed or was is not True:
+        d.emit(
+            "Normal",
+            EVENT_DIGEST_VERIFIED,
+            f"{_short(verified.digest)} verified: {verified.message or 'signature accepted'}",
+        )
+    if d.stable is None:
+        _record_stable(d, verified.digest, now)
+        d.emit(
+            "Normal",
+            EVENT_INSTALLED,
+            f"first digest {_short(verified.digest)} goes to every pod directly "
+            "(there is no stable version to compare it with)",
+        )
+    elif verified.digest == d.stable:
+        _abandon(
+            d,
+            f"abandoned {_short(d.candidate)}: the source resolves to the stable "
+            f"{_short(d.stable)} again",
+        )
+    elif verified.digest != d.candidate:
+        if d.candidate is not None:
+            _abandon(
+                d,
+                f"{_short(d.candidate)} superseded by {_short(verified.digest)}; its pods go "
+                "to stable or straight to the new candidate",
+            )
+        _start(d, spec, verified.digest, now, retry=False)
+
+
+def _apply_action(
+    d: _Draft, spec: LogicBundleSpec, action: RequestedAction, revoked: bool, now: datetime
+) -> None:
+    d.last_handled_action = str(action)
+    name = action.action
+    if name == actions.PROMOTE:
+        if not d.in_flight:
+            d.emit("Warning", EVENT_ACTION_IGNORED, "promote ignored: no rollout in flight")
+            return
+        _advance(d, spec, now, "promoted by request")
+    elif name == actions.ABORT:
+        if not d.in_flight:
+            d.emit("Warning", EVENT_ACTION_IGNORED, "abort ignored: no rollout in flight")
+            return
+        _roll_back(
+            d,
+            conditions.ABORTED,
+            f"{_short(d.candidate)} aborted by request; every pod back on {_short(d.stable)}",
+        )
+    elif name == actions.RETRY:
+        if d.candidate is None:
+            d.emit("Warning", EVENT_ACTION_IGNORED, "retry ignored: no candidate to retry")
+            return
+        _start(d, spec, d.candidate, now, retry=True)
+    elif name == actions.ROLLBACK:
+        _rollback_to(d, action.argument or "", revoked, now)
+
+
+def _rollback_to(d: _Draft, digest: str, revoked: bool, now: datetime) -> None:
+    known = {entry.digest for entry in d.history}
+    if d.stable is not None:
+        known.add(d.stable)
+    if digest not in known or (revoked and digest == d.stable):
+        d.emit(
+            "Warning",
+            EVENT_ACTION_IGNORED,
+            f"rollback to {_short(digest)} refused: only a previous stable digest from "
+            "status.history (verified when it was rolled out) can be rolled back to",
+        )
+        return
+    # The spec's digest (candidate, or the current stable) is held so that the
+    # next resolution does not roll it straight out again; retry resumes it.
+    spec_digest = d.candidate or d.stable
+    _record_stable(d, digest, now)
+    d.candidate = spec_digest if spec_digest != digest else None
+    d.stage_index = None
+    d.stage_active_at = None
+    d.hold = None
+    d.emit(
+        "Normal",
+        EVENT_ROLLBACK_REQUESTED,
+        f"every pod goes back to {_short(digest)} by request"
+        + (f"; {_short(d.candidate)} held until retry or a new digest" if d.candidate else ""),
+    )
+
+
+# --- the stage in flight --------------------------------------------------------
+
+
+def _fresh_failure(d: _Draft, pods: Sequence[PodReport]) -> PodReport | None:
+    for report in pods:
+        failure = report.failure
+        if failure is None or failure.digest != d.candidate or not report.has_agent:
+            continue
+        if d.stage_started_at is None or failure.at >= d.stage_started_at:
+            return report
+    return None
+
+
+def _apply_verdict(
+    d: _Draft, spec: LogicBundleSpec, verdict: AnalysisVerdict, now: datetime
+) -> None:
+    analysis = spec.rollout.analysis
+    previous = d.analysis or AnalysisStatus()
+    counts_as_failure = verdict.failed or (verdict.inconclusive and analysis.no_data == "fail")
+    failures = previous.failures
+    if counts_as_failure:
+        failures += 1
+    elif verdict.passed:
+        failures = 0
+    d.analysis = previous.model_copy(
+        update={
+            "verdict": verdict.verdict,
+            "last_measured_at": now,
+            "measurements": previous.measurements + 1,
+            "failures": failures,
+            "metrics": verdict.metrics,
+        }
+    )
+    if not counts_as_failure:
+        return
+    what = verdict.reason if verdict.failed else f"no data counts as a failure: {verdict.reason}"
+    if failures > analysis.failure_limit:
+        _roll_back(
+            d,
+            conditions.ROLLED_BACK,
+            f"analysis of {_short(d.candidate)} failed at stage {previous.stage}: {what}; "
+            f"every pod back on {_short(d.stable)}",
+        )
+    else:
+        d.emit(
+            "Warning",
+            EVENT_ANALYSIS_FAILED,
+            f"analysis failed ({failures} of {analysis.failure_limit} tolerated): {what}",
+        )
+
+
+def _progress(
+    d: _Draft,
+    *,
+    bundle_name: str,
+    spec: LogicBundleSpec,
+    pods: Sequence[PodReport],
+    verdict: AnalysisVerdict | None,
+    now: datetime,
+) -> None:
+    """Run the stage in flight as far as it can go in this instant."""
+    if verdict is not None and not spec.rollout.skip_analysis:
+        _apply_verdict(d, spec, verdict, now)
+        if not d.in_flight:
+            return
+    stages = _stages(spec)
+    for _ in range(len(stages) + 1):
+        if not d.in_flight:
+            return
+        assert d.candidate is not None and d.stage_index is not None  # noqa: S101
+        failed = _fresh_failure(d, pods)
+        if failed is not None and failed.failure is not None:
+            _roll_back(
+                d,
+                conditions.HEALTH_CHECK_FAILED,
+                f"pod {failed.pod.namespace}/{failed.pod.name} flipped back from "
+                f"{_short(d.candidate)}: {failed.failure.message or 'health check failed'}; "
+                f"every pod back on {_short(d.stable)}",
+            )
+            return
+        stage = stages[d.stage_index]
+        plan = plan_assignments(
+            bundle_name=bundle_name,
+            stage=stage,
+            stable=d.stable,
+            candidate=d.candidate,
+            pods=pods,
+        )
+        cohort = candidate_cohort(plan, candidate=d.candidate)
+        if not cohort:
+            _advance(d, spec, now, "it selects no pods, nothing to judge")
+            continue
+        by_pod = {report.pod: report for report in pods}
+        ready = sum(1 for pod in cohort if by_pod[pod].runs(plan[pod]))
+        label = f"stage {stage.name} ({d.stage_index + 1}/{len(stages)})"
+        if ready < len(cohort):
+            d.wait = (
+                conditions.WAITING_FOR_PODS,
+                f"{label}: {ready}/{len(cohort)} pods run {_short(d.candidate)}",
+            )
+            return
+        if d.stage_active_at is None:
+            d.stage_active_at = now
+        active_at = d.stage_active_at
+        _decide_stage(
+            d, spec=spec, stage=stage, label=label, pods=len(cohort), active_at=active_at, now=now
+        )
+        if d.wait is not None:
+            return
+    return
+
+
+def _decide_stage(
+    d: _Draft,
+    *,
+    spec: LogicBundleSpec,
+    stage: Stage,
+    label: str,
+    pods: int,
+    active_at: datetime,
+    now: datetime,
+) -> None:
+    rollout = spec.rollout
+    analysis = d.analysis or AnalysisStatus()
+    interval = parse_duration(rollout.analysis.interval)
+    if not rollout.skip_analysis:
+        measured_after = (
+            analysis.last_measured_at is not None and analysis.last_measured_at > active_at
+        )
+        if not (measured_after and analysis.verdict == "Passed"):
+            d.requeue_within(interval)
+            if measured_after and analysis.verdict == "NoData":
+                figures = "; ".join(
+                    f"{m.name}: {m.message}" for m in analysis.metrics if m.verdict == "NoData"
+                )
+                d.wait = (conditions.INSUFFICIENT_DATA, f"{label}: waiting for data ({figures})")
+            else:
+                d.wait = (
+                    conditions.WAITING_FOR_ANALYSIS,
+                    f"{label}: {pods} pod(s) run {_short(d.candidate)}; waiting for a passing "
+                    "analysis",
+                )
+            return
+    if stage.pause is not None:
+        remaining = active_at + parse_duration(stage.pause) - now
+        if remaining > timedelta(0):
+            d.requeue_within(remaining)
+            d.wait = (
+                conditions.WAITING_FOR_PAUSE,
+                f"{label}: pause {stage.pause}, {int(remaining.total_seconds())}s left",
+            )
+            return
+    if stage.manual_gate:
+        d.wait = (
+            conditions.WAITING_FOR_PROMOTION,
+            f"{label}: healthy; waiting for a promote action",
+        )
+        return
+    why = "pods healthy" if rollout.skip_analysis else "pods healthy, analysis passed"
+    _advance(d, spec, now, why)
+
+
+# --- the step -------------------------------------------------------------------
+
+
+def step(
+    *,
+    bundle_name: str,
+    generation: int,
+    spec: LogicBundleSpec,
+    status: LogicBundleStatus | None,
+    pods: Sequence[PodReport],
+    verdict: AnalysisVerdict | None,
+    action: RequestedAction | None,
+    verified: VerifiedDigest | None,
+    now: datetime,
+) -> Decision:
+    """Decide the next assignments, status and events.
+
+    ``pods``: every pod the bundle's selector matches, with the agent or not.
+    ``verdict``: the analysis of the candidate measured since the last step,
+    or None when nothing was measured (see :func:`analysis_due`).
+    ``action``: the parsed ``logicbundle.io/requested-action`` annotation, or
+    None; a value equal to ``status.lastHandledAction`` was handled already
+    and is ignored.  ``verified``: the verification of the digest the source
+    resolved to, or None when nothing was resolved this time.  ``now``: the
+    time of this step (the only clock the core ever sees).
+    """
+    old = status or LogicBundleStatus()
+    was_verified = _condition_bool(old, conditions.VERIFIED)
+    if spec.suspend:
+        return _suspended(generation=generation, old=old, pods=pods, now=now)
+    d = _draft(old)
+    running = current_stage(spec=spec, status=old)
+    if running is not None:
+        # Found by name: the spec's stages may have been edited mid-rollout.
+        d.stage_index = _stages(spec).index(running)
+    if old.phase == "Suspended":
+        d.emit("Normal", EVENT_RESUMED, "spec.suspend is false again; resuming")
+
+    verification = _verification_state(old)
+    if verified is not None:
+        _apply_verification(d, spec, verified, was_verified, now)
+        verification = (verified.ok, verified.condition_reason, verified.message)
+    revoked = verification is not None and not verification[0] and d.resolved_digest == d.stable
+
+    if action is not None and str(action) != old.last_handled_action:
+        _apply_action(d, spec, action, revoked, now)
+
+    if d.in_flight:
+        applies = old.candidate_digest == d.candidate and old.stage_index == d.stage_index
+        _progress(
+            d,
+            bundle_name=bundle_name,
+            spec=spec,
+            pods=pods,
+            verdict=verdict if applies else None,
+            now=now,
+        )
+
+    stage = _stages(spec)[d.stage_index] if d.in_flight and d.stage_index is not None else None
+    if revoked:
+        assignments: dict[PodIdentity, PodTarget] = {}
+    else:
+        assignments = plan_assignments(
+            bundle_name=bundle_name, stage=stage, stable=d.stable, candidate=d.candidate, pods=pods
+        )
+    return _finish(
+        d,
+        stage_name=stage.name if stage is not None else None,
+        generation=generation,
+        old=old,
+        pods=pods,
+        assignments=assignments,
+        verification=verification,
+        now=now,
+    )
+
+
+def _condition_bool(status: LogicBundleStatus, type_: str) -> bool | None:
+    condition = find_condition(status.conditions, type_)
+    if condition is None or condition.status == conditions.UNKNOWN:
+        return None
+    return condition.status == conditions.TRUE
+
+
+def _verification_state(status: LogicBundleStatus) -> tuple[bool, str, str] | None:
+    condition = find_condition(status.conditions, conditions.VERIFIED)
+    if condition is None or condition.status == conditions.UNKNOWN:
+        return None
+    return condition.status == conditions.TRUE, condition.reason, condition.message
+
+
+def _set(
+    current: tuple[conditions.Condition, ...],
+    type_: str,
+    value: bool,
+    reason: str,
+    message: str,
+    *,
+    generation: int,
+    now: datetime,
+) -> tuple[conditions.Condition, ...]:
+    return with_condition(
+        current,
+        conditions.Condition(
+            type=type_,
+            status=conditions.TRUE if value else conditions.FALSE,
+            observed_generation=generation,
+            last_transition_time=now,
+            reason=reason,
+            message=message[:32768],
+        ),
+    )
+
+
+def _counts(
+    pods: Sequence[PodReport],
+    assignments: Mapping[PodIdentity, PodTarget],
+    *,
+    stable: str | None,
+    candidate: str | None,
+) -> PodCounts:
+    active = pending = failed = without_agent = 0
+    per_digest: dict[str, list[int]] = {}
+    for report in pods:
+        if not report.has_agent:
+            without_agent += 1
+            continue
+        target = assignments.get(report.pod, report.assigned)
+        if target is None:
+            pending += 1
+            continue
+        runs = report.runs(target)
+        for digest in target.digests:
+            entry = per_digest.setdefault(digest, [0, 0])
+            entry[0] += 1
+            entry[1] += 1 if runs else 0
+        if runs:
+            active += 1
+        elif report.failure is not None and report.failure.digest in (*target.digests, candidate):
+            failed += 1
+        else:
+            pending += 1
+    first = [digest for digest in (stable, candidate) if digest in per_digest]
+    rest = sorted(digest for digest in per_digest if digest not in first)
+    by_digest = tuple(
+        DigestCount(digest=digest, assigned=per_digest[digest][0], active=per_digest[digest][1])
+        for digest in [*first, *rest][: HISTORY_LIMIT + 2]
+    )
+    return PodCounts(
+        total=len(pods),
+        active=active,
+        pending=pending,
+        failed=failed,
+        without_agent=without_agent,
+        by_digest=by_digest,
+    )
+
+
+def _finish(
+    d: _Draft,
+    *,
+    stage_name: str | None,
+    generation: int,
+    old: LogicBundleStatus,
+    pods: Sequence[PodReport],
+    assignments: Mapping[PodIdentity, PodTarget],
+    verification: tuple[bool, str, str] | None,
+    now: datetime,
+) -> Decision:
+    counts = _counts(pods, assignments, stable=d.stable, candidate=d.candidate)
+    agent_pods = [report for report in pods if report.has_agent]
+    converged = bool(assignments) or not agent_pods
+    converged = converged and all(
+        report.runs(assignments[report.pod]) for report in agent_pods if report.pod in assignments
+    )
+    cur = old.conditions
+
+    def put(type_: str, value: bool, reason: str, message: str) -> None:
+        nonlocal cur
+        cur = _set(cur, type_, value, reason, message, generation=generation, now=now)
+
+    if verification is not None:
+        ok, reason, message = verification
+        text = message or (
+            f"{_short(d.resolved_digest)} " + ("verified" if ok else "failed verification")
+        )
+        put(conditions.VERIFIED, ok, reason, text)
+
+    stall = _stall(d, verification, agent_pods)
+    wanted, phase = _state_conditions(
+        d, stall=stall, active=counts.active, agent_pods=len(agent_pods), converged=converged
+    )
+    for type_, value, reason, message in wanted:
+        put(type_, value, reason, message)
+
+    status = old.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": cur,
+            "phase": phase,
+            "observed_ref": d.observed_ref,
+            "resolved_digest": d.resolved_digest,
+            "resolved_at": d.resolved_at,
+            "stable_digest": d.stable,
+            "candidate_digest": d.candidate,
+            "stage": stage_name,
+            "stage_index": d.stage_index,
+            "stage_started_at": d.stage_started_at if d.in_flight else None,
+            "stage_active_at": d.stage_active_at if d.in_flight else None,
+            "pods": counts,
+            "history": tuple(d.history),
+            "last_handled_action": d.last_handled_action,
+            "analysis": d.analysis,
+        }
+    ).with_summary()
+    return Decision(
+        assignments=dict(assignments),
+        status=status,
+        events=tuple(d.events),
+        requeue_after=d.requeue if d.in_flight else None,
+    )
+
+
+_Wanted = tuple[str, bool, str, str]
+
+
+def _stall(
+    d: _Draft, verification: tuple[bool, str, str] | None, agent_pods: Sequence[PodReport]
+) -> tuple[str, str] | None:
+    """Why progress stopped (Stalled reason, message), or None."""
+    if (
+        verification is not None
+        and not verification[0]
+        and verification[1] in (_VERIFICATION_STALL_REASONS)
+    ):
+        return (
+            verification[1],
+            f"{_short(d.resolved_digest)} failed verification and is never assigned"
+            + (f"; pods stay on {_short(d.stable)}" if d.stable else "")
+            + (f": {verification[2]}" if verification[2] else ""),
+        )
+    if d.held and d.hold is not None:
+        back = sum(1 for report in agent_pods if report.runs(PodTarget(digest=d.stable or "")))
+        return d.hold[0], f"{d.hold[1]} ({back}/{len(agent_pods)} pods back)"
+    return None
+
+
+def _state_conditions(
+    d: _Draft, *, stall: tuple[str, str] | None, active: int, agent_pods: int, converged: bool
+) -> tuple[list[_Wanted], Phase]:
+    """Stalled, Reconciling and Ready, and the phase: never Reconciling and Stalled together."""
+    if stall is not None:
+        reason, message = stall
+        phase: Phase = "RolledBack"
+        if reason in _VERIFICATION_STALL_REASONS:
+            phase = "Failed"
+        elif reason == conditions.ABORTED:
+            phase = "Aborted"
+        return [
+            (conditions.STALLED, True, reason, message),
+            (conditions.RECONCILING, False, reason, "stalled: " + message),
+            (conditions.READY, False, reason, message),
+        ], phase
+    if d.in_flight:
+        reason, message = d.wait or (conditions.PROGRESSING, "in flight")
+        waiting = reason == conditions.WAITING_FOR_PROMOTION
+        return [
+            (conditions.STALLED, False, conditions.PROGRESSING, "not stalled"),
+            (conditions.RECONCILING, True, reason, message),
+            (
+                conditions.READY,
+                False,
+                conditions.PROGRESSING,
+                f"rolling out {_short(d.candidate)}: {message}",
+            ),
+        ], "WaitingForPromotion" if waiting else "Progressing"
+    if d.stable is None:
+        message = "waiting for the first verified digest"
+        return [
+            (conditions.STALLED, False, conditions.RESOLVING, "not stalled"),
+            (conditions.RECONCILING, True, conditions.RESOLVING, message),
+            (conditions.READY, False, conditions.RESOLVING, message),
+        ], "Pending"
+    if converged:
+        message = f"{_short(d.stable)} active on {active}/{agent_pods} pods"
+        if d.candidate is not None:
+            message += f"; {_short(d.candidate)} held until retry or a new digest"
+        return [
+            (conditions.STALLED, False, conditions.SUCCEEDED, "not stalled"),
+            (conditions.RECONCILING, False, conditions.SUCCEEDED, "nothing in flight"),
+            (conditions.READY, True, conditions.SUCCEEDED, message),
+        ], "Succeeded"
+    reason = conditions.ROLLING_BACK if d.candidate is not None else conditions.WAITING_FOR_PODS
+    message = f"{active}/{agent_pods} pods run {_short(d.stable)}"
+    return [
+        (conditions.STALLED, False, reason, "not stalled"),
+        (conditions.RECONCILING, True, reason, message),
+        (conditions.READY, False, reason, message),
+    ], "RollingBack" if d.candidate is not None else "Progressing"
+
+
+def _suspended(
+    *,
+    generation: int,
+    old: LogicBundleStatus,
+    pods: Sequence[PodReport],
+    now: datetime,
+) -> Decision:
+    events: tuple[Event, ...] = ()
+    if old.phase != "Suspended":
+        events = (
+            Event(
+                type="Normal",
+                reason=EVENT_SUSPENDED,
+                message="spec.suspend is true: nothing changes until it is false",
+            ),
+        )
+    keep = {report.pod: report.assigned for report in pods if report.has_agent and report.assigned}
+    assignments = {pod: target for pod, target in keep.items() if target is not None}
+    message = "spec.suspend is true: pods keep what they run and actions wait"
+    cur = old.conditions
+    for type_ in (conditions.READY, conditions.RECONCILING):
+        cur = _set(cur, type_, False, conditions.SUSPENDED, message, generation=generation, now=now)
+    if find_condition(cur, conditions.STALLED) is None:
+        cur = _set(
+            cur,
+            conditions.STALLED,
+            False,
+            conditions.SUSPENDED,
+            message,
+            generation=generation,
+            now=now,
+        )
+    counts = _counts(pods, assignments, stable=old.stable_digest, candidate=old.candidate_digest)
+    status = old.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": cur,
+            "phase": "Suspended",
+            "pods": counts,
+        }
+    ).with_summary()
+    return Decision(assignments=assignments, status=status, events=events)
+
+
+def analysis_due(*, spec: LogicBundleSpec, status: LogicBundleStatus | None, now: datetime) -> bool:
+    """Whether the controller should measure the candidate before the next :func:`step`.
+
+    True while a rollout is in flight (not suspended, analysis not skipped)
+    and the last measurement of the stage is at least ``analysis.interval``
+    old.  The window to measure is from ``status.analysis.lastMeasuredAt``
+    (or ``stageStartedAt``) to ``now``.
+    """
+    if status is None or spec.suspend or spec.rollout.skip_analysis:
+        return False
+    if current_stage(spec=spec, status=status) is None:
+        return False
+    last = status.analysis.last_measured_at if status.analysis else None
+    if last is None:
+        return True
+    return now - last >= parse_duration(spec.rollout.analysis.interval)
