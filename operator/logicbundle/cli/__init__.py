@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from logicbundle import __version__
-from logicbundle.cli import _bundles
+from logicbundle.cli import _actions, _bundles
 from logicbundle.errors import LogicBundleError
 
 __all__ = ["main"]
@@ -29,14 +29,28 @@ def _cmd_version(_: argparse.Namespace) -> int:
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from logicbundle.controller import OperatorSettings, run_operator
 
+    tls = None
+    if args.distributor_tls_cert or args.distributor_tls_key:
+        if not (args.distributor_tls_cert and args.distributor_tls_key):
+            print("error: --distributor-tls-cert and --distributor-tls-key go together")
+            return EXIT_USAGE
+        tls = (Path(args.distributor_tls_cert), Path(args.distributor_tls_key))
     return run_operator(
         OperatorSettings(
             namespaces=tuple(args.namespace),
             liveness_endpoint=args.liveness,
-            standalone=args.standalone,
             peering_name=args.peering,
+            cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+            distributor_host=args.distributor_host,
+            distributor_port=args.distributor_port,
+            distributor_tls=tls,
+            distributor_insecure_http=args.distributor_insecure_http,
+            metrics_host=args.metrics_host,
+            metrics_port=args.metrics_port,
         )
     )
 
@@ -77,18 +91,43 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--standalone",
         action="store_true",
-        default=True,
-        help="act alone, without peering with other replicas (the default for now)",
+        help="act alone, without peering with other replicas (the default)",
     )
     group.add_argument(
         "--peering",
         metavar="NAME",
         default=None,
-        help="peer with other replicas through the KopfPeering object NAME",
+        help="elect one active replica through the ClusterKopfPeering object NAME",
+    )
+    operator.add_argument(
+        "--cache-dir", help="verified bundle cache served to agents (default: a temporary dir)"
+    )
+    operator.add_argument(
+        "--distributor-port",
+        type=int,
+        default=None,
+        help="serve the distributor on this port (default: off; 0 picks a free port)",
+    )
+    operator.add_argument(
+        "--distributor-host", default="127.0.0.1", help="address to bind (default %(default)s)"
+    )
+    operator.add_argument("--distributor-tls-cert", help="PEM certificate for the distributor")
+    operator.add_argument("--distributor-tls-key", help="PEM private key for the distributor")
+    operator.add_argument(
+        "--distributor-insecure-http",
+        action="store_true",
+        help="serve the distributor over plain HTTP (tokens in clear: local tests only)",
+    )
+    operator.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+    )
+    operator.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for metrics (default %(default)s)"
     )
     operator.set_defaults(func=_cmd_operator)
 
     _bundles.add_parsers(sub)
+    _actions.add_parsers(sub)
     return parser
 
 

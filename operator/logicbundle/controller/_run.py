@@ -1,12 +1,18 @@
-"""Start kopf with our settings and return an exit code when it stops."""
+"""Start kopf with our handlers and settings; return an exit code when it stops."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import kopf
+
+from logicbundle.api import names
+from logicbundle.controller._handlers import ControllerSettings, Memo, register
 
 logger = logging.getLogger("logicbundle.operator")
 
@@ -21,22 +27,33 @@ class OperatorSettings:
     liveness_endpoint: str | None = None
     """kopf's liveness probe URL, e.g. ``http://127.0.0.1:8080/healthz``."""
 
-    standalone: bool = True
-    """Act without peering; two standalone replicas would both act."""
-
     peering_name: str | None = None
-    """The KopfPeering object replicas coordinate through (wins over ``standalone``)."""
+    """The KopfPeering object replicas coordinate through; None acts alone (standalone)."""
+
+    cache_dir: Path | None = None
+    """The verified bundle cache the distributor serves; None: a temporary directory."""
+
+    distributor_host: str | None = "127.0.0.1"
+    distributor_port: int | None = None
+    distributor_tls: tuple[Path, Path] | None = None
+    distributor_insecure_http: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
 
 
-def _configure(settings: kopf.OperatorSettings, **_: object) -> None:
-    # kopf posts its own events for handler failures; we write ours in one place.
-    settings.posting.enabled = False
-    settings.persistence.finalizer = "logicbundle.io/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="logicbundle.io")
+def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Only explicit events are posted (one per transition); kopf's own log lines are not.
+    settings.posting.loggers = False
+    settings.persistence.finalizer = names.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="logicbundle.io", key="last-handled-configuration"
+        prefix=names.GROUP, key="last-handled-configuration"
     )
     settings.watching.server_timeout = 300
+    settings.peering.clusterwide = True
+    # One line per handled event would drown the operator's own log.
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 def run_operator(config: OperatorSettings) -> int:
@@ -45,6 +62,19 @@ def run_operator(config: OperatorSettings) -> int:
     kopf.on.startup(registry=registry)(_configure)
     # A registry of our own has none of kopf's default login handlers: name ours.
     kopf.on.login(registry=registry)(kopf.login_via_client)
+    cache_dir = config.cache_dir or Path(tempfile.mkdtemp(prefix="logicbundle-cache-"))
+    register(registry)
+    memo = Memo(
+        settings=ControllerSettings(
+            cache_dir=cache_dir,
+            distributor_host=config.distributor_host,
+            distributor_port=config.distributor_port,
+            distributor_tls=config.distributor_tls,
+            distributor_insecure_http=config.distributor_insecure_http,
+            metrics_host=config.metrics_host,
+            metrics_port=config.metrics_port,
+        )
+    )
     peering = config.peering_name
     logger.info(
         "starting the operator (%s, %s)",
@@ -59,6 +89,7 @@ def run_operator(config: OperatorSettings) -> int:
             standalone=peering is None,
             peering_name=peering,
             liveness_endpoint=config.liveness_endpoint,
+            memo=memo,
         )
     )
     logger.info("the operator stopped")

@@ -29,7 +29,16 @@ from logicbundle.api.v1alpha1 import (
     Source,
     Verify,
 )
-from logicbundle.artifact import RemoteBundle, fetch_bundle
+from logicbundle.artifact import NotABundleError, RemoteBundle, fetch_bundle
+from logicbundle.bundle import (
+    AuditPolicy,
+    AuditRejectedError,
+    BundleError,
+    audit_directory,
+    enforce_audit,
+    unpack_bundle,
+)
+from logicbundle.distributor import BlobCache
 from logicbundle.errors import LogicBundleError
 from logicbundle.oci import DockerConfig, Reference, RegistryClient
 from logicbundle.trust import (
@@ -37,6 +46,7 @@ from logicbundle.trust import (
     KeylessIdentity,
     TrustPolicy,
     TrustVerifier,
+    VerificationError,
     Verified,
     load_trusted_root,
     verify_reference,
@@ -149,12 +159,31 @@ class RegistryClients:
 
 
 @dataclass(frozen=True)
-class SourceResult:
-    """A verified bundle: what was resolved, who signed it, and its manifest."""
+class SourceOutcome:
+    """What one pass over the source found: a digest, and either a verified bundle or why not."""
 
     reference: Reference
-    verified: Verified
-    bundle: RemoteBundle
+    digest: str
+    verified: Verified | None = None
+    bundle: RemoteBundle | None = None
+    error: LogicBundleError | None = None
+    """Why the digest must not be assigned: a failed verification or audit, or not a bundle."""
+    audit_findings: tuple[str, ...] = ()
+
+
+def _verifier(
+    spec: LogicBundleSpec,
+    *,
+    namespace: str,
+    reader: ObjectReader,
+    verifiers: dict[bytes | None, TrustVerifier],
+) -> TrustVerifier:
+    root = trusted_root_bytes(spec.verify, namespace=namespace, reader=reader)
+    verifier = verifiers.get(root)
+    if verifier is None:
+        verifier = TrustVerifier(trusted_root=load_trusted_root(root) if root else None)
+        verifiers[root] = verifier
+    return verifier
 
 
 def resolve_and_verify(
@@ -164,24 +193,79 @@ def resolve_and_verify(
     reader: ObjectReader,
     clients: RegistryClients,
     verifiers: dict[bytes | None, TrustVerifier],
-) -> SourceResult:
-    """Resolve ``spec.source.ref`` to a digest, verify it, and fetch its bundle manifest.
+    cache: BundleCache | None = None,
+) -> SourceOutcome:
+    """Resolve ``spec.source.ref``, verify the digest, fetch its manifest, cache and audit it.
 
-    ``verifiers`` is a per-trusted-root cache of verifiers (each caches its
-    results by digest and policy), shared across reconciles.
+    Registry and configuration errors are raised (retrying may help); a bad
+    signature, an artifact that is not a bundle or a rejected audit is
+    returned in :attr:`SourceOutcome.error` with the digest it concerns, so
+    the caller can say which digest it refused.  ``verifiers`` caches one
+    verifier per trusted root across reconciles.
     """
     policy = trust_policy(spec.verify, namespace=namespace, reader=reader)
-    root = trusted_root_bytes(spec.verify, namespace=namespace, reader=reader)
-    verifier = verifiers.get(root)
-    if verifier is None:
-        verifier = TrustVerifier(trusted_root=load_trusted_root(root) if root else None)
-        verifiers[root] = verifier
+    verifier = _verifier(spec, namespace=namespace, reader=reader, verifiers=verifiers)
     reference = Reference.parse(spec.source.ref)
     with clients.client(spec.source, namespace=namespace, reader=reader) as client:
-        verified = verify_reference(
-            client=client, reference=reference, policy=policy, verifier=verifier
-        )
-        # Fetch by the verified digest, never by the tag again: a tag moved between the
-        # two calls must not swap in unverified bytes.
-        bundle = fetch_bundle(client, reference.with_digest(verified.digest))
-    return SourceResult(reference=reference, verified=verified, bundle=bundle)
+        digest = reference.digest or client.resolve(reference).digest
+        pinned = reference.with_digest(digest)
+        try:
+            verified = verify_reference(
+                client=client, reference=pinned, policy=policy, verifier=verifier
+            )
+            # By the verified digest, never the tag again: a tag moved in between must
+            # not swap in unverified bytes.
+            bundle = fetch_bundle(client, pinned)
+        except (VerificationError, NotABundleError, BundleError) as exc:
+            return SourceOutcome(reference=reference, digest=digest, error=exc)
+        findings: tuple[str, ...] = ()
+        if cache is not None:
+            try:
+                findings = cache.store(client, bundle, audit=spec.verify.audit)
+            except AuditRejectedError as exc:
+                return SourceOutcome(reference=reference, digest=digest, error=exc)
+    return SourceOutcome(
+        reference=reference,
+        digest=digest,
+        verified=verified,
+        bundle=bundle,
+        audit_findings=findings,
+    )
+
+
+class BundleCache:
+    """Puts verified bundles into the distributor's content-addressed cache, audited."""
+
+    def __init__(self, blobs: BlobCache) -> None:
+        self.blobs = blobs
+
+    def store(self, client: RegistryClient, bundle: RemoteBundle, *, audit: str) -> tuple[str, ...]:
+        """Cache ``bundle`` (once per digest); return the audit findings (or raise on reject)."""
+        findings: tuple[str, ...] = ()
+        cached = self.blobs.get(bundle.digest) is not None
+        if cached and audit == "off":
+            return findings
+        with tempfile.TemporaryDirectory(prefix="logicbundle-cache-") as tmp:
+            work = Path(tmp)
+            layer = work / "layer.tar.gz"
+            client.pull_blob_to(bundle.reference, bundle.layer, layer)
+            if audit != "off":
+                unpacked = unpack_bundle(
+                    layer,
+                    manifest=bundle.manifest,
+                    destination=work / "files",
+                    expected_digest=bundle.layer.digest,
+                    fsync=False,
+                )
+                report = audit_directory(unpacked.path)
+                findings = tuple(str(f) for f in report.findings)
+                enforce_audit(report, policy=AuditPolicy(audit))
+            if not cached:
+                pulled = client.pull_manifest(bundle.reference)
+                self.blobs.put(
+                    digest=bundle.digest,
+                    manifest=pulled.data,
+                    config=bundle.manifest.to_json(),
+                    layer=layer,
+                )
+        return findings

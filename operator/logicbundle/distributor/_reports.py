@@ -82,6 +82,8 @@ class _Series:
     samples: deque[tuple[float, VersionCounters]] = field(
         default_factory=lambda: deque(maxlen=MAX_SAMPLES)
     )
+    from_zero: bool = True
+    """The first sample still counts from zero: the SDK's counters start when a version loads."""
 
 
 def _increase(a: int, b: int) -> int:
@@ -157,8 +159,14 @@ class ReportStore:
     def all_latest(self) -> Mapping[tuple[str, str], StoredReport]:
         return MappingProxyType(self._latest)
 
-    def version_window(self, bundle: str, digest: str) -> VersionWindow:
-        """The increase of a version's counters over the window, over every reporting pod."""
+    def version_window(
+        self, bundle: str, digest: str, *, since: float | None = None
+    ) -> VersionWindow:
+        """The increase of a version's counters over the window, over every reporting pod.
+
+        ``since`` (the store's clock) narrows it to increases reported after that
+        moment: the analysis window of a rollout stage.
+        """
         self._trim(self._clock())
         calls = errors = total_ns = pods = 0
         buckets: list[int] = []
@@ -167,7 +175,15 @@ class ReportStore:
             if not samples:
                 continue
             pods += 1
-            for (_, a), (_, b) in itertools.pairwise(samples):
+            first_at, first = samples[0]
+            # In an analysis window, a version first reported inside the window counts
+            # from zero: the SDK's counters start when it loads (the candidate at stage
+            # start), and its first report would otherwise be lost.
+            if since is not None and series.from_zero and first_at >= since:
+                samples.insert(0, (first_at, VersionCounters(calls=0, errors=0)))
+            for (_, a), (t, b) in itertools.pairwise(samples):
+                if since is not None and t < since:
+                    continue
                 calls += _increase(a.calls, b.calls)
                 errors += _increase(a.errors, b.errors)
                 total_ns += _increase(a.total_ns, b.total_ns)
@@ -191,6 +207,7 @@ class ReportStore:
             for pod, series in list(per_pod.items()):
                 while series.samples and series.samples[0][0] < horizon:
                     series.samples.popleft()
+                    series.from_zero = False
                 if not series.samples:
                     del per_pod[pod]
             if not per_pod:

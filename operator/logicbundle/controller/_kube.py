@@ -1,0 +1,137 @@
+"""The controller's Kubernetes I/O: read Secrets/ConfigMaps, patch pods, write status.
+
+Thin and synchronous (the official client), run in a dedicated thread pool
+so that a rollback of hundreds of pods patches them in parallel.  Error
+bodies from the API server can echo what was sent, so messages keep only the
+status code and reason: no secret ever reaches a log line or condition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import kubernetes.client
+import kubernetes.config
+from kubernetes.client.exceptions import ApiException
+
+from logicbundle.controller._source import ConfigError
+from logicbundle.errors import LogicBundleError
+
+T = TypeVar("T")
+
+GROUP, VERSION, PLURAL = "logicbundle.io", "v1alpha1", "logicbundles"
+
+
+class KubeError(LogicBundleError):
+    """A call to the Kubernetes API failed."""
+
+    reason = "KubernetesApiError"
+    retryable = True
+
+
+def _describe(exc: ApiException) -> str:
+    return f"HTTP {exc.status} {exc.reason}"
+
+
+def api_client(kubeconfig: str | None = None, *, pool: int = 32) -> kubernetes.client.ApiClient:
+    """A client from a kubeconfig, $KUBECONFIG, or the in-cluster service account."""
+    configuration = kubernetes.client.Configuration()
+    if kubeconfig or os.environ.get("KUBECONFIG"):
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig or os.environ["KUBECONFIG"], client_configuration=configuration
+        )
+    else:
+        try:
+            kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+    configuration.connection_pool_maxsize = pool
+    return kubernetes.client.ApiClient(configuration)
+
+
+class Kube:
+    """The calls the controller makes, each also available as a coroutine via :meth:`run`."""
+
+    def __init__(self, client: kubernetes.client.ApiClient, *, workers: int = 16) -> None:
+        self.client = client
+        self.core = kubernetes.client.CoreV1Api(client)
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+
+    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- ObjectReader ------------------------------------------------------------------
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, bytes]:
+        try:
+            obj = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            raise ConfigError(
+                f"cannot read Secret {namespace}/{name}: {_describe(exc)}",
+                hint="Create it, or grant the operator read access to it.",
+            ) from None
+        return {k: base64.b64decode(v) for k, v in (obj.data or {}).items()}
+
+    def config_map(self, namespace: str, name: str) -> Mapping[str, str]:
+        try:
+            obj = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            raise ConfigError(
+                f"cannot read ConfigMap {namespace}/{name}: {_describe(exc)}",
+                hint="Create it, or grant the operator read access to it.",
+            ) from None
+        return dict(obj.data or {})
+
+    # -- writes ------------------------------------------------------------------------
+
+    def patch_pod_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        """Merge-patch annotations (None removes one); a pod that is gone is not an error."""
+        try:
+            self.core.patch_namespaced_pod(
+                name, namespace, {"metadata": {"annotations": dict(annotations)}}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise KubeError(f"cannot patch pod {namespace}/{name}: {_describe(exc)}") from None
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise KubeError(
+                f"cannot write the status of {namespace}/{name}: {_describe(exc)}"
+            ) from None
+
+    def annotate_bundle(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"metadata": {"annotations": dict(annotations)}},
+            )
+        except ApiException as exc:
+            raise KubeError(f"cannot annotate {namespace}/{name}: {_describe(exc)}") from None
