@@ -12,13 +12,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from logicbundle.api.v1alpha1 import LogicBundleSpec
 from logicbundle.artifact import push_directory
+from logicbundle.bundle import AuditRejectedError
 from logicbundle.controller._source import (
+    BundleCache,
     ConfigError,
     RegistryClients,
     resolve_and_verify,
     trust_policy,
     trusted_root_bytes,
 )
+from logicbundle.distributor import BlobCache
 from logicbundle.oci import Reference, RegistryClient
 from logicbundle.trust import TrustVerifier, VerificationError, attach_signature, sign_with_key
 from tests.oci.mock_registry import MockRegistry
@@ -139,6 +142,9 @@ def test_a_signed_bundle_resolves_verifies_and_fetches_by_digest(
     result = resolve_and_verify(
         spec, namespace="ns", reader=FakeReader(), clients=RegistryClients(), verifiers=verifiers
     )
+    assert result.error is None
+    assert result.verified is not None
+    assert result.bundle is not None
     assert result.verified.digest == digest
     assert result.bundle.digest == digest
     assert result.bundle.manifest.name == "rules"
@@ -155,10 +161,12 @@ def test_a_bundle_signed_by_another_key_is_not_verified(
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     spec = _spec(ref, {"keys": [{"pem": other.decode()}]}, insecure=True)
-    with pytest.raises(VerificationError):
-        resolve_and_verify(
-            spec, namespace="ns", reader=FakeReader(), clients=RegistryClients(), verifiers={}
-        )
+    outcome = resolve_and_verify(
+        spec, namespace="ns", reader=FakeReader(), clients=RegistryClients(), verifiers={}
+    )
+    assert isinstance(outcome.error, VerificationError)
+    assert outcome.verified is None
+    assert outcome.digest.startswith("sha256:")
 
 
 def test_a_pull_secret_that_is_not_a_docker_config_fails_without_leaking_it(
@@ -177,3 +185,81 @@ def test_a_pull_secret_that_is_not_a_docker_config_fails_without_leaking_it(
             spec, namespace="ns", reader=reader, clients=RegistryClients(), verifiers={}
         )
     assert "hunter2" not in str(exc.value)
+
+
+def test_a_verified_bundle_lands_in_the_distributors_cache(
+    signed: tuple[str, str], key_pair: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    ref, digest = signed
+    blobs = BlobCache(tmp_path / "cache")
+    spec = _spec(ref, {"keys": [{"pem": key_pair[1].decode()}], "audit": "warn"}, insecure=True)
+    outcome = resolve_and_verify(
+        spec,
+        namespace="ns",
+        reader=FakeReader(),
+        clients=RegistryClients(),
+        verifiers={},
+        cache=BundleCache(blobs),
+    )
+    assert outcome.error is None
+    cached = blobs.get(digest)
+    assert cached is not None
+    assert blobs.manifest_bytes(digest) is not None
+
+
+def test_an_unverified_bundle_never_reaches_the_cache(
+    signed: tuple[str, str], tmp_path: Path
+) -> None:
+    ref, digest = signed
+    blobs = BlobCache(tmp_path / "cache")
+    other = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    spec = _spec(ref, {"keys": [{"pem": other.decode()}]}, insecure=True)
+    outcome = resolve_and_verify(
+        spec,
+        namespace="ns",
+        reader=FakeReader(),
+        clients=RegistryClients(),
+        verifiers={},
+        cache=BundleCache(blobs),
+    )
+    assert outcome.error is not None
+    assert blobs.get(digest) is None
+
+
+def test_an_audit_set_to_reject_refuses_a_bundle_that_runs_subprocesses(
+    tmp_path: Path, key_pair: tuple[bytes, bytes]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "rules.py").write_text("import subprocess\n\ndef price(item):\n    return 1.0\n")
+    blobs = BlobCache(tmp_path / "cache")
+    with MockRegistry() as registry, RegistryClient(insecure=True) as client:
+        target = Reference(registry.host, "shop/evil", "v1")
+        pushed = push_directory(
+            client, target, src, name="evil", version="1.0.0", interface=INTERFACE
+        )
+        attach_signature(
+            client,
+            pushed.reference,
+            sign_with_key(digest=pushed.digest, private_key_pem=key_pair[0]),
+        )
+        spec = _spec(
+            str(target),
+            {"keys": [{"pem": key_pair[1].decode()}], "audit": "reject"},
+            insecure=True,
+        )
+        outcome = resolve_and_verify(
+            spec,
+            namespace="ns",
+            reader=FakeReader(),
+            clients=RegistryClients(),
+            verifiers={},
+            cache=BundleCache(blobs),
+        )
+    assert isinstance(outcome.error, AuditRejectedError)
+    assert "subprocess" in outcome.error.message
+    assert blobs.get(pushed.digest) is None

@@ -175,7 +175,7 @@ class ReportStore:
             if not samples:
                 continue
             pods += 1
-            first_at, first = samples[0]
+            first_at = samples[0][0]
             # In an analysis window, a version first reported inside the window counts
             # from zero: the SDK's counters start when it loads (the candidate at stage
             # start), and its first report would otherwise be lost.
