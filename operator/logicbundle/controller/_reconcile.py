@@ -124,7 +124,13 @@ class Runtime:
 
 
 async def _source_step(
-    rt: Runtime, *, namespace: str, name: str, generation: int, spec: LogicBundleSpec
+    rt: Runtime,
+    *,
+    body: Mapping[str, Any],
+    namespace: str,
+    name: str,
+    generation: int,
+    spec: LogicBundleSpec,
 ) -> tuple[rollout.VerifiedDigest | None, float | None]:
     """The verification outcome when the source was checked now, and when to check again."""
     key = (namespace, name)
@@ -151,7 +157,8 @@ async def _source_step(
         rt.sources[key] = _SourceState(
             generation, now, state.outcome if state else None, exc.message
         )
-        _warn_once(rt, key, f"SourceUnavailable: {exc.message}")
+        if _warn_once(rt, key, f"{exc.reason}: {exc.message}"):
+            rt.post_event(body, "Warning", exc.reason, exc.diagnostics())
         return None, RETRY_REQUEUE
     finally:
         rt.metrics.verify_seconds.observe(time.perf_counter() - started)
@@ -185,10 +192,13 @@ async def _source_step(
     )
 
 
-def _warn_once(rt: Runtime, key: tuple[str, str], message: str) -> None:
-    if rt.last_warnings.get(key) != message:
-        rt.last_warnings[key] = message
-        logger.warning("%s/%s: %s", key[0], key[1], message)
+def _warn_once(rt: Runtime, key: tuple[str, str], message: str) -> bool:
+    """Log a warning unless it is the same as the last one; True when it was new."""
+    if rt.last_warnings.get(key) == message:
+        return False
+    rt.last_warnings[key] = message
+    logger.warning("%s/%s: %s", key[0], key[1], message)
+    return True
 
 
 # -- step 3: the pods -----------------------------------------------------------------------
@@ -429,7 +439,7 @@ async def reconcile(
         return 300.0
 
     verified, source_wait = await _source_step(
-        rt, namespace=namespace, name=name, generation=generation, spec=spec
+        rt, body=body, namespace=namespace, name=name, generation=generation, spec=spec
     )
     selected = {
         (p.namespace, p.name): p
@@ -461,6 +471,7 @@ async def reconcile(
         await rt.kube.run(rt.kube.patch_status, namespace, name, _with_nulls(raw_status, dumped))
     for event in decision.events:
         rt.post_event(body, event.type, event.reason, event.message)
+    _report_pods_without_agent(rt, body, status, new_status, selected)
     rt.metrics.observe_status(namespace=namespace, name=name, status=new_status)
     rt.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
@@ -470,6 +481,30 @@ async def reconcile(
     if new_status.candidate_digest and not _stalled(new_status):
         waits.append(IN_FLIGHT_REQUEUE)
     return max(0.05, min(waits)) if waits else 60.0
+
+
+def _report_pods_without_agent(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    old: LogicBundleStatus | None,
+    new: LogicBundleStatus,
+    selected: Mapping[tuple[str, str], PodSnapshot],
+) -> None:
+    """Warn when opted-in pods without the agent appear (made while the webhook was down)."""
+    before = old.pods.without_agent if old is not None and old.pods is not None else 0
+    now = new.pods.without_agent if new.pods is not None else 0
+    if now > before:
+        missing = sorted(name for (_, name), pod in selected.items() if not pod.has_agent)
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        rt.post_event(
+            body,
+            "Warning",
+            "PodsWithoutAgent",
+            f"{now} opted-in pods have no reload agent ({shown}); they were created while the "
+            "injection webhook was unavailable: restart them to inject the agent",
+        )
 
 
 def _stalled(status: LogicBundleStatus) -> bool:

@@ -1,0 +1,251 @@
+"""The operator as a real process against the harness, and helpers to drive LogicBundles.
+
+Used by the controller's e2e suites, the benchmarks and the demo: start
+``logicbundle operator`` with its embedded distributor on 127.0.0.1, push and
+sign bundles into the harness registry, create opted-in pods, and wait on
+LogicBundle conditions with deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from e2e.cluster import Cluster
+from e2e.proc import Process, free_port, wait_for
+from logicbundle.api import names
+from logicbundle.artifact import push_directory
+from logicbundle.oci import Reference, RegistryClient
+from logicbundle.trust import attach_signature, sign_with_key
+
+LB_PATH = "/apis/logicbundle.io/v1alpha1/namespaces/{namespace}/logicbundles"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@dataclass
+class Operator:
+    """A running ``logicbundle operator`` process."""
+
+    process: Process
+    distributor_port: int
+    metrics_port: int
+
+    @property
+    def distributor_url(self) -> str:
+        return f"http://127.0.0.1:{self.distributor_port}"
+
+    @classmethod
+    def start(
+        cls, cluster: Cluster, run_dir: Path, *, name: str = "operator", extra: tuple[str, ...] = ()
+    ) -> Operator:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        port, metrics = free_port(), free_port()
+        process = Process(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "logicbundle.cli",
+                "operator",
+                "--distributor-port",
+                str(port),
+                "--distributor-insecure-http",
+                "--metrics-port",
+                str(metrics),
+                "--cache-dir",
+                str(run_dir / f"{name}-cache"),
+                *extra,
+            ],
+            run_dir=run_dir,
+            env=cluster.env(),
+        )
+        wait_for(
+            lambda: re.search(r"distributor listening on port \d+", process.log_path.read_text()),
+            what="the operator's distributor",
+            timeout=60,
+            watch=[process],
+        )
+        return cls(process=process, distributor_port=port, metrics_port=metrics)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        import os
+        import signal
+
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.stop()
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_pem: bytes
+    public_pem: str
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        key = ec.generate_private_key(ec.SECP256R1())
+        return cls(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode(),
+        )
+
+
+def push_bundle(
+    registry_host: str,
+    source: Path,
+    *,
+    repository: str,
+    tag: str,
+    version: str,
+    key: KeyPair | None,
+) -> str:
+    """Push an example bundle directory (signed with ``key`` unless None); its digest."""
+    from examples.sample_app.bundles import INTERFACE
+
+    with RegistryClient(insecure=True) as client:
+        pushed = push_directory(
+            client,
+            Reference(registry_host, repository, tag),
+            source,
+            name=repository.rsplit("/", 1)[-1],
+            version=version,
+            interface=INTERFACE,
+        )
+        if key is not None:
+            attach_signature(
+                client,
+                pushed.reference,
+                sign_with_key(digest=pushed.digest, private_key_pem=key.private_pem),
+            )
+    return pushed.digest
+
+
+def logicbundle(
+    name: str,
+    *,
+    ref: str,
+    key: KeyPair,
+    selector: Mapping[str, str],
+    rollout: Mapping[str, Any] | None = None,
+    interval: str = "2s",
+    notify: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "source": {"ref": ref, "insecure": True, "interval": interval},
+        "verify": {"keys": [{"pem": key.public_pem}]},
+        "target": {"podSelector": {"matchLabels": dict(selector)}},
+    }
+    if notify is not None:
+        spec["target"]["notify"] = dict(notify)
+    if rollout is not None:
+        spec["rollout"] = dict(rollout)
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def apply(cluster: Cluster, namespace: str, obj: Mapping[str, Any]) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj))
+
+
+def get_bundle(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    bundle: dict[str, Any] = cluster.request(
+        "GET", LB_PATH.format(namespace=namespace) + f"/{name}"
+    )
+    return bundle
+
+
+def condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions", []):
+        if cond["type"] == kind:
+            return dict(cond)
+    return None
+
+
+def wait_condition(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    kind: str,
+    status: str,
+    *,
+    reason: str | None = None,
+    timeout: float = 60,
+    watch: tuple[Process, ...] = (),
+) -> dict[str, Any]:
+    """Wait until the LogicBundle has condition ``kind`` = ``status`` (and ``reason``)."""
+
+    def met() -> dict[str, Any] | None:
+        obj = get_bundle(cluster, namespace, name)
+        cond = condition(obj, kind)
+        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+            return obj
+        return None
+
+    return wait_for(
+        met,
+        what=f"{name} {kind}={status}{f' ({reason})' if reason else ''}",
+        timeout=timeout,
+        watch=list(watch),
+    )
+
+
+def opted_in_pod(name: str, labels: Mapping[str, str], *, agent: bool = True) -> dict[str, Any]:
+    """A pod that opted in; with ``agent`` it carries the sidecar the webhook would inject."""
+    spec: dict[str, Any] = {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
+    if agent:
+        spec["initContainers"] = [
+            {
+                "name": names.AGENT_CONTAINER,
+                "image": "registry.invalid/agent:1",
+                "restartPolicy": "Always",
+            }
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {**labels, names.LABEL_INJECT: names.LABEL_INJECT_ENABLED},
+        },
+        "spec": spec,
+    }
+
+
+def pod_annotations(cluster: Cluster, namespace: str, name: str) -> dict[str, str]:
+    pod = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+    return dict(pod["metadata"].get("annotations") or {})
+
+
+def events(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str]]:
+    """(type, reason) of the events about LogicBundle ``name``, oldest first."""
+    items = cluster.request("GET", f"/api/v1/namespaces/{namespace}/events")["items"]
+    about = [
+        e
+        for e in items
+        if e["involvedObject"].get("name") == name and e["involvedObject"].get("kind") == names.KIND
+    ]
+    about.sort(key=lambda e: e.get("firstTimestamp") or e.get("eventTime") or "")
+    return [(e["type"], e["reason"]) for e in about]
