@@ -117,8 +117,13 @@ def push_bundle(
     tag: str,
     version: str,
     key: KeyPair | None,
+    labels: Mapping[str, str] | None = None,
 ) -> str:
-    """Push an example bundle directory (signed with ``key`` unless None); its digest."""
+    """Push an example bundle directory (signed with ``key`` unless None); its digest.
+
+    The repository goes into the bundle's labels, so every repository gets its own
+    digest: a digest verified once stays verified, wherever it is pushed again.
+    """
     from examples.sample_app.bundles import INTERFACE
 
     with RegistryClient(insecure=True) as client:
@@ -129,6 +134,7 @@ def push_bundle(
             name=repository.rsplit("/", 1)[-1],
             version=version,
             interface=INTERFACE,
+            labels={"e2e-repository": repository.replace("/", "."), **(labels or {})},
         )
         if key is not None:
             attach_signature(

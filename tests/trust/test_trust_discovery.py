@@ -529,3 +529,25 @@ def test_a_legacy_signature_whose_payload_is_gone_is_named_in_the_error(
 
     assert "no signature was found" in caught.value.message
     assert f"skipped tag {legacy_signature_tag(subject.digest)}" in caught.value.message
+
+
+def test_a_digest_verified_once_stays_verified_without_reading_the_registry_again(
+    registry: MockRegistry, client: RegistryClient, key_pair: tuple[bytes, bytes]
+) -> None:
+    """The signature covers the digest, wherever the bytes are stored; the cache says so."""
+    subject = _push_artifact(client, registry, b"cached")
+    assert subject.digest is not None
+    attach_signature(
+        client, subject, sign_with_key(digest=subject.digest, private_key_pem=key_pair[0])
+    )
+    verifier = TrustVerifier()
+    policy = _key_policy(key_pair[1])
+    tag = Reference(registry.host, REPOSITORY, "v1")
+    first = verify_reference(client=client, reference=tag, policy=policy, verifier=verifier)
+    assert verifier.cached(digest=subject.digest, policy=policy) == first
+    # Another key's policy is a different question: not answered from the cache.
+    other = _key_policy(_pems()[1])
+    assert verifier.cached(digest=subject.digest, policy=other) is None
+    with pytest.raises(VerificationError):
+        verify_reference(client=client, reference=tag, policy=other, verifier=verifier)
+    assert verify_reference(client=client, reference=tag, policy=policy, verifier=verifier) == first

@@ -103,6 +103,35 @@ annotation is hashed by ``<namespace>/<name>``.  See
 POD_CONDITION_READY: Final = f"{PREFIX}bundles-ready"
 """Pod condition type (and readiness gate) set once the pod's assigned bundles are active."""
 
+ANNOTATION_INJECTED: Final = f"{PREFIX}injected"
+"""Pod annotation recording what the webhook injected, written once at admission.
+
+Its value is JSON: ``{"version": "1", "agentImage": ..., "bundles": [...]}``.
+``bundles`` empty (and no ``agentImage``) means the pod opted in but no
+``LogicBundle`` selected it at admission, so it received no agent.  A pod
+carrying the annotation is never mutated again (the webhook is idempotent).
+"""
+
+ANNOTATION_DISTRIBUTOR_CA: Final = f"{PREFIX}distributor-ca"
+"""Pod annotation holding the distributor's CA bundle (PEM), when the operator has one.
+
+ConfigMaps are namespaced and the agent runs in every tenant namespace, so
+the webhook writes the CA into the pod itself and projects this annotation
+into a file through the downward API.
+"""
+
+AGENT_CONTAINER: Final = "logicbundle-agent"
+"""Name of the injected reload-agent container (a native sidecar in ``initContainers``)."""
+
+VOLUME_BUNDLES: Final = "logicbundle-bundles"
+"""Name of the injected emptyDir shared by the agent and the application containers."""
+
+VOLUME_TOKEN: Final = "logicbundle-token"  # noqa: S105 - a volume name, not a secret
+"""Name of the injected projected service-account token volume (for the distributor)."""
+
+VOLUME_PODINFO: Final = "logicbundle-podinfo"
+"""Name of the injected downward-API volume of the pod's annotations (the slow path)."""
+
 # --- The distributor -------------------------------------------------------------
 
 DISTRIBUTOR_AUDIENCE: Final = "logicbundle-distributor"

@@ -57,7 +57,7 @@ from logicbundle.trust._verifier import (
     LegacySignature,
     TrustVerifier,
     Verified,
-    verify_artifact,
+    default_verifier,
 )
 
 logger = logging.getLogger("logicbundle.trust")
@@ -320,6 +320,11 @@ def verify_reference(
     """
     descriptor = client.resolve(reference)
     digest = descriptor.digest
+    # A digest once verified under this policy stays verified (the signature covers the
+    # digest, wherever the bytes are stored): no need to read signatures again.
+    known = (verifier or default_verifier()).cached(digest=digest, policy=policy)
+    if known is not None:
+        return known
     pinned = reference.with_digest(digest)
     found = _discover(client, pinned)
     if not found.signatures:
@@ -334,9 +339,9 @@ def verify_reference(
             hint=_SIGN_HINT,
         )
     try:
-        if verifier is None:
-            return verify_artifact(digest=digest, signatures=found.signatures, policy=policy)
-        return verifier.verify(digest=digest, signatures=found.signatures, policy=policy)
+        return (verifier or default_verifier()).verify(
+            digest=digest, signatures=found.signatures, policy=policy
+        )
     except VerificationError as exc:
         if not found.skipped:
             raise

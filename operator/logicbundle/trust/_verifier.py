@@ -111,6 +111,11 @@ class TrustVerifier:
                 self._cache.popitem(last=False)
         return result
 
+    def cached(self, *, digest: str, policy: TrustPolicy) -> Verified | None:
+        """The remembered result for ``(digest, policy)``, if that digest was verified."""
+        with self._lock:
+            return self._cache.get((digest, policy))
+
     def forget(self) -> None:
         """Drop every cached result (e.g. after the trust policy's keys were revoked)."""
         with self._lock:
@@ -243,9 +248,13 @@ def verify_artifact(
 
     Use your own ``TrustVerifier(trusted_root=...)`` for a private Sigstore instance.
     """
+    return default_verifier().verify(digest=digest, signatures=signatures, policy=policy)
+
+
+def default_verifier() -> TrustVerifier:
+    """The process-wide verifier on the public-good trusted root (one shared cache)."""
     global _default  # noqa: PLW0603 - one shared cache per process is the point
     with _default_lock:
         if _default is None:
             _default = TrustVerifier()
-        verifier = _default
-    return verifier.verify(digest=digest, signatures=signatures, policy=policy)
+        return _default

@@ -1,0 +1,442 @@
+"""The injection itself: one pure function from a pod being created to a JSONPatch.
+
+No I/O, no clock: the admission handler lists the ``LogicBundle`` objects and
+the opted-in pods of the namespace and passes them in, so every rule of the
+injection is tested without an API server, and a second call on the patched
+pod is provably a no-op.
+
+Where the bundles appear in the application containers: the shared emptyDir
+is mounted *whole* (never a ``subPath``: a subPath is resolved once at
+container start, and the application also needs the SDK socket at the
+volume's root).  A bundle's ``mountPath`` names the directory holding its
+``current`` link, which in the volume is ``<volume>/<bundle>/``.  So when the
+mount path ends in ``/<bundle>`` (the default,
+``/var/run/logicbundle/<bundle>``, always does) the volume is mounted at its
+parent and ``<mountPath>/current`` is exact; any other mount path gets the
+volume itself, and the bundle is then at ``<mountPath>/<bundle>/current``.
+Bundles sharing a parent share one mount.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from logicbundle import __version__
+from logicbundle.api import LogicBundle, names
+from logicbundle.oci import InvalidReferenceError, Reference
+from logicbundle.rollout import (
+    PodIdentity,
+    PodReport,
+    PodTarget,
+    cohort_key,
+    desired_target,
+    format_target,
+    parse_target,
+)
+from logicbundle.webhook._settings import (
+    AGENT_ROOT,
+    ANNOTATIONS_FILE,
+    DISTRIBUTOR_CA_FILE,
+    INJECTION_VERSION,
+    PODINFO_DIR,
+    SOCKET_FILE,
+    TOKEN_DIR,
+    TOKEN_FILE,
+    InjectionSettings,
+)
+
+Pod = Mapping[str, Any]
+"""A raw Pod body, as the admission request carries it."""
+
+JsonPatch = tuple[dict[str, Any], ...]
+
+CONFIG_ENV: Final = "LOGICBUNDLE_AGENT_CONFIG"
+ROOT_ENV: Final = "LOGICBUNDLE_ROOT"
+"""Set in application containers when all their bundles share one mount (the SDK's root)."""
+
+SKIPPED_NOTHING_SELECTS: Final = "NoLogicBundleSelectsPod"
+SKIPPED_RESERVED_NAME: Final = "ReservedNameInUse"
+
+RESERVED_VOLUMES: Final = (names.VOLUME_BUNDLES, names.VOLUME_TOKEN, names.VOLUME_PODINFO)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Mutation:
+    """What the webhook does to one pod.
+
+    ``patch`` empty: the pod is admitted unchanged (it already has the agent).
+    ``bundles`` are the ``LogicBundle`` names the agent was injected for;
+    ``skipped`` says why no agent was injected (then ``patch`` only records
+    that in the ``logicbundle.io/injected`` annotation); ``warnings`` are
+    shown to whoever created the pod (``kubectl`` prints them).
+    """
+
+    patch: JsonPatch = ()
+    bundles: tuple[str, ...] = ()
+    skipped: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def escape_pointer(token: str) -> str:
+    """One JSON Pointer reference token (RFC 6901): ``~`` -> ``~0``, ``/`` -> ``~1``."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def has_agent(pod: Pod) -> bool:
+    """Whether the pod carries the injected agent (a native sidecar named ``logicbundle-agent``)."""
+    spec = pod.get("spec") or {}
+    containers = [*(spec.get("initContainers") or ()), *(spec.get("containers") or ())]
+    return any(c.get("name") == names.AGENT_CONTAINER for c in containers)
+
+
+def injection_record(pod: Pod) -> Mapping[str, Any] | None:
+    """The parsed ``logicbundle.io/injected`` annotation, or None when absent or unreadable."""
+    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(names.ANNOTATION_INJECTED)
+    if not value:
+        return None
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def selects(bundle: LogicBundle, pod: Pod) -> bool:
+    """Whether ``bundle``'s ``spec.target.podSelector`` matches the pod's labels."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return bundle.spec.target.pod_selector.matches(dict(labels))
+
+
+def mount_root(bundle: LogicBundle) -> str:
+    """Where the whole shared volume is mounted for ``bundle`` (see the module doc)."""
+    name = bundle.metadata.name
+    path = posixpath.normpath(bundle.spec.target.effective_mount_path(name))
+    parent, last = posixpath.split(path)
+    return parent if last == name and parent != "/" else path
+
+
+def pod_report(pod: Pod, *, namespace: str) -> PodReport:
+    """The rollout core's view of one existing pod: identity, labels, whether it has the agent."""
+    meta = pod.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    identity = PodIdentity(
+        namespace=meta.get("namespace") or namespace,
+        name=meta.get("name") or "",
+        cohort_key=annotations.get(names.ANNOTATION_COHORT_KEY),
+    )
+    return PodReport(pod=identity, labels=dict(meta.get("labels") or {}), has_agent=has_agent(pod))
+
+
+def _assigned(pod: Pod, bundle_name: str) -> PodTarget | None:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(names.target_annotation(bundle_name))
+    if not value:
+        return None
+    try:
+        return parse_target(value)
+    except ValueError:
+        return None
+
+
+def _reports_for(
+    bundle: LogicBundle, pods: Sequence[Pod], *, namespace: str, exclude: PodIdentity
+) -> list[PodReport]:
+    seen: set[PodIdentity] = set()
+    reports: list[PodReport] = []
+    for other in pods:
+        if not selects(bundle, other):
+            continue
+        report = pod_report(other, namespace=namespace)
+        # A pod without a name or key cannot be ranked (and cannot exist outside admission).
+        if not (report.pod.name or report.pod.cohort_key) or report.pod in seen:
+            continue
+        if report.pod == exclude:
+            continue
+        seen.add(report.pod)
+        reports.append(
+            PodReport(
+                pod=report.pod,
+                labels=report.labels,
+                has_agent=report.has_agent,
+                assigned=_assigned(other, bundle.metadata.name),
+            )
+        )
+    return reports
+
+
+def _agent_config(bundles: Sequence[LogicBundle], settings: InjectionSettings) -> str:
+    config: dict[str, Any] = {
+        "root": AGENT_ROOT,
+        "distributor": settings.distributor_url,
+        "tokenFile": TOKEN_FILE,
+        "annotationsFile": ANNOTATIONS_FILE,
+        "socket": SOCKET_FILE,
+        "listen": f"0.0.0.0:{settings.listen_port}",
+        "bundles": {},
+    }
+    if settings.distributor_ca_pem:
+        config["distributorCA"] = DISTRIBUTOR_CA_FILE
+    for bundle in bundles:
+        target = bundle.spec.target
+        try:
+            parsed = Reference.parse(bundle.spec.source.ref)
+            source = f"{parsed.registry}/{parsed.repository}"
+        except InvalidReferenceError:  # the CRD's pattern makes this unreachable in practice
+            source = bundle.spec.source.ref
+        health = target.health_check.model_dump(mode="json", by_alias=True, exclude_none=True)
+        health["mode"] = target.effective_health_mode()
+        config["bundles"][bundle.metadata.name] = {
+            "source": source,
+            "insecure": bundle.spec.source.insecure,
+            "notify": target.notify.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "healthCheck": health,
+        }
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def _agent_container(bundles: Sequence[LogicBundle], settings: InjectionSettings) -> dict[str, Any]:
+    port = settings.listen_port
+    return {
+        "name": names.AGENT_CONTAINER,
+        "image": settings.agent_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": ["agent"],
+        # A native sidecar: starts before the application containers, runs beside them.
+        "restartPolicy": "Always",
+        "env": [
+            {"name": CONFIG_ENV, "value": _agent_config(bundles, settings)},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+        ],
+        "ports": [{"name": "lb-agent", "containerPort": port, "protocol": "TCP"}],
+        # Passes only once the assigned bundles are active: the application
+        # containers start after it, so they never start without their logic.
+        "startupProbe": {
+            "httpGet": {"path": "/readyz", "port": port},
+            "periodSeconds": 1,
+            "failureThreshold": settings.startup_failure_threshold,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": port},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "resources": {kind: dict(values) for kind, values in settings.resources.items()},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "runAsGroup": settings.run_as_group,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": names.VOLUME_BUNDLES, "mountPath": AGENT_ROOT},
+            {"name": names.VOLUME_TOKEN, "mountPath": TOKEN_DIR, "readOnly": True},
+            {"name": names.VOLUME_PODINFO, "mountPath": PODINFO_DIR, "readOnly": True},
+        ],
+    }
+
+
+def _volumes(settings: InjectionSettings) -> list[dict[str, Any]]:
+    podinfo: list[dict[str, Any]] = [
+        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
+    ]
+    if settings.distributor_ca_pem:
+        podinfo.append(
+            {
+                "path": posixpath.basename(DISTRIBUTOR_CA_FILE),
+                "fieldRef": {
+                    "fieldPath": f"metadata.annotations['{names.ANNOTATION_DISTRIBUTOR_CA}']"
+                },
+            }
+        )
+    return [
+        {"name": names.VOLUME_BUNDLES, "emptyDir": {}},
+        {
+            "name": names.VOLUME_TOKEN,
+            "projected": {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "audience": names.DISTRIBUTOR_AUDIENCE,
+                            "expirationSeconds": settings.token_expiration_seconds,
+                            "path": posixpath.basename(TOKEN_FILE),
+                        }
+                    }
+                ]
+            },
+        },
+        {"name": names.VOLUME_PODINFO, "downwardAPI": {"items": podinfo}},
+    ]
+
+
+def _record(*, settings: InjectionSettings, bundles: Sequence[str], skipped: str | None) -> str:
+    record: dict[str, Any] = {"version": INJECTION_VERSION, "bundles": list(bundles)}
+    if skipped is None:
+        record["agentImage"] = settings.agent_image
+        record["operator"] = __version__
+    else:
+        record["skipped"] = skipped
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+class _Patch:
+    """Builds JSONPatch ops against the original pod, creating missing maps and lists."""
+
+    def __init__(self, pod: Pod) -> None:
+        self.pod = pod
+        self.ops: list[dict[str, Any]] = []
+        self._new_annotations: dict[str, str] | None = None
+
+    def annotate(self, key: str, value: str) -> None:
+        existing = (self.pod.get("metadata") or {}).get("annotations")
+        if existing is None:
+            if self._new_annotations is None:
+                self._new_annotations = {}
+                if "metadata" not in self.pod:
+                    self.ops.append({"op": "add", "path": "/metadata", "value": {}})
+                self.ops.append(
+                    {"op": "add", "path": "/metadata/annotations", "value": self._new_annotations}
+                )
+            self._new_annotations[key] = value
+            return
+        path = f"/metadata/annotations/{escape_pointer(key)}"
+        self.ops.append({"op": "add", "path": path, "value": value})
+
+    def append(self, path: str, current: Sequence[Any] | None, items: Sequence[Any]) -> None:
+        if not items:
+            return
+        if current is None:
+            self.ops.append({"op": "add", "path": path, "value": list(items)})
+            return
+        self.ops.extend({"op": "add", "path": f"{path}/-", "value": item} for item in items)
+
+
+def _app_container_ops(
+    patch: _Patch, *, spec: Mapping[str, Any], bundles: Sequence[LogicBundle]
+) -> list[str]:
+    roots = sorted({mount_root(bundle) for bundle in bundles})
+    warnings: list[str] = []
+    for index, container in enumerate(spec.get("containers") or ()):
+        mounts = container.get("volumeMounts")
+        used = {posixpath.normpath(m.get("mountPath", "")) for m in mounts or ()}
+        new_mounts = []
+        for root in roots:
+            if root in used:
+                warnings.append(
+                    f"container {container.get('name')!r} already mounts something at {root}; "
+                    "the logic bundles are not mounted there"
+                )
+                continue
+            new_mounts.append({"name": names.VOLUME_BUNDLES, "mountPath": root, "readOnly": True})
+        patch.append(f"/spec/containers/{index}/volumeMounts", mounts, new_mounts)
+        env = container.get("env")
+        defined = {variable.get("name") for variable in env or ()}
+        if len(roots) == 1 and ROOT_ENV not in defined and new_mounts:
+            patch.append(
+                f"/spec/containers/{index}/env", env, [{"name": ROOT_ENV, "value": roots[0]}]
+            )
+    return warnings
+
+
+def mutate_pod(
+    *,
+    pod: Pod,
+    namespace: str,
+    request_uid: str,
+    bundles: Sequence[LogicBundle],
+    pods: Sequence[Pod],
+    settings: InjectionSettings,
+) -> Mutation:
+    """The JSONPatch that injects the agent into ``pod`` for every bundle that selects it.
+
+    ``namespace`` and ``request_uid`` come from the admission request (a pod
+    being created may carry neither its namespace nor its name);
+    ``bundles`` are the namespace's ``LogicBundle`` objects, ``pods`` the
+    other opted-in pods of the namespace (for the cohort rule).  A pod that
+    already has the agent, or already carries the injection record, gets an
+    empty patch, so a reinvocation changes nothing.
+    """
+    if has_agent(pod) or injection_record(pod) is not None:
+        return Mutation()
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    patch = _Patch(pod)
+    selected = sorted(
+        (bundle for bundle in bundles if selects(bundle, pod)), key=lambda b: b.metadata.name
+    )
+    if not selected:
+        patch.annotate(
+            names.ANNOTATION_INJECTED,
+            _record(settings=settings, bundles=(), skipped=SKIPPED_NOTHING_SELECTS),
+        )
+        warning = (
+            f"logicbundle: the pod opts in ({names.LABEL_INJECT}) but no LogicBundle in namespace "
+            f"{namespace} selects it; no reload agent was injected"
+        )
+        return Mutation(
+            patch=tuple(patch.ops), skipped=SKIPPED_NOTHING_SELECTS, warnings=(warning,)
+        )
+    taken = {volume.get("name") for volume in spec.get("volumes") or ()}
+    if clash := sorted(taken & set(RESERVED_VOLUMES)):
+        patch.annotate(
+            names.ANNOTATION_INJECTED,
+            _record(settings=settings, bundles=(), skipped=SKIPPED_RESERVED_NAME),
+        )
+        warning = (
+            f"logicbundle: the pod already has volume(s) {', '.join(clash)}, whose names the "
+            "injection reserves; no reload agent was injected"
+        )
+        return Mutation(patch=tuple(patch.ops), skipped=SKIPPED_RESERVED_NAME, warnings=(warning,))
+
+    annotations = meta.get("annotations") or {}
+    key = annotations.get(names.ANNOTATION_COHORT_KEY) or cohort_key(
+        namespace=namespace, name=meta.get("name") or None, request_uid=request_uid
+    )
+    me = PodIdentity(namespace=namespace, name=meta.get("name") or "", cohort_key=key)
+    report = PodReport(pod=me, labels=dict(meta.get("labels") or {}))
+    targets: dict[str, str] = {}
+    for bundle in selected:
+        name = bundle.metadata.name
+        target = desired_target(
+            bundle_name=name,
+            spec=bundle.spec,
+            status=bundle.status,
+            pod=report,
+            pods=_reports_for(bundle, pods, namespace=namespace, exclude=me),
+        )
+        if target is not None:
+            targets[name] = format_target(target)
+
+    bundle_names = [bundle.metadata.name for bundle in selected]
+    if names.ANNOTATION_COHORT_KEY not in annotations:
+        patch.annotate(names.ANNOTATION_COHORT_KEY, key)
+    for name, value in targets.items():
+        patch.annotate(names.target_annotation(name), value)
+    if settings.distributor_ca_pem:
+        patch.annotate(names.ANNOTATION_DISTRIBUTOR_CA, settings.distributor_ca_pem)
+    patch.annotate(
+        names.ANNOTATION_INJECTED, _record(settings=settings, bundles=bundle_names, skipped=None)
+    )
+    patch.append("/spec/volumes", spec.get("volumes"), _volumes(settings))
+    patch.append(
+        "/spec/initContainers", spec.get("initContainers"), [_agent_container(selected, settings)]
+    )
+    warnings = _app_container_ops(patch, spec=spec, bundles=selected)
+    gates = spec.get("readinessGates")
+    if not any(g.get("conditionType") == names.POD_CONDITION_READY for g in gates or ()):
+        patch.append("/spec/readinessGates", gates, [{"conditionType": names.POD_CONDITION_READY}])
+    if any(bundle.spec.target.notify.mode == "signal" for bundle in selected):
+        # The agent must see the application's processes to signal them.
+        patch.ops.append({"op": "add", "path": "/spec/shareProcessNamespace", "value": True})
+    return Mutation(patch=tuple(patch.ops), bundles=tuple(bundle_names), warnings=tuple(warnings))

@@ -1,0 +1,80 @@
+"""What the operator decides once and the webhook applies to every pod: image, paths, limits.
+
+The paths are the contract with the agent (``docs/agent-config.md``); the
+rest is deployment configuration the chart will set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+AGENT_ROOT: Final = "/var/run/logicbundle"
+"""Where the shared volume appears in the agent container (the config's ``root``)."""
+
+TOKEN_DIR: Final = "/var/run/secrets/logicbundle"  # noqa: S105 - a path, not a secret
+TOKEN_FILE: Final = f"{TOKEN_DIR}/token"
+"""The projected service-account token (the config's ``tokenFile``)."""
+
+PODINFO_DIR: Final = "/etc/logicbundle/podinfo"
+ANNOTATIONS_FILE: Final = f"{PODINFO_DIR}/annotations"
+"""The downward-API file of the pod's annotations (the config's ``annotationsFile``)."""
+
+DISTRIBUTOR_CA_FILE: Final = f"{PODINFO_DIR}/distributor-ca.crt"
+"""The distributor's CA, projected from the pod annotation ``logicbundle.io/distributor-ca``."""
+
+SOCKET_FILE: Final = f"{AGENT_ROOT}/sdk.sock"
+"""The SDK's socket in the shared volume (the config's ``socket``)."""
+
+DEFAULT_LISTEN_PORT: Final = 9901
+DEFAULT_RUN_AS: Final = 65532
+"""The non-root user and group of the logicbundle image (its Dockerfile's ``USER``)."""
+
+INJECTION_VERSION: Final = "1"
+"""Version of the injected pod shape, recorded in the ``logicbundle.io/injected`` annotation.
+
+Bumped whenever the shape changes in a way the controller must know about
+(it tells which pods to restart after an operator upgrade).
+"""
+
+
+def _default_resources() -> Mapping[str, Mapping[str, str]]:
+    return {
+        "requests": {"cpu": "10m", "memory": "32Mi"},
+        "limits": {"cpu": "200m", "memory": "96Mi"},
+    }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InjectionSettings:
+    """The operator-wide settings of the injection.
+
+    ``distributor_url`` empty means the agents use only the slow path (the
+    downward-API annotations).  ``distributor_ca_pem``, when set, is written
+    into each pod as the ``logicbundle.io/distributor-ca`` annotation and
+    projected into the agent as a file, because a ConfigMap would have to
+    exist in every tenant namespace; None means the system roots.
+    """
+
+    agent_image: str
+    operator_namespace: str = "logicbundle-system"
+    distributor_url: str = ""
+    distributor_ca_pem: str | None = None
+    listen_port: int = DEFAULT_LISTEN_PORT
+    image_pull_policy: str = "IfNotPresent"
+    resources: Mapping[str, Mapping[str, str]] = field(default_factory=_default_resources)
+    run_as_user: int = DEFAULT_RUN_AS
+    run_as_group: int = DEFAULT_RUN_AS
+    token_expiration_seconds: int = 3600
+    startup_failure_threshold: int = 300
+    """With a one-second period: how long a pod may wait for its logic before the agent restarts."""
+
+    def __post_init__(self) -> None:
+        if not self.agent_image:
+            raise ValueError("agent_image is required")
+        if not 1 <= self.listen_port <= 65535:
+            raise ValueError(f"listen_port {self.listen_port} is not a TCP port")
+        if self.token_expiration_seconds < 600:
+            # The API server refuses projected tokens valid for less than ten minutes.
+            raise ValueError("token_expiration_seconds must be at least 600")

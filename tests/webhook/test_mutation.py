@@ -1,0 +1,507 @@
+"""The pure injection: the pod after the webhook, and a second pass that changes nothing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from logicbundle.api import names
+from logicbundle.webhook import (
+    SKIPPED_NOTHING_SELECTS,
+    SKIPPED_RESERVED_NAME,
+    InjectionSettings,
+    escape_pointer,
+    has_agent,
+    injection_record,
+    mount_root,
+    mutate_pod,
+)
+from tests.webhook._fixtures import (
+    CANDIDATE,
+    IMAGE,
+    NS,
+    OPTED_IN,
+    SETTINGS,
+    STABLE,
+    UID,
+    agent_of,
+    apply_patch,
+    logic_bundle,
+    mutate,
+    pod,
+)
+
+TARGET = names.target_annotation("pricing")
+
+
+def _mounts(container: dict[str, Any]) -> dict[str, str]:
+    return {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_one_bundle_injects_the_agent_volumes_gate_and_annotations() -> None:
+    mutation, patched = mutate(pod(labels=OPTED_IN), [logic_bundle()])
+
+    assert mutation.bundles == ("pricing",)
+    assert mutation.skipped is None
+    annotations = patched["metadata"]["annotations"]
+    assert annotations[TARGET] == STABLE
+    assert annotations[names.ANNOTATION_COHORT_KEY] == f"uid/{UID}"
+    record = json.loads(annotations[names.ANNOTATION_INJECTED])
+    assert record == {
+        "version": "1",
+        "bundles": ["pricing"],
+        "agentImage": IMAGE,
+        "operator": record["operator"],
+    }
+    volumes = {v["name"]: v for v in patched["spec"]["volumes"]}
+    assert volumes[names.VOLUME_BUNDLES] == {"name": names.VOLUME_BUNDLES, "emptyDir": {}}
+    token = volumes[names.VOLUME_TOKEN]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token == {
+        "audience": names.DISTRIBUTOR_AUDIENCE,
+        "expirationSeconds": 3600,
+        "path": "token",
+    }
+    assert volumes[names.VOLUME_PODINFO]["downwardAPI"]["items"] == [
+        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
+    ]
+    assert patched["spec"]["readinessGates"] == [{"conditionType": names.POD_CONDITION_READY}]
+    (app,) = patched["spec"]["containers"]
+    assert app["volumeMounts"] == [
+        {"name": names.VOLUME_BUNDLES, "mountPath": "/var/run/logicbundle", "readOnly": True}
+    ]
+    assert "subPath" not in app["volumeMounts"][0]
+    assert _env(app) == {"LOGICBUNDLE_ROOT": "/var/run/logicbundle"}
+
+
+def test_the_agent_is_a_restricted_native_sidecar_that_gates_start_up() -> None:
+    _, patched = mutate(pod(labels=OPTED_IN), [logic_bundle()])
+    agent = agent_of(patched)
+
+    assert agent["restartPolicy"] == "Always"
+    assert agent["image"] == IMAGE
+    assert agent["args"] == ["agent"]
+    assert agent["startupProbe"]["httpGet"] == {"path": "/readyz", "port": 9901}
+    assert agent["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9901}
+    assert agent["resources"]["requests"] and agent["resources"]["limits"]
+    assert agent["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert _mounts(agent) == {
+        "/var/run/logicbundle": names.VOLUME_BUNDLES,
+        "/var/run/secrets/logicbundle": names.VOLUME_TOKEN,
+        "/etc/logicbundle/podinfo": names.VOLUME_PODINFO,
+    }
+    env = _env(agent)
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
+def test_the_agent_configuration_follows_the_documented_contract() -> None:
+    _, patched = mutate(pod(labels=OPTED_IN), [logic_bundle()])
+    config = json.loads(_env(agent_of(patched))["LOGICBUNDLE_AGENT_CONFIG"])
+
+    assert config == {
+        "root": "/var/run/logicbundle",
+        "distributor": SETTINGS.distributor_url,
+        "tokenFile": "/var/run/secrets/logicbundle/token",
+        "annotationsFile": "/etc/logicbundle/podinfo/annotations",
+        "socket": "/var/run/logicbundle/sdk.sock",
+        "listen": "0.0.0.0:9901",
+        "bundles": {
+            "pricing": {
+                "source": "registry.example.com/shop/pricing",
+                "insecure": False,
+                "notify": {"mode": "sdk"},
+                "healthCheck": {"mode": "sdk", "timeout": "10s"},
+            }
+        },
+    }
+
+
+def test_the_agent_parses_the_configuration_the_webhook_writes() -> None:
+    agent_config = pytest.importorskip("logicbundle.agent._config")
+    bundles = [
+        logic_bundle(),
+        logic_bundle(
+            "routing",
+            notify={"mode": "http", "http": {"url": "http://127.0.0.1:8080/-/reload"}},
+        ),
+    ]
+    _, patched = mutate(pod(labels=OPTED_IN), bundles)
+    parsed = agent_config.parse_config(_env(agent_of(patched))["LOGICBUNDLE_AGENT_CONFIG"])
+    assert sorted(parsed.bundles) == ["pricing", "routing"]
+
+
+def test_a_distributor_ca_travels_in_an_annotation_projected_into_the_agent() -> None:
+    settings = InjectionSettings(
+        agent_image=IMAGE, distributor_url="https://d:8443", distributor_ca_pem="PEM"
+    )
+    _, patched = mutate(pod(labels=OPTED_IN), [logic_bundle()], settings=settings)
+
+    assert patched["metadata"]["annotations"][names.ANNOTATION_DISTRIBUTOR_CA] == "PEM"
+    volumes = {v["name"]: v for v in patched["spec"]["volumes"]}
+    assert volumes[names.VOLUME_PODINFO]["downwardAPI"]["items"][1] == {
+        "path": "distributor-ca.crt",
+        "fieldRef": {"fieldPath": "metadata.annotations['logicbundle.io/distributor-ca']"},
+    }
+    config = json.loads(_env(agent_of(patched))["LOGICBUNDLE_AGENT_CONFIG"])
+    assert config["distributorCA"] == "/etc/logicbundle/podinfo/distributor-ca.crt"
+
+
+def test_two_bundles_with_different_mount_paths_mount_the_whole_volume_twice() -> None:
+    bundles = [logic_bundle("pricing"), logic_bundle("routing", mount_path="/opt/rules")]
+    mutation, patched = mutate(pod(labels=OPTED_IN), bundles)
+
+    assert mutation.bundles == ("pricing", "routing")
+    (app,) = patched["spec"]["containers"]
+    assert _mounts(app) == {
+        "/opt/rules": names.VOLUME_BUNDLES,
+        "/var/run/logicbundle": names.VOLUME_BUNDLES,
+    }
+    assert all("subPath" not in m for m in app["volumeMounts"])
+    assert "LOGICBUNDLE_ROOT" not in _env(app)  # two roots: the application chooses
+    annotations = patched["metadata"]["annotations"]
+    assert annotations[names.target_annotation("routing")] == STABLE
+    assert len(patched["spec"]["initContainers"]) == 1
+    config = json.loads(_env(agent_of(patched))["LOGICBUNDLE_AGENT_CONFIG"])
+    assert sorted(config["bundles"]) == ["pricing", "routing"]
+
+
+def test_two_bundles_with_default_mount_paths_share_one_mount() -> None:
+    _, patched = mutate(pod(labels=OPTED_IN), [logic_bundle("pricing"), logic_bundle("routing")])
+    (app,) = patched["spec"]["containers"]
+    assert _mounts(app) == {"/var/run/logicbundle": names.VOLUME_BUNDLES}
+
+
+@pytest.mark.parametrize(
+    ("name", "mount_path", "root"),
+    [
+        ("pricing", None, "/var/run/logicbundle"),
+        ("pricing", "/srv/logic/pricing", "/srv/logic"),
+        ("pricing", "/srv/logic/pricing/", "/srv/logic"),
+        ("pricing", "/opt/rules", "/opt/rules"),
+        ("pricing", "/pricing", "/pricing"),
+    ],
+)
+def test_the_volume_is_mounted_where_the_bundle_directory_lands_on_its_mount_path(
+    name: str, mount_path: str | None, root: str
+) -> None:
+    assert mount_root(logic_bundle(name, mount_path=mount_path)) == root
+
+
+def test_every_application_container_gets_the_mount_and_keeps_its_own_mounts_and_env() -> None:
+    containers = [
+        {
+            "name": "app",
+            "image": "app:1",
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            "env": [{"name": "MODE", "value": "prod"}],
+        },
+        {"name": "worker", "image": "worker:1"},
+    ]
+    mutation, patched = mutate(
+        pod(labels=OPTED_IN, containers=containers, volumes=[{"name": "data", "emptyDir": {}}]),
+        [logic_bundle()],
+    )
+    app, worker = patched["spec"]["containers"]
+    assert _mounts(app) == {"/data": "data", "/var/run/logicbundle": names.VOLUME_BUNDLES}
+    assert _env(app) == {"MODE": "prod", "LOGICBUNDLE_ROOT": "/var/run/logicbundle"}
+    assert _mounts(worker) == {"/var/run/logicbundle": names.VOLUME_BUNDLES}
+    assert [v["name"] for v in patched["spec"]["volumes"]] == [
+        "data",
+        names.VOLUME_BUNDLES,
+        names.VOLUME_TOKEN,
+        names.VOLUME_PODINFO,
+    ]
+    paths = {op["path"] for op in mutation.patch}
+    assert {"/spec/containers/0/volumeMounts/-", "/spec/containers/1/volumeMounts"} <= paths
+
+
+def test_an_application_root_the_container_already_sets_is_kept() -> None:
+    containers = [
+        {"name": "app", "image": "a", "env": [{"name": "LOGICBUNDLE_ROOT", "value": "/x"}]}
+    ]
+    _, patched = mutate(pod(labels=OPTED_IN, containers=containers), [logic_bundle()])
+    assert _env(patched["spec"]["containers"][0]) == {"LOGICBUNDLE_ROOT": "/x"}
+
+
+def test_a_container_already_mounting_the_path_is_warned_about_not_broken() -> None:
+    containers = [
+        {
+            "name": "app",
+            "image": "a",
+            "volumeMounts": [{"name": "x", "mountPath": "/var/run/logicbundle"}],
+        }
+    ]
+    mutation, patched = mutate(
+        pod(labels=OPTED_IN, containers=containers, volumes=[{"name": "x", "emptyDir": {}}]),
+        [logic_bundle()],
+    )
+    assert _mounts(patched["spec"]["containers"][0]) == {"/var/run/logicbundle": "x"}
+    assert mutation.warnings and "already mounts" in mutation.warnings[0]
+
+
+def test_the_agent_comes_after_existing_init_containers() -> None:
+    _, patched = mutate(
+        pod(labels=OPTED_IN, initContainers=[{"name": "migrate", "image": "m"}]),
+        [logic_bundle()],
+    )
+    assert [c["name"] for c in patched["spec"]["initContainers"]] == [
+        "migrate",
+        names.AGENT_CONTAINER,
+    ]
+    assert "volumeMounts" not in patched["spec"]["initContainers"][0]
+
+
+def test_an_existing_readiness_gate_list_is_appended_to_once() -> None:
+    gates = [{"conditionType": "example.com/ready"}]
+    _, patched = mutate(pod(labels=OPTED_IN, readinessGates=gates), [logic_bundle()])
+    assert patched["spec"]["readinessGates"] == [
+        {"conditionType": "example.com/ready"},
+        {"conditionType": names.POD_CONDITION_READY},
+    ]
+    gates = [{"conditionType": names.POD_CONDITION_READY}]
+    _, patched = mutate(pod(labels=OPTED_IN, readinessGates=gates), [logic_bundle()])
+    assert patched["spec"]["readinessGates"] == gates
+
+
+def test_no_matching_bundle_records_the_opt_in_and_injects_nothing() -> None:
+    other = logic_bundle(selector={"matchLabels": {"app": "elsewhere"}})
+    mutation, patched = mutate(pod(labels=OPTED_IN), [other])
+
+    assert mutation.skipped == SKIPPED_NOTHING_SELECTS
+    assert mutation.bundles == ()
+    assert not has_agent(patched)
+    assert patched["spec"] == pod(labels=OPTED_IN)["spec"]
+    assert injection_record(patched) == {
+        "version": "1",
+        "bundles": [],
+        "skipped": SKIPPED_NOTHING_SELECTS,
+    }
+    assert mutation.warnings and "no LogicBundle" in mutation.warnings[0]
+
+
+def test_a_namespace_without_bundles_is_the_same_as_no_match() -> None:
+    mutation, _ = mutate(pod(labels=OPTED_IN), [])
+    assert mutation.skipped == SKIPPED_NOTHING_SELECTS
+
+
+def test_only_the_bundles_that_select_the_pod_are_injected() -> None:
+    bundles = [logic_bundle("pricing"), logic_bundle("other", selector={"matchLabels": {"x": "y"}})]
+    mutation, patched = mutate(pod(labels=OPTED_IN), bundles)
+    assert mutation.bundles == ("pricing",)
+    assert names.target_annotation("other") not in patched["metadata"]["annotations"]
+
+
+def test_a_pod_without_a_labels_map_is_selected_only_by_an_empty_selector() -> None:
+    mutation, _ = mutate(pod(), [logic_bundle()])
+    assert mutation.skipped == SKIPPED_NOTHING_SELECTS
+
+    mutation, patched = mutate(pod(), [logic_bundle(selector={})])
+    assert mutation.bundles == ("pricing",)
+    assert has_agent(patched)
+
+
+def test_a_pod_that_already_has_the_agent_is_left_alone() -> None:
+    already = pod(
+        labels=OPTED_IN,
+        initContainers=[{"name": names.AGENT_CONTAINER, "image": "old", "restartPolicy": "Always"}],
+    )
+    mutation, _ = mutate(already, [logic_bundle()])
+    assert mutation.patch == ()
+
+
+def test_a_pod_with_an_injection_record_is_left_alone() -> None:
+    recorded = pod(
+        labels=OPTED_IN,
+        annotations={names.ANNOTATION_INJECTED: '{"version":"1","bundles":[],"skipped":"x"}'},
+    )
+    mutation, _ = mutate(recorded, [logic_bundle()])
+    assert mutation.patch == ()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "one bundle",
+        "two bundles",
+        "no match",
+        "named pod with annotations",
+        "existing mounts and env",
+        "candidate in flight",
+    ],
+)
+def test_a_second_invocation_on_the_patched_pod_changes_nothing(case: str) -> None:
+    bundles = {
+        "one bundle": [logic_bundle()],
+        "two bundles": [logic_bundle(), logic_bundle("routing", mount_path="/opt/r")],
+        "no match": [logic_bundle(selector={"matchLabels": {"a": "b"}})],
+        "named pod with annotations": [logic_bundle()],
+        "existing mounts and env": [logic_bundle()],
+        "candidate in flight": [
+            logic_bundle(candidate=CANDIDATE, stages=[{"name": "all", "all": True}])
+        ],
+    }[case]
+    target = pod(labels=OPTED_IN)
+    if case == "named pod with annotations":
+        target = pod("web-0", labels=OPTED_IN, annotations={"team": "a/b"})
+    if case == "existing mounts and env":
+        target = pod(
+            labels=OPTED_IN,
+            containers=[
+                {
+                    "name": "app",
+                    "image": "a",
+                    "env": [{"name": "A", "value": "1"}],
+                    "volumeMounts": [{"name": "d", "mountPath": "/d"}],
+                }
+            ],
+            volumes=[{"name": "d", "emptyDir": {}}],
+        )
+    first, patched = mutate(target, bundles)
+    assert first.patch
+    second, again = mutate(patched, bundles, uid="another-request")
+    assert second.patch == ()
+    assert again == patched
+
+
+def test_annotation_keys_are_escaped_in_json_pointers() -> None:
+    mutation, patched = mutate(
+        pod("web-0", labels=OPTED_IN, annotations={"existing": "yes"}), [logic_bundle()]
+    )
+    paths = [op["path"] for op in mutation.patch if op["path"].startswith("/metadata")]
+    assert "/metadata/annotations/logicbundle.io~1target.pricing" in paths
+    assert "/metadata/annotations/logicbundle.io~1cohort-key" in paths
+    assert all("logicbundle.io/" not in path for path in paths)
+    assert patched["metadata"]["annotations"]["existing"] == "yes"
+    assert patched["metadata"]["annotations"][TARGET] == STABLE
+    assert escape_pointer("a~b/c") == "a~0b~1c"
+
+
+def test_a_pod_without_annotations_gets_one_annotations_map() -> None:
+    mutation, patched = mutate(pod(labels=OPTED_IN), [logic_bundle()])
+    annotation_ops = [op for op in mutation.patch if op["path"].startswith("/metadata")]
+    assert [op["path"] for op in annotation_ops] == ["/metadata/annotations"]
+    assert set(patched["metadata"]["annotations"]) == {
+        TARGET,
+        names.ANNOTATION_COHORT_KEY,
+        names.ANNOTATION_INJECTED,
+    }
+
+
+def test_a_named_pod_is_keyed_by_namespace_and_name() -> None:
+    _, patched = mutate(pod("db-0", labels=OPTED_IN), [logic_bundle()])
+    assert patched["metadata"]["annotations"][names.ANNOTATION_COHORT_KEY] == f"{NS}/db-0"
+
+
+def test_a_cohort_key_the_pod_already_carries_is_kept() -> None:
+    target = pod(labels=OPTED_IN, annotations={names.ANNOTATION_COHORT_KEY: "shop/kept"})
+    mutation, patched = mutate(target, [logic_bundle()])
+    assert patched["metadata"]["annotations"][names.ANNOTATION_COHORT_KEY] == "shop/kept"
+    assert not any(op["path"].endswith("cohort-key") for op in mutation.patch)
+
+
+def test_no_stable_digest_yet_means_the_agent_but_no_target() -> None:
+    mutation, patched = mutate(pod(labels=OPTED_IN), [logic_bundle(stable=None)])
+    assert mutation.bundles == ("pricing",)
+    assert has_agent(patched)
+    assert TARGET not in patched["metadata"]["annotations"]
+
+
+def test_a_pod_joining_an_all_stage_gets_the_candidate() -> None:
+    bundle = logic_bundle(candidate=CANDIDATE, stages=[{"name": "all", "all": True}])
+    _, patched = mutate(pod(labels=OPTED_IN), [bundle])
+    assert patched["metadata"]["annotations"][TARGET] == CANDIDATE
+
+
+def _existing(name: str, target: str) -> dict[str, Any]:
+    return pod(
+        name,
+        labels=OPTED_IN,
+        annotations={TARGET: target},
+        initContainers=[{"name": names.AGENT_CONTAINER, "image": IMAGE}],
+    )
+
+
+def test_a_pod_joining_a_full_percent_stage_gets_stable() -> None:
+    # share(10%, 2 pods) = 1, and the existing canary keeps its place.
+    bundle = logic_bundle(candidate=CANDIDATE, stages=[{"name": "canary", "percent": 10}])
+    _, patched = mutate(pod(labels=OPTED_IN), [bundle], pods=[_existing("web-a", CANDIDATE)])
+    assert patched["metadata"]["annotations"][TARGET] == STABLE
+
+
+def test_a_pod_in_the_candidate_cohort_gets_the_candidate() -> None:
+    # share(50%, 2 pods) = 1; with the only other pod on stable, whichever ranks
+    # first takes the place: find a request uid whose pod ranks first.
+    bundle = logic_bundle(candidate=CANDIDATE, stages=[{"name": "half", "percent": 50}])
+    others = [_existing("web-a", STABLE)]
+    results = {
+        mutate(pod(labels=OPTED_IN), [bundle], pods=others, uid=f"uid-{i}")[1]["metadata"][
+            "annotations"
+        ][TARGET]
+        for i in range(20)
+    }
+    assert results == {STABLE, CANDIDATE}
+
+
+def test_a_request_split_stage_gives_the_new_pod_both_digests() -> None:
+    bundle = logic_bundle(candidate=CANDIDATE, stages=[{"name": "split", "requestPercent": 5}])
+    _, patched = mutate(pod(labels=OPTED_IN), [bundle])
+    assert patched["metadata"]["annotations"][TARGET] == f"{STABLE};candidate={CANDIDATE};weight=5"
+
+
+def test_other_pods_not_selected_by_the_bundle_do_not_count() -> None:
+    bundle = logic_bundle(candidate=CANDIDATE, stages=[{"name": "canary", "percent": 10}])
+    unrelated = pod("x", labels={"app": "other"}, annotations={TARGET: CANDIDATE})
+    unrelated["spec"]["initContainers"] = [{"name": names.AGENT_CONTAINER, "image": IMAGE}]
+    # Alone in its cohort, the new pod is the one pod a non-zero stage needs.
+    _, patched = mutate(pod(labels=OPTED_IN), [bundle], pods=[unrelated])
+    assert patched["metadata"]["annotations"][TARGET] == CANDIDATE
+
+
+def test_signal_notification_shares_the_process_namespace() -> None:
+    bundle = logic_bundle(
+        notify={"mode": "signal", "signal": {"processName": "app"}},
+    )
+    _, patched = mutate(pod(labels=OPTED_IN), [bundle])
+    assert patched["spec"]["shareProcessNamespace"] is True
+
+
+def test_a_pod_using_a_reserved_volume_name_is_skipped_not_broken() -> None:
+    target = pod(labels=OPTED_IN, volumes=[{"name": names.VOLUME_BUNDLES, "emptyDir": {}}])
+    mutation, patched = mutate(target, [logic_bundle()])
+    assert mutation.skipped == SKIPPED_RESERVED_NAME
+    assert not has_agent(patched)
+    assert patched["spec"] == target["spec"]
+
+
+def test_the_mutation_does_not_modify_its_input() -> None:
+    target = pod(labels=OPTED_IN, annotations={"a": "b"})
+    snapshot = json.dumps(target, sort_keys=True)
+    mutate_pod(
+        pod=target,
+        namespace=NS,
+        request_uid=UID,
+        bundles=[logic_bundle()],
+        pods=(),
+        settings=SETTINGS,
+    )
+    assert json.dumps(target, sort_keys=True) == snapshot
+
+
+def test_the_patch_applies_to_a_pod_as_the_api_server_sees_it() -> None:
+    mutation, _ = mutate(pod(labels=OPTED_IN), [logic_bundle()])
+    apply_patch(pod(labels=OPTED_IN), mutation.patch)  # raises on any malformed op
