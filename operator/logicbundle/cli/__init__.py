@@ -31,7 +31,7 @@ def _cmd_version(_: argparse.Namespace) -> int:
 def _cmd_operator(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from logicbundle.controller import OperatorSettings, run_operator
+    from logicbundle.controller import OperatorSettings, WebhookSettings, run_operator
 
     tls = None
     if args.distributor_tls_cert or args.distributor_tls_key:
@@ -39,6 +39,22 @@ def _cmd_operator(args: argparse.Namespace) -> int:
             print("error: --distributor-tls-cert and --distributor-tls-key go together")
             return EXIT_USAGE
         tls = (Path(args.distributor_tls_cert), Path(args.distributor_tls_key))
+    webhook = None
+    if args.webhook_port is not None:
+        if not args.agent_image:
+            print("error: --webhook-port needs --agent-image", file=sys.stderr)
+            return EXIT_USAGE
+        ca = Path(args.distributor_ca_file).read_text() if args.distributor_ca_file else None
+        webhook = WebhookSettings(
+            port=args.webhook_port,
+            host=args.webhook_host,
+            operator_namespace=args.operator_namespace,
+            service_name=args.webhook_service,
+            agent_image=args.agent_image,
+            distributor_url=args.agent_distributor_url or "",
+            distributor_ca_pem=ca,
+            url=args.webhook_url,
+        )
     return run_operator(
         OperatorSettings(
             namespaces=tuple(args.namespace),
@@ -51,6 +67,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
             distributor_insecure_http=args.distributor_insecure_http,
             metrics_host=args.metrics_host,
             metrics_port=args.metrics_port,
+            webhook=webhook,
         )
     )
 
@@ -124,6 +141,29 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument(
         "--metrics-host", default="127.0.0.1", help="address for metrics (default %(default)s)"
     )
+    hook = operator.add_argument_group("injection webhook")
+    hook.add_argument("--webhook-port", type=int, default=None, help="serve the webhook (TLS)")
+    hook.add_argument("--webhook-host", default=None, help="address to bind (default: all)")
+    hook.add_argument("--agent-image", help="the agent image injected into pods")
+    hook.add_argument(
+        "--operator-namespace",
+        default="logicbundle-system",
+        help="where the webhook's certificate Secret lives (default %(default)s)",
+    )
+    hook.add_argument(
+        "--webhook-service",
+        default="logicbundle-webhook",
+        help="the webhook Service name, for the certificate (default %(default)s)",
+    )
+    hook.add_argument(
+        "--webhook-url",
+        help="install the webhook configuration with this URL (local runs; the chart does it "
+        "in a cluster); a port of 0 means the port the server bound",
+    )
+    hook.add_argument(
+        "--agent-distributor-url", help="the distributor URL written into agents' configuration"
+    )
+    hook.add_argument("--distributor-ca-file", help="PEM CA agents use to check the distributor")
     operator.set_defaults(func=_cmd_operator)
 
     _bundles.add_parsers(sub)

@@ -1,9 +1,11 @@
 """The operator process: kopf, configured for logicbundle.
 
-For now it starts kopf against the configured cluster and stops cleanly on
-SIGTERM or SIGINT; the LogicBundle handlers arrive with the rollout issue.
+A kopf daemon per LogicBundle drives the pure rollout core against the
+cluster (``_reconcile``), with the distributor and the injection webhook
+served from the same process; it stops cleanly on SIGTERM or SIGINT.
 """
 
 from logicbundle.controller._run import OperatorSettings, run_operator
+from logicbundle.controller._webhook import WebhookSettings
 
-__all__ = ["OperatorSettings", "run_operator"]
+__all__ = ["OperatorSettings", "WebhookSettings", "run_operator"]

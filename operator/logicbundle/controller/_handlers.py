@@ -38,6 +38,7 @@ from logicbundle.controller._reconcile import (
     snapshot_pod,
 )
 from logicbundle.controller._source import BundleCache
+from logicbundle.controller._webhook import RunningWebhook, WebhookSettings, start_webhook
 from logicbundle.distributor import (
     BlobCache,
     CachingAuthenticator,
@@ -68,6 +69,8 @@ class ControllerSettings:
     distributor_insecure_http: bool = False
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    webhook: WebhookSettings | None = None
+    """None: no webhook in this process."""
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Memo:
     settings: ControllerSettings
     runtime: Runtime | None = None
     server: DistributorServer | None = None
+    webhook: RunningWebhook | None = None
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
     def wake(self, namespace: str, name: str | None = None) -> None:
@@ -117,6 +121,9 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
         start_http_server(
             settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry
         )
+    if settings.webhook is not None:
+        memo.webhook = await start_webhook(settings.webhook, client)
+        logger.info("webhook listening on port %d", memo.webhook.server.port)
     if settings.distributor_port is None:
         return
     writer = PodStatusWriter(api_client=client)
@@ -147,6 +154,8 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
 
 
 async def stop(memo: Memo, **_: Any) -> None:
+    if memo.webhook is not None:
+        await memo.webhook.stop()
     if memo.server is not None:
         await memo.server.stop()
     if memo.runtime is not None:

@@ -13,6 +13,7 @@ import kopf
 
 from logicbundle.api import names
 from logicbundle.controller._handlers import ControllerSettings, Memo, register
+from logicbundle.controller._webhook import WebhookSettings
 
 logger = logging.getLogger("logicbundle.operator")
 
@@ -39,6 +40,7 @@ class OperatorSettings:
     distributor_insecure_http: bool = False
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
+    webhook: WebhookSettings | None = None
 
 
 def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -73,6 +75,7 @@ def run_operator(config: OperatorSettings) -> int:
             distributor_insecure_http=config.distributor_insecure_http,
             metrics_host=config.metrics_host,
             metrics_port=config.metrics_port,
+            webhook=config.webhook,
         )
     )
     peering = config.peering_name
