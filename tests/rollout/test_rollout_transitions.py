@@ -296,6 +296,21 @@ def test_a_failed_analysis_rolls_every_pod_back_and_stalls() -> None:
     assert reasons(again) == []
 
 
+def test_the_stalled_message_of_a_held_candidate_does_not_grow_step_after_step() -> None:
+    """Regression: the pods-back count was appended again on every reconcile."""
+    spec, decision, reports = started()
+    reports = converge(decision, reports)
+    status = run(
+        spec=spec, status=decision.status, reports=reports, now=T0 + 20 * S, verdict=FAIL
+    ).status
+    messages = []
+    for second in (30, 40, 50):
+        status = run(spec=spec, status=status, reports=reports, now=T0 + second * S).status
+        messages.append(next(c.message for c in status.conditions if c.type == "Stalled"))
+    assert len(set(messages)) == 1
+    assert messages[0].count("pods back") == 1
+
+
 def test_failure_limit_counts_consecutive_failures() -> None:
     spec, decision, reports = started(analysis={"failureLimit": 1})
     reports = converge(decision, reports)

@@ -39,6 +39,7 @@ Decisions that are not obvious:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -159,6 +160,9 @@ class _Draft:
         self.requeue = delay if self.requeue is None else min(self.requeue, delay)
 
 
+_PODS_BACK = re.compile(r" \(\d+/\d+ pods back\)$")
+
+
 def _draft(status: LogicBundleStatus) -> _Draft:
     hold: tuple[str, str] | None = None
     stalled = find_condition(status.conditions, conditions.STALLED)
@@ -169,7 +173,9 @@ def _draft(status: LogicBundleStatus) -> _Draft:
         and stalled.status == conditions.TRUE
         and stalled.reason in _HOLD_REASONS
     ):
-        hold = (stalled.reason, stalled.message)
+        # The stored message ends with the "(N/M pods back)" count _stall appends each
+        # step; keep only the reason's own text so it is not repeated.
+        hold = (stalled.reason, _PODS_BACK.sub("", stalled.message))
     return _Draft(
         stable=status.stable_digest,
         candidate=status.candidate_digest,
