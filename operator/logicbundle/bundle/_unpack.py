@@ -40,9 +40,10 @@ import shutil
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final, Self
+from typing import IO, TYPE_CHECKING, Final, Protocol, Self
 
 from logicbundle.bundle import _paths
 from logicbundle.bundle._errors import (
@@ -72,7 +73,40 @@ from logicbundle.bundle._errors import (
     UnpackError,
     UnsupportedMemberError,
 )
-from logicbundle.bundle._manifest import BundleManifest, FileEntry
+
+if TYPE_CHECKING:
+    from logicbundle.bundle._manifest import BundleManifest, FileEntry
+
+    _check_file_entry: type[FileEntryLike] = FileEntry
+    _check_manifest: type[ManifestLike] = BundleManifest
+
+
+class FileEntryLike(Protocol):
+    """What the unpacker reads of one manifest file entry (:class:`FileEntry` has it)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def mode(self) -> int: ...
+
+
+class ManifestLike(Protocol):
+    """What the unpacker reads of a bundle manifest.
+
+    :class:`BundleManifest` has it; so does the agent's own small stdlib
+    parser of the config blob, which keeps pydantic out of every pod.  The
+    unpacker does not import the pydantic model at run time.
+    """
+
+    @property
+    def files(self) -> Sequence[FileEntryLike]: ...
+    @property
+    def total_size(self) -> int: ...
+
 
 _MiB: Final = 1 << 20
 _READ_CHUNK: Final = 16 * 1024
@@ -136,10 +170,14 @@ DEFAULT_LIMITS: Final = UnpackLimits()
 
 @dataclass(frozen=True)
 class UnpackedBundle:
-    """A bundle unpacked and checked: where it is and what it cost."""
+    """A bundle unpacked and checked: where it is and what it cost.
+
+    ``manifest`` is the object the caller passed (a :class:`BundleManifest`
+    unless the caller brought its own :class:`ManifestLike`).
+    """
 
     path: Path
-    manifest: BundleManifest
+    manifest: ManifestLike
     compressed_size: int
     uncompressed_size: int
 
@@ -272,7 +310,7 @@ def _check_path_limits(path: str, limits: UnpackLimits, *, member: str) -> None:
         )
 
 
-def _check_manifest_limits(manifest: BundleManifest, limits: UnpackLimits) -> None:
+def _check_manifest_limits(manifest: ManifestLike, limits: UnpackLimits) -> None:
     if len(manifest.files) > limits.max_files:
         raise TooManyFilesError(
             f"the manifest lists {len(manifest.files)} files, more than "
@@ -299,7 +337,7 @@ def _check_manifest_limits(manifest: BundleManifest, limits: UnpackLimits) -> No
 class _Extraction:
     """The state of one unpack: what was seen, where it goes."""
 
-    def __init__(self, manifest: BundleManifest, limits: UnpackLimits, root: Path) -> None:
+    def __init__(self, manifest: ManifestLike, limits: UnpackLimits, root: Path) -> None:
         self.manifest = manifest
         self.limits = limits
         self.root = root
@@ -426,7 +464,7 @@ class _Extraction:
     def _write(
         self,
         path: str,
-        entry: FileEntry,
+        entry: FileEntryLike,
         data: IO[bytes] | None,
         *,
         fsync: bool,
@@ -485,7 +523,7 @@ def _fsync_dir(path: Path) -> None:
 def unpack_bundle(
     layer: bytes | IO[bytes] | Path,
     *,
-    manifest: BundleManifest,
+    manifest: ManifestLike,
     destination: Path,
     limits: UnpackLimits = DEFAULT_LIMITS,
     expected_digest: str | None = None,
@@ -553,7 +591,7 @@ def unpack_bundle(
 
 def _extract(
     source: IO[bytes],
-    manifest: BundleManifest,
+    manifest: ManifestLike,
     limits: UnpackLimits,
     root: Path,
     *,

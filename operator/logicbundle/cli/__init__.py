@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from logicbundle import __version__
 from logicbundle.cli import _actions, _bundles
@@ -29,8 +30,6 @@ def _cmd_version(_: argparse.Namespace) -> int:
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from logicbundle.controller import OperatorSettings, WebhookSettings, run_operator
 
     tls = None
@@ -70,6 +69,13 @@ def _cmd_operator(args: argparse.Namespace) -> int:
             webhook=webhook,
         )
     )
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from logicbundle.agent._main import run
+
+    result: int = run(args.config)
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hook.add_argument("--distributor-ca-file", help="PEM CA agents use to check the distributor")
     operator.set_defaults(func=_cmd_operator)
+
+    agent = sub.add_parser(
+        "agent",
+        help="run the in-pod reload agent until SIGTERM (config: $LOGICBUNDLE_AGENT_CONFIG)",
+    )
+    agent.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="agent configuration JSON (wins over $LOGICBUNDLE_AGENT_CONFIG)",
+    )
+    agent.set_defaults(func=_cmd_agent)
 
     _bundles.add_parsers(sub)
     _actions.add_parsers(sub)

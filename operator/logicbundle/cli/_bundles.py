@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from logicbundle.errors import LogicBundleError
 
 EXIT_VERIFICATION_FAILED = 3
@@ -39,6 +37,8 @@ def _descriptor(source: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The bundle's metadata from ``logicbundle.yaml`` with the command-line overrides."""
     if not source.is_dir():
         raise UsageError(f"{source} is not a directory", hint="Pack a directory of bundle files.")
+    import yaml  # only authors' commands read YAML; the agent never pays for it
+
     path = source / DESCRIPTOR
     data: dict[str, Any] = {}
     if path.exists():

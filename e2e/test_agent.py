@@ -1,0 +1,600 @@
+"""The reload agent against the real control plane: real pods, tokens, distributor, processes.
+
+For each kwok pod the test runs the agent (``python -m logicbundle.agent``)
+and the sample application (``python -m examples.sample_app.app``) as local
+processes bound to that Pod: the agent's token comes from a TokenRequest bound
+to the pod with the distributor's audience, and the distributor runs
+in-process as ``logicbundle distributor`` does (TokenReview, pod watcher).
+kwok runs no kubelet, so the test writes the downward-API annotations file
+itself, from the Pod's annotations, the way the kubelet would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.cluster import Cluster
+from e2e.proc import Process, free_port, wait_for
+from e2e.services import Registry
+from examples.sample_app.bundles import ENTRYPOINT, EXAMPLES_DIR, INTERFACE
+from logicbundle.agent import format_annotations
+from logicbundle.api import names
+from logicbundle.artifact import oci_manifest, push_directory
+from logicbundle.bundle import pack_directory_to
+from logicbundle.distributor import BlobCache, DistributorSettings, serve_distributor
+from logicbundle.oci import Reference, RegistryClient, sha256_digest
+
+SA = "agent"
+DEADLINE = 60.0
+REPO = Path(__file__).resolve().parent.parent
+TARGET = names.target_annotation("pricing")
+
+
+@dataclass(frozen=True)
+class Published:
+    name: str
+    digest: str
+    files: dict[str, str]  # path -> sha256 hex
+
+
+def publish(
+    source: Path, *, registry: Registry, cache: BlobCache, work: Path, version: str
+) -> Published:
+    """Pack ``source``, push it to the registry and put the same bytes into the cache."""
+    layer = work / f"{source.name}-{version}.tar.gz"
+    with layer.open("wb") as out:
+        packed = pack_directory_to(
+            source,
+            out,
+            name="pricing",
+            version=version,
+            interface=INTERFACE,
+            entrypoint=ENTRYPOINT,
+        )
+    manifest = oci_manifest(packed)
+    digest = sha256_digest(manifest)
+    client = RegistryClient(insecure=True)
+    try:
+        pushed = push_directory(
+            client,
+            Reference.parse(f"{registry.host}/shop/pricing:{source.name}-{version}"),
+            source,
+            name="pricing",
+            version=version,
+            interface=INTERFACE,
+            entrypoint=ENTRYPOINT,
+        )
+    finally:
+        client.close()
+    assert pushed.digest == digest, "packing is deterministic"
+    cache.put(digest=digest, manifest=manifest, config=packed.config, layer=layer)
+    files = {f.path: f.sha256 for f in packed.manifest.files}
+    return Published(name=source.name, digest=digest, files=files)
+
+
+def variant(base: str, tag: str, work: Path) -> Path:
+    """A copy of an example bundle with one extra comment line: a new digest, same logic."""
+    target = work / f"{base}-{tag}"
+    shutil.copytree(EXAMPLES_DIR / base, target)
+    with (target / "pricing.py").open("a") as out:
+        out.write(f"# variant {tag}\n")
+    return target
+
+
+def create_pod(cluster: Cluster, namespace: str, name: str, digest: str) -> dict[str, Any]:
+    body = cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "labels": {names.LABEL_INJECT: names.LABEL_INJECT_ENABLED},
+                "annotations": {TARGET: digest},
+            },
+            "spec": {
+                "serviceAccountName": SA,
+                "automountServiceAccountToken": False,
+                "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+            },
+        },
+    )
+    return dict(body)
+
+
+def pod_token(cluster: Cluster, namespace: str, pod: dict[str, Any]) -> str:
+    body = cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{SA}/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [names.DISTRIBUTOR_AUDIENCE],
+                "expirationSeconds": 3600,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": pod["metadata"]["name"],
+                    "uid": pod["metadata"]["uid"],
+                },
+            },
+        },
+    )
+    return str(body["status"]["token"])
+
+
+def set_target(cluster: Cluster, namespace: str, pod: str, digest: str) -> None:
+    """What the operator does: patch the pod's target annotation."""
+    cluster.request(
+        "PATCH",
+        f"/api/v1/namespaces/{namespace}/pods/{pod}",
+        {"metadata": {"annotations": {TARGET: digest}}},
+    )
+
+
+class RunningDistributor:
+    """``serve_distributor`` on 127.0.0.1 in a thread of its own."""
+
+    def __init__(self, settings: DistributorSettings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.stop_event = asyncio.Event()
+        self.port = 0
+        ready = threading.Event()
+        self.failure: list[BaseException] = []
+
+        def on_ready(bound: int) -> None:
+            self.port = bound
+            ready.set()
+
+        def main() -> None:
+            try:
+                self.loop.run_until_complete(
+                    serve_distributor(settings, stop=self.stop_event, on_ready=on_ready)
+                )
+            except BaseException as exc:
+                self.failure.append(exc)
+                ready.set()
+            finally:
+                self.loop.close()
+
+        self.thread = threading.Thread(target=main, name="distributor", daemon=True)
+        self.thread.start()
+        assert ready.wait(DEADLINE), "the distributor did not start"
+        assert not self.failure, self.failure
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+            self.thread.join(DEADLINE)
+        assert not self.failure, self.failure
+
+
+def http_get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()
+
+
+@dataclass
+class PodProcesses:
+    """One kwok pod's agent and application, as local processes sharing a root."""
+
+    name: str
+    root: Path
+    run_dir: Path
+    config: dict[str, Any]
+    env: dict[str, str]
+    agent_port: int
+    app: Process | None = None
+    agent: Process | None = None
+    app_port: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def start_app(self) -> None:
+        port_file = self.run_dir / "app.port"
+        port_file.unlink(missing_ok=True)
+        self.app = Process(
+            f"app-{self.name}",
+            [
+                sys.executable,
+                "-m",
+                "examples.sample_app.app",
+                "--root",
+                self.root,
+                "--port",
+                "0",
+                "--port-file",
+                port_file,
+            ],
+            run_dir=self.run_dir,
+            env=self.env,
+        )
+        self.app_port = int(
+            wait_for(
+                lambda: port_file.read_text().strip() if port_file.exists() else None,
+                what=f"the app of {self.name} listening",
+                timeout=DEADLINE,
+                watch=[self.app],
+            )
+        )
+
+    def start_agent(self, extra_env: dict[str, str] | None = None) -> None:
+        config_file = self.run_dir / "agent.json"
+        config_file.write_text(json.dumps(self.config))
+        self.agent = Process(
+            f"agent-{self.name}",
+            [sys.executable, "-m", "logicbundle.agent", "--config", config_file],
+            run_dir=self.run_dir,
+            env={**self.env, **(extra_env or {})},
+        )
+
+    def kill_agent(self) -> None:
+        assert self.agent is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.agent.pid, signal.SIGKILL)
+        self.agent.popen.wait(DEADLINE)
+        self.agent.stop()
+
+    def served_digest(self) -> str | None:
+        status, body = http_get(f"http://127.0.0.1:{self.app_port}/price?item=apple&qty=2")
+        return body.get("digest") if status == 200 and isinstance(body, dict) else None
+
+    def agent_status(self) -> dict[str, Any]:
+        status, body = http_get(f"http://127.0.0.1:{self.agent_port}/status")
+        assert status == 200, body
+        return dict(body["bundles"]["pricing"])
+
+    def write_annotations(self, annotations: dict[str, str]) -> None:
+        """The kubelet's downward-API file (AtomicWriter: a new file renamed into place)."""
+        path = Path(self.config["annotationsFile"])
+        temporary = path.with_name(".annotations.tmp")
+        temporary.write_text(format_annotations(annotations))
+        temporary.replace(path)
+
+    def stop(self) -> None:
+        for proc in (self.agent, self.app):
+            if proc is not None:
+                proc.stop()
+
+
+def whole_version(root: Path, published: dict[str, Published]) -> str | None:
+    """The digest ``current`` names, after checking every file against its manifest hash."""
+    current = root / "pricing" / "current"
+    try:
+        digest = current.readlink().name
+    except OSError:
+        return None
+    expected = next(p for p in published.values() if p.digest == digest)
+    base = root / "pricing" / ".versions" / digest
+    for path, sha in expected.files.items():
+        data = (base / path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == sha, f"{path} of {digest} is partial"
+    return digest
+
+
+def _ready(pod: PodProcesses) -> bool:
+    return http_get(f"http://127.0.0.1:{pod.agent_port}/readyz")[0] == 200
+
+
+def _serves(pod: PodProcesses, digest: str) -> bool:
+    return pod.served_digest() == digest
+
+
+def _failed_status(pod: PodProcesses) -> dict[str, Any] | None:
+    status = pod.agent_status()
+    return status if status.get("lastError") else None
+
+
+@pytest.fixture
+def service_account(cluster: Cluster, namespace: str) -> str:
+    cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA}},
+    )
+    return SA
+
+
+@pytest.fixture
+def work() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="lbe-", dir="/tmp"))  # short: socket paths
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def cache(work: Path) -> BlobCache:
+    return BlobCache(work / "cache")
+
+
+@pytest.fixture
+def published(registry: Registry, cache: BlobCache, work: Path) -> dict[str, Published]:
+    out = {}
+    for name in ("pricing-v1", "pricing-v2", "pricing-bad-selftest"):
+        out[name] = publish(
+            EXAMPLES_DIR / name, registry=registry, cache=cache, work=work, version="1.0.0"
+        )
+    return out
+
+
+@pytest.fixture
+def distributor(cluster: Cluster, namespace: str, work: Path) -> Iterator[RunningDistributor]:
+    running = RunningDistributor(
+        DistributorSettings(
+            cache_dir=work / "cache",
+            host="127.0.0.1",
+            port=0,
+            insecure_http=True,  # loopback; production serves TLS
+            namespaces=(namespace,),
+            kubeconfig=cluster.kubeconfig,
+        )
+    )
+    yield running
+    running.stop()
+
+
+def start_pods(
+    *,
+    cluster: Cluster,
+    namespace: str,
+    registry: Registry,
+    distributor: RunningDistributor,
+    work: Path,
+    digest: str,
+    count: int,
+) -> list[PodProcesses]:
+    pods: list[PodProcesses] = []
+    for i in range(count):
+        name = f"web-{i}"
+        body = create_pod(cluster, namespace, name, digest)
+        run_dir = work / name
+        root = run_dir / "root"
+        root.mkdir(parents=True)
+        (run_dir / "token").write_text(pod_token(cluster, namespace, body))
+        port = free_port()
+        config = {
+            "root": str(root),
+            "distributor": distributor.url,
+            "tokenFile": str(run_dir / "token"),
+            "annotationsFile": str(run_dir / "annotations"),
+            "socket": str(root / "sdk.sock"),
+            "listen": f"127.0.0.1:{port}",
+            "bundles": {
+                "pricing": {
+                    "source": f"{registry.host}/shop/pricing",
+                    "insecure": True,
+                    "healthCheck": {"mode": "sdk", "timeout": "10s"},
+                }
+            },
+        }
+        env = {
+            "POD_NAME": name,
+            "POD_NAMESPACE": namespace,
+            "PYTHONPATH": f"{REPO / 'operator'}:{REPO}",
+        }
+        pod = PodProcesses(
+            name=name, root=root, run_dir=run_dir, config=config, env=env, agent_port=port
+        )
+        pod.write_annotations(body["metadata"].get("annotations", {}))
+        pods.append(pod)
+    return pods
+
+
+@pytest.fixture
+def pods(
+    cluster: Cluster,
+    namespace: str,
+    registry: Registry,
+    service_account: str,
+    distributor: RunningDistributor,
+    published: dict[str, Published],
+    work: Path,
+) -> Iterator[list[PodProcesses]]:
+    started = start_pods(
+        cluster=cluster,
+        namespace=namespace,
+        registry=registry,
+        distributor=distributor,
+        work=work,
+        digest=published["pricing-v1"].digest,
+        count=2,
+    )
+    try:
+        for pod in started:
+            pod.start_agent()  # first, as a native sidecar: the app waits for /readyz
+        for pod in started:
+            wait_for(
+                functools.partial(_ready, pod),
+                what=f"the agent of {pod.name} ready",
+                timeout=DEADLINE,
+                watch=[p.agent for p in started if p.agent],
+            )
+            pod.start_app()
+        yield started
+    finally:
+        for pod in started:
+            pod.stop()
+
+
+def test_every_app_serves_the_digest_written_into_its_pod_annotation(
+    cluster: Cluster, namespace: str, pods: list[PodProcesses], published: dict[str, Published]
+) -> None:
+    v1, v2 = published["pricing-v1"].digest, published["pricing-v2"].digest
+    for pod in pods:
+        assert pod.served_digest() == v1
+    for pod in pods:
+        set_target(cluster, namespace, pod.name, v2)
+    for pod in pods:
+        wait_for(pod.served_digest, what="an answer", timeout=DEADLINE)
+        wait_for(
+            functools.partial(_serves, pod, v2),
+            what=f"{pod.name} serving v2",
+            timeout=DEADLINE,
+            watch=[pod.agent, pod.app] if pod.agent and pod.app else [],
+        )
+        status = pod.agent_status()
+        assert (status["active"], status["previous"]) == (v2, v1)
+    pod = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/web-0")
+    wait_for(
+        lambda: (
+            cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/web-0")["metadata"][
+                "annotations"
+            ].get(names.active_annotation("pricing"))
+            == v2
+        ),
+        what="the report recorded on the pod",
+        timeout=DEADLINE,
+    )
+    assert pod["metadata"]["name"] == "web-0"
+
+
+def test_a_bundle_whose_self_test_fails_stays_on_the_old_one_and_the_report_says_why(
+    cluster: Cluster, namespace: str, pods: list[PodProcesses], published: dict[str, Published]
+) -> None:
+    v1, bad = published["pricing-v1"].digest, published["pricing-bad-selftest"].digest
+    for pod in pods:
+        set_target(cluster, namespace, pod.name, bad)
+    for pod in pods:
+        status = wait_for(
+            functools.partial(_failed_status, pod),
+            what=f"{pod.name} reporting the failure",
+            timeout=DEADLINE,
+        )
+        assert status["lastError"]["reason"] == "SelfTestFailed"
+        assert status["lastError"]["digest"] == bad
+        assert status["active"] == v1
+        assert pod.served_digest() == v1
+        assert whole_version(pod.root, published) == v1
+
+
+def test_with_the_distributor_stopped_the_slow_path_converges(
+    cluster: Cluster,
+    namespace: str,
+    pods: list[PodProcesses],
+    published: dict[str, Published],
+    distributor: RunningDistributor,
+) -> None:
+    v2 = published["pricing-v2"].digest
+    # Bytes first (the slow path still needs them on disk or from the registry).
+    distributor.stop()
+    for pod in pods:
+        set_target(cluster, namespace, pod.name, v2)
+        annotations = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod.name}")[
+            "metadata"
+        ]["annotations"]
+        pod.write_annotations(annotations)  # what the kubelet does, later
+    for pod in pods:
+        wait_for(
+            functools.partial(_serves, pod, v2),
+            what=f"{pod.name} on v2 through the slow path",
+            timeout=DEADLINE,
+            watch=[pod.agent] if pod.agent else [],
+        )
+
+
+KILL_STEPS = ("manifest-written", "layer-half-read", "unpacked", "symlink-created", "swapped")
+
+
+def test_an_agent_killed_at_each_step_of_a_swap_recovers_and_readers_see_whole_versions(
+    cluster: Cluster,
+    namespace: str,
+    pods: list[PodProcesses],
+    published: dict[str, Published],
+    registry: Registry,
+    cache: BlobCache,
+    work: Path,
+) -> None:
+    pod = pods[0]
+    extra = dict(published)
+    stop_reading = threading.Event()
+    seen: list[str] = []
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        while not stop_reading.is_set():
+            try:
+                digest = whole_version(pod.root, extra)
+                if digest and (not seen or seen[-1] != digest):
+                    seen.append(digest)
+            except (FileNotFoundError, StopIteration):
+                continue  # `current` named a version deleted between readlink and read
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        for step in KILL_STEPS:
+            fresh = publish(
+                variant("pricing-v2", step, work),
+                registry=registry,
+                cache=cache,
+                work=work,
+                version=f"2.0.0-{step}",
+            )
+            extra[fresh.name] = fresh
+            pause_dir = pod.run_dir / f"pause-{step}"
+            pause_dir.mkdir()
+            pod.kill_agent()
+            pod.start_agent(
+                {
+                    "LOGICBUNDLE_AGENT_TEST_PAUSE": step,
+                    "LOGICBUNDLE_AGENT_TEST_PAUSE_DIR": str(pause_dir),
+                }
+            )
+            set_target(cluster, namespace, pod.name, fresh.digest)
+            wait_for(
+                (pause_dir / step).exists,
+                what=f"the agent paused at {step}",
+                timeout=DEADLINE,
+                watch=[pod.agent] if pod.agent else [],
+            )
+            pod.kill_agent()  # kill -9 right there
+            assert whole_version(pod.root, extra) is not None
+            pod.start_agent()
+            wait_for(
+                functools.partial(_serves, pod, fresh.digest),
+                what=f"recovery after a kill at {step}",
+                timeout=DEADLINE,
+                watch=[pod.agent] if pod.agent else [],
+            )
+            leftovers = [
+                p.name
+                for p in (pod.root / "pricing" / ".versions").iterdir()
+                if p.name.startswith(".")
+            ]
+            assert leftovers == [], leftovers
+    finally:
+        stop_reading.set()
+        thread.join(DEADLINE)
+    assert not errors, errors
+    assert len(seen) >= 2

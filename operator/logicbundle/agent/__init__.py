@@ -1,0 +1,72 @@
+"""logicbundle.agent: the in-pod reload agent (``logicbundle agent``).
+
+It runs as a native sidecar in every opted-in pod, so it imports the standard
+library only at rest (about 20 MB of RSS): no kopf, no Kubernetes client, no
+pydantic, no urllib3, no asyncio.  It learns each bundle's target from the
+distributor's long-poll (fast path) or the downward-API annotations file
+(slow path), fetches the digest (distributor, else the registry through
+``logicbundle.oci``, imported only then), checks every byte, unpacks with the
+bundle package's hostile-input rules, swaps ``current`` with symlink +
+rename(2), tells the application (SDK socket, HTTP hook, signal or nothing),
+confirms health and flips back on failure.  It reports to the distributor and
+serves ``/healthz``, ``/readyz`` (the startup probe) and ``/metrics``.
+
+The configuration is ``docs/agent-config.md``; the behaviour ``docs/agent.md``.
+"""
+
+from logicbundle.agent._agent import Agent, versions_from_stats
+from logicbundle.agent._config import (
+    CONFIG_ENV,
+    AgentConfig,
+    BundleSettings,
+    HealthSettings,
+    NotifySettings,
+    load_config,
+    parse_config,
+)
+from logicbundle.agent._errors import (
+    AgentError,
+    ArtifactInvalidError,
+    ConfigError,
+    DigestMismatchError,
+    FetchError,
+    NotCachedError,
+    NotifyError,
+    UnhealthyError,
+)
+from logicbundle.agent._main import main
+from logicbundle.agent._store import BundleStore
+from logicbundle.agent._targets import (
+    Target,
+    format_annotations,
+    parse_annotations,
+    parse_target,
+)
+from logicbundle.agent._worker import BundleStatus
+
+__all__ = [
+    "CONFIG_ENV",
+    "Agent",
+    "AgentConfig",
+    "AgentError",
+    "ArtifactInvalidError",
+    "BundleSettings",
+    "BundleStatus",
+    "BundleStore",
+    "ConfigError",
+    "DigestMismatchError",
+    "FetchError",
+    "HealthSettings",
+    "NotCachedError",
+    "NotifyError",
+    "NotifySettings",
+    "Target",
+    "UnhealthyError",
+    "format_annotations",
+    "load_config",
+    "main",
+    "parse_annotations",
+    "parse_config",
+    "parse_target",
+    "versions_from_stats",
+]
