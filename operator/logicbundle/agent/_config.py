@@ -83,6 +83,8 @@ class AgentConfig:
     annotations_file: Path = Path(DEFAULT_ANNOTATIONS_FILE)
     socket: Path = Path(DEFAULT_ROOT) / "sdk.sock"
     listen: str = DEFAULT_LISTEN
+    report_interval: float = 10.0
+    """Seconds between periodic reports (counters for analysis); a swap reports at once."""
     bundles: Mapping[str, BundleSettings] = field(default_factory=dict)
 
     @property
@@ -190,6 +192,7 @@ _TOP_KEYS: Final = (
     "annotationsFile",
     "socket",
     "listen",
+    "reportInterval",
     "bundles",
 )
 
@@ -221,9 +224,12 @@ def parse_config(data: str | bytes) -> AgentConfig:
         ),
         socket=Path(_string(obj.get("socket", str(root / "sdk.sock")), "socket")),
         listen=_string(obj.get("listen", DEFAULT_LISTEN), "listen"),
+        report_interval=parse_duration(obj.get("reportInterval", "10s"), "reportInterval"),
         bundles={name: _bundle(name, value) for name, value in bundles_raw.items()},
     )
     _ = config.listen_address
+    if config.report_interval < 0.1:
+        raise ConfigError("reportInterval must be at least 100ms")
     return config
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -40,7 +41,7 @@ def run(config_path: Path | None) -> int:
     log = logging.getLogger("logicbundle.agent")
     try:
         config = load_config(config_path)
-        agent = Agent(config)
+        agent = Agent(config, report_interval=config.report_interval)
         agent.start()
     except (AgentError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``logicbundle agent`` and ``python -m logicbundle.agent``."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO,
+        level=logging.DEBUG if os.environ.get("LOGICBUNDLE_AGENT_DEBUG") else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )

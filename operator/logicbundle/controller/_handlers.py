@@ -18,6 +18,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -126,11 +127,17 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
         logger.info("webhook listening on port %d", memo.webhook.server.port)
     if settings.distributor_port is None:
         return
-    writer = PodStatusWriter(api_client=client)
+    # Its own threads: hundreds of reports after a swap must not queue behind the
+    # reconcile's calls (the default pool has CPU count + 4 threads).
+    writer = PodStatusWriter(
+        api_client=client, executor=ThreadPoolExecutor(32, thread_name_prefix="pod-status")
+    )
 
     async def on_activity(activity: PodActivity) -> None:
-        await writer(activity)
+        # The controller reads what pods run from the report store, not from the pod:
+        # wake it before the (slower) durable write.
         memo.wake(activity.namespace)
+        await writer(activity)
 
     app = create_app(
         targets=targets,
@@ -253,6 +260,7 @@ async def release(
     await asyncio.gather(*tasks)
     runtime.metrics.forget(namespace=ns, name=name)
     runtime.sources.pop((ns, name), None)
+    runtime.written.pop((ns, name), None)
     logger.info(
         "%s/%s deleted: %d pods released, keeping %s", ns, name, len(pods), value or "what they run"
     )

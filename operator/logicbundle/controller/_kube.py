@@ -38,7 +38,7 @@ def _describe(exc: ApiException) -> str:
     return f"HTTP {exc.status} {exc.reason}"
 
 
-def api_client(kubeconfig: str | None = None, *, pool: int = 32) -> kubernetes.client.ApiClient:
+def api_client(kubeconfig: str | None = None, *, pool: int = 64) -> kubernetes.client.ApiClient:
     """A client from a kubeconfig, $KUBECONFIG, or the in-cluster service account."""
     configuration = kubernetes.client.Configuration()
     if kubeconfig or os.environ.get("KUBECONFIG"):
@@ -111,17 +111,21 @@ class Kube:
                 return
             raise KubeError(f"cannot patch pod {namespace}/{name}: {_describe(exc)}") from None
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None:
+        """Merge-patch the status; the object as the API server stored it (None: it is gone)."""
         try:
-            self.custom.patch_namespaced_custom_object_status(
+            stored = self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}
             )
         except ApiException as exc:
             if exc.status == 404:
-                return
+                return None
             raise KubeError(
                 f"cannot write the status of {namespace}/{name}: {_describe(exc)}"
             ) from None
+        return stored if isinstance(stored, Mapping) else None
 
     def annotate_bundle(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
         try:

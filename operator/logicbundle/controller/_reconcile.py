@@ -117,6 +117,8 @@ class Runtime:
     sources: dict[tuple[str, str], _SourceState] = field(default_factory=dict)
     pod_targets: dict[tuple[str, str], dict[str, BundleTarget]] = field(default_factory=dict)
     last_warnings: dict[tuple[str, str], str] = field(default_factory=dict)
+    written: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    """Per LogicBundle, the object as our last status patch left it (see :func:`_freshest`)."""
     clock: Callable[[], float] = time.monotonic
 
 
@@ -372,10 +374,11 @@ def _bundle_target(spec: LogicBundleSpec, name: str, target: rollout.PodTarget) 
         if target.candidate is not None
         else None
     )
+    # No mount path: volumes are fixed when the pod is created, so the layout the webhook
+    # wrote into the agent's configuration is the one the application sees.
     return BundleTarget(
         digest=target.digest,
         split=split,
-        mount_path=spec.target.effective_mount_path(name),
         notify=spec.target.notify,
         health_check=spec.target.health_check,
         source=spec.source.ref.split("@", 1)[0],
@@ -424,10 +427,11 @@ async def reconcile(
 ) -> float:
     """Reconcile one LogicBundle once; return the seconds until it should run again."""
     started = time.perf_counter()
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    body = _freshest(body, rt.written.get(key))
     meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
+    namespace, name = key
     generation = int(meta.get("generation") or 0)
-    key = (namespace, name)
     now = now or datetime.now(UTC)
     try:
         spec = LogicBundleSpec.model_validate(body.get("spec") or {})
@@ -468,7 +472,11 @@ async def reconcile(
     new_status = decision.status.with_summary()
     dumped = new_status.model_dump(mode="json", by_alias=True, exclude_none=True)
     if dumped != raw_status:
-        await rt.kube.run(rt.kube.patch_status, namespace, name, _with_nulls(raw_status, dumped))
+        stored = await rt.kube.run(
+            rt.kube.patch_status, namespace, name, _with_nulls(raw_status, dumped)
+        )
+        if stored is not None:
+            rt.written[key] = stored
     for event in decision.events:
         rt.post_event(body, event.type, event.reason, event.message)
     _report_pods_without_agent(rt, body, status, new_status, selected)
@@ -509,6 +517,30 @@ def _report_pods_without_agent(
 
 def _stalled(status: LogicBundleStatus) -> bool:
     return any(c.type == "Stalled" and c.status == "True" for c in status.conditions)
+
+
+def _resource_version(body: Mapping[str, Any]) -> int:
+    try:
+        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _freshest(body: Mapping[str, Any], written: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """``body``, or the object our last status patch returned when ``body`` is older.
+
+    The daemon's body is refreshed by the watch, which delivers our own status
+    patch a moment after we made it; a report waking the daemon in between
+    would otherwise step the rollout from the status before that patch (and
+    could send pods back to the old stable) and compute its merge patch
+    against the wrong base, which can leave fields that should have been
+    nulled.  resourceVersions are opaque to clients, but the API server
+    backed by etcd hands out increasing integers; anything else compares as 0
+    and ``body`` wins.
+    """
+    if written is None or _resource_version(written) <= _resource_version(body):
+        return body
+    return written
 
 
 def _with_nulls(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -60,6 +60,10 @@ class _Deps:
     on_activity: ActivityCallback | None
     max_wait: float
     audience: str
+    deliveries: set[asyncio.Task[None]] = field(default_factory=set)
+    """Background pod writes in flight (kept referenced until done)."""
+    pod_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    """One write at a time per pod, in the order the reports arrived."""
 
 
 _DEPS: Final = web.AppKey("logicbundle_distributor", _Deps)
@@ -341,21 +345,33 @@ async def _post_report(request: web.Request, identity: PodIdentity) -> web.Strea
         identity, report, targets=snapshot.targets if snapshot.known else None
     )
     if activity is not None and deps.on_activity is not None:
-        try:
-            await deps.on_activity(activity)
-        except Exception:
-            deps.metrics.status_writes.labels("failed").inc()
-            logger.exception(
-                "recording the active bundles of pod %s/%s failed; the next report retries",
-                identity.namespace,
-                identity.name,
-            )
-        else:
-            deps.metrics.status_writes.labels("written").inc()
-            deps.reports.mark_delivered(activity)
+        # Answer at once and record on the pod in the background: the agent need not wait
+        # for two API writes, and a failed write is retried by the agent's next report
+        # (what was not delivered is not marked delivered).
+        task = asyncio.create_task(_deliver(deps, activity))
+        deps.deliveries.add(task)
+        task.add_done_callback(deps.deliveries.discard)
     elif activity is not None:
         deps.reports.mark_delivered(activity)
     return web.Response(status=204)
+
+
+async def _deliver(deps: _Deps, activity: PodActivity) -> None:
+    assert deps.on_activity is not None  # noqa: S101 - only scheduled when there is one
+    lock = deps.pod_locks.setdefault((activity.namespace, activity.name), asyncio.Lock())
+    try:
+        async with lock:
+            await deps.on_activity(activity)
+    except Exception:
+        deps.metrics.status_writes.labels("failed").inc()
+        logger.exception(
+            "recording the active bundles of pod %s/%s failed; the next report retries",
+            activity.namespace,
+            activity.name,
+        )
+    else:
+        deps.metrics.status_writes.labels("written").inc()
+        deps.reports.mark_delivered(activity)
 
 
 # --- unauthenticated ----------------------------------------------------------------------
@@ -407,5 +423,11 @@ def create_app(
     async def release_long_polls(_: web.Application) -> None:
         targets.close()
 
+    async def finish_deliveries(app: web.Application) -> None:
+        pending = list(app[_DEPS].deliveries)
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
     app.on_shutdown.append(release_long_polls)
+    app.on_cleanup.append(finish_deliveries)
     return app
