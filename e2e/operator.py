@@ -9,7 +9,9 @@ LogicBundle conditions with deadlines.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,10 +46,16 @@ class Operator:
 
     @classmethod
     def start(
-        cls, cluster: Cluster, run_dir: Path, *, name: str = "operator", extra: tuple[str, ...] = ()
+        cls,
+        cluster: Cluster,
+        run_dir: Path,
+        *,
+        name: str = "operator",
+        extra: tuple[str, ...] = (),
+        ports: tuple[int, int] | None = None,
     ) -> Operator:
         run_dir.mkdir(parents=True, exist_ok=True)
-        port, metrics = free_port(), free_port()
+        port, metrics = ports or (free_port(), free_port())
         process = Process(
             name,
             [
@@ -80,11 +88,19 @@ class Operator:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
-        import os
-        import signal
-
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.stop()
+
+    def crash_and_restart(self, cluster: Cluster) -> None:
+        """SIGKILL the operator and start it again on the same ports and cache (like a pod)."""
+        self.kill()
+        again = Operator.start(
+            cluster,
+            self.process.log_path.parent,
+            name=self.process.name,
+            ports=(self.distributor_port, self.metrics_port),
+        )
+        self.process = again.process
 
 
 @dataclass(frozen=True)
@@ -124,7 +140,7 @@ def push_bundle(
     The repository goes into the bundle's labels, so every repository gets its own
     digest: a digest verified once stays verified, wherever it is pushed again.
     """
-    from examples.sample_app.bundles import INTERFACE
+    from examples.sample_app.bundles import ENTRYPOINT, INTERFACE
 
     with RegistryClient(insecure=True) as client:
         pushed = push_directory(
@@ -134,6 +150,7 @@ def push_bundle(
             name=repository.rsplit("/", 1)[-1],
             version=version,
             interface=INTERFACE,
+            entrypoint=ENTRYPOINT,
             labels={"e2e-repository": repository.replace("/", "."), **(labels or {})},
         )
         if key is not None:

@@ -1,0 +1,536 @@
+"""Staged rollouts end to end: the real operator, real agents and sample apps per pod.
+
+The operator runs as a process with its distributor; every kwok pod has a real
+agent and a real sample app (:mod:`e2e.fleet`); traffic flows through the apps
+so the SDK's per-version counters reach the operator's builtin analysis, or
+Prometheus scrapes them for the ``prometheus`` provider.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.cluster import Cluster
+from e2e.fleet import Fleet, Traffic
+from e2e.operator import (
+    EXAMPLES,
+    KeyPair,
+    Operator,
+    apply,
+    condition,
+    events,
+    get_bundle,
+    logicbundle,
+    pod_annotations,
+    push_bundle,
+    wait_condition,
+)
+from e2e.proc import wait_for
+from e2e.services import Prometheus, Registry
+from logicbundle.api import names
+
+BUNDLES = EXAMPLES / "bundles"
+INTERNAL = {names.LABEL_COHORT: names.COHORT_INTERNAL}
+
+
+ERRORS_ONLY = {
+    "provider": "builtin",
+    "interval": "2s",
+    "minSamples": 10,
+    "metrics": [{"name": "error-rate", "builtin": "errorRate", "max": 0.05}],
+}
+"""Most tests judge errors only: latency on a loaded 2-core machine is too noisy to gate on."""
+
+WITH_LATENCY = {
+    "provider": "builtin",
+    "interval": "2s",
+    "minSamples": 10,
+    "metrics": [
+        {"name": "error-rate", "builtin": "errorRate", "max": 0.05},
+        {"name": "latency-p95", "builtin": "latencyP95", "maxRatioToStable": 3},
+    ],
+}
+
+
+def rollout(
+    *, analysis: dict[str, Any] | None = None, gate: bool = False, pause: str = "2s"
+) -> dict[str, Any]:
+    """internal -> 5 % -> all, short pauses, builtin analysis on a 2 s interval."""
+    canary: dict[str, Any] = {"name": "canary", "percent": 5}
+    canary.update({"manualGate": True} if gate else {"pause": pause})
+    return {
+        "stages": [
+            {"name": "internal", "internal": {"matchLabels": INTERNAL}, "pause": pause},
+            canary,
+            {"name": "everyone", "all": True},
+        ],
+        "analysis": analysis or ERRORS_ONLY,
+    }
+
+
+@pytest.fixture(scope="module")
+def key() -> KeyPair:
+    return KeyPair.generate()
+
+
+@pytest.fixture(scope="module")
+def digests(registry: Registry, key: KeyPair) -> dict[str, str]:
+    """Every example bundle pushed and signed once: name -> digest (tags of shop/pricing)."""
+    out = {}
+    for name in ("v1", "v2", "flaky", "slow", "bad-selftest"):
+        out[name] = push_bundle(
+            registry.host,
+            BUNDLES / f"pricing-{name}",
+            repository="shop/pricing",
+            tag=name,
+            version="1.0.0",
+            key=key,
+        )
+    # The same logic as v2 under another digest: a second good candidate.
+    out["v2b"] = push_bundle(
+        registry.host,
+        BUNDLES / "pricing-v2",
+        repository="shop/pricing",
+        tag="v2b",
+        version="2.0.1",
+        key=key,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: Cluster, logicbundle_crd: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    running = Operator.start(cluster, tmp_path_factory.mktemp("operator"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def fleet(
+    cluster: Cluster, namespace: str, registry: Registry, operator: Operator, tmp_path: Path
+) -> Iterator[Fleet]:
+    made = Fleet(
+        cluster=cluster,
+        namespace=namespace,
+        work=tmp_path,
+        distributor_url=operator.distributor_url,
+        bundles={
+            "pricing": {
+                "source": f"{registry.host}/shop/pricing",
+                "insecure": True,
+                "healthCheck": {"mode": "sdk", "timeout": "10s"},
+            }
+        },
+        labels={"app": "web"},
+    )
+    yield made
+    made.stop()
+
+
+def ref(registry: Registry, tag: str) -> str:
+    return f"{registry.host}/shop/pricing:{tag}"
+
+
+def install(
+    cluster: Cluster,
+    fleet: Fleet,
+    registry: Registry,
+    key: KeyPair,
+    digests: dict[str, str],
+    *,
+    pods: int = 6,
+    spec_rollout: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """pods (two of them internal) on v1, their apps serving it; returns the LogicBundle."""
+    fleet.add(2, extra_labels=INTERNAL)
+    fleet.add(pods - 2)
+    manifest = logicbundle(
+        "pricing",
+        ref=ref(registry, "v1"),
+        key=key,
+        selector={"app": "web"},
+        rollout=spec_rollout or rollout(),
+        interval="1h",
+    )
+    apply(cluster, fleet.namespace, manifest)
+    wait_condition(cluster, fleet.namespace, "pricing", "Ready", "True", timeout=90)
+    fleet.start_apps()
+    fleet.wait_serving(digests["v1"])
+    return manifest
+
+
+def move_to(cluster: Cluster, fleet: Fleet, manifest: dict[str, Any], new_ref: str) -> None:
+    """A GitOps update: spec.source.ref changes."""
+    manifest["spec"]["source"]["ref"] = new_ref
+    apply(cluster, fleet.namespace, manifest)
+
+
+def stage_of(cluster: Cluster, namespace: str) -> str | None:
+    status = get_bundle(cluster, namespace, "pricing").get("status") or {}
+    stage: str | None = status.get("stage")
+    return stage
+
+
+def cohorts(cluster: Cluster, fleet: Fleet) -> dict[str, str]:
+    annotation = names.target_annotation("pricing")
+    return {
+        p.name: pod_annotations(cluster, fleet.namespace, p.name).get(annotation, "")
+        for p in fleet.pods
+    }
+
+
+@pytest.fixture(autouse=True)
+def _explain_failures(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[None]:
+    """On failure, print the LogicBundle's status and events: the story of the rollout."""
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed and "namespace" in request.fixturenames:
+        namespace = request.node.funcargs["namespace"]
+        with contextlib.suppress(Exception):
+            print(
+                "status:", json.dumps(get_bundle(cluster, namespace, "pricing")["status"], indent=1)
+            )
+            print("events:", events(cluster, namespace, "pricing"))
+
+
+def is_ready(cluster: Cluster, namespace: str) -> bool:
+    ready = condition(get_bundle(cluster, namespace, "pricing"), "Ready")
+    return ready is not None and ready["status"] == "True"
+
+
+def lb(*args: str, cluster: Cluster) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "logicbundle.cli", *args, "--kubeconfig", str(cluster.kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+# -- the happy path ---------------------------------------------------------------------
+
+
+def test_a_signed_bundle_goes_internal_then_5_percent_then_everyone_and_is_ready(
+    cluster: Cluster, registry: Registry, key: KeyPair, digests: dict[str, str], fleet: Fleet
+) -> None:
+    manifest = install(cluster, fleet, registry, key, digests)
+    seen: list[str] = []
+
+    def track() -> bool:
+        stage = stage_of(cluster, fleet.namespace)
+        if stage and (not seen or seen[-1] != stage):
+            seen.append(stage)
+        return False
+
+    with Traffic(fleet):
+        move_to(cluster, fleet, manifest, ref(registry, "v2"))
+        wait_for(
+            lambda: (
+                track()
+                or (
+                    fleet.served().get(digests["v2"], 0) == len(fleet.pods)
+                    and is_ready(cluster, fleet.namespace)
+                )
+            ),
+            what="v2 everywhere and Ready",
+            timeout=120,
+            interval=0.2,
+        )
+    assert seen[:2] == ["internal", "canary"]
+    cluster.kubectl(
+        "wait", "--for=condition=Ready", "lb/pricing", "-n", fleet.namespace, "--timeout=30s"
+    )
+    status = get_bundle(cluster, fleet.namespace, "pricing")["status"]
+    assert status["stableDigest"] == digests["v2"]
+    assert status["pods"]["total"] == len(fleet.pods)
+    assert status["pods"]["active"] == len(fleet.pods)
+    assert {d["digest"]: d["active"] for d in status["pods"]["byDigest"]} == {
+        digests["v2"]: len(fleet.pods)
+    }
+    reasons = [r for _, r in events(cluster, fleet.namespace, "pricing")]
+    assert "RolloutStarted" in reasons and "RolloutSucceeded" in reasons
+
+
+# -- automatic rollback ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("bad", "why"), [("flaky", "error"), ("slow", "latency")])
+def test_worse_logic_is_rolled_back_on_every_pod_and_stalls(
+    cluster: Cluster,
+    registry: Registry,
+    key: KeyPair,
+    digests: dict[str, str],
+    fleet: Fleet,
+    bad: str,
+    why: str,
+) -> None:
+    manifest = install(
+        cluster, fleet, registry, key, digests, spec_rollout=rollout(analysis=WITH_LATENCY)
+    )
+    with Traffic(fleet):
+        move_to(cluster, fleet, manifest, ref(registry, bad))
+        obj = wait_condition(cluster, fleet.namespace, "pricing", "Stalled", "True", timeout=120)
+        fleet.wait_serving(digests["v1"], timeout=30)
+    stalled = condition(obj, "Stalled")
+    ready = condition(obj, "Ready")
+    assert stalled is not None and ready is not None
+    assert stalled["reason"] == "RolledBack"
+    assert ready["status"] == "False"
+    assert condition(obj, "Reconciling")["status"] == "False"  # type: ignore[index]
+    assert (
+        why in json.dumps(obj["status"].get("analysis", {})).lower()
+        or why in stalled["message"].lower()
+    )
+    assert ("Warning", "RolledBack") in events(cluster, fleet.namespace, "pricing")
+    assert set(cohorts(cluster, fleet).values()) == {digests["v1"]}
+
+
+def test_a_bundle_whose_self_test_fails_is_rolled_back_with_the_reason(
+    cluster: Cluster, registry: Registry, key: KeyPair, digests: dict[str, str], fleet: Fleet
+) -> None:
+    manifest = install(cluster, fleet, registry, key, digests)
+    with Traffic(fleet):
+        move_to(cluster, fleet, manifest, ref(registry, "bad-selftest"))
+        obj = wait_condition(cluster, fleet.namespace, "pricing", "Stalled", "True", timeout=90)
+    assert condition(obj, "Stalled")["reason"] in ("HealthCheckFailed", "RolledBack")  # type: ignore[index]
+    fleet.wait_serving(digests["v1"], timeout=30)
+
+
+def test_the_prometheus_provider_rolls_back_slower_logic_measured_against_stable(
+    cluster: Cluster,
+    registry: Registry,
+    key: KeyPair,
+    digests: dict[str, str],
+    fleet: Fleet,
+    start_prometheus: Callable[[dict[str, Any]], Prometheus],
+) -> None:
+    fleet.add(2, extra_labels=INTERNAL)
+    fleet.add(4)
+    targets = []
+    analysis = {"provider": "builtin", "interval": "2s", "minSamples": 10}
+    manifest = logicbundle(
+        "pricing",
+        ref=ref(registry, "v1"),
+        key=key,
+        selector={"app": "web"},
+        rollout=rollout(analysis=analysis),
+        interval="1h",
+    )
+    apply(cluster, fleet.namespace, manifest)
+    wait_condition(cluster, fleet.namespace, "pricing", "Ready", "True", timeout=90)
+    fleet.start_apps()
+    targets = [f"127.0.0.1:{p.app_port}" for p in fleet.pods]
+    prometheus = start_prometheus(
+        {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "apps", "static_configs": [{"targets": targets}]}],
+        }
+    )
+    p95 = (
+        "histogram_quantile(0.95, sum by (le) (rate(logicbundle_sdk_call_duration_seconds_bucket"
+        '{bundle="{{bundle}}", digest="{{digest}}"}[15s])))'
+    )
+    manifest["spec"]["rollout"]["analysis"] = {
+        "provider": "prometheus",
+        "interval": "3s",
+        "prometheus": {"address": prometheus.url},
+        "metrics": [{"name": "latency-p95", "query": p95, "maxRatioToStable": 3}],
+    }
+    with Traffic(fleet, per_second=150):
+        wait_for(
+            lambda: prometheus.query(
+                p95.replace("{{bundle}}", "pricing").replace("{{digest}}", digests["v1"])
+            )["result"],
+            what="stable latency in Prometheus",
+            timeout=60,
+        )
+        move_to(cluster, fleet, manifest, ref(registry, "slow"))
+        obj = wait_condition(cluster, fleet.namespace, "pricing", "Stalled", "True", timeout=120)
+        fleet.wait_serving(digests["v1"], timeout=30)
+    assert condition(obj, "Stalled")["reason"] == "RolledBack"  # type: ignore[index]
+    metrics = obj["status"]["analysis"]["metrics"]
+    assert metrics[0]["name"] == "latency-p95" and metrics[0]["verdict"] == "Failed"
+
+
+def test_too_little_traffic_waits_with_a_no_data_reason_and_passes_once_traffic_comes(
+    cluster: Cluster, registry: Registry, key: KeyPair, digests: dict[str, str], fleet: Fleet
+) -> None:
+    manifest = install(cluster, fleet, registry, key, digests)
+    move_to(cluster, fleet, manifest, ref(registry, "v2"))
+    obj = wait_condition(
+        cluster,
+        fleet.namespace,
+        "pricing",
+        "Reconciling",
+        "True",
+        reason="InsufficientData",
+        timeout=60,
+    )
+    assert "too few samples" in condition(obj, "Reconciling")["message"]  # type: ignore[index]
+    assert condition(obj, "Ready")["status"] == "False"  # type: ignore[index]
+    with Traffic(fleet):
+        wait_condition(cluster, fleet.namespace, "pricing", "Ready", "True", timeout=120)
+    fleet.wait_serving(digests["v2"])
+
+
+# -- restarts, scaling, supersession ----------------------------------------------------------
+
+
+def test_the_operator_killed_mid_rollout_resumes_and_no_pod_changes_cohort(
+    cluster: Cluster,
+    registry: Registry,
+    key: KeyPair,
+    digests: dict[str, str],
+    fleet: Fleet,
+    operator: Operator,
+) -> None:
+    manifest = install(cluster, fleet, registry, key, digests, spec_rollout=rollout(gate=True))
+    with Traffic(fleet):
+        move_to(cluster, fleet, manifest, ref(registry, "v2"))
+        obj = wait_condition(
+            cluster,
+            fleet.namespace,
+            "pricing",
+            "Reconciling",
+            "True",
+            reason="WaitingForPromotion",
+            timeout=90,
+        )
+        before = cohorts(cluster, fleet)
+        assert obj["status"]["stage"] == "canary"
+        operator.crash_and_restart(cluster)
+        wait_condition(
+            cluster,
+            fleet.namespace,
+            "pricing",
+            "Reconciling",
+            "True",
+            reason="WaitingForPromotion",
+            timeout=30,
+        )
+        assert stage_of(cluster, fleet.namespace) == "canary"
+        assert cohorts(cluster, fleet) == before
+        assert lb("promote", "pricing", "-n", fleet.namespace, cluster=cluster).returncode == 0
+        wait_condition(cluster, fleet.namespace, "pricing", "Ready", "True", timeout=90)
+        fleet.wait_serving(digests["v2"])
+    assert set(cohorts(cluster, fleet).values()) == {digests["v2"]}
+
+
+def test_pods_added_mid_rollout_land_on_the_version_of_their_cohort(
+    cluster: Cluster, registry: Registry, key: KeyPair, digests: dict[str, str], fleet: Fleet
+) -> None:
+    manifest = install(cluster, fleet, registry, key, digests, spec_rollout=rollout(gate=True))
+    with Traffic(fleet):
+        move_to(cluster, fleet, manifest, ref(registry, "v2"))
+        wait_condition(
+            cluster,
+            fleet.namespace,
+            "pricing",
+            "Reconciling",
+            "True",
+            reason="WaitingForPromotion",
+            timeout=90,
+        )
+        new = fleet.add(4)
+        wait_for(
+            lambda: all(cohorts(cluster, fleet)[p.name] for p in new),
+            what="the new pods assigned",
+            timeout=30,
+        )
+        fleet.start_apps(new)
+        assigned = cohorts(cluster, fleet)
+        on_candidate = [n for n, d in assigned.items() if d == digests["v2"]]
+        # The canary share of 10 pods at 5 % is one pod; internal pods are not selected here.
+        assert len(on_candidate) == 1, assigned
+        assert all(assigned[p.name] == digests["v1"] for p in new if p.name not in on_candidate)
+
+
+def test_a_new_ref_during_a_rollout_supersedes_it_and_strands_no_pod(
+    cluster: Cluster, registry: Registry, key: KeyPair, digests: dict[str, str], fleet: Fleet
+) -> None:
+    manifest = install(cluster, fleet, registry, key, digests, spec_rollout=rollout(gate=True))
+    with Traffic(fleet):
+        move_to(cluster, fleet, manifest, ref(registry, "v2"))
+        wait_condition(
+            cluster,
+            fleet.namespace,
+            "pricing",
+            "Reconciling",
+            "True",
+            reason="WaitingForPromotion",
+            timeout=90,
+        )
+        move_to(cluster, fleet, manifest, ref(registry, "v2b"))
+        wait_for(
+            lambda: (
+                (get_bundle(cluster, fleet.namespace, "pricing").get("status") or {}).get(
+                    "candidateDigest"
+                )
+                == digests["v2b"]
+            ),
+            what="v2b the new candidate",
+            timeout=60,
+        )
+        wait_for(
+            lambda: digests["v2"] not in cohorts(cluster, fleet).values(),
+            what="no pod left on the superseded digest",
+            timeout=30,
+        )
+    assert ("Normal", "Superseded") in events(cluster, fleet.namespace, "pricing")
+
+
+# -- manual actions through the CLI ------------------------------------------------------------
+
+
+def test_promote_abort_retry_and_rollback_through_the_cli(
+    cluster: Cluster, registry: Registry, key: KeyPair, digests: dict[str, str], fleet: Fleet
+) -> None:
+    manifest = install(cluster, fleet, registry, key, digests, spec_rollout=rollout(gate=True))
+    ns = fleet.namespace
+    with Traffic(fleet):
+        move_to(cluster, fleet, manifest, ref(registry, "v2"))
+        wait_condition(
+            cluster, ns, "pricing", "Reconciling", "True", reason="WaitingForPromotion", timeout=90
+        )
+        aborted = lb("abort", "pricing", "-n", ns, "--wait", "--timeout", "60s", cluster=cluster)
+        assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+        obj = wait_condition(cluster, ns, "pricing", "Stalled", "True", reason="Aborted")
+        fleet.wait_serving(digests["v1"])
+        retried = lb("retry", "pricing", "-n", ns, "--wait", "--timeout", "60s", cluster=cluster)
+        assert retried.returncode == 0, retried.stdout + retried.stderr
+        wait_condition(
+            cluster, ns, "pricing", "Reconciling", "True", reason="WaitingForPromotion", timeout=90
+        )
+        promoted = lb("promote", "pricing", "-n", ns, "--wait", "--timeout", "60s", cluster=cluster)
+        assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+        wait_condition(cluster, ns, "pricing", "Ready", "True", timeout=90)
+        fleet.wait_serving(digests["v2"])
+        back = lb(
+            "rollback",
+            "pricing",
+            "--to",
+            digests["v1"],
+            "-n",
+            ns,
+            "--wait",
+            "--timeout",
+            "60s",
+            cluster=cluster,
+        )
+        assert back.returncode == 0, back.stdout + back.stderr
+        fleet.wait_serving(digests["v1"])
+    obj = get_bundle(cluster, ns, "pricing")
+    assert obj["status"]["stableDigest"] == digests["v1"]
+    status = lb("status", "pricing", "-n", ns, cluster=cluster)
+    assert status.returncode == 0 and "pricing" in status.stdout
