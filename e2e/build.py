@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -357,7 +358,47 @@ HELM = Component(
     build=_go_install("helm.sh/helm/v3/cmd/helm", version=versions.HELM),
 )
 
-ALL: dict[str, Component] = {c.name: c for c in (KUBERNETES, ETCD, KWOK, COSIGN, ORAS, HELM)}
+
+KSTATUS_SOURCE = Path(__file__).resolve().parent / "kstatus"
+"""``main.go``, ``go.mod`` and ``go.sum`` of the kstatus checker (sigs.k8s.io/cli-utils)."""
+
+_KSTATUS_FILES = ("main.go", "go.mod", "go.sum")
+
+
+def _kstatus_version() -> str:
+    """``CLI_UTILS`` plus a hash of the checker's source, so an edit rebuilds it."""
+    digest = hashlib.sha256()
+    for name in _KSTATUS_FILES:
+        digest.update((KSTATUS_SOURCE / name).read_bytes())
+    return f"{versions.CLI_UTILS}-{digest.hexdigest()[:10]}"
+
+
+def _build_kstatus(bin_dir: Path, work: Path, log_path: Path) -> None:
+    go_mod = (KSTATUS_SOURCE / "go.mod").read_text()
+    if not re.search(
+        rf"^\s*sigs\.k8s\.io/cli-utils {re.escape(versions.CLI_UTILS)}$", go_mod, re.M
+    ):
+        raise BuildError(
+            f"e2e/kstatus/go.mod does not require sigs.k8s.io/cli-utils {versions.CLI_UTILS} "
+            "(e2e/versions.py): update both together"
+        )
+    for name in _KSTATUS_FILES:
+        shutil.copyfile(KSTATUS_SOURCE / name, work / name)
+    _run_go(
+        ["go", "build", "-mod=readonly", "-ldflags", "-s -w", "-o", str(bin_dir / "kstatus"), "."],
+        cwd=work,
+        log_path=log_path,
+        what=f"kstatus (cli-utils {versions.CLI_UTILS})",
+    )
+
+
+KSTATUS = Component(
+    name="kstatus", version=_kstatus_version(), binaries=("kstatus",), build=_build_kstatus
+)
+
+ALL: dict[str, Component] = {
+    c.name: c for c in (KUBERNETES, ETCD, KWOK, COSIGN, ORAS, HELM, KSTATUS)
+}
 
 
 def main(argv: list[str]) -> int:

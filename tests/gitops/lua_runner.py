@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from lupa import lua51
+from lupa import lua51  # type: ignore[import-untyped]
 
 from logicbundle.gitops import argocd
 

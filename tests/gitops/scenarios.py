@@ -34,9 +34,12 @@ from tests.rollout._fixtures import (
 )
 
 S: Final = timedelta(seconds=1)
-GATED: Final = [{**INTERNAL, "manualGate": True}, {"name": "all", "all": True}]
-PAUSED: Final = [{**INTERNAL, "pause": "5m"}, {"name": "all", "all": True}]
-JUDGED: Final = [INTERNAL, {"name": "all", "all": True}]
+GATED: Final[list[dict[str, Any]]] = [
+    {**INTERNAL, "manualGate": True},
+    {"name": "all", "all": True},
+]
+PAUSED: Final[list[dict[str, Any]]] = [{**INTERNAL, "pause": "5m"}, {"name": "all", "all": True}]
+JUDGED: Final[list[dict[str, Any]]] = [INTERNAL, {"name": "all", "all": True}]
 
 
 _BUCKETS: Final = ((0.01, 0), (0.02, 0), (0.04, 0), (float("inf"), 0))

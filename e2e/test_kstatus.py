@@ -1,0 +1,260 @@
+"""kstatus and the Argo CD health check agree with the status contract, on live objects.
+
+kstatus is the real library (``sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute``
+built into ``e2e/kstatus``); the Argo CD health check is the real ``health.lua``
+run as Argo CD runs it (``tests/gitops/lua_runner.py``). Both read objects
+served by the real API server:
+
+* driven by the real operator process: a first install waiting for its pods,
+  then Ready; an unsigned artifact (``Verified=False``, Stalled);
+* the rollout situations a test cannot wait for in real time (mid-stage,
+  paused, at a manual gate, rolled back, ...): statuses produced by
+  ``logicbundle.rollout.step`` (``tests/gitops/scenarios.py``), written
+  through the status subresource of a real object and read back.
+
+The contract (docs/concepts.md, DESIGN.md): Ready → Current; Reconciling →
+InProgress; Stalled → Failed; a generation not yet observed → InProgress.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e import build, versions
+from e2e.cluster import Cluster
+from e2e.operator import (
+    EXAMPLES,
+    KeyPair,
+    Operator,
+    apply,
+    get_bundle,
+    logicbundle,
+    opted_in_pod,
+    pod_annotations,
+    push_bundle,
+    wait_condition,
+)
+from e2e.proc import wait_for
+from e2e.services import Registry
+from logicbundle.api import names
+from tests.gitops import lua_runner, scenarios
+from tests.gitops.test_argocd_lua import EXPECTED_HEALTH
+
+V1 = EXAMPLES / "bundles" / "pricing-v1"
+LB_PATH = "/apis/logicbundle.io/v1alpha1/namespaces/{namespace}/logicbundles"
+
+
+def kstatus(obj: dict[str, Any]) -> tuple[str, str]:
+    """What cli-utils' kstatus computes for ``obj``: (status, message)."""
+    proc = subprocess.run(
+        [str(build.KSTATUS.path("kstatus"))],
+        input=json.dumps(obj),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result = json.loads(proc.stdout)
+    return str(result["status"]), str(result["message"])
+
+
+def test_the_checker_is_the_real_library_and_reads_the_generation_rule() -> None:
+    obj = scenarios.generation_not_observed()
+    status, message = kstatus(obj)
+    assert status == "InProgress"
+    assert "generation is 2" in message
+
+
+# --- driven by the real operator ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_namespace(cluster: Cluster) -> Iterator[str]:
+    """The one namespace the operator of this module watches."""
+    name = "kstatus-live"
+    cluster.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+    )
+    yield name
+    cluster.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: Cluster,
+    logicbundle_crd: str,
+    live_namespace: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Operator]:
+    # Namespaced: the objects the scenario tests write elsewhere are never reconciled.
+    running = Operator.start(
+        cluster, tmp_path_factory.mktemp("operator"), extra=("--namespace", live_namespace)
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def key() -> KeyPair:
+    return KeyPair.generate()
+
+
+def test_a_first_install_is_in_progress_until_its_pods_run_it_then_current(
+    cluster: Cluster, registry: Registry, operator: Operator, key: KeyPair, live_namespace: str
+) -> None:
+    ns = live_namespace
+    digest = push_bundle(
+        registry.host, V1, repository=f"{ns}/pricing", tag="v1", version="1.0.0", key=key
+    )
+    pods = ["web-0", "web-1"]
+    for pod in pods:
+        cluster.request("POST", f"/api/v1/namespaces/{ns}/pods", opted_in_pod(pod, {"app": "web"}))
+    apply(
+        cluster,
+        ns,
+        logicbundle(
+            "pricing", ref=f"{registry.host}/{ns}/pricing:v1", key=key, selector={"app": "web"}
+        ),
+    )
+    annotation = names.target_annotation("pricing")
+    wait_for(
+        lambda: all(pod_annotations(cluster, ns, p).get(annotation) == digest for p in pods),
+        what="every pod assigned",
+        timeout=60,
+        watch=[operator.process],
+    )
+    rolling = wait_condition(
+        cluster, ns, "pricing", "Reconciling", "True", timeout=30, watch=(operator.process,)
+    )
+    assert kstatus(rolling)[0] == "InProgress"
+    assert lua_runner.health(rolling)[0] == "Progressing"
+
+    # No agents here: record on each pod what its agent's report would.
+    for pod in pods:
+        cluster.request(
+            "PATCH",
+            f"/api/v1/namespaces/{ns}/pods/{pod}",
+            {"metadata": {"annotations": {names.active_annotation("pricing"): digest}}},
+        )
+    ready = wait_condition(
+        cluster, ns, "pricing", "Ready", "True", timeout=60, watch=(operator.process,)
+    )
+    assert kstatus(ready) == ("Current", "Resource is Ready")
+    assert lua_runner.health(ready)[0] == "Healthy"
+    # kubectl wait understands the same condition.
+    cluster.kubectl("wait", "-n", ns, "lb/pricing", "--for=condition=Ready", "--timeout=30s")
+
+
+def test_an_unsigned_artifact_is_failed_for_kstatus_and_degraded_for_argo_cd(
+    cluster: Cluster, registry: Registry, operator: Operator, key: KeyPair, live_namespace: str
+) -> None:
+    ns = live_namespace
+    push_bundle(registry.host, V1, repository=f"{ns}/unsigned", tag="v1", version="1.0.0", key=None)
+    apply(
+        cluster,
+        ns,
+        logicbundle(
+            "unsigned",
+            ref=f"{registry.host}/{ns}/unsigned:v1",
+            key=key,
+            selector={"app": "nothing"},
+        ),
+    )
+    obj = wait_condition(
+        cluster, ns, "unsigned", "Verified", "False", timeout=60, watch=(operator.process,)
+    )
+    obj = wait_condition(cluster, ns, "unsigned", "Stalled", "True", timeout=30)
+    status, message = kstatus(obj)
+    assert status == "Failed"
+    assert "verification" in message
+    assert lua_runner.health(obj)[0] == "Degraded"
+
+
+# --- statuses from the state machine, written through the status subresource -------------
+
+# Scenario -> what kstatus must say. Suspended has Ready=False with neither
+# Reconciling nor Stalled, which kstatus reads as InProgress (waiting, not failed).
+EXPECTED_KSTATUS = {
+    "first install ready": "Current",
+    "rolled back by request": "Current",
+    "first install, agents not reported": "InProgress",
+    "mid-stage rolling": "InProgress",
+    "paused": "InProgress",
+    "waiting for analysis": "InProgress",
+    "waiting for a manual gate": "InProgress",
+    "insufficient data": "InProgress",
+    "retried": "InProgress",
+    "suspended": "InProgress",
+    "rolled back": "Failed",
+    "aborted": "Failed",
+    "verification failed": "Failed",
+    "suspended while stalled": "Failed",
+}
+
+
+def write_live(cluster: Cluster, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """Create ``obj``'s spec as a real object, write its status through /status, read it back."""
+    path = LB_PATH.format(namespace=namespace)
+    name = obj["metadata"]["name"]
+    body = {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "metadata": {"name": name, "annotations": obj["metadata"].get("annotations", {})},
+        "spec": obj["spec"],
+    }
+    created = cluster.request("POST", path, body)
+    status = dict(obj.get("status") or {})
+    # The state machine wrote it for generation 1; the real object's generation is the truth.
+    generation = created["metadata"]["generation"]
+    status["observedGeneration"] = generation
+    status["conditions"] = [
+        {**c, "observedGeneration": generation} for c in status.get("conditions", [])
+    ]
+    cluster.request("PATCH", f"{path}/{name}/status", {"status": status})
+    return get_bundle(cluster, namespace, name)
+
+
+@pytest.mark.parametrize("scenario", sorted(EXPECTED_KSTATUS))
+def test_kstatus_and_argo_cd_read_each_rollout_phase_as_the_contract_says(
+    cluster: Cluster, logicbundle_crd: str, namespace: str, scenario: str
+) -> None:
+    live = write_live(cluster, namespace, scenarios.SCENARIOS[scenario]())
+    assert live["status"]["conditions"], "the status subresource kept the conditions"
+    status, message = kstatus(live)
+    assert status == EXPECTED_KSTATUS[scenario], message
+    expected_health, message_start = EXPECTED_HEALTH[scenario]
+    health, health_message = lua_runner.health(live)
+    assert health == expected_health
+    assert message_start in health_message
+
+
+def test_an_edited_spec_is_in_progress_until_the_operator_observes_it(
+    cluster: Cluster, logicbundle_crd: str, namespace: str
+) -> None:
+    live = write_live(cluster, namespace, scenarios.first_install_ready())
+    assert kstatus(live)[0] == "Current"
+    name = live["metadata"]["name"]
+    cluster.request(
+        "PATCH",
+        LB_PATH.format(namespace=namespace) + f"/{name}",
+        {"spec": {"source": {"interval": "7m"}}},
+    )
+    edited = get_bundle(cluster, namespace, name)
+    assert edited["metadata"]["generation"] == live["metadata"]["generation"] + 1
+    status, message = kstatus(edited)
+    assert status == "InProgress"
+    assert "latest observed generation" in message
+    assert lua_runner.health(edited)[0] == "Progressing"
+
+
+def test_the_kstatus_checker_is_built_from_the_pinned_cli_utils() -> None:
+    go_mod = (Path(build.KSTATUS_SOURCE) / "go.mod").read_text()
+    assert f"sigs.k8s.io/cli-utils {versions.CLI_UTILS}" in go_mod
