@@ -8,7 +8,7 @@ setup:
 	@e2e/setup.sh
 
 demo: setup
-	$(PY) -m e2e.demo
+	$(PY) -m e2e.demo $(ARGS)
 
 test: setup lint unit e2e
 

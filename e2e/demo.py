@@ -1,92 +1,324 @@
-"""The local demo: the real control plane with the operator running against it.
+"""The local demo: a staged hot reload and an automatic rollback on the embedded control plane.
 
-``make demo`` (the README's first command) builds what is missing, starts the
-control plane and the operator, prints how to look around, and runs until
-Ctrl-C.  ``--check`` is the non-interactive mode: it starts everything,
-checks the operator is live, and stops.
+``make demo`` (the README's first command) builds what is missing, then:
 
-Today the operator has no LogicBundle handlers yet (they arrive with the
-rollout issue); the demo grows with the project.
+1. starts Kubernetes (etcd, apiserver, controller-manager, scheduler, kwok),
+   an OCI registry, Prometheus and the operator, all on 127.0.0.1;
+2. creates 10 opted-in pods (2 of them ``internal``), each with a real reload
+   agent and a real sample pricing app as local processes, and traffic;
+3. packs, pushes and signs v1 and rolls it out;
+4. rolls v2 through internal -> 5 % -> everyone, with a live view;
+5. rolls a bad v3 (20 % of its calls fail), which the analysis catches and
+   rolls back on every pod, without a restart;
+6. prints what happened and how to look around.
+
+``--keep`` leaves everything running until Ctrl-C; ``--check`` is the
+non-interactive mode for CI: it asserts the outcome and exits non-zero when
+the story did not happen.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from e2e import versions
 from e2e.cluster import Cluster
-from e2e.proc import Process, free_port, wait_for
+from e2e.fleet import Fleet, Traffic
+from e2e.operator import (
+    EXAMPLES,
+    KeyPair,
+    Operator,
+    apply,
+    condition,
+    get_bundle,
+    logicbundle,
+    push_bundle,
+)
+from e2e.proc import HarnessError, wait_for
+from e2e.services import Prometheus, Registry
+from logicbundle.api import names
+
+PODS = 10
+INTERNAL = {names.LABEL_COHORT: names.COHORT_INTERNAL}
+BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
 
 
-def _say(msg: str) -> None:
-    print(f"\033[1m[demo]\033[0m {msg}", flush=True)
+def say(msg: str) -> None:
+    print(f"{BOLD}[demo]{RESET} {msg}", flush=True)
 
 
-def _live(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
+def short(digest: str | None) -> str:
+    if not digest or not digest.startswith("sha256:"):
+        return "-"
+    return digest[7:19]
+
+
+class LiveView:
+    """Prints one line per change: stage, condition, pods per digest, last analysis."""
+
+    def __init__(self, cluster: Cluster, namespace: str, fleet: Fleet, names_: dict[str, str]):
+        self.cluster, self.namespace, self.fleet, self.names = cluster, namespace, fleet, names_
+        self._last = ""
+
+    def line(self) -> str:
+        obj = get_bundle(self.cluster, self.namespace, "pricing")
+        status = obj.get("status") or {}
+        reconciling = condition(obj, "Reconciling") or {}
+        stalled = condition(obj, "Stalled") or {}
+        ready = condition(obj, "Ready") or {}
+        state = (
+            f"Stalled/{stalled.get('reason')}"
+            if stalled.get("status") == "True"
+            else "Ready"
+            if ready.get("status") == "True"
+            else f"Reconciling/{reconciling.get('reason', '?')}"
+        )
+        served = self.fleet.served()
+        pods = ", ".join(f"{self.names.get(d, short(d))}:{n}" for d, n in sorted(served.items()))
+        analysis = status.get("analysis") or {}
+        figures = "; ".join(
+            f"{m['name']} {m.get('candidate', '-')}"
+            + (f" vs {m['stable']}" if m.get("stable") is not None else "")
+            for m in analysis.get("metrics", [])
+        )
+        stage = status.get("stage") or "-"
+        return f"stage {stage:<9} {state:<36} serving [{pods}]" + (
+            f"  {DIM}{analysis.get('verdict')}: {figures}{RESET}" if figures else ""
+        )
+
+    def show(self) -> None:
+        text = self.line()
+        if text != self._last:
+            print(f"  {time.strftime('%H:%M:%S')}  {text}", flush=True)
+            self._last = text
+
+
+def until(view: LiveView, what: str, done: Callable[[], bool], timeout: float = 180) -> float:
+    started = time.monotonic()
+
+    def check() -> bool:
+        view.show()
+        return done()
+
+    wait_for(check, what=what, timeout=timeout, interval=0.25)
+    return time.monotonic() - started
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.demo", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--check", action="store_true", help="non-interactive: start, check, stop (for CI)"
-    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="non-interactive: assert and exit")
+    mode.add_argument("--keep", action="store_true", help="leave it running until Ctrl-C")
     args = parser.parse_args(argv)
 
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     t0 = time.monotonic()
-    run_dir = Path(tempfile.mkdtemp(prefix="logicbundle-demo-"))
-    _say(
-        f"starting Kubernetes {versions.KUBERNETES} (etcd, apiserver, controller-manager, "
-        "scheduler, kwok) on 127.0.0.1; the first run builds it from the Go module proxy"
+    work = Path(tempfile.mkdtemp(prefix="logicbundle-demo-"))
+    summary: list[str] = []
+    say(
+        f"starting Kubernetes {versions.KUBERNETES} on 127.0.0.1 (the first run builds it "
+        "from the Go module proxy: about 16 minutes on 2 cores; then seconds)"
     )
-    with Cluster.start(run_dir, nodes=2) as cluster:
-        _say(f"control plane ready in {cluster.started_in:.1f}s")
-        liveness = f"http://127.0.0.1:{free_port()}/healthz"
-        operator = Process(
-            "operator",
-            [sys.executable, "-m", "logicbundle.cli", "operator", "--liveness", liveness],
-            run_dir=run_dir,
-            env=cluster.env(),
-        )
-        try:
-            wait_for(lambda: _live(liveness), what="the operator", timeout=60, watch=[operator])
-            _say(f"operator running (pid {operator.pid}, log {operator.log_path})")
-            nodes = cluster.kubectl("get", "nodes")
-            print(nodes, flush=True)
-            _say(f"everything up in {time.monotonic() - t0:.1f}s")
-            if args.check:
-                _say("check passed: control plane ready, operator live")
-                return 0
-            _say("look around:")
-            print(f"    export KUBECONFIG={cluster.kubeconfig}")
-            print(f"    {cluster.kubectl_path} get nodes,pods -A")
-            print(f"    tail -f {operator.log_path}")
-            _say("Ctrl-C stops everything")
-            stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            signal.signal(signal.SIGINT, lambda *_: stop.set())
-            while not stop.wait(1.0):
-                if not operator.alive():
-                    _say(f"the operator exited; see {operator.log_path}")
-                    return 1
-            return 0
-        finally:
-            operator.stop()
-            _say("stopped")
+    try:
+        with (
+            Cluster.start(work / "cluster", nodes=1) as cluster,
+            Registry.start(work / "registry") as registry,
+        ):
+            say(f"control plane ready in {cluster.started_in:.1f}s; registry at {registry.host}")
+            cluster.kubectl(
+                "apply", "--server-side", "-f", str(Path(__file__).resolve().parent.parent / "crds")
+            )
+            cluster.kubectl(
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/logicbundles.logicbundle.io",
+            )
+            operator = Operator.start(cluster, work / "operator")
+            say(f"operator running (log {operator.process.log_path})")
+            namespace = "shop"
+            cluster.kubectl("create", "namespace", namespace)
+
+            key = KeyPair.generate()
+            (work / "cosign.pub").write_text(key.public_pem)
+            digests = {}
+            for tag, source in (
+                ("v1", "pricing-v1"),
+                ("v2", "pricing-v2"),
+                ("v3", "pricing-flaky"),
+            ):
+                digests[tag] = push_bundle(
+                    registry.host,
+                    EXAMPLES / "bundles" / source,
+                    repository="shop/pricing",
+                    tag=tag,
+                    version=f"{tag[1]}.0.0",
+                    key=key,
+                )
+            say("packed, pushed and signed v1, v2 and v3 (v3 fails 20 % of its calls)")
+            label = {d: t for t, d in digests.items()}
+
+            fleet = Fleet(
+                cluster=cluster,
+                namespace=namespace,
+                work=work / "pods",
+                distributor_url=operator.distributor_url,
+                bundles={"pricing": {"source": f"{registry.host}/shop/pricing", "insecure": True}},
+                labels={"app": "checkout"},
+            )
+            try:
+                fleet.add(2, extra_labels=INTERNAL)
+                fleet.add(PODS - 2)
+                manifest = logicbundle(
+                    "pricing",
+                    ref=f"{registry.host}/shop/pricing:v1",
+                    key=key,
+                    selector={"app": "checkout"},
+                    interval="1h",
+                    rollout={
+                        "stages": [
+                            {
+                                "name": "internal",
+                                "internal": {"matchLabels": INTERNAL},
+                                "pause": "3s",
+                            },
+                            {"name": "canary", "percent": 5, "pause": "3s"},
+                            {"name": "everyone", "all": True},
+                        ],
+                        "analysis": {
+                            "provider": "builtin",
+                            "interval": "2s",
+                            "minSamples": 20,
+                            "metrics": [
+                                {"name": "error-rate", "builtin": "errorRate", "max": 0.05}
+                            ],
+                        },
+                    },
+                )
+                view = LiveView(cluster, namespace, fleet, label)
+                say(f"kubectl apply -f pricing.yaml (v1) on {PODS} pods with reload agents")
+                apply(cluster, namespace, manifest)
+                took = until(
+                    view,
+                    "v1 installed",
+                    lambda: (
+                        (condition(get_bundle(cluster, namespace, "pricing"), "Ready") or {}).get(
+                            "status"
+                        )
+                        == "True"
+                    ),
+                )
+                fleet.start_apps()
+                fleet.wait_serving(digests["v1"])
+                summary.append(f"v1 installed on {PODS} pods in {took:.1f}s")
+                prometheus = Prometheus.start(
+                    work / "prometheus",
+                    config={
+                        "global": {"scrape_interval": "2s"},
+                        "scrape_configs": [
+                            {
+                                "job_name": "apps",
+                                "static_configs": [
+                                    {"targets": [f"127.0.0.1:{p.app_port}" for p in fleet.pods]}
+                                ],
+                            },
+                            {
+                                "job_name": "operator",
+                                "static_configs": [
+                                    {"targets": [f"127.0.0.1:{operator.metrics_port}"]}
+                                ],
+                            },
+                        ],
+                    },
+                )
+                with prometheus, Traffic(fleet, per_second=60):
+                    say("v2: internal -> 5 % -> everyone, judged on the error rate")
+                    manifest["spec"]["source"]["ref"] = f"{registry.host}/shop/pricing:v2"
+                    apply(cluster, namespace, manifest)
+                    took = until(
+                        view,
+                        "v2 everywhere",
+                        lambda: (
+                            fleet.served().get(digests["v2"], 0) == PODS
+                            and (
+                                condition(get_bundle(cluster, namespace, "pricing"), "Ready") or {}
+                            ).get("status")
+                            == "True"
+                        ),
+                    )
+                    summary.append(
+                        f"v2 rolled out in stages to {PODS} pods in {took:.1f}s, no restart"
+                    )
+                    say("v3: a bad version; the analysis should catch it")
+                    manifest["spec"]["source"]["ref"] = f"{registry.host}/shop/pricing:v3"
+                    apply(cluster, namespace, manifest)
+                    took = until(
+                        view,
+                        "v3 rolled back",
+                        lambda: (
+                            (
+                                condition(get_bundle(cluster, namespace, "pricing"), "Stalled")
+                                or {}
+                            ).get("status")
+                            == "True"
+                            and fleet.served().get(digests["v2"], 0) == PODS
+                        ),
+                    )
+                    stalled = condition(get_bundle(cluster, namespace, "pricing"), "Stalled")
+                    summary.append(
+                        f"v3 caught and rolled back after {took:.1f}s: "
+                        f"{(stalled or {}).get('message', '')}"
+                    )
+                    status = get_bundle(cluster, namespace, "pricing")["status"]
+                    assert status["stableDigest"] == digests["v2"], status
+                    assert fleet.served() == {digests["v2"]: PODS}
+                    print()
+                    say("what happened:")
+                    for line in summary:
+                        print(f"  - {line}")
+                    say(f"everything up and done in {time.monotonic() - t0:.0f}s")
+                    if args.check:
+                        say("check passed")
+                        return 0
+                    if not args.keep:
+                        say(
+                            "run `make demo ARGS=--keep` (or python -m e2e.demo --keep) to "
+                            "leave it running and look around"
+                        )
+                        return 0
+                    say("still running; look around (Ctrl-C stops everything):")
+                    print(f"    export KUBECONFIG={cluster.kubeconfig}")
+                    print(f"    {cluster.kubectl_path} get lb,pods -n shop")
+                    print(f"    {cluster.kubectl_path} describe lb pricing -n shop")
+                    print("    .venv/bin/logicbundle status pricing -n shop")
+                    app = fleet.pods[0].app_port
+                    print(f"    curl 'http://127.0.0.1:{app}/price?item=apple&qty=2'")
+                    print(f"    Prometheus: {prometheus.url}  (logicbundle_sdk_calls_total)")
+                    signal.signal(signal.SIGINT, lambda *_: stop.set())
+                    while not stop.wait(1.0):
+                        view.show()
+                    return 0
+            finally:
+                fleet.stop()
+                operator.stop()
+    except KeyboardInterrupt:
+        return 130
+    except (HarnessError, AssertionError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        say("stopped")
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     raise SystemExit(main())
