@@ -90,9 +90,11 @@ def test_the_bad_example_bundle_is_refused_by_its_selftest(
 
 
 def test_importing_the_sdk_loads_nothing_outside_the_standard_library() -> None:
+    # Compare with what the interpreter had before the import: a venv made by pip loads
+    # setuptools' _distutils_hack at start-up (a .pth file), which is not the SDK's doing.
     code = (
-        "import sys; import logicbundle.sdk; "
-        "mods = {m.split('.')[0] for m in sys.modules}; "
+        "import sys; before = set(sys.modules); import logicbundle.sdk; "
+        "mods = {m.split('.')[0] for m in set(sys.modules) - before}; "
         "print(sorted(m for m in mods if m not in sys.stdlib_module_names "
         "and m not in ('logicbundle', '__main__')))"
     )

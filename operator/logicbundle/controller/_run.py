@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,14 @@ class OperatorSettings:
 
     peering_name: str | None = None
     """The KopfPeering object replicas coordinate through; None acts alone (standalone)."""
+
+    priority: int | None = None
+    """This replica's peering priority; the highest live one acts, the others stand aside.
+
+    kopf does not elect among equal priorities (they all act, with a warning), so by
+    default each replica takes minus its start time in microseconds: the oldest replica
+    keeps acting, newcomers wait, and the next oldest takes over when it dies.
+    """
 
     cache_dir: Path | None = None
     """The verified bundle cache the distributor serves; None: a temporary directory."""
@@ -79,6 +88,7 @@ def run_operator(config: OperatorSettings) -> int:
         )
     )
     peering = config.peering_name
+    priority = config.priority if config.priority is not None else -(time.time_ns() // 1000)
     logger.info(
         "starting the operator (%s, %s)",
         "namespaces " + ", ".join(config.namespaces) if config.namespaces else "cluster-wide",
@@ -91,6 +101,7 @@ def run_operator(config: OperatorSettings) -> int:
             namespaces=list(config.namespaces),
             standalone=peering is None,
             peering_name=peering,
+            priority=priority if peering else None,
             liveness_endpoint=config.liveness_endpoint,
             memo=memo,
         )
