@@ -42,7 +42,7 @@ from e2e.operator import (
     logicbundle,
     push_bundle,
 )
-from e2e.proc import HarnessError, wait_for
+from e2e.proc import HarnessError, rss_bytes, wait_for
 from e2e.services import Prometheus, Registry
 from logicbundle.api import names
 
@@ -277,6 +277,13 @@ def main(argv: list[str] | None = None) -> int:
                     summary.append(
                         f"v3 caught and rolled back after {took:.1f}s: "
                         f"{(stalled or {}).get('message', '')}"
+                    )
+                    agents = sorted(rss_bytes(p.agent.pid) for p in fleet.pods if p.agent)
+                    summary.append(
+                        f"memory: operator {rss_bytes(operator.process.pid) / 2**20:.0f} MiB, "
+                        f"agents median {agents[len(agents) // 2] / 2**20:.1f} MiB "
+                        f"(max {agents[-1] / 2**20:.1f} MiB), control plane "
+                        f"{cluster.rss_bytes() / 2**20:.0f} MiB"
                     )
                     status = get_bundle(cluster, namespace, "pricing")["status"]
                     assert status["stableDigest"] == digests["v2"], status

@@ -387,7 +387,7 @@ def test_too_little_traffic_waits_with_a_no_data_reason_and_passes_once_traffic_
 # -- restarts, scaling, supersession ----------------------------------------------------------
 
 
-def test_the_operator_killed_mid_rollout_resumes_and_no_pod_changes_cohort(
+def test_the_operator_killed_at_each_stage_resumes_and_no_pod_changes_cohort(
     cluster: Cluster,
     registry: Registry,
     key: KeyPair,
@@ -395,33 +395,52 @@ def test_the_operator_killed_mid_rollout_resumes_and_no_pod_changes_cohort(
     fleet: Fleet,
     operator: Operator,
 ) -> None:
-    manifest = install(cluster, fleet, registry, key, digests, spec_rollout=rollout(gate=True))
+    gated = rollout(gate=True)
+    gated["stages"][0] = {
+        "name": "internal",
+        "internal": {"matchLabels": INTERNAL},
+        "manualGate": True,
+    }
+    manifest = install(cluster, fleet, registry, key, digests, spec_rollout=gated)
     with Traffic(fleet):
         move_to(cluster, fleet, manifest, ref(registry, "v2"))
-        obj = wait_condition(
-            cluster,
-            fleet.namespace,
-            "pricing",
-            "Reconciling",
-            "True",
-            reason="WaitingForPromotion",
-            timeout=90,
-        )
-        before = cohorts(cluster, fleet)
-        assert obj["status"]["stage"] == "canary"
+        for stage in ("internal", "canary"):
+            wait_condition(
+                cluster,
+                fleet.namespace,
+                "pricing",
+                "Reconciling",
+                "True",
+                reason="WaitingForPromotion",
+                timeout=90,
+            )
+            assert stage_of(cluster, fleet.namespace) == stage
+            before = cohorts(cluster, fleet)
+            operator.crash_and_restart(cluster)
+            wait_condition(
+                cluster,
+                fleet.namespace,
+                "pricing",
+                "Reconciling",
+                "True",
+                reason="WaitingForPromotion",
+                timeout=30,
+            )
+            assert stage_of(cluster, fleet.namespace) == stage
+            assert cohorts(cluster, fleet) == before, f"cohorts moved at {stage}"
+            promoted = lb(
+                "promote",
+                "pricing",
+                "-n",
+                fleet.namespace,
+                "--wait",
+                "--timeout",
+                "60s",
+                cluster=cluster,
+            )
+            assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+        # The last stage: killed while every pod moves to v2, and still Ready at the end.
         operator.crash_and_restart(cluster)
-        wait_condition(
-            cluster,
-            fleet.namespace,
-            "pricing",
-            "Reconciling",
-            "True",
-            reason="WaitingForPromotion",
-            timeout=30,
-        )
-        assert stage_of(cluster, fleet.namespace) == "canary"
-        assert cohorts(cluster, fleet) == before
-        assert lb("promote", "pricing", "-n", fleet.namespace, cluster=cluster).returncode == 0
         wait_condition(cluster, fleet.namespace, "pricing", "Ready", "True", timeout=90)
         fleet.wait_serving(digests["v2"])
     assert set(cohorts(cluster, fleet).values()) == {digests["v2"]}
