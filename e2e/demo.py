@@ -109,6 +109,7 @@ def until(view: LiveView, what: str, done: Callable[[], bool], timeout: float = 
         return done()
 
     wait_for(check, what=what, timeout=timeout, interval=0.25)
+    view.show()  # the state that ended the wait, even when it came between two refreshes
     return time.monotonic() - started
 
 
