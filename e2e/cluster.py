@@ -40,7 +40,15 @@ from typing import Any
 import yaml
 
 from e2e import build, pki, versions
-from e2e.proc import HarnessError, Process, free_port, pid_alive, rss_bytes, wait_for
+from e2e.proc import (
+    HarnessError,
+    Process,
+    free_port,
+    http_status,
+    pid_alive,
+    rss_bytes,
+    wait_for,
+)
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -152,7 +160,7 @@ class Cluster:
             "--quota-backend-bytes=4294967296",
         )
         wait_for(
-            lambda: _http_ok(f"http://127.0.0.1:{etcd_client}/health"),
+            lambda: http_status(f"http://127.0.0.1:{etcd_client}/health") == 200,
             what="etcd /health",
             timeout=30,
             watch=[etcd],
@@ -387,14 +395,6 @@ def _write_kubeconfig(path: Path, *, server: str, ca: Path, cert: Path, key: Pat
     }
     path.touch(mode=0o600)
     path.write_text(yaml.safe_dump(config))
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 # -- the command line: up / down ---------------------------------------------------------

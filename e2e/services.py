@@ -26,7 +26,7 @@ from typing import Any, Self
 import yaml
 
 from e2e import build
-from e2e.proc import HarnessError, Process, free_port, wait_for
+from e2e.proc import HarnessError, Process, free_port, http_status, wait_for
 
 APT_HINT = "install Debian's packages first: apt-get install -y docker-registry prometheus"
 
@@ -38,16 +38,6 @@ def _debian_binary(name: str) -> Path:
     if not found:
         raise HarnessError(f"{name} is not installed; {APT_HINT}")
     return Path(found)
-
-
-def _http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError):
-        return 0
 
 
 class _Service:
@@ -108,7 +98,7 @@ class Registry(_Service):
         try:
             expected = {401} if htpasswd else {200}
             wait_for(
-                lambda: _http_status(f"{registry.url}/v2/") in expected,
+                lambda: http_status(f"{registry.url}/v2/") in expected,
                 what="registry /v2/",
                 timeout=30,
                 watch=[process],
@@ -148,7 +138,7 @@ class Prometheus(_Service):
         prometheus = cls(url=f"http://127.0.0.1:{port}", process=process)
         try:
             wait_for(
-                lambda: _http_status(f"{prometheus.url}/-/ready") == 200,
+                lambda: http_status(f"{prometheus.url}/-/ready") == 200,
                 what="prometheus /-/ready",
                 timeout=60,
                 watch=[process],

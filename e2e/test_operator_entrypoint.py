@@ -6,19 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 from e2e.cluster import Cluster
-from e2e.proc import free_port, wait_for
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
+from e2e.proc import free_port, http_status, wait_for
 
 
 def test_the_operator_starts_against_the_cluster_and_exits_cleanly_on_sigterm(
@@ -36,7 +27,9 @@ def test_the_operator_starts_against_the_cluster_and_exits_cleanly_on_sigterm(
         )
         try:
             wait_for(
-                lambda: proc.poll() is None and _healthy(liveness), what="liveness", timeout=60
+                lambda: proc.poll() is None and http_status(liveness) == 200,
+                what="liveness",
+                timeout=60,
             )
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=30)
