@@ -26,14 +26,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from e2e import versions
 from e2e.cluster import Cluster
 from e2e.fleet import Fleet, Traffic
 from e2e.operator import (
     EXAMPLES,
+    BundleWatch,
     KeyPair,
     Operator,
     apply,
@@ -62,14 +64,22 @@ def short(digest: str | None) -> str:
 
 
 class LiveView:
-    """Prints one line per change: stage, condition, pods per digest, last analysis."""
+    """Prints one line per change: stage, condition, pods per digest, last analysis.
+
+    The LogicBundle's versions come from a watch, so a status that lived for
+    less than one refresh (a last stage whose pods all switch at once) is still
+    shown; the pods per digest are what the apps serve when the line is printed.
+    """
 
     def __init__(self, cluster: Cluster, namespace: str, fleet: Fleet, names_: dict[str, str]):
         self.cluster, self.namespace, self.fleet, self.names = cluster, namespace, fleet, names_
+        self.watch = BundleWatch(cluster, namespace, "pricing")
+        self.stages: list[tuple[str | None, str]] = []
+        """(candidate digest, stage) in the order the status entered them."""
+        self._obj: dict[str, Any] = {}
         self._last = ""
 
-    def line(self) -> str:
-        obj = get_bundle(self.cluster, self.namespace, "pricing")
+    def line(self, obj: Mapping[str, Any]) -> str:
         status = obj.get("status") or {}
         reconciling = condition(obj, "Reconciling") or {}
         stalled = condition(obj, "Stalled") or {}
@@ -94,11 +104,31 @@ class LiveView:
             f"  {DIM}{analysis.get('verdict')}: {figures}{RESET}" if figures else ""
         )
 
-    def show(self) -> None:
-        text = self.line()
+    def _print(self, obj: Mapping[str, Any]) -> None:
+        text = self.line(obj)
         if text != self._last:
             print(f"  {time.strftime('%H:%M:%S')}  {text}", flush=True)
             self._last = text
+
+    def show(self) -> None:
+        versions = self.watch.drain()
+        for obj in versions:
+            status = obj.get("status") or {}
+            stage = status.get("stage")
+            seen = (status.get("candidateDigest"), str(stage))
+            if stage and (not self.stages or self.stages[-1] != seen):
+                self.stages.append(seen)
+            self._print(obj)
+        if versions:
+            self._obj = versions[-1]
+        elif self._obj:
+            self._print(self._obj)  # the pods may have moved without a status change
+
+    def stages_of(self, digest: str) -> list[str]:
+        return [stage for candidate, stage in self.stages if candidate == digest]
+
+    def close(self) -> None:
+        self.watch.stop()
 
 
 def until(view: LiveView, what: str, done: Callable[[], bool], timeout: float = 180) -> float:
@@ -176,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 bundles={"pricing": {"source": f"{registry.host}/shop/pricing", "insecure": True}},
                 labels={"app": "checkout"},
             )
+            view: LiveView | None = None
             try:
                 fleet.add(2, extra_labels=INTERNAL)
                 fleet.add(PODS - 2)
@@ -288,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     status = get_bundle(cluster, namespace, "pricing")["status"]
                     assert status["stableDigest"] == digests["v2"], status
+                    v2_stages = view.stages_of(digests["v2"])
+                    assert v2_stages == ["internal", "canary", "everyone"], v2_stages
                     assert fleet.served() == {digests["v2"]: PODS}
                     print()
                     say("what happened:")
@@ -316,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                         view.show()
                     return 0
             finally:
+                if view is not None:
+                    view.close()
                 fleet.stop()
                 operator.stop()
     except KeyboardInterrupt:

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
 import sys
+import threading
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +202,73 @@ def get_bundle(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
         "GET", LB_PATH.format(namespace=namespace) + f"/{name}"
     )
     return bundle
+
+
+class BundleWatch:
+    """Every stored version of one LogicBundle, in order, from a watch on the API server.
+
+    Polling misses a status that lives for less than one poll (a last stage whose
+    pods all switch within a second); a watch delivers each version the API
+    server stored. A background thread follows the watch, reconnecting from the
+    last resourceVersion it saw, until :meth:`stop`.
+    """
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        self._cluster, self._namespace, self._name = cluster, namespace, name
+        self._objects: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name=f"watch-{name}", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        version = ""
+        while not self._stop.is_set():
+            query = {
+                "watch": "1",
+                "fieldSelector": f"metadata.name={self._name}",
+                "allowWatchBookmarks": "false",
+                "timeoutSeconds": "30",
+            }
+            if version:
+                query["resourceVersion"] = version
+            url = (
+                self._cluster.server
+                + LB_PATH.format(namespace=self._namespace)
+                + "?"
+                + urllib.parse.urlencode(query)
+            )
+            try:
+                # A short read timeout lets stop() end the thread promptly; a timed-out
+                # read just reconnects from the last version seen, losing nothing.
+                with urllib.request.urlopen(
+                    url, context=self._cluster.ssl_context(), timeout=1.0
+                ) as stream:
+                    for line in stream:
+                        event = json.loads(line)
+                        if event.get("type") == "ERROR":  # e.g. 410 Gone: start afresh
+                            version = ""
+                            break
+                        obj = event.get("object") or {}
+                        version = obj.get("metadata", {}).get("resourceVersion", version)
+                        if event.get("type") in {"ADDED", "MODIFIED"}:
+                            self._objects.put(obj)
+                        if self._stop.is_set():
+                            return
+            except (OSError, ValueError):
+                self._stop.wait(0.2)
+
+    def drain(self) -> list[dict[str, Any]]:
+        """The versions that arrived since the last call, oldest first."""
+        out = []
+        while True:
+            try:
+                out.append(self._objects.get_nowait())
+            except queue.Empty:
+                return out
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
