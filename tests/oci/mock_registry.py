@@ -16,6 +16,7 @@ import re
 import ssl
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -377,8 +378,14 @@ def _make_handler(registry: MockRegistry) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A CA-flagged self-signed certificate for 127.0.0.1, and its key (PEM files)."""
+def make_self_signed_certificate(
+    directory: Path, *, name: str = "mock registry", dns_names: Sequence[str] = ()
+) -> tuple[Path, Path]:
+    """A CA-flagged self-signed certificate for 127.0.0.1 (and *dns_names*), and its key.
+
+    Certificates that should be told apart in one trust store need distinct *name*s:
+    OpenSSL finds a trust anchor by its subject name.
+    """
     import ipaddress
 
     from cryptography import x509
@@ -387,19 +394,24 @@ def make_self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mock registry")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    *(x509.DNSName(name) for name in dns_names),
+                ]
+            ),
             critical=False,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)

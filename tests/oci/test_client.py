@@ -130,6 +130,53 @@ def test_bearer_auth_without_credentials_fails_with_advice(
     assert "pull secret" in caught.value.diagnostics()
 
 
+def test_credentials_are_not_sent_over_plain_http_to_a_token_service_on_another_host(
+    registry: MockRegistry, sleeps: list[float]
+) -> None:
+    registry.state.auth = "bearer"
+    registry.state.realm_override = f"http://localhost:{registry.port}/token"
+    with (
+        make_client(registry, sleeps, auth=credentials_for(registry)) as client,
+        pytest.raises(InsecureTransportError) as caught,
+    ):
+        client.resolve(repo(registry, tag="v1"))
+    assert registry.requests("GET", "/token") == []
+    assert str(caught.value).startswith(
+        f"resolving {registry.host}/team/rules:v1: refusing to send the credentials for "
+        f"127.0.0.1 over plain HTTP to the token service http://localhost:{registry.port}/token "
+        "on another host"
+    )
+    assert "token service" in caught.value.diagnostics()
+    assert caught.value.retryable is False
+    assert sleeps == []
+
+
+def test_credentials_go_over_plain_http_to_a_token_service_on_the_registry_host_name(
+    registry: MockRegistry, sleeps: list[float]
+) -> None:
+    registry.state.auth = "bearer"
+    with MockRegistry() as token_service:
+        token_service.state.issued_tokens = registry.state.issued_tokens
+        registry.state.realm_override = f"http://127.0.0.1:{token_service.port}/token"
+        with make_client(registry, sleeps, auth=credentials_for(registry)) as client:
+            push_bundle(client, repo(registry, tag="v1"))
+    token_requests = token_service.requests("GET", "/token")
+    assert token_requests
+    assert all(r.headers["Authorization"].startswith("Basic ") for r in token_requests)
+
+
+def test_a_token_service_on_plain_http_on_another_host_is_asked_anonymously_without_credentials(
+    registry: MockRegistry, client: RegistryClient
+) -> None:
+    registry.state.auth = "bearer"
+    registry.state.realm_override = f"http://localhost:{registry.port}/token"
+    with pytest.raises(AuthenticationError, match="refused the credentials"):
+        client.resolve(repo(registry, tag="v1"))
+    token_requests = registry.requests("GET", "/token")
+    assert token_requests
+    assert all("Authorization" not in r.headers for r in token_requests)
+
+
 def test_basic_auth_is_sent_after_the_registry_asks_for_it(
     registry: MockRegistry, sleeps: list[float]
 ) -> None:

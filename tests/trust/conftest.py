@@ -52,6 +52,13 @@ def bundle_whose_checkpoint_was_tampered(sigstore: PrivateSigstore, digest: str)
 
 
 @pytest.fixture(scope="session")
+def bundle_whose_log_entry_body_was_tampered(sigstore: PrivateSigstore, digest: str) -> bytes:
+    # Guards against reporting it as a tampered checkpoint: sigstore's inclusion proof error
+    # quotes the proof, checkpoint and all.
+    return sigstore.keyless_bundle(digest, flaw=BundleFlaw.TAMPERED_LOG_ENTRY_BODY)
+
+
+@pytest.fixture(scope="session")
 def bundle_whose_certificate_has_no_sct(sigstore: PrivateSigstore, digest: str) -> bytes:
     return sigstore.keyless_bundle(digest, flaw=BundleFlaw.MISSING_SCT)
 

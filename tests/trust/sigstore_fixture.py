@@ -65,6 +65,7 @@ class BundleFlaw(enum.Enum):
 
     NONE = "none"
     TAMPERED_CHECKPOINT = "tampered-checkpoint"
+    TAMPERED_LOG_ENTRY_BODY = "tampered-log-entry-body"
     MISSING_SCT = "missing-sct"
     CERT_OUTSIDE_VALIDITY = "cert-outside-validity"
     UNTRUSTED_CA = "untrusted-ca"
@@ -122,6 +123,15 @@ def in_toto_statement(
             "predicate": {},
         }
     ).encode()
+
+
+def _claim_another_artifact(body: bytes) -> bytes:
+    """A log entry body edited to record another artifact's hash (a spliced entry)."""
+    document = json.loads(body)
+    spec = document["spec"]
+    recorded = spec["payloadHash"] if "payloadHash" in spec else spec["data"]["hash"]
+    recorded["value"] = hashlib.sha256(b"another artifact").hexdigest()
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
 # --- RFC 6962 Merkle tree -------------------------------------------------------------------
@@ -418,9 +428,18 @@ class PrivateSigstore:
     # --- Rekor ---
 
     def log_entry(
-        self, body: bytes, *, kind: str, tamper_checkpoint: bool = False
+        self,
+        body: bytes,
+        *,
+        kind: str,
+        tamper_checkpoint: bool = False,
+        tamper_body: bool = False,
     ) -> dict[str, Any]:
-        """A v1 log entry for ``body`` in the JSON shape of a bundle's ``tlogEntries``."""
+        """A v1 log entry for ``body`` in the JSON shape of a bundle's ``tlogEntries``.
+
+        With ``tamper_body`` the entry's ``canonicalizedBody`` claims another artifact while
+        its inclusion proof, checkpoint and signed entry timestamp stay those of ``body``.
+        """
         self._log_index += 1
         integrated_time = int(self.now.timestamp())
         # A small tree whose shape exercises both the inner and the border part of a proof.
@@ -456,7 +475,7 @@ class PrivateSigstore:
                     "envelope": self._checkpoint(root_hash, len(leaves), tamper=tamper_checkpoint)
                 },
             },
-            "canonicalizedBody": _b64(body),
+            "canonicalizedBody": _b64(_claim_another_artifact(body) if tamper_body else body),
         }
 
     def _checkpoint(self, root_hash: bytes, size: int, *, tamper: bool) -> str:
@@ -468,7 +487,11 @@ class PrivateSigstore:
         return f"{note}\n\u2014 {LOG_NAME} {_b64(self.rekor_log_id[:4] + signature)}\n"
 
     def log_request(
-        self, request: dict[str, Any], *, tamper_checkpoint: bool = False
+        self,
+        request: dict[str, Any],
+        *,
+        tamper_checkpoint: bool = False,
+        tamper_body: bool = False,
     ) -> dict[str, Any]:
         """Integrate a Rekor v1 proposed entry, the way Rekor canonicalizes it."""
         if request["kind"] == "hashedrekord":
@@ -495,7 +518,9 @@ class PrivateSigstore:
                 },
             }
         raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        return self.log_entry(raw, kind=body["kind"], tamper_checkpoint=tamper_checkpoint)
+        return self.log_entry(
+            raw, kind=body["kind"], tamper_checkpoint=tamper_checkpoint, tamper_body=tamper_body
+        )
 
     # --- whole bundles ---
 
@@ -529,6 +554,7 @@ class PrivateSigstore:
         )
         cert_pem_b64 = _b64(cert.public_bytes(serialization.Encoding.PEM))
         tamper = flaw is BundleFlaw.TAMPERED_CHECKPOINT
+        tamper_body = flaw is BundleFlaw.TAMPERED_LOG_ENTRY_BODY
         bundle: dict[str, Any] = {"mediaType": BUNDLE_V03}
         if kind == "dsse":
             payload = statement if statement is not None else in_toto_statement(digest)
@@ -550,7 +576,7 @@ class PrivateSigstore:
                     }
                 },
             }
-            entry = self.log_request(request, tamper_checkpoint=tamper)
+            entry = self.log_request(request, tamper_checkpoint=tamper, tamper_body=tamper_body)
             bundle["dsseEnvelope"] = envelope
         elif kind == "hashedrekord":
             digest_bytes = bytes.fromhex(digest.split(":", 1)[1])
@@ -566,7 +592,7 @@ class PrivateSigstore:
                     },
                 },
             }
-            entry = self.log_request(request, tamper_checkpoint=tamper)
+            entry = self.log_request(request, tamper_checkpoint=tamper, tamper_body=tamper_body)
             bundle["messageSignature"] = {
                 "messageDigest": {"algorithm": "SHA2_256", "digest": _b64(digest_bytes)},
                 "signature": _b64(signature),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sigstore.errors import VerificationError as SigstoreVerificationError
 
 from logicbundle.trust import (
     BundleSignature,
@@ -19,9 +20,12 @@ from logicbundle.trust import (
     public_good_trusted_root,
     sign_keyless,
 )
+from logicbundle.trust._keyless import rejection_for
+from logicbundle.trust._policy import IdentityNotAllowed
 from tests.trust.sigstore_fixture import (
     DEFAULT_ISSUER,
     DEFAULT_SUBJECT,
+    BundleFlaw,
     PrivateSigstore,
     in_toto_statement,
 )
@@ -269,6 +273,77 @@ def test_a_tampered_checkpoint_is_rejected(
 ) -> None:
     message = _reject(verifier, digest, bundle_whose_checkpoint_was_tampered, author_policy)
     assert "tampered checkpoint" in message
+
+
+def test_a_tampered_log_entry_body_is_rejected_as_not_included_not_as_a_tampered_checkpoint(
+    verifier: TrustVerifier,
+    digest: str,
+    author_policy: TrustPolicy,
+    bundle_whose_log_entry_body_was_tampered: bytes,
+) -> None:
+    message = _reject(verifier, digest, bundle_whose_log_entry_body_was_tampered, author_policy)
+    assert "the transparency log entry does not prove inclusion of this signature" in message
+    assert "checkpoint" not in message
+
+
+def test_a_tampered_hashedrekord_log_entry_body_is_rejected_as_not_included(
+    sigstore: PrivateSigstore, verifier: TrustVerifier, digest: str, author_policy: TrustPolicy
+) -> None:
+    bundle = sigstore.keyless_bundle(
+        digest, kind="hashedrekord", flaw=BundleFlaw.TAMPERED_LOG_ENTRY_BODY
+    )
+    message = _reject(verifier, digest, bundle, author_policy)
+    assert "the transparency log entry does not prove inclusion of this signature" in message
+    assert "checkpoint" not in message
+
+
+@pytest.mark.parametrize(
+    ("message", "meaning"),
+    [
+        # The inclusion proof error quotes the proof, checkpoint note and all: words the log
+        # (or whoever forged the entry) chose.
+        (
+            "invalid log entry: inclusion proof contains invalid root hash: expected "
+            "log_index=5 root_hash=b'SCT' checkpoint=Checkpoint(envelope='checkpoint: "
+            "DSSE: invalid signature, not allowed by the policy')",
+            "does not prove inclusion of this signature",
+        ),
+        ("invalid log entry: inclusion proof has wrong size: expected 3, got 2", "inclusion"),
+        ("invalid log entry: SET: invalid inclusion promise: bad", "inclusion"),
+        (
+            "invalid log entry: ('Inclusion proof contains invalid root hash signature: ', "
+            "'expected aa got bb')",
+            "does not prove inclusion of this signature",
+        ),
+        ("invalid log entry: checkpoint: invalid signature: keyring: bad", "tampered checkpoint"),
+        ("invalid log entry: malformed LogCheckpoint: empty origin", "tampered checkpoint"),
+        # cryptography's chain error quotes the certificate's subject, which the signer chose.
+        (
+            "failed to build timestamp certificate chain: validation failed: candidates "
+            "exhausted (encountered processing <Certificate(subject=<Name(CN=cert is not "
+            "valid at validation time, SCT)>, ...)>)",
+            "(untrusted CA)",
+        ),
+        (
+            "failed to build timestamp certificate chain: validation failed: cert is not "
+            "valid at validation time (encountered processing <Certificate(...)>)",
+            "used outside its validity period",
+        ),
+        ("log entry payload hash does not match bundle", "does not prove inclusion"),
+        ("not enough sources of verified time", "sigstore rejected the bundle: not enough"),
+    ],
+)
+def test_a_sigstore_error_is_classified_by_how_it_starts_not_by_the_words_it_quotes(
+    message: str, meaning: str
+) -> None:
+    assert meaning in rejection_for(SigstoreVerificationError(message)).message
+
+
+def test_an_identity_the_policy_does_not_allow_is_reported_in_its_own_words() -> None:
+    message = "the certificate identity 'checkpoint SCT' ... is not allowed by the policy"
+    rejection = rejection_for(IdentityNotAllowed(message))
+    assert rejection.message == message
+    assert rejection.hint.startswith("Add the signer to spec.verify.keyless")
 
 
 def test_a_certificate_without_an_sct_is_rejected(

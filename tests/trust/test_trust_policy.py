@@ -103,3 +103,17 @@ def test_a_bundle_with_an_unknown_media_type_is_rejected(
             signatures=[BundleSignature(b'{"mediaType": "text/plain"}')],
             policy=author_policy,
         )
+
+
+def test_subject_regex_is_documented_in_the_python_re_syntax_it_is_compiled_with() -> None:
+    from logicbundle.api import Identity
+
+    description = Identity.model_fields["subject_regex"].description or ""
+    assert "Python `re` syntax" in description
+    assert "(RE2 syntax)" not in description
+    # A negative lookahead is Python `re`, not RE2: what the documentation promises works.
+    identity = KeylessIdentity(
+        issuer="https://issuer.test", subject_regex=r"(?!mallory@).*@b\.test"
+    )
+    assert identity.matches(subject="alice@b.test", issuer="https://issuer.test")
+    assert not identity.matches(subject="mallory@b.test", issuer="https://issuer.test")

@@ -254,9 +254,10 @@ class Identity(SpecModel):
     subject_regex: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = Field(
         default=None,
         description=(
-            "Regular expression (RE2 syntax) the whole subject must match: it is always "
-            "anchored at both ends, so `https://github.com/org/.*` cannot match a subject that "
-            "merely contains it. Exactly one of `subject` and `subjectRegex`. Default: none."
+            "Regular expression in Python `re` syntax (not RE2) the whole subject must match: "
+            "it is always anchored at both ends (`re.fullmatch`), so `https://github.com/org/.*` "
+            "cannot match a subject that merely contains it. Exactly one of `subject` and "
+            "`subjectRegex`. Default: none."
         ),
     )
 
@@ -266,7 +267,7 @@ class Identity(SpecModel):
             raise ValueError(IDENTITY_SUBJECT_RULE.message)
         if self.subject_regex is not None:
             # The API server cannot check this; the controller reports it as
-            # InvalidSpec. Python's syntax is close enough to RE2 to catch typos.
+            # InvalidSpec. The verifier compiles it with the same Python `re`.
             try:
                 re.compile(self.subject_regex)
             except re.error as error:

@@ -108,7 +108,7 @@ class RegistryClient:
 
         ``insecure`` allows plain HTTP (never used otherwise, for the registry,
         its token service, upload locations or redirects).  ``ca_bundle`` is a
-        PEM file trusted instead of the system roots.  ``sleep`` is how the
+        PEM file trusted in addition to the system roots.  ``sleep`` is how the
         client waits between retries; tests pass a recorder so they never wait.
         """
         self._transport = Transport(

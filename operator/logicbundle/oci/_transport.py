@@ -4,10 +4,18 @@ A thin layer over ``urllib3`` (already pinned through the kubernetes client;
 no ``requests``, no kopf) so the in-pod agent can reuse the pull side cheaply.
 It owns every decision that could leak a secret or weaken transport security:
 
+* TLS always verifies the certificate chain and the host name; a CA bundle is
+  trusted in addition to the system roots, never instead of them;
 * plain HTTP only when the client was built with ``insecure=True`` — for the
   registry, its token realm, upload locations and redirects alike;
-* credentials and tokens go only to the host that challenged for them, never
-  along a redirect to blob storage;
+* a registry's credentials go only to that registry (Basic auth) and to the
+  token service its Bearer challenge names, and to that token service only over
+  HTTPS or on the registry's own host name (any port). When credentials are
+  configured, a plain-HTTP realm on another host is refused with
+  :class:`InsecureTransportError` before anything is sent to it; without
+  credentials it is asked anonymously, as any realm is;
+* tokens go only to the host that challenged for them; neither credentials nor
+  tokens follow a redirect to blob storage on another host;
 * URLs in errors and logs are reduced to scheme, host and path (pre-signed
   storage URLs carry signatures in their query strings), and every message
   is scrubbed of the passwords and tokens this transport has seen;
@@ -113,6 +121,31 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def tls_context(ca_bundle: str | Path | None) -> ssl.SSLContext:
+    """A client TLS context: the system roots plus *ca_bundle*, chain and host name checked.
+
+    ``ssl.create_default_context`` loads the system roots; the bundle is loaded on top of
+    them (``ca_certs=`` in urllib3 would load it *instead*, so a private CA would cut the
+    client off from every publicly trusted registry and token service).
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    # Like urllib3's own context: a certificate must name the host in its SAN, not its CN.
+    context.hostname_checks_common_name = False
+    if ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            raise TLSVerificationError(
+                f"cannot load the CA bundle {Path(ca_bundle).name!r}: {exc}",
+                hint="The CA bundle must hold one or more PEM certificates "
+                "(-----BEGIN CERTIFICATE-----).",
+            ) from None
+    return context
+
+
 def _host_of(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc.rpartition("@")[2].lower()
 
@@ -169,7 +202,7 @@ class Transport:
             num_pools=8,
             maxsize=4,
             cert_reqs="CERT_REQUIRED",
-            ca_certs=str(ca_bundle) if ca_bundle is not None else None,
+            ssl_context=tls_context(ca_bundle),
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             retries=False,
         )
@@ -474,18 +507,35 @@ class Transport:
                 f"{challenge.scheme[:20]!r}",
                 hint="Only Basic and Bearer token auth are supported.",
             )
-        token = self._fetch_token(challenge, credentials, action)
+        token = self._fetch_token(challenge, credentials=credentials, url=url, action=action)
         self._remember_secret(token)
         with self._lock:
             self._authorization[key] = f"Bearer {token}"
 
     def _fetch_token(
-        self, challenge: Challenge, credentials: Credentials | None, action: str
+        self,
+        challenge: Challenge,
+        *,
+        credentials: Credentials | None,
+        url: str,
+        action: str,
     ) -> str:
+        """A token from the challenge's realm; *url* is the registry URL that challenged."""
         realm = challenge.params.get("realm", "")
         if not realm:
             self.fail(AuthenticationError, f"{action}: bearer challenge without a realm")
         self.check_url(realm)
+        if credentials is not None and not _may_receive_credentials(realm, registry=url):
+            registry_host = urllib.parse.urlsplit(url).hostname or ""
+            self.fail(
+                InsecureTransportError,
+                f"{action}: refusing to send the credentials for {registry_host} over plain "
+                f"HTTP to the token service {redact_url(realm)} on another host",
+                hint="insecure: true covers the registry's own host only; the registry named "
+                "a token service elsewhere on plain HTTP. Serve that token service over HTTPS "
+                "or on the registry's host, or remove the registry's pull secret to pull "
+                "anonymously.",
+            )
         query = [(k, challenge.params[k]) for k in ("service", "scope") if k in challenge.params]
         separator = "&" if urllib.parse.urlsplit(realm).query else "?"
         token_url = realm + (separator + urllib.parse.urlencode(query) if query else "")
@@ -546,6 +596,20 @@ class Transport:
                 f"{action}: the token service {redact_url(realm)} returned no token",
             )
         return token
+
+
+def _may_receive_credentials(realm: str, *, registry: str) -> bool:
+    """Whether a token realm may be sent the registry's credentials.
+
+    Over HTTPS, yes (token services on their own host, like Docker Hub's, are the norm).
+    Over plain HTTP, which ``check_url`` allows only with ``insecure``, only on the host
+    name that the user opted into talking to insecurely: another host on the path would
+    get the password in clear text.
+    """
+    parts = urllib.parse.urlsplit(realm)
+    if parts.scheme.lower() == "https":
+        return True
+    return parts.hostname is not None and parts.hostname == urllib.parse.urlsplit(registry).hostname
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -157,6 +157,14 @@ class TrustPolicy:
             )
 
 
+class IdentityNotAllowed(SigstoreVerificationError):
+    """The signing certificate's identity is none of the allowed ones.
+
+    Its own type, raised from inside sigstore's verification, so that the caller can tell it
+    from sigstore's errors without reading the message (which quotes certificate fields).
+    """
+
+
 class IdentityPolicy:
     """A sigstore ``VerificationPolicy``: the certificate is one of the allowed identities."""
 
@@ -176,7 +184,7 @@ class IdentityPolicy:
             for subject in subjects:
                 if identity.matches(subject=subject, issuer=issuer):
                     return subject, issuer
-        raise SigstoreVerificationError(
+        raise IdentityNotAllowed(
             f"the certificate identity {', '.join(map(repr, subjects)) or '(none)'} "
             f"issued by {issuer!r} is not allowed by the policy "
             f"(allowed: {'; '.join(i.describe() for i in self._identities)})"
