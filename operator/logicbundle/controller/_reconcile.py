@@ -9,10 +9,18 @@
    earlier, so a restarted operator knows too) and whether it failed;
 4. analysis, when due: the agents' counters (``builtin``) or Prometheus;
 5. the pure :func:`logicbundle.rollout.step`;
-6. apply: the distributor's target store first (agents learn in
-   milliseconds), then the pods' target annotations (the durable record), in
-   parallel;
-7. status, written in one place, and an event for every transition.
+6. status, written in one place;
+7. apply: the distributor's target store (agents learn in milliseconds),
+   then the pods' target annotations (the durable record), in parallel;
+8. an event for every transition.
+
+The status is written before any pod is told anything, so that what pods are
+told is always what the stored status implies.  Were it the other way round,
+an operator killed between the two (or a status write refused) would resume
+from the older status: a rollback decided but not recorded would put the
+failed candidate back on its pods, and an advance not recorded would move
+pods back and forth.  Written first, the worst a crash leaves is a status
+ahead of the pods, which the next reconcile brings the pods up to.
 
 All state lives in the resource's status and the pods' annotations; the
 in-memory caches here only save work, so the operator may be killed at any
@@ -35,13 +43,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from logicbundle import rollout
+from logicbundle.api import conditions as cond
 from logicbundle.api import names
 from logicbundle.api.actions import InvalidActionError, RequestedAction, parse_action
+from logicbundle.api.conditions import Condition, with_condition
 from logicbundle.api.formats import parse_duration
 from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
 from logicbundle.bundle import AuditRejectedError
 from logicbundle.controller._kube import Kube
 from logicbundle.controller._metrics import OperatorMetrics
+from logicbundle.controller._restarts import RestartLedger
 from logicbundle.controller._source import (
     BundleCache,
     ObjectReader,
@@ -119,6 +130,7 @@ class Runtime:
     last_warnings: dict[tuple[str, str], str] = field(default_factory=dict)
     written: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     """Per LogicBundle, the object as our last status patch left it (see :func:`_freshest`)."""
+    restarts: RestartLedger = field(default_factory=RestartLedger)
     clock: Callable[[], float] = time.monotonic
 
 
@@ -260,7 +272,7 @@ def _parse_target(text: str | None) -> rollout.PodTarget | None:
 
 
 def _builtin_sample(
-    rt: Runtime, *, bundle: str, digest: str, since: float
+    rt: Runtime, *, namespace: str, bundle: str, digest: str, since: float
 ) -> rollout.BuiltinSample:
     window = rt.reports.version_window(bundle, digest, since=since)
     cumulative, buckets = 0, []
@@ -268,8 +280,37 @@ def _builtin_sample(
         cumulative += count
         buckets.append(((2**k) / 1e9, cumulative))
     return rollout.BuiltinSample(
-        calls=window.calls, errors=window.errors, latency_buckets=tuple(buckets), pods=window.pods
+        calls=window.calls,
+        errors=window.errors,
+        latency_buckets=tuple(buckets),
+        restarts=rt.restarts.restarts(
+            bundle=bundle, namespace=namespace, digest=digest, since=since
+        ),
+        pods=window.pods,
     )
+
+
+def _observe_restarts(
+    rt: Runtime,
+    *,
+    namespace: str,
+    bundle: str,
+    pods: Sequence[PodSnapshot],
+    reports: Sequence[rollout.PodReport],
+) -> None:
+    """Charge new container restarts to the digest each pod runs (see :mod:`._restarts`)."""
+    running = {r.pod.name: (r.active or r.assigned) for r in reports}
+    for pod in pods:
+        target = running.get(pod.name)
+        rt.restarts.observe(
+            bundle=bundle,
+            namespace=namespace,
+            pod=pod.name,
+            uid=pod.uid,
+            restarts=pod.restarts,
+            digest=target.digest if target is not None else None,
+        )
+    rt.restarts.forget_pods(bundle=bundle, namespace=namespace, keep=running)
 
 
 def _prometheus_value(address: str, query: str, timeout: float) -> float | None:
@@ -306,19 +347,26 @@ async def _analysis_step(
     age = (now - start).total_seconds() if start else analysis_window_default(spec)
     since = rt.clock() - max(age, 0.0)
     candidate, stable = status.candidate_digest, status.stable_digest
-    if analysis.provider == "builtin":
-        verdict = rollout.judge_builtin(
-            analysis=analysis,
-            candidate=_builtin_sample(rt, bundle=name, digest=candidate, since=since),
-            stable=_builtin_sample(rt, bundle=name, digest=stable, since=since),
+    # Builtin metrics always come from the agents' reports, whatever the provider;
+    # with `prometheus`, the metrics with a query are asked of Prometheus as well.
+    candidate_sample = _builtin_sample(
+        rt, namespace=namespace, bundle=name, digest=candidate, since=since
+    )
+    stable_sample = _builtin_sample(
+        rt, namespace=namespace, bundle=name, digest=stable, since=since
+    )
+    values: dict[str, rollout.MetricValues] = {
+        metric.name: rollout.MetricValues(
+            candidate=rollout.builtin_value(metric, candidate_sample),
+            stable=rollout.builtin_value(metric, stable_sample),
         )
-    else:
-        if analysis.prometheus is None:  # the CRD requires it with this provider
-            return None
+        for metric in analysis.effective_metrics()
+        if metric.builtin is not None
+    }
+    if analysis.provider == "prometheus" and analysis.prometheus is not None:
         address = str(analysis.prometheus.address)
         timeout = parse_duration(analysis.prometheus.timeout).total_seconds()
-        values: dict[str, rollout.MetricValues] = {}
-        for metric in spec.rollout.analysis.effective_metrics():
+        for metric in analysis.effective_metrics():
             if metric.query is None:
                 continue
             figures = []
@@ -337,7 +385,7 @@ async def _analysis_step(
                     value = None
                 figures.append(rollout.MetricValue(value=value))
             values[metric.name] = rollout.MetricValues(candidate=figures[0], stable=figures[1])
-        verdict = rollout.judge(analysis=analysis, values=values)
+    verdict = rollout.judge(analysis=analysis, values=values)
     rt.metrics.analysis_verdicts.labels(
         namespace=namespace, bundle=name, verdict=verdict.verdict
     ).inc()
@@ -433,13 +481,12 @@ async def reconcile(
     namespace, name = key
     generation = int(meta.get("generation") or 0)
     now = now or datetime.now(UTC)
+    raw_status = body.get("status") or {}
     try:
         spec = LogicBundleSpec.model_validate(body.get("spec") or {})
-        raw_status = body.get("status") or {}
         status = LogicBundleStatus.model_validate(raw_status) if raw_status else None
     except ValidationError as exc:
-        _warn_once(rt, key, f"InvalidSpec: {exc.error_count()} problems")
-        rt.post_event(body, "Warning", "InvalidSpec", str(exc).splitlines()[0][:500])
+        await _invalid_spec(rt, body=body, raw_status=raw_status, error=exc, now=now)
         return 300.0
 
     verified, source_wait = await _source_step(
@@ -453,6 +500,10 @@ async def reconcile(
         and spec.target.pod_selector.matches(dict(p.labels))
     }
     reports = [_pod_report(rt, p, bundle=name) for p in selected.values()]
+    _observe_restarts(
+        rt, namespace=namespace, bundle=name, pods=list(selected.values()), reports=reports
+    )
+    _forget_gone_pods(rt, namespace=namespace, bundle=name, pods=pods)
     verdict = await _analysis_step(
         rt, namespace=namespace, name=name, spec=spec, status=status, now=now
     )
@@ -467,16 +518,18 @@ async def reconcile(
         verified=verified,
         now=now,
     )
-    await _apply(rt, name=name, spec=spec, pods=selected, assignments=decision.assignments)
-
     new_status = decision.status.with_summary()
     dumped = new_status.model_dump(mode="json", by_alias=True, exclude_none=True)
     if dumped != raw_status:
+        # Before any pod is told: see the module docstring. A refused write raises,
+        # and no pod learns of a decision that was not recorded.
         stored = await rt.kube.run(
             rt.kube.patch_status, namespace, name, _with_nulls(raw_status, dumped)
         )
-        if stored is not None:
-            rt.written[key] = stored
+        if stored is None:
+            return 60.0  # the LogicBundle is gone; its deletion releases the pods
+        rt.written[key] = stored
+    await _apply(rt, name=name, spec=spec, pods=selected, assignments=decision.assignments)
     for event in decision.events:
         rt.post_event(body, event.type, event.reason, event.message)
     _report_pods_without_agent(rt, body, status, new_status, selected)
@@ -489,6 +542,90 @@ async def reconcile(
     if new_status.candidate_digest and not _stalled(new_status):
         waits.append(IN_FLIGHT_REQUEUE)
     return max(0.05, min(waits)) if waits else 60.0
+
+
+async def _invalid_spec(
+    rt: Runtime,
+    *,
+    body: Mapping[str, Any],
+    raw_status: Mapping[str, Any],
+    error: ValidationError,
+    now: datetime,
+) -> None:
+    """A spec the CRD schema admitted but the models refuse: say so in the conditions.
+
+    ``Stalled=True`` and ``Ready=False`` (reason ``InvalidSpec``) for this
+    generation, so ``kubectl wait``, Flux and Argo CD fail fast instead of
+    waiting; the rest of the status (stable digest, history) is kept, and no
+    pod is touched.  The message names the fields and the problems, never the
+    values (which came from the user and may be long).
+    """
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    generation = int(meta.get("generation") or 0)
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in e['loc']) or 'spec'}: {e['msg']}"
+        for e in error.errors(include_url=False, include_input=False)
+    )
+    message = f"spec cannot be acted on: {problems}"[:1024]
+    try:
+        old = [Condition.model_validate(c) for c in raw_status.get("conditions") or []]
+    except ValidationError:
+        old = []
+    conditions_ = tuple(old)
+    for type_, value in (
+        (cond.READY, cond.FALSE),
+        (cond.STALLED, cond.TRUE),
+        (cond.RECONCILING, cond.FALSE),
+    ):
+        conditions_ = with_condition(
+            conditions_,
+            Condition(
+                type=type_,
+                status=value,
+                observed_generation=generation,
+                last_transition_time=now,
+                reason=cond.INVALID_SPEC,
+                message=message,
+            ),
+        )
+    patch = {
+        "observedGeneration": generation,
+        "conditions": [
+            c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions_
+        ],
+    }
+    unchanged = (
+        raw_status.get("observedGeneration") == generation
+        and raw_status.get("conditions") == patch["conditions"]
+    )
+    if _warn_once(rt, (namespace, name), f"InvalidSpec: {message}"):
+        rt.post_event(body, "Warning", cond.INVALID_SPEC, message)
+    if not unchanged:
+        stored = await rt.kube.run(rt.kube.patch_status, namespace, name, patch)
+        if stored is not None:
+            rt.written[(namespace, name)] = stored
+
+
+def _forget_gone_pods(
+    rt: Runtime, *, namespace: str, bundle: str, pods: Sequence[PodSnapshot]
+) -> None:
+    """Drop this bundle's targets for pods of ``namespace`` that no longer exist.
+
+    The pod index loses a pod when it is deleted; without this, the target
+    store and the per-pod targets would grow with every pod ever created.
+    """
+    present = {p.name for p in pods if p.namespace == namespace and not p.deleting}
+    for key in [k for k in rt.pod_targets if k[0] == namespace and k[1] not in present]:
+        per_pod = rt.pod_targets[key]
+        if per_pod.pop(bundle, None) is None:
+            continue
+        if per_pod:
+            rt.targets.set_targets(key[0], key[1], per_pod)
+        else:
+            del rt.pod_targets[key]
+            rt.targets.forget(key[0], key[1])
+            rt.reports.forget(key[0], key[1])
 
 
 def _report_pods_without_agent(

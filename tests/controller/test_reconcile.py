@@ -1,0 +1,403 @@
+"""One reconcile against fake Kubernetes I/O: what is written, in which order, and when not.
+
+The rollout core decides; these tests check the shell around it: the status
+is recorded before any pod is told, a refused status write tells no pod,
+a spec the models refuse becomes a condition, container restarts reach the
+analysis, and pods that are gone are forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logicbundle import rollout
+from logicbundle.api import conditions, names
+from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
+from logicbundle.controller._kube import KubeError
+from logicbundle.controller._metrics import OperatorMetrics
+from logicbundle.controller._reconcile import (
+    PodSnapshot,
+    Runtime,
+    _builtin_sample,
+    _SourceState,
+    reconcile,
+)
+from logicbundle.controller._restarts import RestartLedger
+from logicbundle.controller._source import BundleCache
+from logicbundle.distributor import BlobCache, BundleTarget, ReportStore, TargetStore
+from tests.rollout._fixtures import BUNDLE, D1, D2, INTERNAL, NS, T0, converge, installed, make_spec
+from tests.rollout._fixtures import ok as verified_ok
+from tests.rollout._fixtures import pods as pod_reports
+from tests.rollout._fixtures import run as step
+
+
+class FakeKube:
+    """Records every write; ``refuse_status`` makes the status write fail like the API server."""
+
+    def __init__(self, rt_targets: Callable[[], set[tuple[str, str]]]) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.refuse_status = False
+        self._targets = rt_targets
+        self.version = 100
+        self.spec: dict[str, Any] = {}
+        """What the stored object's spec is, echoed back like the API server does."""
+
+    async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        # What the distributor's target store held when the status was written.
+        self.calls.append(("status", (dict(status), set(self._targets()))))
+        if self.refuse_status:
+            raise KubeError(f"cannot write the status of {namespace}/{name}: HTTP 409 Conflict")
+        self.version += 1
+        return {
+            "metadata": {
+                "namespace": namespace,
+                "name": name,
+                "generation": 1,
+                "resourceVersion": str(self.version),
+            },
+            "spec": self.spec,
+            "status": {k: v for k, v in status.items() if v is not None},
+        }
+
+    def patch_pod_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        self.calls.append(("pod", (name, dict(annotations))))
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> tuple[Runtime, FakeKube, list[tuple[str, str, str]]]:
+    targets = TargetStore()
+    kube = FakeKube(targets.pods)
+    events: list[tuple[str, str, str]] = []
+    rt = Runtime(
+        kube=kube,  # type: ignore[arg-type]
+        reader=None,  # type: ignore[arg-type]
+        targets=targets,
+        reports=ReportStore(),
+        cache=BundleCache(BlobCache(tmp_path)),
+        metrics=OperatorMetrics(),
+        post_event=lambda _body, type_, reason, message: events.append((type_, reason, message)),
+    )
+    return rt, kube, events
+
+
+SPEC = make_spec(stages=[{**INTERNAL}, {"name": "everyone", "all": True}], skip_analysis=True)
+
+
+def _in_flight_at_internal() -> tuple[LogicBundleStatus, list[rollout.PodReport]]:
+    """D1 stable on two pods, D2 started: the internal pod (p000) assigned and running it."""
+    reports = pod_reports(2, internal=[0])
+    status, reports = installed(SPEC, reports)
+    started = step(
+        spec=SPEC,
+        status=status,
+        reports=reports,
+        now=T0 + timedelta(seconds=2),
+        verified=verified_ok(D2),
+    )
+    return started.status, converge(started, reports)
+
+
+def _snapshots(reports: list[rollout.PodReport]) -> list[PodSnapshot]:
+    result = []
+    for report in reports:
+        annotations = {}
+        if report.assigned is not None:
+            annotations[names.target_annotation(BUNDLE)] = rollout.format_target(report.assigned)
+        if report.active is not None:
+            annotations[names.active_annotation(BUNDLE)] = report.active.digest
+        result.append(
+            PodSnapshot(
+                namespace=NS,
+                name=report.pod.name,
+                uid=f"uid-{report.pod.name}",
+                labels=dict(report.labels),
+                annotations=annotations,
+                has_agent=True,
+            )
+        )
+    return result
+
+
+def _body(spec: LogicBundleSpec | dict[str, Any], status: LogicBundleStatus) -> dict[str, Any]:
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"namespace": NS, "name": BUNDLE, "generation": 1, "resourceVersion": "7"},
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if isinstance(spec, LogicBundleSpec)
+        else spec,
+        "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
+def _source_checked_just_now(rt: Runtime) -> None:
+    # The source step is covered by test_source_step.py; here it has nothing to do.
+    rt.sources[(NS, BUNDLE)] = _SourceState(generation=1, checked_at=rt.clock(), outcome=None)
+
+
+def test_the_status_is_written_before_any_pod_or_agent_is_told_of_an_advance(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    rt, kube, _ = runtime
+    status, reports = _in_flight_at_internal()
+    _source_checked_just_now(rt)
+
+    asyncio.run(
+        reconcile(
+            rt,
+            body=_body(SPEC, status),
+            pods=_snapshots(reports),
+            now=T0 + timedelta(seconds=3),
+        )
+    )
+
+    kinds = [kind for kind, _ in kube.calls]
+    assert kinds[0] == "status", kube.calls
+    written, targets_then = kube.calls[0][1]
+    assert written["stage"] == "everyone"
+    assert targets_then == set(), "an agent learned a target before the status recorded it"
+    assert ("pod", ("p001", {names.target_annotation(BUNDLE): D2})) in kube.calls
+    assert rt.targets.pods() == {(NS, "p000"), (NS, "p001")}
+
+
+def test_a_refused_status_write_tells_no_pod_and_no_agent(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    rt, kube, events = runtime
+    status, reports = _in_flight_at_internal()
+    _source_checked_just_now(rt)
+    kube.refuse_status = True
+
+    with pytest.raises(KubeError, match="409"):
+        asyncio.run(
+            reconcile(
+                rt,
+                body=_body(SPEC, status),
+                pods=_snapshots(reports),
+                now=T0 + timedelta(seconds=3),
+            )
+        )
+
+    assert [kind for kind, _ in kube.calls] == ["status"]
+    assert rt.targets.pods() == set()
+    assert events == []
+
+
+def test_a_spec_the_models_refuse_is_reported_as_stalled_invalid_spec_and_no_pod_is_touched(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    rt, kube, events = runtime
+    status, reports = _in_flight_at_internal()
+    spec = SPEC.model_dump(mode="json", by_alias=True, exclude_none=True)
+    spec["verify"] = {
+        "keyless": {"identities": [{"issuer": "https://issuer.example", "subjectRegex": "(["}]}
+    }
+
+    wait = asyncio.run(reconcile(rt, body=_body(spec, status), pods=_snapshots(reports), now=T0))
+
+    assert wait > 0
+    [(kind, (written, _))] = kube.calls
+    assert kind == "status"
+    assert written["observedGeneration"] == 1
+    by_type = {c["type"]: c for c in written["conditions"]}
+    assert (by_type["Ready"]["status"], by_type["Ready"]["reason"]) == ("False", "InvalidSpec")
+    assert (by_type["Stalled"]["status"], by_type["Stalled"]["reason"]) == ("True", "InvalidSpec")
+    assert by_type["Reconciling"]["status"] == "False"
+    assert all(c["observedGeneration"] == 1 for c in by_type.values())
+    assert "subjectRegex is not a valid regular expression" in by_type["Stalled"]["message"]
+    assert "([" not in by_type["Stalled"]["message"], "the user's value is not echoed"
+    assert by_type[conditions.VERIFIED] == next(
+        c
+        for c in status.model_dump(mode="json", by_alias=True)["conditions"]
+        if c["type"] == conditions.VERIFIED
+    ), "the other conditions are kept"
+    assert [(t, r) for t, r, _ in events] == [("Warning", "InvalidSpec")]
+    assert rt.targets.pods() == set()
+
+
+def test_an_invalid_spec_seen_again_writes_and_warns_only_once(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    rt, kube, events = runtime
+    status, reports = _in_flight_at_internal()
+    spec = SPEC.model_dump(mode="json", by_alias=True, exclude_none=True)
+    spec["verify"] = {"keyless": {"identities": [{"issuer": "https://i", "subjectRegex": "(["}]}}
+    body = _body(spec, status)
+    kube.spec = spec
+
+    asyncio.run(reconcile(rt, body=body, pods=_snapshots(reports), now=T0))
+    body = copy.deepcopy(body)
+    body["status"] = kube.calls[0][1][0] | {
+        k: v for k, v in body["status"].items() if k not in {"conditions", "observedGeneration"}
+    }
+    asyncio.run(reconcile(rt, body=body, pods=_snapshots(reports), now=T0 + timedelta(1)))
+
+    assert [kind for kind, _ in kube.calls] == ["status"]
+    assert len(events) == 1
+
+
+def test_pods_that_are_gone_are_forgotten_by_the_target_store(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    rt, _, _ = runtime
+    status, reports = _in_flight_at_internal()
+    _source_checked_just_now(rt)
+    target = BundleTarget(
+        digest=D1,
+        split=None,
+        notify=None,
+        health_check=None,
+        source="registry.example.com/team/rules:v1",
+    )
+    rt.pod_targets[(NS, "deleted-pod")] = {BUNDLE: target}
+    rt.targets.set_targets(NS, "deleted-pod", {BUNDLE: target})
+    rt.pod_targets[("elsewhere", "other-pod")] = {BUNDLE: target}
+
+    asyncio.run(
+        reconcile(
+            rt, body=_body(SPEC, status), pods=_snapshots(reports), now=T0 + timedelta(seconds=3)
+        )
+    )
+
+    assert (NS, "deleted-pod") not in rt.pod_targets
+    assert (NS, "deleted-pod") not in rt.targets.pods()
+    assert ("elsewhere", "other-pod") in rt.pod_targets, "another namespace is not this bundle's"
+
+
+# -- restarts ---------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_restarts_are_charged_to_the_digest_the_pod_ran_when_they_happened() -> None:
+    clock = Clock()
+    ledger = RestartLedger(clock=clock)
+    seen = {"bundle": BUNDLE, "namespace": NS, "pod": "p0", "uid": "u0"}
+    ledger.observe(**seen, restarts=4, digest=D1)  # baseline: earlier restarts charge nobody
+    clock.now += 1
+    ledger.observe(**seen, restarts=6, digest=D2)
+    clock.now += 1
+    ledger.observe(**seen, restarts=7, digest=D1)
+
+    assert ledger.restarts(bundle=BUNDLE, namespace=NS, digest=D2, since=0) == 2
+    assert ledger.restarts(bundle=BUNDLE, namespace=NS, digest=D1, since=0) == 1
+    assert ledger.restarts(bundle=BUNDLE, namespace=NS, digest=D2, since=clock.now) == 0
+    assert ledger.restarts(bundle=BUNDLE, namespace="other", digest=D2, since=0) == 0
+
+
+def test_a_new_pod_under_an_old_name_or_a_count_that_went_down_charges_nothing() -> None:
+    ledger = RestartLedger(clock=Clock())
+    ledger.observe(bundle=BUNDLE, namespace=NS, pod="p0", uid="u0", restarts=3, digest=D2)
+    ledger.observe(bundle=BUNDLE, namespace=NS, pod="p0", uid="u1", restarts=5, digest=D2)
+    ledger.observe(bundle=BUNDLE, namespace=NS, pod="p0", uid="u1", restarts=1, digest=D2)
+
+    assert ledger.restarts(bundle=BUNDLE, namespace=NS, digest=D2, since=0) == 0
+
+
+def test_charges_older_than_the_window_are_dropped() -> None:
+    clock = Clock()
+    ledger = RestartLedger(window_seconds=60, clock=clock)
+    ledger.observe(bundle=BUNDLE, namespace=NS, pod="p0", uid="u", restarts=0, digest=D2)
+    ledger.observe(bundle=BUNDLE, namespace=NS, pod="p0", uid="u", restarts=1, digest=D2)
+    clock.now += 61
+
+    assert ledger.restarts(bundle=BUNDLE, namespace=NS, digest=D2, since=0) == 0
+
+
+def test_the_builtin_sample_carries_the_restarts_so_the_restarts_gate_can_fail(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    rt, _, _ = runtime
+    for restarts in (0, 3):
+        rt.restarts.observe(
+            bundle=BUNDLE, namespace=NS, pod="p0", uid="u", restarts=restarts, digest=D2
+        )
+
+    sample = _builtin_sample(rt, namespace=NS, bundle=BUNDLE, digest=D2, since=0)
+
+    assert sample.restarts == 3
+    spec = make_spec(
+        analysis={
+            "metrics": [{"name": "crashes", "builtin": "restarts", "max": 0.5, "minSamples": 1}]
+        }
+    )
+    verdict = rollout.judge_builtin(
+        analysis=spec.rollout.analysis,
+        candidate=rollout.BuiltinSample(restarts=3, pods=1, calls=100),
+        stable=rollout.BuiltinSample(restarts=0, pods=1, calls=100),
+    )
+    assert verdict.verdict == "Failed", verdict
+
+
+# -- analysis ---------------------------------------------------------------------------------
+
+
+def _report(rt: Runtime, pod: str, *, digest: str, calls: int, errors: int) -> None:
+    from logicbundle.distributor._models import BundleReport, PodIdentity, Report, VersionCounters
+
+    rt.reports.record(
+        PodIdentity(namespace=NS, name=pod, uid=f"uid-{pod}", service_account="default"),
+        Report(
+            bundles={
+                BUNDLE: BundleReport(
+                    active=digest,
+                    healthy=True,
+                    versions={digest: VersionCounters(calls=calls, errors=errors)},
+                )
+            }
+        ),
+        targets=None,
+    )
+
+
+def test_builtin_metrics_are_judged_from_the_reports_under_the_prometheus_provider_too(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    """A prometheus analysis with a builtin metric must not wait for data forever."""
+    from logicbundle.controller._reconcile import _analysis_step
+
+    rt, _, _ = runtime
+    spec = make_spec(
+        analysis={
+            "provider": "prometheus",
+            # Nothing listens there: only the builtin metric can have data.
+            "prometheus": {"address": "http://127.0.0.1:9"},
+            "interval": "1s",
+            "minSamples": 10,
+            "metrics": [{"name": "error-rate", "builtin": "errorRate", "max": 0.05}],
+        }
+    )
+    status, _ = _in_flight_at_internal()
+    for pod, digest in (("p000", D2), ("p001", D1)):
+        _report(rt, pod, digest=digest, calls=0, errors=0)
+    _report(rt, "p000", digest=D2, calls=100, errors=30)
+    _report(rt, "p001", digest=D1, calls=100, errors=0)
+
+    verdict = asyncio.run(
+        _analysis_step(
+            rt, namespace=NS, name=BUNDLE, spec=spec, status=status, now=T0 + timedelta(minutes=5)
+        )
+    )
+
+    assert verdict is not None
+    assert verdict.verdict == "Failed", verdict
