@@ -352,11 +352,13 @@ def test_the_builtin_sample_carries_the_restarts_so_the_restarts_gate_can_fail(
 # -- analysis ---------------------------------------------------------------------------------
 
 
-def _report(rt: Runtime, pod: str, *, digest: str, calls: int, errors: int) -> None:
+def _report(
+    rt: Runtime, pod: str, *, digest: str, calls: int, errors: int, namespace: str = NS
+) -> None:
     from logicbundle.distributor._models import BundleReport, PodIdentity, Report, VersionCounters
 
     rt.reports.record(
-        PodIdentity(namespace=NS, name=pod, uid=f"uid-{pod}", service_account="default"),
+        PodIdentity(namespace=namespace, name=pod, uid=f"uid-{pod}", service_account="default"),
         Report(
             bundles={
                 BUNDLE: BundleReport(
@@ -395,9 +397,30 @@ def test_builtin_metrics_are_judged_from_the_reports_under_the_prometheus_provid
 
     verdict = asyncio.run(
         _analysis_step(
-            rt, namespace=NS, name=BUNDLE, spec=spec, status=status, now=T0 + timedelta(minutes=5)
+            rt,
+            namespace=NS,
+            name=BUNDLE,
+            spec=spec,
+            status=status,
+            now=T0 + timedelta(minutes=5),
+            selected={"p000", "p001"},
         )
     )
 
     assert verdict is not None
     assert verdict.verdict == "Failed", verdict
+
+
+def test_counters_from_pods_the_bundle_does_not_select_or_from_another_namespace_are_ignored(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    """Guards against skewing a verdict: any pod can get a token for the distributor."""
+    rt, _, _ = runtime
+    for pod, namespace in (("p000", NS), ("intruder", NS), ("p000", "other")):
+        _report(rt, pod, digest=D2, calls=0, errors=0, namespace=namespace)
+        _report(rt, pod, digest=D2, calls=100, errors=90, namespace=namespace)
+    _report(rt, "p000", digest=D2, calls=200, errors=0)
+
+    sample = _builtin_sample(rt, namespace=NS, bundle=BUNDLE, digest=D2, since=0, pods={"p000"})
+
+    assert (sample.calls, sample.errors, sample.pods) == (200, 90, 1)

@@ -117,3 +117,21 @@ def test_subject_regex_is_documented_in_the_python_re_syntax_it_is_compiled_with
     )
     assert identity.matches(subject="alice@b.test", issuer="https://issuer.test")
     assert not identity.matches(subject="mallory@b.test", issuer="https://issuer.test")
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        b"hunter2-password-in-some-other-secret",
+        b'{"mediaType": "s3cr3t-t0ken-value", "tlogs": "AKIAEXAMPLEKEY"}',
+        b'{"tlogs": [{"baseUrl": "https://user:p4ss@example.com"}]}',
+    ],
+)
+def test_a_trusted_root_pointed_at_another_secret_never_quotes_its_content(secret: bytes) -> None:
+    """Guards against reading any Secret through trustedRootRef: the error lands in events."""
+    with pytest.raises(VerificationError) as raised:
+        load_trusted_root(secret)
+    text = str(raised.value) + raised.value.diagnostics()
+    for fragment in (b"hunter2", b"s3cr3t", b"AKIA", b"p4ss", b"password"):
+        assert fragment.decode() not in text, text
+    assert "not a valid Sigstore trusted_root.json" in text

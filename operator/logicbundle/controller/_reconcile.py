@@ -35,7 +35,7 @@ import logging
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -272,9 +272,16 @@ def _parse_target(text: str | None) -> rollout.PodTarget | None:
 
 
 def _builtin_sample(
-    rt: Runtime, *, namespace: str, bundle: str, digest: str, since: float
+    rt: Runtime,
+    *,
+    namespace: str,
+    bundle: str,
+    digest: str,
+    since: float,
+    pods: Collection[str] | None = None,
 ) -> rollout.BuiltinSample:
-    window = rt.reports.version_window(bundle, digest, since=since)
+    """One digest's figures from the reports of ``pods`` (the bundle's selected pods)."""
+    window = rt.reports.version_window(bundle, digest, since=since, namespace=namespace, pods=pods)
     cumulative, buckets = 0, []
     for k, count in enumerate(window.latency_buckets):
         cumulative += count
@@ -335,7 +342,9 @@ async def _analysis_step(
     spec: LogicBundleSpec,
     status: LogicBundleStatus | None,
     now: datetime,
+    selected: Collection[str],
 ) -> rollout.AnalysisVerdict | None:
+    """The verdict on the candidate, when one is due; builtin figures from ``selected`` only."""
     if status is None or not status.candidate_digest or not status.stable_digest:
         return None
     if not rollout.analysis_due(spec=spec, status=status, now=now):
@@ -350,10 +359,10 @@ async def _analysis_step(
     # Builtin metrics always come from the agents' reports, whatever the provider;
     # with `prometheus`, the metrics with a query are asked of Prometheus as well.
     candidate_sample = _builtin_sample(
-        rt, namespace=namespace, bundle=name, digest=candidate, since=since
+        rt, namespace=namespace, bundle=name, digest=candidate, since=since, pods=selected
     )
     stable_sample = _builtin_sample(
-        rt, namespace=namespace, bundle=name, digest=stable, since=since
+        rt, namespace=namespace, bundle=name, digest=stable, since=since, pods=selected
     )
     values: dict[str, rollout.MetricValues] = {
         metric.name: rollout.MetricValues(
@@ -505,7 +514,13 @@ async def reconcile(
     )
     _forget_gone_pods(rt, namespace=namespace, bundle=name, pods=pods)
     verdict = await _analysis_step(
-        rt, namespace=namespace, name=name, spec=spec, status=status, now=now
+        rt,
+        namespace=namespace,
+        name=name,
+        spec=spec,
+        status=status,
+        now=now,
+        selected={pod_name for _, pod_name in selected},
     )
     decision = rollout.step(
         bundle_name=name,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
@@ -160,21 +160,36 @@ class ReportStore:
         return MappingProxyType(self._latest)
 
     def version_window(
-        self, bundle: str, digest: str, *, since: float | None = None
+        self,
+        bundle: str,
+        digest: str,
+        *,
+        since: float | None = None,
+        namespace: str | None = None,
+        pods: Collection[str] | None = None,
     ) -> VersionWindow:
-        """The increase of a version's counters over the window, over every reporting pod.
+        """The increase of a version's counters over the window, over the reporting pods.
 
         ``since`` (the store's clock) narrows it to increases reported after that
-        moment: the analysis window of a rollout stage.
+        moment: the analysis window of a rollout stage.  ``namespace`` and
+        ``pods`` (names in it) narrow it to the pods a LogicBundle selects: any
+        pod may hold a token for the distributor's audience and report, and a
+        bundle of the same name in another namespace is another bundle, so the
+        controller always passes both.
         """
         self._trim(self._clock())
-        calls = errors = total_ns = pods = 0
+        calls = errors = total_ns = 0
+        reporting = 0
         buckets: list[int] = []
-        for series in self._series.get((bundle, digest), {}).values():
+        for (pod_namespace, pod_name), series in self._series.get((bundle, digest), {}).items():
+            if namespace is not None and pod_namespace != namespace:
+                continue
+            if pods is not None and pod_name not in pods:
+                continue
             samples = list(series.samples)
             if not samples:
                 continue
-            pods += 1
+            reporting += 1
             first_at = samples[0][0]
             # In an analysis window, a version first reported inside the window counts
             # from zero: the SDK's counters start when it loads (the candidate at stage
@@ -196,7 +211,7 @@ class ReportStore:
             errors=errors,
             total_ns=total_ns,
             latency_buckets=tuple(buckets),
-            pods=pods,
+            pods=reporting,
         )
 
     # -- internals ----------------------------------------------------------------

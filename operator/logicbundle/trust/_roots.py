@@ -28,11 +28,29 @@ def load_trusted_root(data: bytes | str) -> TrustedRoot:
         # file, so the message is parsed here and wrapped the way from_file does.
         return TrustedRoot(_TrustedRootMessage.from_json(data))
     except Exception as exc:  # sigstore raises ValueError, pydantic or its own Error
+        # Never the parser's message: pydantic's quotes the input, and the input may be
+        # any key of any Secret the LogicBundle names (the message lands in an event).
         raise VerificationError(
-            f"the trusted root is not a valid Sigstore trusted_root.json: {exc}",
+            f"the trusted root is not a valid Sigstore trusted_root.json ({_shape(exc)})",
             hint="Copy trusted_root.json from your Sigstore instance's TUF repository "
             "(media type application/vnd.dev.sigstore.trustedroot+json;version=0.1).",
         ) from None
+
+
+def _shape(exc: Exception) -> str:
+    """What went wrong, by kind and location only: nothing of the input's content."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            found = errors(include_url=False, include_input=False, include_context=False)
+        except TypeError:
+            found = None
+        if isinstance(found, list) and found:
+            first = found[0]
+            where = ".".join(str(part) for part in first.get("loc", ())) or "document"
+            more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+            return f"{first.get('type', 'invalid')} at {where}{more}"
+    return type(exc).__name__
 
 
 def load_trusted_root_file(path: Path) -> TrustedRoot:
