@@ -9,8 +9,11 @@
 # image to build, sign, scan and keep in version step with the operator.
 #
 # The build stage installs the hash-pinned runtime dependencies and the
-# package into a virtual environment; the final stage copies only that
-# environment onto the same slim base: no compilers, no pip, no caches.
+# package into a virtual environment, then uninstalls pip and setuptools from
+# it; the final stage copies only that environment onto the same slim base.
+# So the application environment (/opt/logicbundle) has no pip and no caches,
+# and the image has no compilers; the base image's own Python in /usr/local
+# still ships pip (/usr/local/bin/pip), which nothing here uses.
 # Bytecode is compiled at build time: the root filesystem is read-only at run
 # time, and without .pyc files the operator would start 2.5 s slower.
 #
