@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -491,3 +494,48 @@ def test_attaching_two_referrers_keeps_both_in_the_fallback_index(
         sha256_digest(first),
         sha256_digest(other),
     }
+
+
+@pytest.fixture
+def silent_registry() -> Iterator[str]:
+    """A registry that accepts connections and never answers: a hung server or a black hole."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            accepted.append(conn)  # held open, never written to
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=5)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.timeout(30)  # without the read timeout the call would hang until this fails it
+def test_a_registry_that_never_answers_times_out_retries_and_says_it_is_unavailable(
+    silent_registry: str, sleeps: list[float]
+) -> None:
+    client = RegistryClient(
+        insecure=True,
+        retry=RetryPolicy(attempts=2, initial_delay=1.0, jitter=False),
+        sleep=sleeps.append,
+        connect_timeout=1.0,
+        read_timeout=0.3,
+    )
+    with client, pytest.raises(RegistryUnavailableError) as raised:
+        client.resolve(Reference.parse(f"{silent_registry}/team/rules:v1"))
+
+    assert sleeps == [1.0], "one retry after the first timeout, then give up"
+    assert silent_registry in str(raised.value)
+    assert raised.value.retryable
