@@ -363,7 +363,9 @@ def add_parsers(sub: Any) -> None:
     )
     sign.add_argument("--legacy", action="store_true", help="cosign v2 `.sig` format (with --key)")
     sign.add_argument(
-        "--identity-token", help="OIDC token for keyless signing ($SIGSTORE_ID_TOKEN)"
+        "--identity-token",
+        help="OIDC token for keyless signing; prefer $SIGSTORE_ID_TOKEN, since command-line "
+        "arguments are visible to other users of the machine",
     )
     sign.add_argument("--signing-config", help="signing config JSON of a private sigstore instance")
     sign.add_argument("--trusted-root", help="trusted root JSON of a private sigstore instance")
