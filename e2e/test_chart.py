@@ -369,6 +369,7 @@ EXPECTED_RULES: dict[tuple[str, str, str, str], set[str]] = {
     ("workloads", "", "configmaps", "*"): {"get"},
     ("webhook-certificate", "", "secrets", "*"): {"create"},
     ("webhook-certificate", "", "secrets", "logicbundle-webhook-tls"): {"get", "update"},
+    ("leader-label", "", "pods", "*"): {"patch"},
 }
 
 
@@ -474,6 +475,8 @@ def test_helm_install_creates_every_object(cluster: Cluster, release: Release) -
         f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{FULLNAME}-workloads",
         f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{FULLNAME}-webhook-certificate",
         f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/{FULLNAME}-webhook-certificate",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{FULLNAME}-leader-label",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/{FULLNAME}-leader-label",
         "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/logicbundle-injector",
         "/apis/kopf.dev/v1/clusterkopfpeerings/logicbundle",
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusterkopfpeerings.kopf.dev",
@@ -556,9 +559,23 @@ def test_the_kubeconfig_really_carries_the_service_accounts_identity(
 def test_the_operator_under_the_charts_service_account_installs_a_signed_bundle(
     cluster: Cluster, registry: Registry, release: Release, tmp_path: Path
 ) -> None:
-    """The whole first install, webhook and peering included, with the chart's RBAC only."""
+    """The whole first install, webhook, peering and leader label included, with the chart's RBAC.
+
+    A kwok Pod in the release namespace stands for the replica's own pod.
+    """
     kubeconfig = _service_account_kubeconfig(cluster, release, tmp_path / "sa.kubeconfig")
     ns = release.workload_namespace
+    own_pod = "operator-sa-0"
+    cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{release.namespace}/pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": own_pod},
+            "spec": {"containers": [{"name": "operator", "image": "registry.invalid/lb:e2e"}]},
+        },
+    )
     process = Process(
         "operator-chart-sa",
         [
@@ -578,6 +595,8 @@ def test_the_operator_under_the_charts_service_account_installs_a_signed_bundle(
             "--agent-image=registry.invalid/logicbundle:e2e",
             f"--operator-namespace={release.namespace}",
             f"--webhook-service={FULLNAME}-webhook",
+            f"--pod-name={own_pod}",
+            f"--pod-namespace={release.namespace}",
         ],
         run_dir=tmp_path,
         env={"KUBECONFIG": str(kubeconfig)},
@@ -642,6 +661,20 @@ def test_the_operator_under_the_charts_service_account_installs_a_signed_bundle(
         # Peering: this replica's heartbeat is in the chart's ClusterKopfPeering.
         peering = cluster.request("GET", "/apis/kopf.dev/v1/clusterkopfpeerings/logicbundle")
         assert peering.get("status"), "the operator did not join the peering"
+        # Alone in the peering, it acts, and labels its own pod for the distributor Service.
+        own_pod_path = f"/api/v1/namespaces/{release.namespace}/pods/{own_pod}"
+
+        def leader_label() -> str | None:
+            labels = cluster.request("GET", own_pod_path)["metadata"].get("labels") or {}
+            value: str | None = labels.get(names.LABEL_LEADER)
+            return value
+
+        wait_for(
+            lambda: leader_label() == names.LABEL_LEADER_VALUE,
+            what="the leader label on the replica's own pod, under the chart's RBAC",
+            timeout=30,
+            watch=[process],
+        )
         log = process.log_path.read_text()
         forbidden = [
             line
@@ -649,10 +682,14 @@ def test_the_operator_under_the_charts_service_account_installs_a_signed_bundle(
             if re.search(r"403|[Ff]orbidden|Not enough permissions", line)
         ]
         assert forbidden == [], "the chart's RBAC is too narrow:\n" + "\n".join(forbidden[:20])
+        # A clean stop takes the label off again.
+        process.stop()
+        assert leader_label() is None
     finally:
         process.stop()
         for pod in ("web-0", "web-1"):
             _delete_if_present(cluster, f"/api/v1/namespaces/{ns}/pods/{pod}")
+        _delete_if_present(cluster, f"/api/v1/namespaces/{release.namespace}/pods/{own_pod}")
 
 
 # --- the Dockerfile -----------------------------------------------------------------------

@@ -31,6 +31,30 @@ def test_standalone_and_peering_cannot_both_be_asked_for(
     assert exc.value.code == 2
 
 
+def test_a_pod_name_without_its_namespace_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("POD_NAME", raising=False)
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    assert main(["operator", "--pod-name", "operator-0"]) == 2
+    assert "--pod-namespace" in capsys.readouterr().err
+
+
+def test_the_operators_pod_defaults_to_the_downward_api_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from logicbundle.cli import build_parser
+
+    monkeypatch.setenv("POD_NAME", "operator-0")
+    monkeypatch.setenv("POD_NAMESPACE", "logicbundle-system")
+    args = build_parser().parse_args(["operator"])
+    assert (args.pod_name, args.pod_namespace) == ("operator-0", "logicbundle-system")
+    monkeypatch.delenv("POD_NAME")
+    monkeypatch.delenv("POD_NAMESPACE")
+    args = build_parser().parse_args(["operator"])
+    assert (args.pod_name, args.pod_namespace) == (None, None)
+
+
 def test_the_command_line_does_not_load_kopf_or_the_kubernetes_client_until_asked() -> None:
     code = (
         "import sys; from logicbundle.cli import main; main(['version']);"

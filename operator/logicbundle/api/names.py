@@ -62,6 +62,18 @@ The default ``internal`` stage selects pods labelled
 COHORT_INTERNAL: Final = "internal"
 """Value of :data:`LABEL_COHORT` selected by the default ``internal`` stage."""
 
+LABEL_LEADER: Final = f"{PREFIX}leader"
+"""Label on the operator's own pod; ``"true"`` while this replica is the acting one.
+
+Written by each replica on its own pod only (set on winning the kopf peering,
+removed on losing it and on shutdown).  The chart's distributor Service selects
+it, because the targets and the agents' reports live in the acting replica's
+memory.
+"""
+
+LABEL_LEADER_VALUE: Final = "true"
+"""The value of :data:`LABEL_LEADER` on the acting replica's pod (absent elsewhere)."""
+
 # --- Pod annotations ----------------------------------------------------------
 
 ANNOTATION_TARGET_PREFIX: Final = f"{PREFIX}target."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,12 @@ def _cmd_version(_: argparse.Namespace) -> int:
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
+    if bool(args.pod_name) != bool(args.pod_namespace):
+        print(
+            "error: --pod-name and --pod-namespace ($POD_NAME, $POD_NAMESPACE) go together",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     from logicbundle.controller import OperatorSettings, WebhookSettings, run_operator
 
     tls = None
@@ -59,6 +66,8 @@ def _cmd_operator(args: argparse.Namespace) -> int:
             namespaces=tuple(args.namespace),
             liveness_endpoint=args.liveness,
             peering_name=args.peering,
+            pod_name=args.pod_name or None,
+            pod_namespace=args.pod_namespace or None,
             cache_dir=Path(args.cache_dir) if args.cache_dir else None,
             distributor_host=args.distributor_host,
             distributor_port=args.distributor_port,
@@ -121,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         default=None,
         help="elect one active replica through the ClusterKopfPeering object NAME",
+    )
+    operator.add_argument(
+        "--pod-name",
+        default=os.environ.get("POD_NAME"),
+        help="the pod this replica runs in; the acting replica labels it "
+        "logicbundle.io/leader=true for the distributor Service (default: $POD_NAME; "
+        "unset: no label)",
+    )
+    operator.add_argument(
+        "--pod-namespace",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="that pod's namespace (default: $POD_NAMESPACE)",
     )
     operator.add_argument(
         "--cache-dir", help="verified bundle cache served to agents (default: a temporary dir)"

@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import kopf
+import kubernetes.client
 from prometheus_client import start_http_server
 
 from logicbundle import rollout
 from logicbundle.api import names
 from logicbundle.api.v1alpha1 import LogicBundleStatus
 from logicbundle.controller._kube import Kube, api_client
+from logicbundle.controller._leader import LeaderLabeler, LeaderSettings
 from logicbundle.controller._metrics import OperatorMetrics
 from logicbundle.controller._reconcile import (
     RETRY_REQUEUE,
@@ -72,6 +74,8 @@ class ControllerSettings:
     metrics_host: str = "127.0.0.1"
     webhook: WebhookSettings | None = None
     """None: no webhook in this process."""
+    leader: LeaderSettings | None = None
+    """None: the pod is not known (a local run), so no pod is labelled as the leader."""
 
 
 @dataclass
@@ -82,6 +86,7 @@ class Memo:
     runtime: Runtime | None = None
     server: DistributorServer | None = None
     webhook: RunningWebhook | None = None
+    leader: LeaderLabeler | None = None
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
     def wake(self, namespace: str, name: str | None = None) -> None:
@@ -125,8 +130,33 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
     if settings.webhook is not None:
         memo.webhook = await start_webhook(settings.webhook, client)
         logger.info("webhook listening on port %d", memo.webhook.server.port)
-    if settings.distributor_port is None:
-        return
+    if settings.distributor_port is not None:
+        await _start_distributor(
+            memo,
+            port=settings.distributor_port,
+            client=client,
+            targets=targets,
+            reports=reports,
+            blobs=blobs,
+            log=logger,
+        )
+    # Labelled once the distributor listens: the label routes agents to it.
+    if settings.leader is not None:
+        memo.leader = LeaderLabeler(api=kube, settings=settings.leader)
+        await memo.leader.start()
+
+
+async def _start_distributor(
+    memo: Memo,
+    *,
+    port: int,
+    client: kubernetes.client.ApiClient,
+    targets: TargetStore,
+    reports: ReportStore,
+    blobs: BlobCache,
+    log: kopf.Logger,
+) -> None:
+    settings = memo.settings
     # Its own threads: hundreds of reports after a swap must not queue behind the
     # reconcile's calls (the default pool has CPU count + 4 threads).
     writer = PodStatusWriter(
@@ -154,13 +184,16 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
     elif not settings.distributor_insecure_http:
         raise kopf.PermanentError("the distributor needs TLS or --distributor-insecure-http")
     memo.server = DistributorServer(
-        app, host=settings.distributor_host, port=settings.distributor_port, ssl_context=context
+        app, host=settings.distributor_host, port=port, ssl_context=context
     )
     await memo.server.start()
-    logger.info("distributor listening on port %d", memo.server.port)
+    log.info("distributor listening on port %d", memo.server.port)
 
 
 async def stop(memo: Memo, **_: Any) -> None:
+    # Unlabelled first: the distributor Service stops routing here before it closes.
+    if memo.leader is not None:
+        await memo.leader.stop()
     if memo.webhook is not None:
         await memo.webhook.stop()
     if memo.server is not None:

@@ -1,4 +1,4 @@
-"""The controller's Kubernetes I/O: read Secrets/ConfigMaps, patch pods, write status.
+"""The controller's Kubernetes I/O: read Secrets/ConfigMaps/peerings, patch pods, write status.
 
 Thin and synchronous (the official client), run in a dedicated thread pool
 so that a rollback of hundreds of pods patches them in parallel.  Error
@@ -25,6 +25,7 @@ from logicbundle.errors import LogicBundleError
 T = TypeVar("T")
 
 GROUP, VERSION, PLURAL = "logicbundle.io", "v1alpha1", "logicbundles"
+PEERING_GROUP, PEERING_VERSION, PEERING_PLURAL = "kopf.dev", "v1", "clusterkopfpeerings"
 
 
 class KubeError(LogicBundleError):
@@ -96,6 +97,29 @@ class Kube:
             ) from None
         return dict(obj.data or {})
 
+    def cluster_peering(self, name: str) -> Mapping[str, Any] | None:
+        """The ClusterKopfPeering ``name`` (None: it or its CRD does not exist).
+
+        Read by listing with a field selector: the chart grants list and watch on
+        peerings (kopf's own needs), not get.
+        """
+        try:
+            found = self.custom.list_cluster_custom_object(
+                PEERING_GROUP,
+                PEERING_VERSION,
+                PEERING_PLURAL,
+                field_selector=f"metadata.name={name}",
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"cannot read ClusterKopfPeering {name}: {_describe(exc)}") from None
+        items = found.get("items") if isinstance(found, Mapping) else None
+        for item in items or []:
+            if isinstance(item, Mapping) and item.get("metadata", {}).get("name") == name:
+                return item
+        return None
+
     # -- writes ------------------------------------------------------------------------
 
     def patch_pod_annotations(
@@ -110,6 +134,15 @@ class Kube:
             if exc.status == 404:
                 return
             raise KubeError(f"cannot patch pod {namespace}/{name}: {_describe(exc)}") from None
+
+    def patch_pod_labels(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
+        """Merge-patch labels (None removes one); a pod that is gone is not an error."""
+        try:
+            self.core.patch_namespaced_pod(name, namespace, {"metadata": {"labels": dict(labels)}})
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise KubeError(f"cannot label pod {namespace}/{name}: {_describe(exc)}") from None
 
     def patch_status(
         self, namespace: str, name: str, status: Mapping[str, Any]

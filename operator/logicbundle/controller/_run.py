@@ -8,12 +8,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from logicbundle.api import names
 from logicbundle.controller._handlers import ControllerSettings, Memo, register
+from logicbundle.controller._leader import LeaderSettings, OwnPod
 from logicbundle.controller._webhook import WebhookSettings
 
 logger = logging.getLogger("logicbundle.operator")
@@ -38,6 +39,15 @@ class OperatorSettings:
     kopf does not elect among equal priorities (they all act, with a warning), so by
     default each replica takes minus its start time in microseconds: the oldest replica
     keeps acting, newcomers wait, and the next oldest takes over when it dies.
+    """
+
+    pod_name: str | None = None
+    pod_namespace: str | None = None
+    """The pod this replica runs in (the chart passes ``POD_NAME``/``POD_NAMESPACE``).
+
+    When both are known, the replica is kopf's peer under the identity
+    ``<namespace>/<name>`` and labels that pod ``logicbundle.io/leader=true`` while
+    it acts, for the distributor Service. None (local runs): no pod is labelled.
     """
 
     cache_dir: Path | None = None
@@ -75,6 +85,14 @@ def run_operator(config: OperatorSettings) -> int:
     kopf.on.login(registry=registry)(kopf.login_via_client)
     cache_dir = config.cache_dir or Path(tempfile.mkdtemp(prefix="logicbundle-cache-"))
     register(registry)
+    peering = config.peering_name
+    priority = config.priority if config.priority is not None else -(time.time_ns() // 1000)
+    leader = None
+    if config.pod_name and config.pod_namespace:
+        pod = OwnPod(namespace=config.pod_namespace, name=config.pod_name)
+        leader = LeaderSettings(
+            pod=pod, peering_name=peering, priority=priority, identity=pod.identity
+        )
     memo = Memo(
         settings=ControllerSettings(
             cache_dir=cache_dir,
@@ -85,14 +103,16 @@ def run_operator(config: OperatorSettings) -> int:
             metrics_host=config.metrics_host,
             metrics_port=config.metrics_port,
             webhook=config.webhook,
+            leader=leader,
         )
     )
-    peering = config.peering_name
-    priority = config.priority if config.priority is not None else -(time.time_ns() // 1000)
     logger.info(
-        "starting the operator (%s, %s)",
+        "starting the operator (%s, %s, %s)",
         "namespaces " + ", ".join(config.namespaces) if config.namespaces else "cluster-wide",
-        f"peering {peering}" if peering else "standalone",
+        f"peering {peering} as {leader.identity if leader else 'an unnamed peer'}"
+        if peering
+        else "standalone",
+        f"leader label on pod {leader.identity}" if leader else "no pod to label",
     )
     asyncio.run(
         kopf.operator(
@@ -100,6 +120,10 @@ def run_operator(config: OperatorSettings) -> int:
             clusterwide=not config.namespaces,
             namespaces=list(config.namespaces),
             standalone=peering is None,
+            # The labeler decides leadership from kopf's record of this identity;
+            # None lets kopf make one up (no pod to label then). Identity is a
+            # NewType kopf does not export.
+            identity=cast(Any, leader.identity if leader else None),
             peering_name=peering,
             priority=priority if peering else None,
             liveness_endpoint=config.liveness_endpoint,
