@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from logicbundle.controller._reconcile import (
     snapshot_pod,
 )
 from logicbundle.controller._source import BundleCache
+from logicbundle.controller._tls import ReloadingCertificate
 from logicbundle.controller._webhook import RunningWebhook, WebhookSettings, start_webhook
 from logicbundle.distributor import (
     BlobCache,
@@ -87,6 +87,8 @@ class Memo:
     server: DistributorServer | None = None
     webhook: RunningWebhook | None = None
     leader: LeaderLabeler | None = None
+    certificate: asyncio.Task[None] | None = None
+    """Follows renewals of the distributor's certificate (see :mod:`._tls`)."""
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
     def wake(self, namespace: str, name: str | None = None) -> None:
@@ -179,8 +181,10 @@ async def _start_distributor(
     )
     context = None
     if settings.distributor_tls is not None:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(*settings.distributor_tls)
+        cert, key = settings.distributor_tls
+        certificate = ReloadingCertificate(cert=cert, key=key)
+        context = certificate.context
+        memo.certificate = asyncio.create_task(certificate.follow(), name="distributor-tls")
     elif not settings.distributor_insecure_http:
         raise kopf.PermanentError("the distributor needs TLS or --distributor-insecure-http")
     memo.server = DistributorServer(
@@ -198,6 +202,9 @@ async def stop(memo: Memo, **_: Any) -> None:
         await memo.webhook.stop()
     if memo.server is not None:
         await memo.server.stop()
+    if memo.certificate is not None:
+        memo.certificate.cancel()
+        await asyncio.gather(memo.certificate, return_exceptions=True)
     if memo.runtime is not None:
         memo.runtime.targets.close()
         memo.runtime.kube.close()
