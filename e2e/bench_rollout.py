@@ -888,12 +888,7 @@ async def run(args: argparse.Namespace, work: Path) -> list[tuple[str, str, str]
         Registry.start(work / "registry") as registry,
     ):
         cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
-        cluster.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/logicbundles.logicbundle.io",
-        )
+        cluster.wait_established("logicbundles.logicbundle.io")
         key = KeyPair.generate()
         rows: list[tuple[str, str, str]] = []
         if sizes:

@@ -321,6 +321,29 @@ class Cluster:
         except (urllib.error.URLError, OSError):
             return ""
 
+    def wait_established(self, *names: str, timeout: float = 60) -> None:
+        """Wait until each CustomResourceDefinition ``names`` is Established.
+
+        Not ``kubectl wait``: right after the CRD is created its status has no
+        conditions yet, and kubectl then fails at once ("conditions accessor
+        error") instead of waiting.
+        """
+
+        def established(name: str) -> bool:
+            crd = self.request(
+                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+            )
+            return any(
+                c.get("type") == "Established" and c.get("status") == "True"
+                for c in (crd.get("status") or {}).get("conditions") or []
+            )
+
+        wait_for(
+            lambda: all(established(name) for name in names),
+            what=f"{', '.join(names)} Established",
+            timeout=timeout,
+        )
+
     @property
     def kubectl_path(self) -> Path:
         return build.KUBERNETES.path("kubectl")

@@ -85,10 +85,5 @@ CRD_FILE = REPO / "crds" / "logicbundle.io_logicbundles.yaml"
 def logicbundle_crd(cluster: Cluster) -> str:
     """The generated LogicBundle CRD, applied to the session's cluster and Established."""
     cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/logicbundles.logicbundle.io",
-    )
+    cluster.wait_established("logicbundles.logicbundle.io")
     return "logicbundles.logicbundle.io"

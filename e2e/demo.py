@@ -168,12 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster.kubectl(
                 "apply", "--server-side", "-f", str(Path(__file__).resolve().parent.parent / "crds")
             )
-            cluster.kubectl(
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/logicbundles.logicbundle.io",
-            )
+            cluster.wait_established("logicbundles.logicbundle.io")
             operator = Operator.start(cluster, work / "operator")
             say(f"operator running (log {operator.process.log_path})")
             namespace = "shop"

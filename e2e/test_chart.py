@@ -36,6 +36,7 @@ import yaml
 
 from e2e import build, services, versions
 from e2e.cluster import Cluster
+from e2e.fleet import Fleet, Traffic
 from e2e.operator import (
     EXAMPLES,
     KeyPair,
@@ -147,8 +148,9 @@ def chart_crds(cluster: Cluster, logicbundle_crd: str) -> None:
     cluster.kubectl(
         "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": stubs})
     )
-    crds = ["crd/clusterkopfpeerings.kopf.dev", *(f"crd/{s['metadata']['name']}" for s in stubs)]
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *crds)
+    cluster.wait_established(
+        "clusterkopfpeerings.kopf.dev", *(stub["metadata"]["name"] for stub in stubs)
+    )
 
 
 def _dry_run(cluster: Cluster, namespace: str, objects: list[dict[str, Any]]) -> str:
@@ -690,6 +692,141 @@ def test_the_operator_under_the_charts_service_account_installs_a_signed_bundle(
         for pod in ("web-0", "web-1"):
             _delete_if_present(cluster, f"/api/v1/namespaces/{ns}/pods/{pod}")
         _delete_if_present(cluster, f"/api/v1/namespaces/{release.namespace}/pods/{own_pod}")
+
+
+def test_a_staged_rollout_with_real_agents_runs_under_the_charts_service_account(
+    cluster: Cluster, registry: Registry, release: Release, tmp_path: Path
+) -> None:
+    """Install, then internal -> everyone with analysis, every call under the chart's RBAC.
+
+    The agents are real: their tokens are reviewed (tokenreviews), their reports
+    are written to the pods (pods/status) and read by the analysis, and a
+    LogicBundle left by an earlier test is released through its finalizer.
+    """
+    kubeconfig = _service_account_kubeconfig(cluster, release, tmp_path / "sa.kubeconfig")
+    ns = release.workload_namespace
+    distributor_port = free_port()
+    process = Process(
+        "operator-chart-sa-rollout",
+        [
+            sys.executable,
+            "-m",
+            "logicbundle.cli",
+            "operator",
+            "--peering=logicbundle",
+            f"--liveness=http://127.0.0.1:{free_port()}/healthz",
+            f"--distributor-port={distributor_port}",
+            "--distributor-insecure-http",
+            f"--metrics-port={free_port()}",
+            f"--cache-dir={tmp_path / 'cache'}",
+        ],
+        run_dir=tmp_path,
+        env={"KUBECONFIG": str(kubeconfig)},
+    )
+    fleet = Fleet(
+        cluster=cluster,
+        namespace=ns,
+        work=tmp_path / "pods",
+        distributor_url=f"http://127.0.0.1:{distributor_port}",
+        bundles={"pricing": {"source": f"{registry.host}/{ns}/pricing", "insecure": True}},
+        labels={"app": "shop"},
+    )
+    try:
+        wait_for(
+            lambda: "distributor listening on port" in process.log_path.read_text(),
+            what="the operator (chart ServiceAccount) to start",
+            timeout=90,
+            watch=[process],
+        )
+        # Whatever an earlier test left is released under the chart's RBAC too.
+        lb_path = f"/apis/logicbundle.io/v1alpha1/namespaces/{ns}/logicbundles/pricing"
+        _delete_if_present(cluster, lb_path)
+
+        def gone(path: str) -> bool:
+            try:
+                cluster.request("GET", path)
+            except HarnessError as error:
+                return "HTTP 404" in str(error)
+            return False
+
+        wait_for(lambda: gone(lb_path), what="the old LogicBundle released", timeout=60)
+        earlier = [f"/api/v1/namespaces/{ns}/pods/web-{i}" for i in range(2)]
+        wait_for(
+            lambda: all(gone(path) for path in earlier),
+            what="the pods of an earlier test gone",
+            timeout=60,
+        )
+        versions_ = {
+            tag: push_bundle(
+                registry.host,
+                EXAMPLES / "bundles" / source,
+                repository=f"{ns}/pricing",
+                tag=tag,
+                version=version,
+                key=release.key,
+            )
+            for tag, source, version in (
+                ("v1", "pricing-v1", "1.0.0"),
+                ("v2", "pricing-v2", "2.0.0"),
+            )
+        }
+        fleet.add(1, extra_labels={names.LABEL_COHORT: names.COHORT_INTERNAL})
+        fleet.add(3)
+        bundle = logicbundle(
+            "pricing",
+            ref=f"{registry.host}/{ns}/pricing:v1",
+            key=release.key,
+            selector={"app": "shop"},
+            interval="1h",
+            rollout={
+                "stages": [
+                    {
+                        "name": "internal",
+                        "internal": {"matchLabels": {names.LABEL_COHORT: names.COHORT_INTERNAL}},
+                    },
+                    {"name": "everyone", "all": True},
+                ],
+                "analysis": {
+                    "interval": "1s",
+                    "minSamples": 5,
+                    "metrics": [{"name": "error-rate", "builtin": "errorRate", "max": 0.05}],
+                },
+            },
+        )
+        bundle["spec"]["verify"] = {
+            "keys": [{"secretRef": {"name": f"{FULLNAME}-cosign-keys", "key": "cosign.pub"}}]
+        }
+        apply(cluster, ns, bundle)
+        wait_condition(cluster, ns, "pricing", "Ready", "True", timeout=90, watch=(process,))
+        fleet.start_apps()
+        fleet.wait_serving(versions_["v1"])
+        with Traffic(fleet, per_second=40):
+            bundle["spec"]["source"]["ref"] = f"{registry.host}/{ns}/pricing:v2"
+            apply(cluster, ns, bundle)
+            fleet.wait_serving(versions_["v2"], timeout=120)
+            obj = wait_condition(
+                cluster, ns, "pricing", "Ready", "True", timeout=120, watch=(process,)
+            )
+        assert obj["status"]["stableDigest"] == versions_["v2"]
+        # The readiness gate was written by the distributor, under the chart's RBAC.
+        for member in fleet.pods:
+            conditions = cluster.request("GET", f"/api/v1/namespaces/{ns}/pods/{member.name}")[
+                "status"
+            ].get("conditions", [])
+            gate = [c for c in conditions if c["type"] == names.POD_CONDITION_READY]
+            assert gate and gate[0]["status"] == "True", (member.name, conditions)
+        log = process.log_path.read_text()
+        forbidden = [
+            line
+            for line in log.splitlines()
+            if re.search(r"403|[Ff]orbidden|Not enough permissions", line)
+        ]
+        assert forbidden == [], "the chart's RBAC is too narrow:\n" + "\n".join(forbidden[:20])
+    finally:
+        fleet.stop()
+        process.stop()
+        for member in fleet.pods:
+            _delete_if_present(cluster, f"/api/v1/namespaces/{ns}/pods/{member.name}")
 
 
 # --- the Dockerfile -----------------------------------------------------------------------

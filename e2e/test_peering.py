@@ -127,9 +127,7 @@ def test_two_replicas_peer_so_only_one_acts_and_the_other_takes_over(
     cluster: Cluster, logicbundle_crd: str, registry: Registry, namespace: str, tmp_path: Path
 ) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(PEERING_CRD))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/clusterkopfpeerings.kopf.dev"
-    )
+    cluster.wait_established("clusterkopfpeerings.kopf.dev")
     name = f"peering-{namespace}"[:60]
     peering_path = f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}"
     cluster.kubectl(
