@@ -5,7 +5,10 @@ injected sidecar and the application container would run: ``logicbundle
 agent`` (configured as the webhook would configure it, with a token from a
 real TokenRequest bound to that Pod) and the sample pricing app
 (``examples.sample_app.app``), sharing a root directory like the pod's
-emptyDir.  The operator under test assigns digests; the agents fetch them
+bundles emptyDir and a socket directory like its socket emptyDir (the
+layout the webhook injects: the SDK socket is never inside the bundles
+volume, which is read-only to the application in a pod).  The operator
+under test assigns digests; the agents fetch them
 from its distributor and the apps serve them.  :class:`Traffic` calls the
 apps so the SDK counts calls, errors and latency per version: the builtin
 analysis has something to judge.
@@ -28,6 +31,7 @@ from typing import Any
 from e2e.cluster import Cluster
 from e2e.proc import Process, free_port, wait_for
 from logicbundle.api import names
+from logicbundle.sdk import SOCKET_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE_ACCOUNT = "fleet"
@@ -62,7 +66,13 @@ class FleetPod:
 
     @property
     def root(self) -> Path:
+        """The pod's bundles volume (read-only to the application in a real pod)."""
         return self.run_dir / "root"
+
+    @property
+    def socket(self) -> Path:
+        """The SDK socket, in the pod's socket volume (``$LOGICBUNDLE_SOCKET`` of the app)."""
+        return self.run_dir / "sdk" / "sdk.sock"
 
     def ready(self) -> bool:
         return _get(f"http://127.0.0.1:{self.agent_port}/readyz")[0] == 200
@@ -148,6 +158,7 @@ class Fleet:
                 agent_port=free_port(),
             )
             pod.root.mkdir(parents=True)
+            pod.socket.parent.mkdir()
             (pod.run_dir / "token").write_text(self._token(pod))
             (pod.run_dir / "annotations").write_text("")
             self._start_agent(pod)
@@ -189,7 +200,7 @@ class Fleet:
             "distributor": self.distributor_url,
             "tokenFile": str(pod.run_dir / "token"),
             "annotationsFile": str(pod.run_dir / "annotations"),
-            "socket": str(pod.root / "sdk.sock"),
+            "socket": str(pod.socket),
             "listen": f"127.0.0.1:{pod.agent_port}",
             "reportInterval": self.report_interval,
             "bundles": {name: dict(settings) for name, settings in self.bundles.items()},
@@ -228,7 +239,8 @@ class Fleet:
                     port_file,
                 ],
                 run_dir=pod.run_dir,
-                env=self._env(pod),
+                # What the webhook sets in the application container.
+                env={**self._env(pod), SOCKET_ENV: str(pod.socket)},
             )
             pod.app_port = int(
                 wait_for(

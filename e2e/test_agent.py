@@ -24,7 +24,7 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from logicbundle.artifact import oci_manifest, push_directory
 from logicbundle.bundle import pack_directory_to
 from logicbundle.distributor import BlobCache, DistributorSettings, serve_distributor
 from logicbundle.oci import Reference, RegistryClient, sha256_digest
+from logicbundle.sdk import SOCKET_ENV
 
 SA = "agent"
 DEADLINE = 60.0
@@ -235,7 +236,9 @@ class PodProcesses:
                 port_file,
             ],
             run_dir=self.run_dir,
-            env=self.env,
+            # What the webhook sets in the application container: the socket lives in its
+            # own volume, never in the bundles volume (read-only to the application).
+            env={**self.env, SOCKET_ENV: str(self.config["socket"])},
         )
         self.app_port = int(
             wait_for(
@@ -285,17 +288,58 @@ class PodProcesses:
                 proc.stop()
 
 
-def whole_version(root: Path, published: dict[str, Published]) -> str | None:
-    """The digest ``current`` names, after checking every file against its manifest hash."""
+class CurrentMovedError(Exception):
+    """``current`` moved on while its old version was being read (the one tolerated race)."""
+
+
+class Known:
+    """The versions published so far, by digest; shared with a reader thread, so locked."""
+
+    def __init__(self, published: Mapping[str, Published]) -> None:
+        self._lock = threading.Lock()
+        self._by_digest = {p.digest: p for p in published.values()}
+
+    def add(self, published: Published) -> None:
+        with self._lock:
+            self._by_digest[published.digest] = published
+
+    def get(self, digest: str) -> Published | None:
+        with self._lock:
+            return self._by_digest.get(digest)
+
+
+def whole_version(root: Path, published: Mapping[str, Published] | Known) -> str | None:
+    """The digest ``current`` names, after checking every file against its manifest hash.
+
+    None when there is no ``current``.  A version whose files are missing or
+    differ while ``current`` names it fails the check (AssertionError).  The
+    one race a reader may lose is documented in ``docs/agent.md``: it read
+    the link, then the agent swapped ``current`` to another version and
+    deleted the old one (renamed aside first) -- reads then fail with
+    FileNotFoundError although ``current`` was whole at every instant; that
+    raises :class:`CurrentMovedError`, which a reader running beside the
+    agent may retry.
+    """
+    known = published if isinstance(published, Known) else Known(published)
     current = root / "pricing" / "current"
     try:
         digest = current.readlink().name
-    except OSError:
+    except FileNotFoundError:
         return None
-    expected = next(p for p in published.values() if p.digest == digest)
+    expected = known.get(digest)  # published before it was assigned, so known here
+    assert expected is not None, f"current names {digest}, which was never published"
     base = root / "pricing" / ".versions" / digest
     for path, sha in expected.files.items():
-        data = (base / path).read_bytes()
+        try:
+            data = (base / path).read_bytes()
+        except FileNotFoundError:
+            try:
+                now = current.readlink().name
+            except FileNotFoundError:
+                now = None
+            if now != digest:
+                raise CurrentMovedError(f"current moved from {digest} to {now}") from None
+            raise AssertionError(f"{path} of {digest} is missing while current names it") from None
         assert hashlib.sha256(data).hexdigest() == sha, f"{path} of {digest} is partial"
     return digest
 
@@ -376,8 +420,9 @@ def start_pods(
         name = f"web-{i}"
         body = create_pod(cluster, namespace, name, digest)
         run_dir = work / name
-        root = run_dir / "root"
+        root = run_dir / "root"  # the pod's bundles volume
         root.mkdir(parents=True)
+        (run_dir / "sdk").mkdir()  # the pod's socket volume
         (run_dir / "token").write_text(pod_token(cluster, namespace, body))
         port = free_port()
         config = {
@@ -385,7 +430,7 @@ def start_pods(
             "distributor": distributor.url,
             "tokenFile": str(run_dir / "token"),
             "annotationsFile": str(run_dir / "annotations"),
-            "socket": str(root / "sdk.sock"),
+            "socket": str(run_dir / "sdk" / "sdk.sock"),
             "listen": f"127.0.0.1:{port}",
             "bundles": {
                 "pricing": {
@@ -533,7 +578,9 @@ def test_an_agent_killed_at_each_step_of_a_swap_recovers_and_readers_see_whole_v
     work: Path,
 ) -> None:
     pod = pods[0]
-    extra = dict(published)
+    # Written by this thread while the reader looks digests up: a locked registry (a dict
+    # growing under an iterating reader fails at random with "changed size").
+    known = Known(published)
     stop_reading = threading.Event()
     seen: list[str] = []
     errors: list[BaseException] = []
@@ -541,11 +588,12 @@ def test_an_agent_killed_at_each_step_of_a_swap_recovers_and_readers_see_whole_v
     def reader() -> None:
         while not stop_reading.is_set():
             try:
-                digest = whole_version(pod.root, extra)
-                if digest and (not seen or seen[-1] != digest):
+                digest = whole_version(pod.root, known)
+                assert digest is not None, "current disappeared"
+                if not seen or seen[-1] != digest:
                     seen.append(digest)
-            except (FileNotFoundError, StopIteration):
-                continue  # `current` named a version deleted between readlink and read
+            except CurrentMovedError:
+                continue  # the documented race: read the link, then it moved on
             except BaseException as exc:
                 errors.append(exc)
                 return
@@ -561,7 +609,7 @@ def test_an_agent_killed_at_each_step_of_a_swap_recovers_and_readers_see_whole_v
                 work=work,
                 version=f"2.0.0-{step}",
             )
-            extra[fresh.name] = fresh
+            known.add(fresh)  # before it is assigned: current can name it only after this
             pause_dir = pod.run_dir / f"pause-{step}"
             pause_dir.mkdir()
             pod.kill_agent()
@@ -579,7 +627,7 @@ def test_an_agent_killed_at_each_step_of_a_swap_recovers_and_readers_see_whole_v
                 watch=[pod.agent] if pod.agent else [],
             )
             pod.kill_agent()  # kill -9 right there
-            assert whole_version(pod.root, extra) is not None
+            assert whole_version(pod.root, known) is not None
             pod.start_agent()
             wait_for(
                 functools.partial(_serves, pod, fresh.digest),

@@ -27,6 +27,9 @@ from e2e.cluster import Cluster
 from e2e.proc import wait_for
 from logicbundle.api import names
 from logicbundle.webhook import (
+    SOCKET_DIR,
+    SOCKET_FILE,
+    VOLUME_SOCKET,
     WEBHOOK_PATH,
     CertificateBundle,
     CertificateManager,
@@ -146,11 +149,14 @@ def _check_injected(pod: dict[str, Any]) -> None:
     assert agent["securityContext"]["readOnlyRootFilesystem"] is True
     assert agent["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     env = {e["name"]: e for e in agent["env"]}
-    assert json.loads(env["LOGICBUNDLE_AGENT_CONFIG"]["value"])["bundles"]["pricing"]["source"] == (
-        "registry.example.com/shop/pricing"
-    )
+    agent_config = json.loads(env["LOGICBUNDLE_AGENT_CONFIG"]["value"])
+    assert agent_config["bundles"]["pricing"]["source"] == "registry.example.com/shop/pricing"
+    assert agent_config["socket"] == SOCKET_FILE
+    assert {"name": VOLUME_SOCKET, "mountPath": SOCKET_DIR} in agent["volumeMounts"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes[names.VOLUME_BUNDLES]
+    # The API server keeps the socket volume as injected (sizeLimit a quantity it accepts).
+    assert volumes[VOLUME_SOCKET]["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Mi"}
     sources = volumes[names.VOLUME_TOKEN]["projected"]["sources"]
     assert any(
         s.get("serviceAccountToken", {}).get("audience") == names.DISTRIBUTOR_AUDIENCE
@@ -163,13 +169,16 @@ def _check_injected(pod: dict[str, Any]) -> None:
         "mountPath": "/var/run/logicbundle",
         "readOnly": True,
     } in (app["volumeMounts"])
+    # The SDK binds its socket read-write, outside the read-only bundles volume.
+    assert {"name": VOLUME_SOCKET, "mountPath": SOCKET_DIR} in app["volumeMounts"]
+    assert {"name": "LOGICBUNDLE_SOCKET", "value": SOCKET_FILE} in app["env"]
     assert {"conditionType": names.POD_CONDITION_READY} in spec["readinessGates"]
 
 
 def _ours(pod: dict[str, Any]) -> dict[str, Any]:
     """What the webhook adds (the API server's own token volume has a random name)."""
     spec = pod["spec"]
-    ours = {names.VOLUME_BUNDLES, names.VOLUME_TOKEN, names.VOLUME_PODINFO}
+    ours = {names.VOLUME_BUNDLES, VOLUME_SOCKET, names.VOLUME_TOKEN, names.VOLUME_PODINFO}
 
     def mine(container: dict[str, Any]) -> dict[str, Any]:
         mounts = [m for m in container.get("volumeMounts", []) if m["name"] in ours]
@@ -245,6 +254,7 @@ def test_a_deployments_opted_in_pods_are_created_with_the_agent(
     cloned = cluster.request("POST", pods, clone)
     assert [c["name"] for c in cloned["spec"]["initContainers"]] == [names.AGENT_CONTAINER]
     assert [v["name"] for v in cloned["spec"]["volumes"]].count(names.VOLUME_BUNDLES) == 1
+    assert [v["name"] for v in cloned["spec"]["volumes"]].count(VOLUME_SOCKET) == 1
     assert cloned["metadata"]["annotations"] == again["metadata"]["annotations"]
 
 

@@ -12,12 +12,15 @@ Endpoints:
 * ``GET /stats`` -- the SDK's JSON report (what the agent receives).
 
 Configuration (flags win over environment): ``--root``/``$LOGICBUNDLE_ROOT``
-(the shared volume), ``--socket``/``$LOGICBUNDLE_SOCKET`` (default
-``<root>/sdk.sock``), ``--bundle``/``$LOGICBUNDLE_BUNDLE`` (default
-``pricing``), ``--host``/``--port``/``$PORT`` (default 127.0.0.1:8080; port
-0 picks a free one), ``--port-file`` (written once listening, for test
-harnesses).  At start the app loads ``<root>/<bundle>/current`` when it
-exists, then waits for the agent on the socket.  SIGTERM stops it cleanly.
+(the shared volume, read-only in a pod), ``--socket``/``$LOGICBUNDLE_SOCKET``
+(in a pod the webhook sets it to its writable socket volume; default
+``<root>/sdk.sock``, for local runs), ``--bundle``/``$LOGICBUNDLE_BUNDLE``
+(default ``pricing``), ``--host``/``--port``/``$PORT`` (default
+127.0.0.1:8080; port 0 picks a free one), ``--port-file`` (written once
+listening, for test harnesses).  At start the app loads
+``<root>/<bundle>/current`` when it exists (with the request split the agent
+describes next to it, so a restart mid-split keeps the split), then waits for
+the agent on the socket.  SIGTERM stops it cleanly.
 
 Run: ``.venv/bin/python -m examples.sample_app.app --root /tmp/lb --port 8080``.
 """

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import shutil
+import socket
 import tarfile
 import tempfile
 import threading
@@ -273,6 +274,53 @@ def make_agent(root: Path) -> Iterator[MakeAgent]:
     yield make
     for agent in started:
         agent.stop()
+
+
+class Hooks:
+    """A local notify hook (``POST``) and health endpoint (``GET``) with scripted answers.
+
+    ``port`` 0 picks a free one; a fixed port lets a test start the hooks late, on the
+    port an agent was configured with while nothing listened there.
+    """
+
+    def __init__(self, health: int, *, port: int = 0, notify: int = 200) -> None:
+        self.health = health
+        self.notify = notify
+        self.notified: list[dict[str, Any]] = []
+        hooks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                hooks.notified.append(json.loads(body))
+                self._send(hooks.notify)
+
+            def do_GET(self) -> None:
+                self._send(hooks.health)
+
+            def _send(self, code: int) -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:

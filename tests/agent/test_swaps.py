@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from logicbundle.distributor import Report
 from tests.agent.conftest import (
     App,
     FakeDistributor,
+    Hooks,
     MakeAgent,
     Packed,
     hostile_bundle,
@@ -201,44 +200,9 @@ def test_a_failed_digest_is_not_retried_in_a_tight_loop_but_a_new_assignment_is(
     assert agent.statuses()["pricing"].swaps == swaps + 1
 
 
-class _Hooks:
-    """A local notify hook and health endpoint with scripted answers."""
-
-    def __init__(self, health: int) -> None:
-        self.health = health
-        self.notified: list[dict[str, Any]] = []
-        hooks = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                hooks.notified.append(json.loads(body))
-                self._send(200)
-
-            def do_GET(self) -> None:
-                self._send(hooks.health)
-
-            def _send(self, code: int) -> None:
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def hooks() -> Iterator[_Hooks]:
-    server = _Hooks(health=200)
+def hooks() -> Iterator[Hooks]:
+    server = Hooks(health=200)
     yield server
     server.close()
 
@@ -248,7 +212,7 @@ def test_http_notify_with_a_failing_health_check_flips_back(
     bundles: dict[str, Packed],
     make_agent: MakeAgent,
     root: Path,
-    hooks: _Hooks,
+    hooks: Hooks,
 ) -> None:
     v1, v2 = bundles["pricing-v1"], bundles["pricing-v2"]
     distributor.add(v1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,20 +120,29 @@ def test_no_call_ever_sees_a_mixed_or_older_version_while_many_threads_call_thro
             errors.append(exc)
 
     threads = [threading.Thread(target=caller, args=(i,)) for i in range(4)]
+
+    def wait_targets() -> None:
+        for index in range(4):
+            # The event only wakes us; the count decides (a thread may set the event
+            # for the previous target just after the new one was written).
+            deadline = time.monotonic() + 10
+            while len(seen[index]) < targets[index]:
+                reached[index].clear()
+                if len(seen[index]) >= targets[index]:
+                    break
+                assert reached[index].wait(max(deadline - time.monotonic(), 0)), "stalled"
+
     for thread in threads:
         thread.start()
     started.wait(10)
+    wait_targets()  # every thread made its first 20 calls, on v0
     for version in versions[1:]:
         # The threads keep calling while the swap happens; then each makes 20
         # more calls, which must all be on the new version.
         swap_host.activate(version.digest, version.path)
         for index in range(4):
             targets[index] = len(seen[index]) + 20
-            reached[index].clear()
-            if len(seen[index]) >= targets[index]:
-                reached[index].set()
-        for index in range(4):
-            assert reached[index].wait(10)
+        wait_targets()
     stop.set()
     for thread in threads:
         thread.join(10)

@@ -6,7 +6,10 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import os
+import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -257,5 +260,63 @@ def test_the_server_serves_a_renewed_certificate_without_a_restart() -> None:
             assert (
                 await peer_serial(server.port, second.ca_bundle) == second.certificate.serial_number
             )
+
+    asyncio.run(main())
+
+
+def _idle_tls_client(port: int, ca: bytes) -> tuple[ssl.SSLSocket, socket.socket]:
+    """A keep-alive client after one request; and a raw view of its TCP connection.
+
+    Like the API server, it keeps the idle connection open and never answers a
+    close_notify on its own.
+    """
+    context = ssl.create_default_context(cadata=ca.decode())
+    tls = context.wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="127.0.0.1"
+    )
+    tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"ok"):
+        chunk = tls.recv(4096)
+        assert chunk, "the server closed before answering"
+        answer += chunk
+    return tls, socket.socket(fileno=os.dup(tls.fileno()))
+
+
+def _closed_within(raw: socket.socket, seconds: float) -> bool:
+    """Whether the peer closes the TCP connection (FIN or RST) before the deadline."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        raw.settimeout(left)
+        try:
+            if not raw.recv(65536):  # TLS records (close_notify) come first, then EOF
+                return True
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+    return False
+
+
+def test_stopping_the_server_closes_an_idle_tls_connection_the_client_keeps_open() -> None:
+    # A regression guard: aiohttp's cleanup sends close_notify and waits for the peer's
+    # answer, so a connection the API server kept idle outlived stop(), and with the
+    # event loop closed right after, its socket was left to the garbage collector.
+    tls = ServingTls()
+    manager = CertificateManager(store=FakeStore(), hosts=("127.0.0.1",), on_change=tls.load)
+    ca = manager.ensure().ca_bundle
+
+    async def main() -> None:
+        server = WebhookServer(
+            create_app(view=FakeView(), settings=SETTINGS), tls=tls, host="127.0.0.1"
+        )
+        await server.start()
+        client, raw = await asyncio.to_thread(_idle_tls_client, server.port, ca)
+        try:
+            await server.stop()
+            assert await asyncio.to_thread(_closed_within, raw, 5.0)
+        finally:
+            raw.close()
+            client.close()
 
     asyncio.run(main())

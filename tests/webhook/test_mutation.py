@@ -9,8 +9,12 @@ import pytest
 
 from logicbundle.api import names
 from logicbundle.webhook import (
+    INJECTION_VERSION,
     SKIPPED_NOTHING_SELECTS,
     SKIPPED_RESERVED_NAME,
+    SOCKET_DIR,
+    SOCKET_FILE,
+    VOLUME_SOCKET,
     InjectionSettings,
     escape_pointer,
     has_agent,
@@ -34,6 +38,16 @@ from tests.webhook._fixtures import (
 )
 
 TARGET = names.target_annotation("pricing")
+BUNDLES_MOUNT = {
+    "name": names.VOLUME_BUNDLES,
+    "mountPath": "/var/run/logicbundle",
+    "readOnly": True,
+}
+SOCKET_MOUNT = {"name": VOLUME_SOCKET, "mountPath": "/var/run/logicbundle-sdk"}
+APP_ENV = {
+    "LOGICBUNDLE_ROOT": "/var/run/logicbundle",
+    "LOGICBUNDLE_SOCKET": "/var/run/logicbundle-sdk/sdk.sock",
+}
 
 
 def _mounts(container: dict[str, Any]) -> dict[str, str]:
@@ -54,13 +68,17 @@ def test_one_bundle_injects_the_agent_volumes_gate_and_annotations() -> None:
     assert annotations[names.ANNOTATION_COHORT_KEY] == f"uid/{UID}"
     record = json.loads(annotations[names.ANNOTATION_INJECTED])
     assert record == {
-        "version": "1",
+        "version": "2",
         "bundles": ["pricing"],
         "agentImage": IMAGE,
         "operator": record["operator"],
     }
     volumes = {v["name"]: v for v in patched["spec"]["volumes"]}
     assert volumes[names.VOLUME_BUNDLES] == {"name": names.VOLUME_BUNDLES, "emptyDir": {}}
+    assert volumes[VOLUME_SOCKET] == {
+        "name": VOLUME_SOCKET,
+        "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"},
+    }
     token = volumes[names.VOLUME_TOKEN]["projected"]["sources"][0]["serviceAccountToken"]
     assert token == {
         "audience": names.DISTRIBUTOR_AUDIENCE,
@@ -72,11 +90,9 @@ def test_one_bundle_injects_the_agent_volumes_gate_and_annotations() -> None:
     ]
     assert patched["spec"]["readinessGates"] == [{"conditionType": names.POD_CONDITION_READY}]
     (app,) = patched["spec"]["containers"]
-    assert app["volumeMounts"] == [
-        {"name": names.VOLUME_BUNDLES, "mountPath": "/var/run/logicbundle", "readOnly": True}
-    ]
-    assert "subPath" not in app["volumeMounts"][0]
-    assert _env(app) == {"LOGICBUNDLE_ROOT": "/var/run/logicbundle"}
+    assert app["volumeMounts"] == [BUNDLES_MOUNT, SOCKET_MOUNT]
+    assert all("subPath" not in mount for mount in app["volumeMounts"])
+    assert _env(app) == APP_ENV
 
 
 def test_the_agent_is_a_restricted_native_sidecar_that_gates_start_up() -> None:
@@ -101,6 +117,7 @@ def test_the_agent_is_a_restricted_native_sidecar_that_gates_start_up() -> None:
     }
     assert _mounts(agent) == {
         "/var/run/logicbundle": names.VOLUME_BUNDLES,
+        "/var/run/logicbundle-sdk": VOLUME_SOCKET,
         "/var/run/secrets/logicbundle": names.VOLUME_TOKEN,
         "/etc/logicbundle/podinfo": names.VOLUME_PODINFO,
     }
@@ -118,7 +135,7 @@ def test_the_agent_configuration_follows_the_documented_contract() -> None:
         "distributor": SETTINGS.distributor_url,
         "tokenFile": "/var/run/secrets/logicbundle/token",
         "annotationsFile": "/etc/logicbundle/podinfo/annotations",
-        "socket": "/var/run/logicbundle/sdk.sock",
+        "socket": "/var/run/logicbundle-sdk/sdk.sock",
         "listen": "0.0.0.0:9901",
         "bundles": {
             "pricing": {
@@ -170,9 +187,11 @@ def test_two_bundles_with_different_mount_paths_mount_the_whole_volume_twice() -
     assert _mounts(app) == {
         "/opt/rules": names.VOLUME_BUNDLES,
         "/var/run/logicbundle": names.VOLUME_BUNDLES,
+        "/var/run/logicbundle-sdk": VOLUME_SOCKET,
     }
     assert all("subPath" not in m for m in app["volumeMounts"])
     assert "LOGICBUNDLE_ROOT" not in _env(app)  # two roots: the application chooses
+    assert _env(app)["LOGICBUNDLE_SOCKET"] == SOCKET_FILE  # one socket whatever the roots
     annotations = patched["metadata"]["annotations"]
     assert annotations[names.target_annotation("routing")] == STABLE
     assert len(patched["spec"]["initContainers"]) == 1
@@ -183,7 +202,10 @@ def test_two_bundles_with_different_mount_paths_mount_the_whole_volume_twice() -
 def test_two_bundles_with_default_mount_paths_share_one_mount() -> None:
     _, patched = mutate(pod(labels=OPTED_IN), [logic_bundle("pricing"), logic_bundle("routing")])
     (app,) = patched["spec"]["containers"]
-    assert _mounts(app) == {"/var/run/logicbundle": names.VOLUME_BUNDLES}
+    assert _mounts(app) == {
+        "/var/run/logicbundle": names.VOLUME_BUNDLES,
+        "/var/run/logicbundle-sdk": VOLUME_SOCKET,
+    }
 
 
 @pytest.mark.parametrize(
@@ -217,12 +239,20 @@ def test_every_application_container_gets_the_mount_and_keeps_its_own_mounts_and
         [logic_bundle()],
     )
     app, worker = patched["spec"]["containers"]
-    assert _mounts(app) == {"/data": "data", "/var/run/logicbundle": names.VOLUME_BUNDLES}
-    assert _env(app) == {"MODE": "prod", "LOGICBUNDLE_ROOT": "/var/run/logicbundle"}
-    assert _mounts(worker) == {"/var/run/logicbundle": names.VOLUME_BUNDLES}
+    assert _mounts(app) == {
+        "/data": "data",
+        "/var/run/logicbundle": names.VOLUME_BUNDLES,
+        "/var/run/logicbundle-sdk": VOLUME_SOCKET,
+    }
+    assert _env(app) == {"MODE": "prod", **APP_ENV}
+    assert _mounts(worker) == {
+        "/var/run/logicbundle": names.VOLUME_BUNDLES,
+        "/var/run/logicbundle-sdk": VOLUME_SOCKET,
+    }
     assert [v["name"] for v in patched["spec"]["volumes"]] == [
         "data",
         names.VOLUME_BUNDLES,
+        VOLUME_SOCKET,
         names.VOLUME_TOKEN,
         names.VOLUME_PODINFO,
     ]
@@ -235,7 +265,21 @@ def test_an_application_root_the_container_already_sets_is_kept() -> None:
         {"name": "app", "image": "a", "env": [{"name": "LOGICBUNDLE_ROOT", "value": "/x"}]}
     ]
     _, patched = mutate(pod(labels=OPTED_IN, containers=containers), [logic_bundle()])
-    assert _env(patched["spec"]["containers"][0]) == {"LOGICBUNDLE_ROOT": "/x"}
+    assert _env(patched["spec"]["containers"][0]) == {
+        "LOGICBUNDLE_ROOT": "/x",
+        "LOGICBUNDLE_SOCKET": SOCKET_FILE,
+    }
+
+
+def test_an_application_socket_path_the_container_already_sets_is_kept() -> None:
+    containers = [
+        {"name": "app", "image": "a", "env": [{"name": "LOGICBUNDLE_SOCKET", "value": "/s"}]}
+    ]
+    _, patched = mutate(pod(labels=OPTED_IN, containers=containers), [logic_bundle()])
+    assert _env(patched["spec"]["containers"][0]) == {
+        "LOGICBUNDLE_SOCKET": "/s",
+        "LOGICBUNDLE_ROOT": "/var/run/logicbundle",
+    }
 
 
 def test_a_container_already_mounting_the_path_is_warned_about_not_broken() -> None:
@@ -287,7 +331,7 @@ def test_no_matching_bundle_records_the_opt_in_and_injects_nothing() -> None:
     assert not has_agent(patched)
     assert patched["spec"] == pod(labels=OPTED_IN)["spec"]
     assert injection_record(patched) == {
-        "version": "1",
+        "version": "2",
         "bundles": [],
         "skipped": SKIPPED_NOTHING_SELECTS,
     }
@@ -505,3 +549,71 @@ def test_the_mutation_does_not_modify_its_input() -> None:
 def test_the_patch_applies_to_a_pod_as_the_api_server_sees_it() -> None:
     mutation, _ = mutate(pod(labels=OPTED_IN), [logic_bundle()])
     apply_patch(pod(labels=OPTED_IN), mutation.patch)  # raises on any malformed op
+
+
+def test_the_sdk_socket_gets_a_writable_volume_of_its_own_while_the_bundles_stay_read_only() -> (
+    None
+):
+    # A regression: the socket used to be bound inside the read-only bundles mount,
+    # which Linux refuses (EROFS), so notify mode sdk could not work in a real pod.
+    _, patched = mutate(pod(labels=OPTED_IN), [logic_bundle()])
+    agent = agent_of(patched)
+    (app,) = patched["spec"]["containers"]
+    config = json.loads(_env(agent)["LOGICBUNDLE_AGENT_CONFIG"])
+
+    socket_dir = config["socket"].rpartition("/")[0]
+    assert socket_dir == SOCKET_DIR
+    for container in (agent, app):
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == socket_dir]
+        assert mount["name"] == VOLUME_SOCKET
+        assert not mount.get("readOnly")
+    # The application binds exactly where the agent connects.
+    assert _env(app)["LOGICBUNDLE_SOCKET"] == config["socket"]
+    (bundles,) = [m for m in app["volumeMounts"] if m["name"] == names.VOLUME_BUNDLES]
+    assert bundles["readOnly"] is True
+    assert not config["socket"].startswith(bundles["mountPath"] + "/")
+
+
+def test_the_sdk_socket_variable_matches_the_sdks_own() -> None:
+    sdk = pytest.importorskip("logicbundle.sdk")
+    from logicbundle.webhook import SOCKET_ENV
+
+    assert sdk.SOCKET_ENV == SOCKET_ENV
+
+
+def test_a_bundle_mounted_above_the_socket_directory_is_warned_about_not_nested() -> None:
+    # mountPath /var/run/pricing: the read-only volume lands on /var/run, above the socket's.
+    mutation, patched = mutate(pod(labels=OPTED_IN), [logic_bundle(mount_path="/var/run/pricing")])
+    (app,) = patched["spec"]["containers"]
+    assert _mounts(app) == {"/var/run": names.VOLUME_BUNDLES}
+    assert "LOGICBUNDLE_SOCKET" not in _env(app)
+    assert any("SDK socket" in warning for warning in mutation.warnings)
+
+
+def test_a_container_with_its_own_mount_at_the_socket_directory_keeps_it() -> None:
+    containers = [
+        {"name": "app", "image": "a", "volumeMounts": [{"name": "x", "mountPath": SOCKET_DIR}]}
+    ]
+    mutation, patched = mutate(
+        pod(labels=OPTED_IN, containers=containers, volumes=[{"name": "x", "emptyDir": {}}]),
+        [logic_bundle()],
+    )
+    assert _mounts(patched["spec"]["containers"][0]) == {
+        SOCKET_DIR: "x",
+        "/var/run/logicbundle": names.VOLUME_BUNDLES,
+    }
+    assert any("SDK socket" in warning for warning in mutation.warnings)
+
+
+def test_the_recorded_injection_version_is_the_current_pod_shape() -> None:
+    _, patched = mutate(pod(labels=OPTED_IN), [logic_bundle()])
+    record = injection_record(patched)
+    assert record is not None
+    assert record["version"] == INJECTION_VERSION == "2"
+
+
+@pytest.mark.parametrize("volume", [VOLUME_SOCKET, names.VOLUME_BUNDLES])
+def test_a_pod_using_any_reserved_volume_name_is_skipped(volume: str) -> None:
+    target = pod(labels=OPTED_IN, volumes=[{"name": volume, "emptyDir": {}}])
+    mutation, _ = mutate(target, [logic_bundle()])
+    assert mutation.skipped == SKIPPED_RESERVED_NAME

@@ -32,6 +32,12 @@ class SdkUnavailableError(NotifyError):
     reason = "SdkUnavailable"
 
 
+class HookUnavailableError(NotifyError):
+    """Nothing listens on a localhost hook or health URL (the application is not running yet)."""
+
+    reason = "HookUnavailable"
+
+
 class SdkClient:
     """A line-JSON client of the application's SDK socket; one request at a time."""
 
@@ -119,7 +125,11 @@ class SdkClient:
 
 
 def post_json(url: str, body: dict[str, Any], *, timeout: float) -> int:
-    """POST ``body`` to a localhost ``url``; the status (NotifyError when unreachable)."""
+    """POST ``body`` to a localhost ``url``; the status.
+
+    :class:`HookUnavailableError` when nothing listens there (connection
+    refused), :class:`NotifyError` on any other failure.
+    """
     return _request("POST", url, json.dumps(body).encode(), timeout)
 
 
@@ -137,6 +147,8 @@ def _request(method: str, url: str, body: bytes | None, timeout: float) -> int:
         response = conn.getresponse()
         response.read(65536)
         return response.status
+    except ConnectionRefusedError as exc:
+        raise HookUnavailableError(f"{method} {url} failed: nothing listens ({exc})") from None
     except (OSError, http.client.HTTPException) as exc:
         raise NotifyError(f"{method} {url} failed: {exc}") from None
     finally:

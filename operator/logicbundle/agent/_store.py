@@ -5,20 +5,30 @@ Layout (what the SDK reads)::
     <root>/<bundle>/.versions/<digest>/                 one unpacked, checked version
     <root>/<bundle>/.versions/<digest>.manifest.json    its bundle manifest (config blob)
     <root>/<bundle>/current -> .versions/<digest>       swapped with rename(2)
+    <root>/<bundle>/split.json                          the request split, while one is on
 
 Order of writes, so that a kill at any instant leaves a state the next start
 understands: the manifest file (temporary name, fsync, rename), then the
 version directory (the unpacker's private ``.partial`` directory, fsync,
-rename), then a temporary symlink renamed over ``current``.  Anything else
-found on start -- temporary files and symlinks, ``.partial`` and
-``.deleting`` directories, a manifest without its directory -- is debris of
-an interrupted step and removed; ``current`` itself is never touched by the
-clean-up.  Readers therefore only ever see a whole version.
+rename), then the split descriptor (temporary name, fsync, rename; removed
+when there is no split), then a temporary symlink renamed over ``current``.
+Anything else found on start -- temporary files and symlinks, ``.partial``
+and ``.deleting`` directories, a manifest without its directory, a split
+descriptor that does not go with ``current`` -- is debris of an interrupted
+step and removed; ``current`` itself is never touched by the clean-up.
+Readers therefore only ever see a whole version.
+
+The split descriptor, ``{"digest": <primary>, "candidate": <digest>,
+"weight": <0-100>}``, is what lets an application that (re)starts restore a
+request split on its own (the SDK's ``load_current``): it counts only while
+its ``digest`` is the one ``current`` names, so a reader between the two
+renames sees the primary alone, never a split of another primary.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -30,6 +40,9 @@ from logicbundle.agent._targets import DIGEST_RE
 MANIFEST_SUFFIX: Final = ".manifest.json"
 VERSIONS: Final = ".versions"
 CURRENT: Final = "current"
+SPLIT: Final = "split.json"
+"""The split descriptor next to ``current`` (the SDK reads the same name)."""
+MAX_SPLIT_BYTES: Final = 4096
 
 
 def fsync_dir(path: Path) -> None:
@@ -48,6 +61,7 @@ class BundleStore:
         self.dir = root / name
         self.versions = self.dir / VERSIONS
         self.current = self.dir / CURRENT
+        self.split = self.dir / SPLIT
 
     def version_path(self, digest: str) -> Path:
         return self.versions / digest
@@ -63,7 +77,7 @@ class BundleStore:
         self.versions.mkdir(parents=True, exist_ok=True)
         removed: list[str] = []
         for entry in self.dir.iterdir():
-            if entry.name in (CURRENT, VERSIONS):
+            if entry.name in (CURRENT, VERSIONS, SPLIT):
                 continue
             removed.append(entry.name)
             _remove(entry)
@@ -86,6 +100,9 @@ class BundleStore:
         if active is None and self.current.is_symlink():
             removed.append(CURRENT)  # points at nothing we hold: useless to any reader
             self.current.unlink()
+        if self.active_split() is None and (self.split.exists() or self.split.is_symlink()):
+            removed.append(SPLIT)  # of another primary, or naming what we do not hold
+            _remove(self.split)
         return removed
 
     def active(self) -> str | None:
@@ -98,6 +115,52 @@ class BundleStore:
         if str(target.parent) != VERSIONS or not DIGEST_RE.fullmatch(name):
             return None
         return name if self.has(name) else None
+
+    def active_split(self) -> tuple[str, int] | None:
+        """``(candidate, weight)`` of the split descriptor, if it goes with ``current``."""
+        active = self.active()
+        if active is None:
+            return None
+        parsed = _parse_split(self._read_split())
+        if parsed is None or parsed[0] != active or not self.has(parsed[1]):
+            return None
+        return parsed[1], parsed[2]
+
+    def _read_split(self) -> bytes | None:
+        try:
+            fd = os.open(self.split, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as src:
+                return src.read(MAX_SPLIT_BYTES + 1)
+        except OSError:
+            return None
+
+    def write_split(
+        self, digest: str, candidate: str | None, weight: int, *, durable: bool = True
+    ) -> None:
+        """Describe the split of primary ``digest`` (temporary file + rename); None removes it."""
+        if candidate is None:
+            if self.split.exists() or self.split.is_symlink():
+                _remove(self.split)
+                if durable:
+                    fsync_dir(self.dir)
+            return
+        data = json.dumps(
+            {"digest": digest, "candidate": candidate, "weight": weight},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        if self._read_split() == data:
+            return
+        temporary = self.dir / f".{SPLIT}.{os.getpid()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            if durable:
+                os.fsync(out.fileno())
+        temporary.replace(self.split)
+        if durable:
+            fsync_dir(self.dir)
 
     def on_disk(self) -> list[str]:
         """Digests held, newest first."""
@@ -142,6 +205,28 @@ class BundleStore:
             shutil.rmtree(aside, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             self.manifest_path(digest).unlink()
+
+
+def _parse_split(data: bytes | None) -> tuple[str, str, int] | None:
+    """``(primary, candidate, weight)`` from a descriptor's bytes, or None when it is not one."""
+    try:
+        raw = json.loads(data) if data is not None and len(data) <= MAX_SPLIT_BYTES else None
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        return None
+    digest, candidate, weight = raw.get("digest"), raw.get("candidate"), raw.get("weight")
+    if (
+        isinstance(digest, str)
+        and DIGEST_RE.fullmatch(digest)
+        and isinstance(candidate, str)
+        and DIGEST_RE.fullmatch(candidate)
+        and isinstance(weight, int)
+        and not isinstance(weight, bool)
+        and 0 <= weight <= 100
+    ):
+        return digest, candidate, weight
+    return None
 
 
 def _remove(entry: Path) -> None:

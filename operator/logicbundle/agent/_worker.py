@@ -6,10 +6,13 @@ is free again.  Three target changes during one swap therefore lead to one
 more swap, to the last of them.  A failed target is not retried until its
 back-off has passed (5 s, doubling to 5 min); a different assignment resets it.
 
-A swap: fetch what is missing (checked, unpacked, fsynced), point ``current``
-at the primary digest, tell the application, confirm health.  On failure
-``current`` flips back to what it was (same symlink + rename), the
-application is told again, and the failure is recorded for the report.
+A swap: fetch what is missing (checked, unpacked, fsynced), describe the
+split (``split.json``, or none), point ``current`` at the primary digest,
+tell the application, confirm health.  On failure both flip back to what
+they were (same write + rename), the application is told again, and the
+failure is recorded for the report.  The first activation (nothing active
+before) does not wait for an application that is not there yet: the agent
+is its startup gate, and it reads ``current`` and ``split.json`` when it starts.
 Old versions are deleted only once the application let go of them (the SDK's
 ``release``) or, for the other modes, after a grace period.
 """
@@ -164,12 +167,14 @@ class BundleWorker:
             logger.info("bundle %s: removed debris of an interrupted swap: %s", store.name, removed)
         on_disk = store.on_disk()
         active = store.active()
+        # A request split survives a restart of the agent through its descriptor.
+        candidate, weight = store.active_split() or (None, 0)
         self._status = BundleStatus(
             name=settings.name,
             active=active,
-            candidate=None,
-            weight=0,
-            previous=next((d for d in on_disk if d != active), None),
+            candidate=candidate,
+            weight=weight,
+            previous=next((d for d in on_disk if d not in (active, candidate)), None),
             target=None,
             healthy=None,
             last_error=None,
@@ -311,6 +316,11 @@ class BundleWorker:
         _seams.step("unpacked")
         start = time.perf_counter()
         try:
+            # The split descriptor first: a reader between the two renames sees the old
+            # primary alone (the descriptor names another primary), never a foreign split.
+            self.store.write_split(
+                target.digest, target.candidate, target.weight, durable=self._durable
+            )
             if self.store.active() != target.digest:
                 self.store.point_current(target.digest, durable=self._durable)
         except OSError as exc:
@@ -356,12 +366,23 @@ class BundleWorker:
         self._next_gc = 0.0  # let go of what is no longer needed, soon
 
     def _tell(self, target: Target, *, first: bool) -> tuple[float, float]:
-        """Notify and confirm health; ``(notify ms, health ms)`` or raise."""
+        """Notify and confirm health; ``(notify ms, health ms)`` or raise.
+
+        ``first``: nothing was active before.  The agent is then the
+        application's startup gate, so an application that is not there (no
+        SDK socket, nothing listening on the hook's port, no process to
+        signal) has not started yet: it reads ``current`` itself when it does,
+        and neither the notification nor the health check may wait for it --
+        they would wait on the very gate they hold shut.  An application that
+        *is* there (it started while nothing was assigned) is told and checked
+        as on any later swap, and later swaps always need both.
+        """
         notify, health = self._notify_settings(target)
         start = time.perf_counter()
         mode = notify.mode
+        reached = False  # the notification reached a running application
         if mode == "sdk":
-            self._activate_sdk(target, health.timeout, first=first)
+            reached = self._activate_sdk(target, health.timeout, first=first)
         elif mode == "http":
             assert notify.url is not None  # noqa: S101 - the config parser guarantees it
             body = {
@@ -369,13 +390,20 @@ class BundleWorker:
                 "digest": target.digest,
                 "path": self._path(target),
             }
-            code = _notify.post_json(notify.url, body, timeout=notify.timeout)
-            if not 200 <= code < 300:
-                raise NotifyError(f"the notify hook {notify.url} answered {code}")
+            try:
+                code = _notify.post_json(notify.url, body, timeout=notify.timeout)
+            except _notify.HookUnavailableError:
+                if not first:
+                    raise
+            else:
+                if not 200 <= code < 300:
+                    raise NotifyError(f"the notify hook {notify.url} answered {code}")
+                reached = True
         elif mode == "signal":
             assert notify.process_name is not None  # noqa: S101
             try:
                 _notify.send_signal(notify.process_name, notify.signal)
+                reached = True
             except NotifyError:
                 if not first:
                     raise
@@ -383,14 +411,15 @@ class BundleWorker:
         start = time.perf_counter()
         if health.mode == "http":
             assert health.url is not None  # noqa: S101
-            self._wait_http_health(health.url, health.timeout)
+            self._wait_http_health(health.url, health.timeout, absent_ok=first and not reached)
         return notify_ms, _ms(start)
 
     def _path(self, target: Target, digest: str | None = None) -> str:
         base = target.mount_path or str(self.store.dir)
         return f"{base.rstrip('/')}/.versions/{digest or target.digest}"
 
-    def _activate_sdk(self, target: Target, timeout: float, *, first: bool) -> None:
+    def _activate_sdk(self, target: Target, timeout: float, *, first: bool) -> bool:
+        """Activate over the SDK socket; False when skipped (first, and no application yet)."""
         request: dict[str, Any] = {
             "op": "activate",
             "bundle": self.settings.name,
@@ -409,8 +438,8 @@ class BundleWorker:
             except _notify.SdkUnavailableError:
                 if first:
                     # The application has not started yet (the agent is its startup gate):
-                    # it loads `current` itself when it does.
-                    return
+                    # it loads `current` (and the split descriptor) itself when it does.
+                    return False
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.05)
@@ -425,8 +454,10 @@ class BundleWorker:
                 f"{reply.get('candidate')}, not {target}",
                 reason="AckMismatch",
             )
+        return True
 
-    def _wait_http_health(self, url: str, timeout: float) -> None:
+    def _wait_http_health(self, url: str, timeout: float, *, absent_ok: bool = False) -> None:
+        """Poll ``url`` until 2xx; ``absent_ok``: nothing listening means not started, pass."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         while True:
@@ -435,6 +466,10 @@ class BundleWorker:
                 if 200 <= code < 300:
                     return
                 last = f"status {code}"
+            except _notify.HookUnavailableError as exc:
+                if absent_ok:
+                    return
+                last = str(exc)
             except NotifyError as exc:
                 last = str(exc)
             if time.monotonic() >= deadline:
@@ -456,6 +491,12 @@ class BundleWorker:
     ) -> SwapRecord:
         name = self.settings.name
         try:
+            if previous is not None and previous_key is not None:
+                self.store.write_split(
+                    previous, previous_key[1], previous_key[2], durable=self._durable
+                )
+            else:
+                self.store.write_split(target.digest, None, 0, durable=self._durable)
             self.store.point_current(previous, durable=self._durable)
         except OSError:
             logger.exception("bundle %s: flipping back to %s failed", name, previous)

@@ -440,8 +440,8 @@ class Notify(SpecModel):
     mode: NotifyMode = Field(
         default="sdk",
         description=(
-            "`sdk`: the in-process logicbundle SDK is told over a Unix socket in the shared "
-            "volume; `http`: an HTTP hook on localhost (settings in `http`); `signal`: a Unix "
+            "`sdk`: the in-process logicbundle SDK is told over a Unix socket in a small "
+            "volume the webhook shares between agent and application; `http`: an HTTP hook on localhost (settings in `http`); `signal`: a Unix "
             "signal (settings in `signal`); `none`: the application watches the `current` "
             "symlink itself. Default: `sdk`."
         ),

@@ -49,6 +49,7 @@ from logicbundle.sdk._errors import (
     StateImportError,
 )
 from logicbundle.sdk._host import (
+    SPLIT_FILE,
     SPLIT_RESOLUTION,
     Activation,
     AsyncBundleFunction,
@@ -57,6 +58,7 @@ from logicbundle.sdk._host import (
     Split,
     StateHandover,
     digest_from_dirname,
+    read_split_descriptor,
 )
 from logicbundle.sdk._interface import canonical_json, interface_hash, normalize_interface
 from logicbundle.sdk._manifest import MANIFEST_SUFFIX, ManifestInfo, manifest_path_for
@@ -81,6 +83,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "ROOT_ENV",
     "SOCKET_ENV",
+    "SPLIT_FILE",
     "SPLIT_RESOLUTION",
     "Activation",
     "ActivationRefusedError",
@@ -109,6 +112,7 @@ __all__ = [
     "manifest_path_for",
     "normalize_interface",
     "prometheus_text",
+    "read_split_descriptor",
     "register_prometheus",
     "serve",
 ]

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
+import os
 import threading
 import time
 import zlib
@@ -47,6 +49,10 @@ logger = logging.getLogger("logicbundle.sdk")
 
 SPLIT_RESOLUTION: Final = 10_000
 """Keys hash into this many slots; a weight of ``w`` percent routes ``w * 100`` of them."""
+
+SPLIT_FILE: Final = "split.json"
+"""The agent's split descriptor next to ``current`` (``docs/sdk-protocol.md``, "On disk")."""
+_MAX_SPLIT_BYTES: Final = 4096
 
 DEFAULT_DRAIN_TIMEOUT: Final = 30.0
 DEFAULT_SELFTEST_TIMEOUT: Final = 5.0
@@ -309,11 +315,36 @@ class LogicHost:
     # --- activation ---------------------------------------------------------------
 
     def load_current(self) -> Activation:
-        """Activate what ``<root>/<name>/current`` points at (start-up, before the agent calls)."""
+        """Activate what the agent made current (start-up, before the agent calls).
+
+        ``<root>/<name>/current`` names the primary; while a request split is
+        on, the agent's descriptor ``<root>/<name>/split.json`` names the
+        candidate and its weight, and the split is restored with it -- so an
+        application that restarts mid-split serves the split at once, with
+        no word from the agent.  A descriptor written for another primary
+        (the agent is between its two renames), or unreadable, is ignored.  A
+        candidate that is refused costs the split, not the start: the primary
+        alone is activated (and a refused primary raises as always).
+        """
         if self.root is None:
             raise ValueError("load_current() needs the host's root (the shared volume)")
-        current = (self.root / self.name / "current").resolve(strict=True)
-        return self.activate(digest_from_dirname(current.name), current)
+        bundle_dir = self.root / self.name
+        current = (bundle_dir / "current").resolve(strict=True)
+        digest = digest_from_dirname(current.name)
+        split = read_split_descriptor(bundle_dir, primary=digest)
+        if split is not None:
+            try:
+                return self.activate(digest, current, split=split)
+            except ActivationRefusedError as exc:
+                logger.warning(
+                    "bundle %s: the split to candidate %s could not be restored; serving %s "
+                    "alone: %s",
+                    self.name,
+                    split.candidate,
+                    digest,
+                    exc.message,
+                )
+        return self.activate(digest, current)
 
     def activate(
         self,
@@ -732,6 +763,44 @@ class LogicHost:
             "activations": dict(self._counts),
             "versions": versions,
         }
+
+
+def read_split_descriptor(bundle_dir: Path, *, primary: str) -> Split | None:
+    """The split the agent described in ``<bundle_dir>/split.json`` for ``primary``, if any."""
+    try:
+        fd = os.open(bundle_dir / SPLIT_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as src:
+            data = src.read(_MAX_SPLIT_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        logger.warning(
+            "bundle directory %s: the split descriptor is unreadable: %s", bundle_dir, exc
+        )
+        return None
+    try:
+        raw = json.loads(data) if len(data) <= _MAX_SPLIT_BYTES else None
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        logger.warning("bundle directory %s: the split descriptor is not a JSON object", bundle_dir)
+        return None
+    candidate, weight = raw.get("candidate"), raw.get("weight")
+    if raw.get("digest") != primary:
+        return None  # written for another primary: the agent is mid-swap and will tell us
+    if (
+        not isinstance(candidate, str)
+        or not candidate.startswith("sha256:")
+        or "/" in candidate
+        or isinstance(weight, bool)
+        or not isinstance(weight, int | float)
+        or not 0 <= weight <= 100
+    ):
+        logger.warning(
+            "bundle directory %s: the split descriptor is malformed: %r", bundle_dir, raw
+        )
+        return None
+    return Split(candidate=candidate, weight=float(weight))
 
 
 def digest_from_dirname(name: str) -> str:

@@ -1,8 +1,10 @@
 """The agent socket: line-delimited JSON between the reload agent and the application.
 
-The application listens on a Unix stream socket in the shared volume (mode
-0660); the agent connects.  Each request is one JSON object on one line
-(UTF-8, at most 64 KiB), each reply one line carrying the request's ``id``.
+The application listens on a Unix stream socket (mode 0660) in the socket
+volume the webhook mounts read-write (``$LOGICBUNDLE_SOCKET``; the bundles
+volume is read-only to the application); the agent connects.  Each request
+is one JSON object on one line (UTF-8, at most 64 KiB), each reply one line
+carrying the request's ``id``.
 Requests on one connection are answered in order; open several connections
 for concurrency.  The full description, with examples, is in
 ``docs/sdk-protocol.md``; in short:
@@ -37,6 +39,7 @@ and the connection stays usable (an over-long line closes it after the reply).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -55,12 +58,17 @@ logger = logging.getLogger("logicbundle.sdk")
 PROTOCOL_VERSION: Final = 1
 MAX_LINE: Final = 64 * 1024
 SOCKET_ENV: Final = "LOGICBUNDLE_SOCKET"
-"""Environment variable naming the socket path (the webhook sets it)."""
+"""Environment variable naming the socket path.
+
+The webhook sets it in every application container, to a file in the small
+read-write socket volume it mounts (``/var/run/logicbundle-sdk/sdk.sock``).
+"""
 ROOT_ENV: Final = "LOGICBUNDLE_ROOT"
 """Environment variable naming the shared volume's root."""
 DEFAULT_ROOT: Final = "/var/run/logicbundle"
 DEFAULT_SOCKET_NAME: Final = "sdk.sock"
-"""The socket's file name in the root of the shared volume."""
+"""The socket's file name in the root when ``$LOGICBUNDLE_SOCKET`` is unset (outside a pod:
+in an injected pod the root is read-only and the variable is always set)."""
 _MAX_RELEASE_WAIT: Final = 60.0
 _MAX_SUN_PATH: Final = 107
 
@@ -122,8 +130,16 @@ class AgentListener:
             server.bind(str(self.path))
             self.path.chmod(0o660)
             server.listen(16)
-        except OSError:
+        except OSError as exc:
             server.close()
+            if exc.errno == errno.EROFS:
+                raise OSError(
+                    errno.EROFS,
+                    f"cannot create the SDK socket {str(self.path)!r}: its directory is on a "
+                    f"read-only mount (the bundles volume is read-only to the application); "
+                    f"set ${SOCKET_ENV} to a path in a writable directory (the webhook sets it "
+                    "to the socket volume it mounts)",
+                ) from exc
             raise
         self._server = server
         self._thread = threading.Thread(

@@ -2,7 +2,8 @@
 
 A mutating admission webhook for Pods on CREATE.  For every ``LogicBundle``
 whose ``spec.target.podSelector`` matches a pod labelled
-``logicbundle.io/inject: "true"``, it adds the shared bundle volume, the
+``logicbundle.io/inject: "true"``, it adds the shared bundle volume (read-only
+to the application) and a small socket volume for the SDK, the
 agent as a native sidecar whose startup probe holds the application back
 until its logic is active, a projected token for the distributor, a
 downward-API view of the pod's annotations, the readiness gate, the cohort
@@ -62,6 +63,7 @@ from logicbundle.webhook._mutate import (
     ROOT_ENV,
     SKIPPED_NOTHING_SELECTS,
     SKIPPED_RESERVED_NAME,
+    SOCKET_ENV,
     Mutation,
     escape_pointer,
     has_agent,
@@ -91,7 +93,10 @@ from logicbundle.webhook._settings import (
     ANNOTATIONS_FILE,
     DISTRIBUTOR_CA_FILE,
     INJECTION_VERSION,
+    SOCKET_DIR,
+    SOCKET_FILE,
     TOKEN_FILE,
+    VOLUME_SOCKET,
     InjectionSettings,
 )
 
@@ -112,8 +117,12 @@ __all__ = [
     "ROOT_ENV",
     "SKIPPED_NOTHING_SELECTS",
     "SKIPPED_RESERVED_NAME",
+    "SOCKET_DIR",
+    "SOCKET_ENV",
+    "SOCKET_FILE",
     "SYSTEM_NAMESPACES",
     "TOKEN_FILE",
+    "VOLUME_SOCKET",
     "WEBHOOK_NAME",
     "WEBHOOK_PATH",
     "CertificateBundle",

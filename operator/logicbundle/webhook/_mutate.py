@@ -6,15 +6,20 @@ injection is tested without an API server, and a second call on the patched
 pod is provably a no-op.
 
 Where the bundles appear in the application containers: the shared emptyDir
-is mounted *whole* (never a ``subPath``: a subPath is resolved once at
-container start, and the application also needs the SDK socket at the
-volume's root).  A bundle's ``mountPath`` names the directory holding its
+is mounted *whole* and read-only (never a ``subPath``: a subPath is resolved
+once at container start, so a bundle directory created later would not
+appear).  A bundle's ``mountPath`` names the directory holding its
 ``current`` link, which in the volume is ``<volume>/<bundle>/``.  So when the
 mount path ends in ``/<bundle>`` (the default,
 ``/var/run/logicbundle/<bundle>``, always does) the volume is mounted at its
 parent and ``<mountPath>/current`` is exact; any other mount path gets the
 volume itself, and the bundle is then at ``<mountPath>/<bundle>/current``.
 Bundles sharing a parent share one mount.
+
+The SDK's socket lives in a second, tiny memory-backed emptyDir mounted
+read-write at :data:`SOCKET_DIR` in the agent and in every application
+container (``$LOGICBUNDLE_SOCKET`` names it): a socket cannot be bound on
+the read-only bundles mount.
 """
 
 from __future__ import annotations
@@ -43,9 +48,12 @@ from logicbundle.webhook._settings import (
     DISTRIBUTOR_CA_FILE,
     INJECTION_VERSION,
     PODINFO_DIR,
+    SOCKET_DIR,
     SOCKET_FILE,
+    SOCKET_VOLUME_SIZE_LIMIT,
     TOKEN_DIR,
     TOKEN_FILE,
+    VOLUME_SOCKET,
     InjectionSettings,
 )
 
@@ -57,11 +65,18 @@ JsonPatch = tuple[dict[str, Any], ...]
 CONFIG_ENV: Final = "LOGICBUNDLE_AGENT_CONFIG"
 ROOT_ENV: Final = "LOGICBUNDLE_ROOT"
 """Set in application containers when all their bundles share one mount (the SDK's root)."""
+SOCKET_ENV: Final = "LOGICBUNDLE_SOCKET"
+"""Set in application containers that get the socket volume (the SDK binds its socket there)."""
 
 SKIPPED_NOTHING_SELECTS: Final = "NoLogicBundleSelectsPod"
 SKIPPED_RESERVED_NAME: Final = "ReservedNameInUse"
 
-RESERVED_VOLUMES: Final = (names.VOLUME_BUNDLES, names.VOLUME_TOKEN, names.VOLUME_PODINFO)
+RESERVED_VOLUMES: Final = (
+    names.VOLUME_BUNDLES,
+    VOLUME_SOCKET,
+    names.VOLUME_TOKEN,
+    names.VOLUME_PODINFO,
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -241,6 +256,7 @@ def _agent_container(bundles: Sequence[LogicBundle], settings: InjectionSettings
         },
         "volumeMounts": [
             {"name": names.VOLUME_BUNDLES, "mountPath": AGENT_ROOT},
+            {"name": VOLUME_SOCKET, "mountPath": SOCKET_DIR},
             {"name": names.VOLUME_TOKEN, "mountPath": TOKEN_DIR, "readOnly": True},
             {"name": names.VOLUME_PODINFO, "mountPath": PODINFO_DIR, "readOnly": True},
         ],
@@ -262,6 +278,10 @@ def _volumes(settings: InjectionSettings) -> list[dict[str, Any]]:
         )
     return [
         {"name": names.VOLUME_BUNDLES, "emptyDir": {}},
+        {
+            "name": VOLUME_SOCKET,
+            "emptyDir": {"medium": "Memory", "sizeLimit": SOCKET_VOLUME_SIZE_LIMIT},
+        },
         {
             "name": names.VOLUME_TOKEN,
             "projected": {
@@ -322,30 +342,54 @@ class _Patch:
         self.ops.extend({"op": "add", "path": f"{path}/-", "value": item} for item in items)
 
 
+def _nested(path: str, under: str) -> bool:
+    """Whether ``path`` is ``under`` or inside it."""
+    return path == under or path.startswith(under.rstrip("/") + "/")
+
+
 def _app_container_ops(
     patch: _Patch, *, spec: Mapping[str, Any], bundles: Sequence[LogicBundle]
 ) -> list[str]:
     roots = sorted({mount_root(bundle) for bundle in bundles})
     warnings: list[str] = []
     for index, container in enumerate(spec.get("containers") or ()):
+        name = container.get("name")
         mounts = container.get("volumeMounts")
         used = {posixpath.normpath(m.get("mountPath", "")) for m in mounts or ()}
-        new_mounts = []
+        bundle_mounts = []
         for root in roots:
             if root in used:
                 warnings.append(
-                    f"container {container.get('name')!r} already mounts something at {root}; "
+                    f"container {name!r} already mounts something at {root}; "
                     "the logic bundles are not mounted there"
                 )
                 continue
-            new_mounts.append({"name": names.VOLUME_BUNDLES, "mountPath": root, "readOnly": True})
-        patch.append(f"/spec/containers/{index}/volumeMounts", mounts, new_mounts)
+            bundle_mounts.append(
+                {"name": names.VOLUME_BUNDLES, "mountPath": root, "readOnly": True}
+            )
+        socket_mounts = []
+        if bundle_mounts:
+            # Never nested in the read-only bundles mount (the mount point could not be
+            # made there), never on top of a mount of the container's own.
+            if SOCKET_DIR in used or any(_nested(SOCKET_DIR, root) for root in roots):
+                warnings.append(
+                    f"container {name!r}: {SOCKET_DIR} is already mounted or lies inside a "
+                    "read-only bundle mount; the SDK socket volume is not mounted there, so "
+                    "notify mode sdk cannot reach it (choose another mountPath)"
+                )
+            else:
+                socket_mounts.append({"name": VOLUME_SOCKET, "mountPath": SOCKET_DIR})
+        patch.append(
+            f"/spec/containers/{index}/volumeMounts", mounts, [*bundle_mounts, *socket_mounts]
+        )
         env = container.get("env")
         defined = {variable.get("name") for variable in env or ()}
-        if len(roots) == 1 and ROOT_ENV not in defined and new_mounts:
-            patch.append(
-                f"/spec/containers/{index}/env", env, [{"name": ROOT_ENV, "value": roots[0]}]
-            )
+        new_env = []
+        if len(roots) == 1 and ROOT_ENV not in defined and bundle_mounts:
+            new_env.append({"name": ROOT_ENV, "value": roots[0]})
+        if socket_mounts and SOCKET_ENV not in defined:
+            new_env.append({"name": SOCKET_ENV, "value": SOCKET_FILE})
+        patch.append(f"/spec/containers/{index}/env", env, new_env)
     return warnings
 
 

@@ -233,7 +233,23 @@ class WebhookServer:
         return int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish, and close every connection.
+
+        aiohttp's cleanup only *starts* closing a TLS connection: the
+        transport sends close_notify and waits (up to asyncio's SSL shutdown
+        timeout) for the peer's -- the API server keeps idle connections
+        open -- so the socket would outlive ``stop`` and, with the event loop
+        closed soon after, be left to the garbage collector.  What is still
+        open after the graceful cleanup is aborted.
+        """
+        for site in list(self._runner.sites):
+            await site.stop()  # nothing new arrives from here on
+        server = self._runner.server
+        transports = [] if server is None else [c.transport for c in server.connections]
         await self._runner.cleanup()
+        for transport in transports:
+            if transport is not None:
+                transport.abort()
 
     async def __aenter__(self) -> WebhookServer:
         await self.start()

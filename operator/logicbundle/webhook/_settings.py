@@ -24,18 +24,35 @@ ANNOTATIONS_FILE: Final = f"{PODINFO_DIR}/annotations"
 DISTRIBUTOR_CA_FILE: Final = f"{PODINFO_DIR}/distributor-ca.crt"
 """The distributor's CA, projected from the pod annotation ``logicbundle.io/distributor-ca``."""
 
-SOCKET_FILE: Final = f"{AGENT_ROOT}/sdk.sock"
-"""The SDK's socket in the shared volume (the config's ``socket``)."""
+SOCKET_DIR: Final = "/var/run/logicbundle-sdk"
+"""Where the socket volume appears, in the agent and in the application containers alike.
+
+Its own small memory-backed emptyDir, mounted read-write: the bundles volume
+is read-only to the application, and Linux refuses to bind a Unix socket on a
+read-only mount (``EROFS``).  Outside every default bundle mount, so it is
+never nested in the read-only one.
+"""
+
+SOCKET_FILE: Final = f"{SOCKET_DIR}/sdk.sock"
+"""The SDK's socket (the agent config's ``socket``, the application's ``$LOGICBUNDLE_SOCKET``)."""
+
+SOCKET_VOLUME_SIZE_LIMIT: Final = "1Mi"
+"""The socket volume holds one socket file (no data), so its tmpfs stays tiny."""
+
+VOLUME_SOCKET: Final = "logicbundle-socket"
+"""Name of the injected emptyDir holding the SDK's socket (next to ``names.VOLUME_*``)."""
 
 DEFAULT_LISTEN_PORT: Final = 9901
 DEFAULT_RUN_AS: Final = 65532
 """The non-root user and group of the logicbundle image (its Dockerfile's ``USER``)."""
 
-INJECTION_VERSION: Final = "1"
+INJECTION_VERSION: Final = "2"
 """Version of the injected pod shape, recorded in the ``logicbundle.io/injected`` annotation.
 
 Bumped whenever the shape changes in a way the controller must know about
-(it tells which pods to restart after an operator upgrade).
+(it tells which pods to restart after an operator upgrade).  ``2``: the SDK
+socket moved out of the read-only bundles volume into its own volume
+(pods of version ``1`` cannot use the ``sdk`` notify mode).
 """
 
 
