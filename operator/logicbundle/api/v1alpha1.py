@@ -441,9 +441,10 @@ class Notify(SpecModel):
         default="sdk",
         description=(
             "`sdk`: the in-process logicbundle SDK is told over a Unix socket in a small "
-            "volume the webhook shares between agent and application; `http`: an HTTP hook on localhost (settings in `http`); `signal`: a Unix "
-            "signal (settings in `signal`); `none`: the application watches the `current` "
-            "symlink itself. Default: `sdk`."
+            "volume the webhook shares between agent and application; `http`: an HTTP hook "
+            "on localhost (settings in `http`); `signal`: a Unix signal (settings in "
+            "`signal`); `none`: the application watches the `current` symlink itself. "
+            "Default: `sdk`."
         ),
     )
     http: HttpNotify | None = Field(
