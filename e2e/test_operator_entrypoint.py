@@ -39,5 +39,5 @@ def test_the_operator_starts_against_the_cluster_and_exits_cleanly_on_sigterm(
                 proc.wait()
     text = log.read_text()
     assert code == 0, text
-    assert "starting the operator (cluster-wide, standalone)" in text
+    assert "starting the operator (cluster-wide, standalone" in text
     assert "the operator stopped" in text
