@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: list[str] = []
     say(
         f"starting Kubernetes {versions.KUBERNETES} on 127.0.0.1 (the first run builds it "
-        "from the Go module proxy: about 16 minutes on 2 cores; then seconds)"
+        "from the Go module proxy: 12 to 16 minutes on 2 cores; then seconds)"
     )
     try:
         with (
