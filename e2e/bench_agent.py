@@ -5,6 +5,9 @@
 - swap, from "target known and bytes on disk" to "application acked", for a
   10 KB and a 1 MB bundle (the real worker, the real SDK host over its socket,
   ``current`` swapped durably with symlink + rename + fsync of the directory);
+  and for a 10 KB bundle whose ``selftest()`` only returns True, so that the
+  mechanism's own cost shows apart from the bundle's work (the example's
+  self-test calls ``price()``, which sleeps 1 ms);
 - rollback: flip ``current`` back + the application's ack;
 - target propagation, annotation written -> agent knows: the fast path (a
   PATCH of the pod on the real control plane, the distributor's pod watch and
@@ -49,16 +52,22 @@ def _stats(label: str, samples_ms: list[float]) -> None:
     ordered = sorted(samples_ms)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     print(
-        f"  {label:<44} median {statistics.median(ordered):8.3f} ms   p99 {p99:8.3f} ms"
+        f"  {label:<58} median {statistics.median(ordered):8.3f} ms   p99 {p99:8.3f} ms"
         f"   (n={len(ordered)})"
     )
 
 
-def _bundle_dir(work: Path, size: int, tag: str) -> Path:
-    source = work / f"src-{size}-{tag}"
+TRIVIAL_SELFTEST = "\n\nPricingLogic.selftest = lambda self: True\n"
+"""Appended to the example's code: a self-test that does no work (no ``price()``, no sleep)."""
+
+
+def _bundle_dir(work: Path, size: int, tag: str, *, trivial_selftest: bool = False) -> Path:
+    source = work / f"src-{size}-{tag}{'-trivial' if trivial_selftest else ''}"
     shutil.copytree(EXAMPLES_DIR / "pricing-v2", source)
     with (source / "pricing.py").open("a") as out:
         out.write(f"# {tag}\n")
+        if trivial_selftest:
+            out.write(TRIVIAL_SELFTEST)
     rng = random.Random(size)  # noqa: S311 - filler bytes, not secrets
     (source / "table.bin").write_bytes(rng.randbytes(max(size - 2000, 0)))
     return source
@@ -81,11 +90,20 @@ def _config(root: Path, *, distributor: str = "", token: Path | None = None) -> 
 
 
 def bench_swaps(work: Path, *, rounds: int) -> None:
-    for size, label in ((10_000, "10 KB"), (1_000_000, "1 MB")):
+    cases = (
+        (10_000, "10 KB", False),
+        (1_000_000, "1 MB", False),
+        (10_000, "10 KB, trivial selftest", True),
+    )
+    for size, label, trivial in cases:
         root = Path(tempfile.mkdtemp(prefix="lbb-", dir="/tmp"))
         try:
-            a = install(_bundle_dir(work, size, "a"), root=root, make_current=True)
-            b = install(_bundle_dir(work, size, "b"), root=root)
+            a = install(
+                _bundle_dir(work, size, "a", trivial_selftest=trivial),
+                root=root,
+                make_current=True,
+            )
+            b = install(_bundle_dir(work, size, "b", trivial_selftest=trivial), root=root)
             host = LogicHost(name="pricing", interface=INTERFACE, root=root)
             host.load_current()
             listener = serve(host, path=root / "sdk.sock")
@@ -264,9 +282,9 @@ def bench_rest(work: Path, *, rest: float) -> None:
             time.sleep(rest)
             used, elapsed = cpu() - before, time.monotonic() - t0
             rss = rss_bytes(proc.pid) / 2**20
-            print(f"  agent RSS at rest                            {rss:8.1f} MiB")
+            print(f"  {'agent RSS at rest':<58} {rss:8.1f} MiB")
             print(
-                f"  agent CPU at rest over {elapsed:.0f} s                  "
+                f"  {f'agent CPU at rest over {elapsed:.0f} s':<58} "
                 f"{used * 1000:8.1f} ms ({100 * used / elapsed:.3f} % of a core)"
             )
         finally:
