@@ -263,7 +263,7 @@ class Clock:
 def _labeler(
     api: FakeApi, clock: Clock, *, peering: str | None = "logicbundle", poll: float = 2.0
 ) -> LeaderLabeler:
-    leader = LeaderSettings(pod=POD, peering_name=peering, priority=PRIORITY, identity=POD.identity)
+    leader = LeaderSettings(pod=POD, peering_name=peering, priority=PRIORITY)
     return LeaderLabeler(api=api, settings=leader, poll_interval=poll, clock=clock)
 
 

@@ -138,6 +138,9 @@ AGENT_CONTAINER: Final = "logicbundle-agent"
 VOLUME_BUNDLES: Final = "logicbundle-bundles"
 """Name of the injected emptyDir shared by the agent and the application containers."""
 
+VOLUME_SOCKET: Final = "logicbundle-socket"
+"""Name of the injected memory emptyDir holding the SDK's socket (read-write in the app)."""
+
 VOLUME_TOKEN: Final = "logicbundle-token"  # noqa: S105 - a volume name, not a secret
 """Name of the injected projected service-account token volume (for the distributor)."""
 

@@ -299,6 +299,7 @@ async def release(
             )
     await asyncio.gather(*tasks)
     runtime.metrics.forget(namespace=ns, name=name)
+    runtime.restarts.forget_bundle(bundle=name, namespace=ns)
     runtime.sources.pop((ns, name), None)
     runtime.written.pop((ns, name), None)
     logger.info(

@@ -163,8 +163,11 @@ class LeaderSettings:
     peering_name: str | None
     """None: standalone, this replica always acts."""
     priority: int
-    identity: str
-    """The identity kopf was started with (see :attr:`OwnPod.identity`)."""
+
+    @property
+    def identity(self) -> str:
+        """The identity kopf is started with: the pod's (see :attr:`OwnPod.identity`)."""
+        return self.pod.identity
 
 
 class LeaderApi(Protocol):

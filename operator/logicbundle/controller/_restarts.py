@@ -31,7 +31,10 @@ class _Pod:
 
 @dataclass
 class RestartLedger:
-    """Restarts per (namespace, bundle, digest), time-stamped with the ledger's clock."""
+    """Restarts per (namespace, bundle, digest), time-stamped with the ledger's clock.
+
+    Baselines are kept per (namespace, bundle, pod), since each bundle observes its pods.
+    """
 
     window_seconds: float = DEFAULT_WINDOW_SECONDS
     clock: Callable[[], float] = time.monotonic
@@ -46,7 +49,7 @@ class RestartLedger:
         The first sight of a pod (or of a new pod under an old name) sets its
         baseline and charges nothing; so does a count that went down.
         """
-        key = (bundle, namespace, pod)
+        key = (namespace, bundle, pod)
         seen = self._pods.get(key)
         self._pods[key] = _Pod(uid=uid, restarts=restarts)
         if seen is None or seen.uid != uid or restarts <= seen.restarts or digest is None:
@@ -65,12 +68,15 @@ class RestartLedger:
     def forget_pods(self, *, bundle: str, namespace: str, keep: Iterable[str]) -> None:
         """Drop the baselines of this bundle's pods in ``namespace`` that are not in ``keep``."""
         kept = set(keep)
-        for key in [k for k in self._pods if k[0] == bundle and k[1] == namespace]:
+        for key in [k for k in self._pods if k[:2] == (namespace, bundle)]:
             if key[2] not in kept:
                 del self._pods[key]
 
     def forget_bundle(self, *, bundle: str, namespace: str) -> None:
+        """The LogicBundle is gone: drop its baselines and its charges."""
         self.forget_pods(bundle=bundle, namespace=namespace, keep=())
+        for key in [k for k in self._charges if k[:2] == (namespace, bundle)]:
+            del self._charges[key]
 
     def _trim(self, now: float) -> None:
         horizon = now - self.window_seconds

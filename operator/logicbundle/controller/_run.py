@@ -90,9 +90,7 @@ def run_operator(config: OperatorSettings) -> int:
     leader = None
     if config.pod_name and config.pod_namespace:
         pod = OwnPod(namespace=config.pod_namespace, name=config.pod_name)
-        leader = LeaderSettings(
-            pod=pod, peering_name=peering, priority=priority, identity=pod.identity
-        )
+        leader = LeaderSettings(pod=pod, peering_name=peering, priority=priority)
     memo = Memo(
         settings=ControllerSettings(
             cache_dir=cache_dir,

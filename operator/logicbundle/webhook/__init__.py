@@ -35,6 +35,8 @@ And in the controller, per bundle::
     if (event := without_agent_event(name, without)) is not None: post Warning event
 """
 
+from logicbundle.api.names import VOLUME_SOCKET
+from logicbundle.sdk import ROOT_ENV, SOCKET_ENV
 from logicbundle.webhook._certs import (
     DEFAULT_CA_VALIDITY,
     DEFAULT_CERT_VALIDITY,
@@ -60,10 +62,8 @@ from logicbundle.webhook._config import (
 from logicbundle.webhook._kube import KubernetesClusterView, SecretCertificateStore
 from logicbundle.webhook._mutate import (
     CONFIG_ENV,
-    ROOT_ENV,
     SKIPPED_NOTHING_SELECTS,
     SKIPPED_RESERVED_NAME,
-    SOCKET_ENV,
     Mutation,
     escape_pointer,
     has_agent,
@@ -96,7 +96,6 @@ from logicbundle.webhook._settings import (
     SOCKET_DIR,
     SOCKET_FILE,
     TOKEN_FILE,
-    VOLUME_SOCKET,
     InjectionSettings,
 )
 

@@ -42,6 +42,7 @@ from logicbundle.rollout import (
     format_target,
     parse_target,
 )
+from logicbundle.sdk import ROOT_ENV, SOCKET_ENV
 from logicbundle.webhook._settings import (
     AGENT_ROOT,
     ANNOTATIONS_FILE,
@@ -53,7 +54,6 @@ from logicbundle.webhook._settings import (
     SOCKET_VOLUME_SIZE_LIMIT,
     TOKEN_DIR,
     TOKEN_FILE,
-    VOLUME_SOCKET,
     InjectionSettings,
 )
 
@@ -63,17 +63,15 @@ Pod = Mapping[str, Any]
 JsonPatch = tuple[dict[str, Any], ...]
 
 CONFIG_ENV: Final = "LOGICBUNDLE_AGENT_CONFIG"
-ROOT_ENV: Final = "LOGICBUNDLE_ROOT"
-"""Set in application containers when all their bundles share one mount (the SDK's root)."""
-SOCKET_ENV: Final = "LOGICBUNDLE_SOCKET"
-"""Set in application containers that get the socket volume (the SDK binds its socket there)."""
+# The SDK's own names (it reads them): ROOT_ENV is set in application containers when
+# all their bundles share one mount, SOCKET_ENV in those that get the socket volume.
 
 SKIPPED_NOTHING_SELECTS: Final = "NoLogicBundleSelectsPod"
 SKIPPED_RESERVED_NAME: Final = "ReservedNameInUse"
 
 RESERVED_VOLUMES: Final = (
     names.VOLUME_BUNDLES,
-    VOLUME_SOCKET,
+    names.VOLUME_SOCKET,
     names.VOLUME_TOKEN,
     names.VOLUME_PODINFO,
 )
@@ -256,7 +254,7 @@ def _agent_container(bundles: Sequence[LogicBundle], settings: InjectionSettings
         },
         "volumeMounts": [
             {"name": names.VOLUME_BUNDLES, "mountPath": AGENT_ROOT},
-            {"name": VOLUME_SOCKET, "mountPath": SOCKET_DIR},
+            {"name": names.VOLUME_SOCKET, "mountPath": SOCKET_DIR},
             {"name": names.VOLUME_TOKEN, "mountPath": TOKEN_DIR, "readOnly": True},
             {"name": names.VOLUME_PODINFO, "mountPath": PODINFO_DIR, "readOnly": True},
         ],
@@ -279,7 +277,7 @@ def _volumes(settings: InjectionSettings) -> list[dict[str, Any]]:
     return [
         {"name": names.VOLUME_BUNDLES, "emptyDir": {}},
         {
-            "name": VOLUME_SOCKET,
+            "name": names.VOLUME_SOCKET,
             "emptyDir": {"medium": "Memory", "sizeLimit": SOCKET_VOLUME_SIZE_LIMIT},
         },
         {
@@ -378,7 +376,7 @@ def _app_container_ops(
                     "notify mode sdk cannot reach it (choose another mountPath)"
                 )
             else:
-                socket_mounts.append({"name": VOLUME_SOCKET, "mountPath": SOCKET_DIR})
+                socket_mounts.append({"name": names.VOLUME_SOCKET, "mountPath": SOCKET_DIR})
         patch.append(
             f"/spec/containers/{index}/volumeMounts", mounts, [*bundle_mounts, *socket_mounts]
         )

@@ -39,8 +39,6 @@ SOCKET_FILE: Final = f"{SOCKET_DIR}/sdk.sock"
 SOCKET_VOLUME_SIZE_LIMIT: Final = "1Mi"
 """The socket volume holds one socket file (no data), so its tmpfs stays tiny."""
 
-VOLUME_SOCKET: Final = "logicbundle-socket"
-"""Name of the injected emptyDir holding the SDK's socket (next to ``names.VOLUME_*``)."""
 
 DEFAULT_LISTEN_PORT: Final = 9901
 DEFAULT_RUN_AS: Final = 65532
