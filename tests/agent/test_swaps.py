@@ -197,6 +197,8 @@ def test_a_failed_digest_is_not_retried_in_a_tight_loop_but_a_new_assignment_is(
         distributor.set_targets({"pricing": {"digest": bad.digest}})
     distributor.set_targets({"pricing": {"digest": v2.digest}})
     wait_for(lambda: app.host.active_digest == v2.digest, "the new assignment applied")
+    # The app activates before the agent has its ack and counts the swap: wait for that too.
+    wait_for(lambda: agent.statuses()["pricing"].active == v2.digest, "the agent's record of it")
     assert agent.statuses()["pricing"].swaps == swaps + 1
 
 
