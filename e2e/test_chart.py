@@ -424,6 +424,16 @@ def _create_namespace(cluster: Cluster, name: str) -> None:
     )
 
 
+def _get_if_present(cluster: Cluster, path: str) -> Any:
+    """The object at ``path``, or None when the API server says 404."""
+    try:
+        return cluster.request("GET", path)
+    except HarnessError as error:
+        if "HTTP 404" in str(error):
+            return None
+        raise
+
+
 def _delete_if_present(cluster: Cluster, path: str) -> None:
     try:
         cluster.request("DELETE", path)
@@ -514,6 +524,35 @@ def test_the_rbac_denial_check_ignores_numbers_that_merely_contain_403() -> None
             assert_no_rbac_denials(f"WARNING {denial}")
 
 
+def _operator_as_chart_sa(
+    name: str,
+    *,
+    kubeconfig: Path,
+    run_dir: Path,
+    distributor_port: int,
+    extra: tuple[str, ...] = (),
+) -> Process:
+    """``logicbundle operator`` in the chart's peering, with the chart ServiceAccount's token."""
+    return Process(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "logicbundle.cli",
+            "operator",
+            "--peering=logicbundle",
+            f"--liveness=http://127.0.0.1:{free_port()}/healthz",
+            f"--distributor-port={distributor_port}",
+            "--distributor-insecure-http",
+            f"--metrics-port={free_port()}",
+            f"--cache-dir={run_dir / 'cache'}",
+            *extra,
+        ],
+        run_dir=run_dir,
+        env={"KUBECONFIG": str(kubeconfig)},
+    )
+
+
 def _service_account_kubeconfig(cluster: Cluster, release: Release, path: Path) -> Path:
     """A kubeconfig holding a TokenRequest token of the chart's ServiceAccount."""
     request = cluster.request(
@@ -595,19 +634,12 @@ def test_the_operator_under_the_charts_service_account_installs_a_signed_bundle(
             "spec": {"containers": [{"name": "operator", "image": "registry.invalid/lb:e2e"}]},
         },
     )
-    process = Process(
+    process = _operator_as_chart_sa(
         "operator-chart-sa",
-        [
-            sys.executable,
-            "-m",
-            "logicbundle.cli",
-            "operator",
-            "--peering=logicbundle",
-            f"--liveness=http://127.0.0.1:{free_port()}/healthz",
-            f"--distributor-port={free_port()}",
-            "--distributor-insecure-http",
-            f"--metrics-port={free_port()}",
-            f"--cache-dir={tmp_path / 'cache'}",
+        kubeconfig=kubeconfig,
+        run_dir=tmp_path,
+        distributor_port=free_port(),
+        extra=(
             "--webhook-port=0",
             "--webhook-host=127.0.0.1",
             "--webhook-url=https://127.0.0.1:0/mutate-pods",
@@ -616,9 +648,7 @@ def test_the_operator_under_the_charts_service_account_installs_a_signed_bundle(
             f"--webhook-service={FULLNAME}-webhook",
             f"--pod-name={own_pod}",
             f"--pod-namespace={release.namespace}",
-        ],
-        run_dir=tmp_path,
-        env={"KUBECONFIG": str(kubeconfig)},
+        ),
     )
     try:
         wait_for(
@@ -717,22 +747,11 @@ def test_a_staged_rollout_with_real_agents_runs_under_the_charts_service_account
     kubeconfig = _service_account_kubeconfig(cluster, release, tmp_path / "sa.kubeconfig")
     ns = release.workload_namespace
     distributor_port = free_port()
-    process = Process(
+    process = _operator_as_chart_sa(
         "operator-chart-sa-rollout",
-        [
-            sys.executable,
-            "-m",
-            "logicbundle.cli",
-            "operator",
-            "--peering=logicbundle",
-            f"--liveness=http://127.0.0.1:{free_port()}/healthz",
-            f"--distributor-port={distributor_port}",
-            "--distributor-insecure-http",
-            f"--metrics-port={free_port()}",
-            f"--cache-dir={tmp_path / 'cache'}",
-        ],
+        kubeconfig=kubeconfig,
         run_dir=tmp_path,
-        env={"KUBECONFIG": str(kubeconfig)},
+        distributor_port=distributor_port,
     )
     fleet = Fleet(
         cluster=cluster,
@@ -754,11 +773,7 @@ def test_a_staged_rollout_with_real_agents_runs_under_the_charts_service_account
         _delete_if_present(cluster, lb_path)
 
         def gone(path: str) -> bool:
-            try:
-                cluster.request("GET", path)
-            except HarnessError as error:
-                return "HTTP 404" in str(error)
-            return False
+            return _get_if_present(cluster, path) is None
 
         wait_for(lambda: gone(lb_path), what="the old LogicBundle released", timeout=60)
         earlier = [f"/api/v1/namespaces/{ns}/pods/web-{i}" for i in range(2)]
