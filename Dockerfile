@@ -17,7 +17,7 @@
 # Bytecode is compiled at build time: the root filesystem is read-only at run
 # time, and without .pyc files the operator would start 2.5 s slower.
 #
-# The same steps run in CI in a clean virtual environment (e2e/test_chart.py,
+# The same steps run in CI in a clean virtual environment (e2e/suites/test_chart.py,
 # test_the_dockerfile_install_steps_work_in_a_clean_virtual_environment), and
 # hadolint checks this file.
 

@@ -31,4 +31,4 @@ e2e:
 	  if [ $$rc -eq 5 ]; then echo "error: no e2e tests were collected" >&2; exit 1; fi; exit $$rc
 
 bench:
-	$(PY) -m e2e.bench_cluster
+	$(PY) -m e2e.bench.bench_cluster

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import Cluster
-from e2e.services import Prometheus, Registry
+from e2e.harness.cluster import Cluster
+from e2e.harness.services import Prometheus, Registry
 
 _HERE = Path(__file__).parent
 

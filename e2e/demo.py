@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from e2e import versions
-from e2e.cluster import Cluster
-from e2e.fleet import Fleet, Traffic
-from e2e.operator import (
+from e2e.harness.cluster import Cluster
+from e2e.harness.fleet import Fleet, Traffic
+from e2e.harness.operator import (
     EXAMPLES,
     BundleWatch,
     KeyPair,
@@ -44,8 +44,8 @@ from e2e.operator import (
     logicbundle,
     push_bundle,
 )
-from e2e.proc import HarnessError, rss_bytes, wait_for
-from e2e.services import Prometheus, Registry
+from e2e.harness.proc import HarnessError, rss_bytes, wait_for
+from e2e.harness.services import Prometheus, Registry
 from logicbundle.api import names
 
 PODS = 10

@@ -43,4 +43,4 @@ fi
 
 # -- 3. Go-built binaries -------------------------------------------------------------
 command -v go >/dev/null || { say "Go >= 1.26 is needed to build the local control plane"; exit 1; }
-.venv/bin/python -m e2e.build
+.venv/bin/python -m e2e.harness.build

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e import build
+from e2e.harness import build
 
 KUBERNETES_GO_MOD = """
 module k8s.io/kubernetes

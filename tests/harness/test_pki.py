@@ -12,7 +12,7 @@ from socket import create_connection
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from e2e import pki
+from e2e.harness import pki
 
 
 def test_a_serving_certificate_names_127_0_0_1_and_localhost() -> None:

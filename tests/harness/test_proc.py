@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.proc import HarnessError, Process, group_members, pid_alive, wait_for
+from e2e.harness.proc import HarnessError, Process, group_members, pid_alive, wait_for
 
 
 def test_stopping_a_process_stops_its_children_too(tmp_path: Path) -> None:

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import Cluster
-from e2e.proc import wait_for
+from e2e.harness.cluster import Cluster
+from e2e.harness.proc import wait_for
 from logicbundle.api import names
 from logicbundle.artifact import oci_manifest
 from logicbundle.bundle import pack_directory_to

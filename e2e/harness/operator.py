@@ -25,15 +25,15 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from e2e.cluster import Cluster
-from e2e.proc import Process, free_port, wait_for
+from e2e.harness.cluster import Cluster
+from e2e.harness.proc import Process, free_port, wait_for
 from logicbundle.api import names
 from logicbundle.artifact import push_directory
 from logicbundle.oci import Reference, RegistryClient
 from logicbundle.trust import attach_signature, sign_with_key
 
 LB_PATH = "/apis/logicbundle.io/v1alpha1/namespaces/{namespace}/logicbundles"
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @dataclass

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, MetricsHandler
 
-from e2e import services
-from e2e.proc import wait_for
-from e2e.services import Prometheus, Registry
+from e2e.harness import services
+from e2e.harness.proc import wait_for
+from e2e.harness.services import Prometheus, Registry
 
 ARTIFACT_TYPE = "application/vnd.logicbundle.e2e.test"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from e2e.cluster import Cluster
-from e2e.operator import (
+from e2e.harness.cluster import Cluster
+from e2e.harness.operator import (
     EXAMPLES,
     KeyPair,
     Operator,
@@ -26,8 +26,8 @@ from e2e.operator import (
     push_bundle,
     wait_condition,
 )
-from e2e.proc import HarnessError, wait_for
-from e2e.services import Registry
+from e2e.harness.proc import HarnessError, wait_for
+from e2e.harness.services import Registry
 from logicbundle.api import names
 
 V1 = EXAMPLES / "bundles" / "pricing-v1"

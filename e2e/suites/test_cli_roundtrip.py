@@ -20,8 +20,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from e2e import services
-from e2e.services import Registry
+from e2e.harness import services
+from e2e.harness.services import Registry
 from logicbundle.artifact import fetch_bundle, pull_bundle
 from logicbundle.oci import DigestMismatchError, Reference, RegistryClient
 from logicbundle.trust import attach_signature, sign_keyless

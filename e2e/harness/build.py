@@ -7,8 +7,8 @@ cached in its own folder keyed by its version
 once its ``.complete`` marker exists, so an interrupted build is redone, never
 half-used.  A file lock keeps two processes from building the same thing.
 
-Run ``python -m e2e.build`` to build everything ahead of time (CI does), or
-``python -m e2e.build kubernetes etcd`` for some of it.
+Run ``python -m e2e.harness.build`` to build everything ahead of time (CI does), or
+``python -m e2e.harness.build kubernetes etcd`` for some of it.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class BuildError(RuntimeError):
 
 
 def _log(msg: str) -> None:
-    print(f"[e2e.build] {msg}", file=sys.stderr, flush=True)
+    print(f"[e2e.harness.build] {msg}", file=sys.stderr, flush=True)
 
 
 def _go_env() -> dict[str, str]:
@@ -379,8 +379,8 @@ def _build_kstatus(bin_dir: Path, work: Path, log_path: Path) -> None:
         rf"^\s*sigs\.k8s\.io/cli-utils {re.escape(versions.CLI_UTILS)}$", go_mod, re.M
     ):
         raise BuildError(
-            f"e2e/kstatus/go.mod does not require sigs.k8s.io/cli-utils {versions.CLI_UTILS} "
-            "(e2e/versions.py): update both together"
+            f"e2e/harness/kstatus/go.mod does not require sigs.k8s.io/cli-utils "
+            f"{versions.CLI_UTILS} (e2e/versions.py): update both together"
         )
     for name in _KSTATUS_FILES:
         shutil.copyfile(KSTATUS_SOURCE / name, work / name)

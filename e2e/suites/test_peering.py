@@ -26,9 +26,10 @@ from typing import Any
 
 import yaml
 
-from e2e import services, versions
-from e2e.cluster import Cluster
-from e2e.operator import (
+from e2e import versions
+from e2e.harness import services
+from e2e.harness.cluster import Cluster
+from e2e.harness.operator import (
     EXAMPLES,
     KeyPair,
     Operator,
@@ -37,11 +38,11 @@ from e2e.operator import (
     push_bundle,
     wait_condition,
 )
-from e2e.proc import HarnessError, wait_for
-from e2e.services import Registry
+from e2e.harness.proc import HarnessError, wait_for
+from e2e.harness.services import Registry
 from logicbundle.api import names
 
-CHART = Path(__file__).resolve().parent.parent / "charts" / "logicbundle-operator"
+CHART = Path(__file__).resolve().parents[2] / "charts" / "logicbundle-operator"
 PEERING_CRD = CHART / "crds" / "kopf.dev_clusterkopfpeerings.yaml"
 RESUMED = "Resuming operations after the pause"
 STANDING_BY = re.compile(r"not the leader \(.*higher priority")

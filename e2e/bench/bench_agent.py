@@ -1,6 +1,6 @@
 """Benchmark the reload agent: swap, rollback, target propagation, memory and CPU at rest.
 
-``python -m e2e.bench_agent`` prints medians and p99 of:
+``python -m e2e.bench.bench_agent`` prints medians and p99 of:
 
 - swap, from "target known and bytes on disk" to "application acked", for a
   10 KB and a 1 MB bundle (the real worker, the real SDK host over its socket,
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from e2e.proc import free_port, rss_bytes
+from e2e.harness.proc import free_port, rss_bytes
 from examples.sample_app.bundles import EXAMPLES_DIR, INTERFACE, install
 from logicbundle.agent import Agent, Target, _seams, format_annotations, parse_config
 from logicbundle.sdk import LogicHost, serve
@@ -180,8 +180,8 @@ def bench_slow_path(*, rounds: int, interval: float) -> None:
 
 
 def bench_fast_path(*, rounds: int) -> None:
-    from e2e.cluster import Cluster
-    from e2e.test_agent import SA, RunningDistributor, create_pod, pod_token, set_target
+    from e2e.harness.cluster import Cluster
+    from e2e.suites.test_agent import SA, RunningDistributor, create_pod, pod_token, set_target
     from logicbundle.distributor import DistributorSettings
 
     run_dir = Path(tempfile.mkdtemp(prefix="lbb-cluster-"))
@@ -259,7 +259,7 @@ def bench_rest(work: Path, *, rest: float) -> None:
             "bundles": {"pricing": {"source": "registry.invalid/shop/pricing"}},
         }
         (root / "agent.json").write_text(json.dumps(config))
-        repo = Path(__file__).resolve().parent.parent
+        repo = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": f"{repo / 'operator'}:{repo}"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "logicbundle.agent", "--config", root / "agent.json"],
@@ -295,7 +295,7 @@ def bench_rest(work: Path, *, rest: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m e2e.bench_agent")
+    parser = argparse.ArgumentParser(prog="python -m e2e.bench.bench_agent")
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--rest", type=float, default=30.0)
     parser.add_argument("--slow-interval", type=float, default=1.0)

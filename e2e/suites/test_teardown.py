@@ -1,4 +1,4 @@
-"""`python -m e2e.cluster up` / `down` work, and stopping leaves no process behind."""
+"""`python -m e2e.harness.cluster up` / `down` work, and stopping leaves no process behind."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import sys
 import threading
 from pathlib import Path
 
-from e2e import services
-from e2e.proc import group_members, pid_alive, wait_for
+from e2e.harness import services
+from e2e.harness.proc import group_members, pid_alive, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _lines(stream: object, into: queue.Queue[str]) -> None:
@@ -27,7 +27,7 @@ def test_up_prints_a_working_kubeconfig_and_down_stops_every_process(tmp_path: P
         [
             sys.executable,
             "-m",
-            "e2e.cluster",
+            "e2e.harness.cluster",
             "up",
             "--nodes",
             "1",
@@ -67,7 +67,7 @@ def test_up_prints_a_working_kubeconfig_and_down_stops_every_process(tmp_path: P
         assert all(pid_alive(p) for p in pids)
 
         subprocess.run(
-            [sys.executable, "-m", "e2e.cluster", "down"],
+            [sys.executable, "-m", "e2e.harness.cluster", "down"],
             cwd=REPO,
             env=env,
             timeout=120,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from e2e import pki
-from e2e.cluster import Cluster
-from e2e.proc import wait_for
+from e2e.harness import pki
+from e2e.harness.cluster import Cluster
+from e2e.harness.proc import wait_for
 
 
 class _LabelWebhook(BaseHTTPRequestHandler):

@@ -1,7 +1,7 @@
 """kstatus and the Argo CD health check agree with the status contract, on live objects.
 
 kstatus is the real library (``sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute``
-built into ``e2e/kstatus``); the Argo CD health check is the real ``health.lua``
+built into ``e2e/harness/kstatus``); the Argo CD health check is the real ``health.lua``
 run as Argo CD runs it (``tests/gitops/lua_runner.py``). Both read objects
 served by the real API server:
 
@@ -26,9 +26,10 @@ from typing import Any
 
 import pytest
 
-from e2e import build, versions
-from e2e.cluster import Cluster
-from e2e.operator import (
+from e2e import versions
+from e2e.harness import build
+from e2e.harness.cluster import Cluster
+from e2e.harness.operator import (
     EXAMPLES,
     KeyPair,
     Operator,
@@ -40,8 +41,8 @@ from e2e.operator import (
     push_bundle,
     wait_condition,
 )
-from e2e.proc import wait_for
-from e2e.services import Registry
+from e2e.harness.proc import wait_for
+from e2e.harness.services import Registry
 from logicbundle.api import names
 from tests.gitops import lua_runner, scenarios
 from tests.gitops.test_argocd_lua import EXPECTED_HEALTH

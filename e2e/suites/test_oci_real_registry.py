@@ -2,7 +2,7 @@
 
 Distribution 2.8 has no referrers API, so it exercises the ``sha256-<hex>``
 tag fallback exactly as cosign uses it.  The registry is the harness's
-(:mod:`e2e.services`), shared by the session.
+(:mod:`e2e.harness.services`), shared by the session.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.services import Registry
+from e2e.harness.services import Registry
 from logicbundle.oci import (
     OCI_MANIFEST,
     DigestMismatchError,

@@ -9,7 +9,7 @@ a directory of the caller's, stopped by its own process id.
 - Prometheus is Debian's ``prometheus``, run with the configuration the caller
   passes.
 - cosign (v3), oras and helm are built from the Go module proxy through the
-  same cache as the control plane (:mod:`e2e.build`).
+  same cache as the control plane (:mod:`e2e.harness.build`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any, Self
 
 import yaml
 
-from e2e import build
-from e2e.proc import HarnessError, Process, free_port, http_status, wait_for
+from e2e.harness import build
+from e2e.harness.proc import HarnessError, Process, free_port, http_status, wait_for
 
 APT_HINT = "install Debian's packages first: apt-get install -y docker-registry prometheus"
 

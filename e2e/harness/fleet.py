@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2e.cluster import Cluster
-from e2e.proc import Process, free_port, wait_for
+from e2e.harness.cluster import Cluster
+from e2e.harness.proc import Process, free_port, wait_for
 from logicbundle.api import names
 from logicbundle.sdk import SOCKET_ENV
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SERVICE_ACCOUNT = "fleet"
 DEADLINE = 60.0
 

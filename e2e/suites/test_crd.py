@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.cluster import Cluster
-from e2e.proc import HarnessError
+from e2e.harness.cluster import Cluster
+from e2e.harness.proc import HarnessError
 
-EXAMPLES = sorted((Path(__file__).parent.parent / "docs" / "examples").glob("*.yaml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "docs" / "examples").glob("*.yaml"))
 
 VALID: dict[str, Any] = {
     "apiVersion": "logicbundle.io/v1alpha1",

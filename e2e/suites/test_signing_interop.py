@@ -37,8 +37,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from e2e import services
-from e2e.services import Registry
+from e2e.harness import services
+from e2e.harness.services import Registry
 from logicbundle.oci import (
     OCI_EMPTY_CONFIG,
     OCI_INDEX,

@@ -1,6 +1,6 @@
 """Benchmark pack + push and pull + unpack of logic bundles against the real registry.
 
-``python -m e2e.bench_bundles`` starts Debian's registry on 127.0.0.1, makes
+``python -m e2e.bench.bench_bundles`` starts Debian's registry on 127.0.0.1, makes
 a 1 MB and a 50 MB bundle directory (half random bytes, half text, so the
 layer compresses like real content), and prints the median over several
 runs of: pack + push to a fresh repository (nothing can be skipped), and
@@ -27,7 +27,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from e2e.services import Registry
+from e2e.harness.services import Registry
 from logicbundle.artifact import fetch_bundle, pull_bundle, push_directory
 from logicbundle.bundle import pack_directory_to
 from logicbundle.oci import Reference, RegistryClient
@@ -97,7 +97,7 @@ def _timings(client: RegistryClient, registry: Registry, work: Path, runs: int) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m e2e.bench_bundles")
+    parser = argparse.ArgumentParser(prog="python -m e2e.bench.bench_bundles")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="logicbundle-bench-"))

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from e2e import versions
-from e2e.cluster import Cluster
-from e2e.proc import HarnessError, wait_for
+from e2e.harness.cluster import Cluster
+from e2e.harness.proc import HarnessError, wait_for
 
 
 def test_kubectl_works_with_the_generated_kubeconfig(cluster: Cluster) -> None:

@@ -1,7 +1,7 @@
 """Staged rollouts end to end: the real operator, real agents and sample apps per pod.
 
 The operator runs as a process with its distributor; every kwok pod has a real
-agent and a real sample app (:mod:`e2e.fleet`); traffic flows through the apps
+agent and a real sample app (:mod:`e2e.harness.fleet`); traffic flows through the apps
 so the SDK's per-version counters reach the operator's builtin analysis, or
 Prometheus scrapes them for the ``prometheus`` provider.
 """
@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import Cluster
-from e2e.fleet import Fleet, Traffic
-from e2e.operator import (
+from e2e.harness.cluster import Cluster
+from e2e.harness.fleet import Fleet, Traffic
+from e2e.harness.operator import (
     EXAMPLES,
     KeyPair,
     Operator,
@@ -33,9 +33,9 @@ from e2e.operator import (
     push_bundle,
     wait_condition,
 )
-from e2e.proc import wait_for
-from e2e.services import Prometheus, Registry
-from e2e.test_kstatus import kstatus
+from e2e.harness.proc import wait_for
+from e2e.harness.services import Prometheus, Registry
+from e2e.suites.test_kstatus import kstatus
 from logicbundle.api import names
 from tests.gitops import lua_runner
 

@@ -1,6 +1,6 @@
 """Benchmark rollouts: apply -> every pod serving, rollback, and the operator at scale.
 
-``python -m e2e.bench_rollout [--pods 20,200] [--bundles 100 --fleet 2000]`` starts the
+``python -m e2e.bench.bench_rollout [--pods 20,200] [--bundles 100 --fleet 2000]`` starts the
 real local control plane (kwok nodes), the harness registry and ``logicbundle operator``
 (a real process with its embedded distributor), and prints medians (p99 where there are
 enough samples) of:
@@ -18,7 +18,7 @@ enough samples) of:
 The agents are SIMULATED, all in this process (asyncio + aiohttp): per pod, a pod-bound
 token from the TokenRequest API, a long-poll on ``GET /v1/targets`` and, on each new
 target, an immediate ``POST /v1/reports`` saying it is active and healthy. That is a real
-agent minus the swap itself, which ``python -m e2e.bench_agent`` measures.
+agent minus the swap itself, which ``python -m e2e.bench.bench_agent`` measures.
 
 Every rollout applies a spec change (a new ref naming a digest pushed for that round):
 the operator resolves a spec change at once, whereas a moved tag is only seen at the
@@ -47,10 +47,10 @@ from typing import Any
 
 import aiohttp
 
-from e2e.cluster import Cluster
-from e2e.operator import EXAMPLES, LB_PATH, KeyPair, Operator, logicbundle, push_bundle
-from e2e.proc import wait_for
-from e2e.services import Registry
+from e2e.harness.cluster import Cluster
+from e2e.harness.operator import EXAMPLES, LB_PATH, KeyPair, Operator, logicbundle, push_bundle
+from e2e.harness.proc import wait_for
+from e2e.harness.services import Registry
 from logicbundle.api import names
 
 SA = "agent"
@@ -942,11 +942,11 @@ def _metrics_up(port: int) -> bool:
         return False
 
 
-CRD_FILE = Path(__file__).resolve().parent.parent / "crds" / "logicbundle.io_logicbundles.yaml"
+CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "logicbundle.io_logicbundles.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m e2e.bench_rollout", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m e2e.bench.bench_rollout", description=__doc__)
     parser.add_argument("--pods", default="20,200", help="Deployment sizes, comma separated")
     parser.add_argument("--rounds", type=int, default=5, help="rollouts measured per size")
     parser.add_argument("--rollbacks", type=int, default=3, help="rollbacks per size and kind")
@@ -965,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{what:<{width}}  {figure}" + (f"   [{note}]" if note else ""))
     print(
         "\nAgents are simulated (no swap): add the real agent's swap, "
-        "`python -m e2e.bench_agent` (a few ms per pod, in parallel across pods)."
+        "`python -m e2e.bench.bench_agent` (a few ms per pod, in parallel across pods)."
     )
     print(f"whole run {_now() - started:.0f} s; run directory {work}")
     if not args.keep:

@@ -1,7 +1,7 @@
 """A real, local Kubernetes control plane on 127.0.0.1, with kwok nodes.
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, built
-from their Go modules by :mod:`e2e.build`, each started as its own process
+from their Go modules by :mod:`e2e.harness.build`, each started as its own process
 bound to 127.0.0.1 on a free port.  kwok plays the kubelets: it manages the
 fake Node objects that carry its annotation and moves their pods through
 ready, complete and delete.  No container ever runs; the e2e suites run the
@@ -11,9 +11,9 @@ Three ways to use it:
 
 - ``with Cluster.start(run_dir) as cluster:`` from Python (the pytest fixture
   and the demo);
-- ``python -m e2e.cluster up`` prints the KUBECONFIG path and runs until
-  ``python -m e2e.cluster down`` or Ctrl-C;
-- ``python -m e2e.cluster down`` stops a running ``up`` by its process ids.
+- ``python -m e2e.harness.cluster up`` prints the KUBECONFIG path and runs until
+  ``python -m e2e.harness.cluster down`` or Ctrl-C;
+- ``python -m e2e.harness.cluster down`` stops a running ``up`` by its process ids.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from typing import Any
 
 import yaml
 
-from e2e import build, pki, versions
-from e2e.proc import (
+from e2e import versions
+from e2e.harness import build, pki
+from e2e.harness.proc import (
     HarnessError,
     Process,
     free_port,
@@ -56,7 +57,7 @@ START_TIMEOUT = 120.0
 
 
 def _log(msg: str) -> None:
-    print(f"[e2e.cluster] {msg}", file=sys.stderr, flush=True)
+    print(f"[e2e.harness.cluster] {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -436,7 +437,7 @@ def _up(args: argparse.Namespace) -> int:
         if pid_alive(int(old["pid"])):
             print(
                 f"a cluster is already up (pid {old['pid']}); "
-                f"KUBECONFIG={old['kubeconfig']}\nstop it with: python -m e2e.cluster down",
+                f"KUBECONFIG={old['kubeconfig']}\nstop it with: python -m e2e.harness.cluster down",
                 file=sys.stderr,
             )
             return 1
@@ -472,7 +473,7 @@ def _up(args: argparse.Namespace) -> int:
             )
         )
         tmp.rename(state)
-        _log(f"ready in {cluster.started_in:.1f}s; stop with: python -m e2e.cluster down")
+        _log(f"ready in {cluster.started_in:.1f}s; stop with: python -m e2e.harness.cluster down")
         print(f"KUBECONFIG={cluster.kubeconfig}", flush=True)
         while not stop.wait(1.0):
             for proc in cluster.processes:
@@ -525,7 +526,7 @@ def temporary_cluster(*, nodes: int = 2) -> Iterator[Cluster]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m e2e.cluster", description=__doc__.split("\n")[0]
+        prog="python -m e2e.harness.cluster", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the control plane and run until `down` or Ctrl-C")

@@ -31,9 +31,9 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import Cluster
-from e2e.proc import Process, free_port, wait_for
-from e2e.services import Registry
+from e2e.harness.cluster import Cluster
+from e2e.harness.proc import Process, free_port, wait_for
+from e2e.harness.services import Registry
 from examples.sample_app.bundles import ENTRYPOINT, EXAMPLES_DIR, INTERFACE
 from logicbundle.agent import format_annotations
 from logicbundle.api import names
@@ -45,7 +45,7 @@ from logicbundle.sdk import SOCKET_ENV
 
 SA = "agent"
 DEADLINE = 60.0
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TARGET = names.target_annotation("pricing")
 
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from e2e.cluster import Cluster
-from e2e.proc import free_port, http_status, wait_for
+from e2e.harness.cluster import Cluster
+from e2e.harness.proc import free_port, http_status, wait_for
 
 
 def test_the_operator_starts_against_the_cluster_and_exits_cleanly_on_sigterm(

@@ -34,10 +34,11 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e import build, services, versions
-from e2e.cluster import Cluster
-from e2e.fleet import Fleet, Traffic
-from e2e.operator import (
+from e2e import versions
+from e2e.harness import build, services
+from e2e.harness.cluster import Cluster
+from e2e.harness.fleet import Fleet, Traffic
+from e2e.harness.operator import (
     EXAMPLES,
     KeyPair,
     apply,
@@ -47,12 +48,12 @@ from e2e.operator import (
     push_bundle,
     wait_condition,
 )
-from e2e.proc import HarnessError, Process, free_port, wait_for
-from e2e.services import Registry
+from e2e.harness.proc import HarnessError, Process, free_port, wait_for
+from e2e.harness.services import Registry
 from logicbundle.api import names
 from logicbundle.webhook import ServiceEndpoint, webhook_configuration
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "logicbundle-operator"
 RELEASE = "lb"
 FULLNAME = f"{RELEASE}-logicbundle-operator"

@@ -1,6 +1,6 @@
 """Benchmark the harness: cold build times, warm start time, memory at rest.
 
-``python -m e2e.bench_cluster`` (or ``make bench``) prints:
+``python -m e2e.bench.bench_cluster`` (or ``make bench``) prints:
 
 - the cold build time of each component, as recorded when it was built
   (the ``.complete`` marker of its cache folder);
@@ -19,13 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from e2e import build
-from e2e.cluster import Cluster
-from e2e.proc import rss_bytes
+from e2e.harness import build
+from e2e.harness.cluster import Cluster
+from e2e.harness.proc import rss_bytes
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m e2e.bench_cluster")
+    parser = argparse.ArgumentParser(prog="python -m e2e.bench.bench_cluster")
     parser.add_argument("--starts", type=int, default=5, help="warm starts to time (default 5)")
     parser.add_argument(
         "--rest", type=float, default=30.0, help="seconds idle before measuring RSS"

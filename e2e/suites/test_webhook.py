@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from kubernetes import config
 
-from e2e.cluster import Cluster
-from e2e.proc import wait_for
+from e2e.harness.cluster import Cluster
+from e2e.harness.proc import wait_for
 from logicbundle.api import names
 from logicbundle.webhook import (
     SOCKET_DIR,
