@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 # -- 1. Debian packages --------------------------------------------------------------
-apt_packages=(docker-registry prometheus)
+apt_packages=(docker-registry prometheus containerd runc containernetworking-plugins iptables conntrack buildah mmdebstrap busybox-static)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

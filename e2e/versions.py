@@ -7,7 +7,10 @@ Each binary is cached under ``~/.cache/logicbundle-e2e/<name>-<version>/`` (or
 from __future__ import annotations
 
 KUBERNETES = "v1.37.2"
-"""kube-apiserver, kube-controller-manager, kube-scheduler and kubectl."""
+"""kube-apiserver, kube-controller-manager, kube-scheduler and kubectl; kubelet and kube-proxy."""
+
+COREDNS = "v1.15.0"
+"""The real node's cluster DNS (e2e/harness/node.py)."""
 
 ETCD = "v3.6.16"
 """Kubernetes watches need etcd >= 3.5.13; Debian and PyPI ship older ones."""

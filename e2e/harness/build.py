@@ -215,7 +215,11 @@ def kubernetes_ldflags(version: str) -> str:
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
 
-def _build_kubernetes(bin_dir: Path, work: Path, log_path: Path) -> None:
+NODE_COMMANDS = ("kubelet", "kube-proxy")
+
+
+def _write_kubernetes_module(work: Path, log_path: Path) -> None:
+    """A go.mod requiring k8s.io/kubernetes with its staging modules pinned to v0.Y.Z."""
     version = versions.KUBERNETES
     go_mod = _module_go_mod("k8s.io/kubernetes", version, log_path=log_path, cwd=work)
     replaces = staging_replacements(go_mod, version)
@@ -232,21 +236,31 @@ def _build_kubernetes(bin_dir: Path, work: Path, log_path: Path) -> None:
         "",
     ]
     (work / "go.mod").write_text("\n".join(lines))
-    _run_go(
-        [
-            "go",
-            "build",
-            "-mod=mod",
-            "-ldflags",
-            kubernetes_ldflags(version),
-            "-o",
-            str(bin_dir) + "/",
-            *[f"k8s.io/kubernetes/cmd/{c}" for c in KUBERNETES_COMMANDS],
-        ],
-        cwd=work,
-        log_path=log_path,
-        what=f"Kubernetes {version} ({', '.join(KUBERNETES_COMMANDS)})",
-    )
+
+
+def _kubernetes_commands(commands: tuple[str, ...]) -> Callable[[Path, Path, Path], None]:
+    """Build some of k8s.io/kubernetes/cmd/* (same module, same flags: shared build cache)."""
+
+    def build(bin_dir: Path, work: Path, log_path: Path) -> None:
+        version = versions.KUBERNETES
+        _write_kubernetes_module(work, log_path)
+        _run_go(
+            [
+                "go",
+                "build",
+                "-mod=mod",
+                "-ldflags",
+                kubernetes_ldflags(version),
+                "-o",
+                str(bin_dir) + "/",
+                *[f"k8s.io/kubernetes/cmd/{c}" for c in commands],
+            ],
+            cwd=work,
+            log_path=log_path,
+            what=f"Kubernetes {version} ({', '.join(commands)})",
+        )
+
+    return build
 
 
 def _build_in_module(
@@ -325,7 +339,13 @@ KUBERNETES = Component(
     name="kubernetes",
     version=versions.KUBERNETES,
     binaries=KUBERNETES_COMMANDS,
-    build=_build_kubernetes,
+    build=_kubernetes_commands(KUBERNETES_COMMANDS),
+)
+KUBERNETES_NODE = Component(
+    name="kubernetes-node",
+    version=versions.KUBERNETES,
+    binaries=NODE_COMMANDS,
+    build=_kubernetes_commands(NODE_COMMANDS),
 )
 ETCD = Component(
     name="etcd",
@@ -350,6 +370,12 @@ ORAS = Component(
     version=versions.ORAS,
     binaries=("oras",),
     build=_go_install("oras.land/oras/cmd/oras", version=versions.ORAS),
+)
+COREDNS = Component(
+    name="coredns",
+    version=versions.COREDNS,
+    binaries=("coredns",),
+    build=_go_install("github.com/coredns/coredns", version=versions.COREDNS),
 )
 HELM = Component(
     name="helm",
@@ -397,7 +423,8 @@ KSTATUS = Component(
 )
 
 ALL: dict[str, Component] = {
-    c.name: c for c in (KUBERNETES, ETCD, KWOK, COSIGN, ORAS, HELM, KSTATUS)
+    c.name: c
+    for c in (KUBERNETES, ETCD, KWOK, COSIGN, ORAS, HELM, KSTATUS, KUBERNETES_NODE, COREDNS)
 }
 
 
