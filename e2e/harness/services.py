@@ -74,8 +74,14 @@ class Registry(_Service):
         return f"http://{self.host}"
 
     @classmethod
-    def start(cls, run_dir: Path, *, htpasswd: Path | None = None) -> Registry:
-        """Start a registry storing into ``run_dir``; ``htpasswd`` turns on basic auth."""
+    def start(
+        cls, run_dir: Path, *, htpasswd: Path | None = None, address: str = "127.0.0.1"
+    ) -> Registry:
+        """Start a registry storing into ``run_dir``; ``htpasswd`` turns on basic auth.
+
+        ``address`` is where it listens: loopback, or (the real node) an address of the
+        harness's own network namespace that pods and containerd both reach.
+        """
         run_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         config: dict[str, Any] = {
@@ -85,7 +91,7 @@ class Registry(_Service):
                 "filesystem": {"rootdirectory": str(run_dir / "data")},
                 "delete": {"enabled": True},
             },
-            "http": {"addr": f"127.0.0.1:{port}"},
+            "http": {"addr": f"{address}:{port}"},
         }
         if htpasswd is not None:
             config["auth"] = {"htpasswd": {"realm": "logicbundle-e2e", "path": str(htpasswd)}}
@@ -94,7 +100,7 @@ class Registry(_Service):
         process = Process(
             "registry", [_debian_binary("docker-registry"), "serve", config_path], run_dir=run_dir
         )
-        registry = cls(host=f"127.0.0.1:{port}", process=process)
+        registry = cls(host=f"{address}:{port}", process=process)
         try:
             expected = {401} if htpasswd else {200}
             wait_for(
