@@ -7,8 +7,12 @@ export PYTHONDONTWRITEBYTECODE := 1
 setup:
 	@e2e/setup.sh
 
+# The demo and the e2e suites run in a network namespace of their own (e2e/harness/netns.py):
+# the real node's pods, bridge and iptables rules never touch the machine's network.
+NETNS := $(PY) -m e2e.harness.netns --
+
 demo: setup
-	$(PY) -m e2e.demo $(ARGS)
+	$(NETNS) $(PY) -m e2e.demo $(ARGS)
 
 test: setup lint unit e2e
 
@@ -27,7 +31,7 @@ unit:
 # The e2e fixtures run servers in threads; a socket they leave to the garbage collector at
 # interpreter exit warns (shown) instead of failing a green run. Unit tests stay strict.
 e2e:
-	@$(PY) -m pytest -m e2e -q -W "default::ResourceWarning"; rc=$$?; \
+	@$(NETNS) $(PY) -m pytest -m e2e -q -W "default::ResourceWarning"; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: no e2e tests were collected" >&2; exit 1; fi; exit $$rc
 
 bench:
