@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from e2e import versions
-from e2e.harness import build, pki
+from e2e.harness import build, netns, pki
 from e2e.harness.proc import (
     HarnessError,
     Process,
@@ -53,6 +53,7 @@ from e2e.harness.proc import (
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
 START_TIMEOUT = 120.0
 
 
@@ -76,12 +77,28 @@ class Cluster:
     processes: list[Process] = field(default_factory=list)
     node_names: list[str] = field(default_factory=list)
     started_in: float = 0.0
+    real_node: bool = False
+    """Started for a real kubelet (see :meth:`start`)."""
 
     # -- starting -------------------------------------------------------------------
 
     @classmethod
-    def start(cls, run_dir: Path, *, nodes: int = 2) -> Cluster:
-        """Build (if needed), start and wait until ready: /readyz, default SA, nodes Ready."""
+    def start(cls, run_dir: Path, *, nodes: int = 2, real_node: bool = False) -> Cluster:
+        """Build (if needed), start and wait until ready: /readyz, default SA, nodes Ready.
+
+        ``real_node=True`` readies the control plane for a real kubelet
+        (:mod:`e2e.harness.node`); only inside the harness network namespace
+        (:mod:`e2e.harness.netns`), since kube-apiserver then listens on every
+        address of it and advertises the pod bridge's 10.88.0.1, which the
+        ``kubernetes`` Service (10.96.0.1:443) routes to; the kubelet's
+        Node authorizer and NodeRestriction are on, and the API server has a
+        client certificate for the kubelets (``kubectl logs/exec``).
+        """
+        if real_node and not netns.in_harness_netns():
+            raise HarnessError(
+                "Cluster.start(real_node=True) runs only inside the harness network namespace: "
+                "run it through make e2e / python -m e2e.harness.netns -- CMD"
+            )
         bins = {
             c.name: c.ensure() for c in (build.ETCD, build.KUBERNETES, build.KWOK)
         }  # cold builds print their own progress
@@ -92,11 +109,13 @@ class Cluster:
         ca = pki.CertificateAuthority()
         ca_file = pki_dir / "ca.crt"
         ca_file.write_bytes(ca.cert_pem)
+        dns_names: tuple[str, ...] = ("localhost", "kubernetes", "kubernetes.default")
+        ip_addresses: tuple[str, ...] = ("127.0.0.1",)
+        if real_node:
+            dns_names += ("kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
+            ip_addresses += (netns.NODE_IP, KUBERNETES_SERVICE_IP)
         serving_crt, serving_key = ca.issue(
-            "kube-apiserver",
-            dns_names=("localhost", "kubernetes", "kubernetes.default"),
-            ip_addresses=("127.0.0.1",),
-            server=True,
+            "kube-apiserver", dns_names=dns_names, ip_addresses=ip_addresses, server=True
         ).write(pki_dir, "apiserver")
         admin_crt, admin_key = ca.issue(
             "logicbundle-e2e-admin", organizations=("system:masters",), client=True
@@ -122,6 +141,7 @@ class Cluster:
             sa_public_key=sa_pub,
             sa_private_key=sa_key,
             ca=ca,
+            real_node=real_node,
         )
         try:
             cluster._start_processes(
@@ -167,12 +187,33 @@ class Cluster:
             watch=[etcd],
         )
         k8s = bins["kubernetes"]
+        if self.real_node:
+            kubelet_crt, kubelet_key = self.ca.issue(
+                "kube-apiserver-kubelet-client", organizations=("system:masters",), client=True
+            ).write(run / "pki", "apiserver-kubelet-client")
+            mode = [
+                "--bind-address=0.0.0.0",
+                f"--advertise-address={netns.NODE_IP}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                "--endpoint-reconciler-type=lease",
+                f"--kubelet-client-certificate={kubelet_crt}",
+                f"--kubelet-client-key={kubelet_key}",
+                f"--kubelet-certificate-authority={self.ca_file}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+        else:
+            mode = [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--authorization-mode=RBAC",
+                "--endpoint-reconciler-type=none",
+            ]
         apiserver = self._spawn(
             "kube-apiserver",
             k8s / "kube-apiserver",
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            *mode,
             f"--secure-port={api_port}",
             f"--cert-dir={run / 'apiserver-certs'}",
             f"--tls-cert-file={serving[0]}",
@@ -181,8 +222,6 @@ class Cluster:
             f"--service-account-key-file={self.sa_public_key}",
             f"--service-account-signing-key-file={self.sa_private_key}",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-            "--authorization-mode=RBAC",
-            "--endpoint-reconciler-type=none",
             "--service-cluster-ip-range=10.96.0.0/16",
             "--allow-privileged=true",
             "--enable-priority-and-fairness=false",
