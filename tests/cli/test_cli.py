@@ -64,3 +64,21 @@ def test_the_command_line_does_not_load_kopf_or_the_kubernetes_client_until_aske
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["--agent-env", "NOVALUE"], "--agent-env wants NAME=VALUE"),
+        (["--agent-env", "=x"], "--agent-env wants NAME=VALUE"),
+        (["--agent-resources", "not json"], "--agent-resources wants a JSON object"),
+        (["--agent-resources", '{"limits": {"memory": 64}}'], "--agent-resources wants"),
+        (["--agent-resources", '{"limit": {}}'], "--agent-resources wants"),
+    ],
+)
+def test_a_malformed_agent_setting_is_a_usage_error(
+    flag: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["operator", "--webhook-port", "9443", "--agent-image", "img:1", *flag]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err

@@ -617,3 +617,27 @@ def test_a_pod_using_any_reserved_volume_name_is_skipped(volume: str) -> None:
     target = pod(labels=OPTED_IN, volumes=[{"name": volume, "emptyDir": {}}])
     mutation, _ = mutate(target, [logic_bundle()])
     assert mutation.skipped == SKIPPED_RESERVED_NAME
+
+
+def test_extra_agent_environment_and_resources_from_the_settings_reach_the_agent() -> None:
+    settings = InjectionSettings(
+        agent_image=IMAGE,
+        extra_env=(("MALLOC_ARENA_MAX", "2"), ("HTTPS_PROXY", "http://proxy:3128")),
+        resources={"limits": {"memory": "64Mi"}},
+    )
+    _, patched = mutate(pod(labels=OPTED_IN), [logic_bundle()], settings=settings)
+    agent = agent_of(patched)
+
+    env = _env(agent)
+    assert env["MALLOC_ARENA_MAX"] == "2"
+    assert env["HTTPS_PROXY"] == "http://proxy:3128"
+    assert "LOGICBUNDLE_AGENT_CONFIG" in env
+    assert agent["resources"] == {"limits": {"memory": "64Mi"}}
+
+
+@pytest.mark.parametrize(
+    "name", ["LOGICBUNDLE_AGENT_CONFIG", "POD_NAME", "POD_NAMESPACE", "", "A=B"]
+)
+def test_an_agent_environment_variable_the_injection_sets_itself_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="reserved or invalid"):
+        InjectionSettings(agent_image=IMAGE, extra_env=((name, "x"),))

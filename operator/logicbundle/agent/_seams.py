@@ -6,6 +6,11 @@ agent creates ``<dir>/<step>`` and blocks that thread for good, so an
 end-to-end test can ``kill -9`` it at exactly that step.  In-process tests
 set :data:`hook` instead.  Unset (production), a step costs one set look-up.
 
+With ``LOGICBUNDLE_AGENT_TEST_PAUSE_ONCE`` set (non-empty), a step whose file
+already exists is passed: a container restarted by its kubelet, with the same
+environment, then goes on instead of stopping at the same step again (the
+pause directory is on a volume that outlives the container).
+
 Steps, in swap order: ``manifest-written``, ``layer-half-read``, ``unpacked``,
 ``symlink-created``, ``swapped``, ``acked``, ``deleting``.
 """
@@ -20,6 +25,7 @@ from typing import Final
 
 PAUSE_ENV: Final = "LOGICBUNDLE_AGENT_TEST_PAUSE"
 PAUSE_DIR_ENV: Final = "LOGICBUNDLE_AGENT_TEST_PAUSE_DIR"
+PAUSE_ONCE_ENV: Final = "LOGICBUNDLE_AGENT_TEST_PAUSE_ONCE"
 STEPS: Final = (
     "manifest-written",
     "layer-half-read",
@@ -32,6 +38,7 @@ STEPS: Final = (
 
 _PAUSE: Final = frozenset(s for s in os.environ.get(PAUSE_ENV, "").split(",") if s)
 _PAUSE_DIR: Final = os.environ.get(PAUSE_DIR_ENV)
+_PAUSE_ONCE: Final = bool(os.environ.get(PAUSE_ONCE_ENV))
 
 hook: Callable[[str], None] | None = None
 """Called at every step when set (unit tests)."""
@@ -41,5 +48,8 @@ def step(name: str) -> None:
     if hook is not None:
         hook(name)
     if name in _PAUSE and _PAUSE_DIR:
-        Path(_PAUSE_DIR, name).write_text(str(os.getpid()))
+        marker = Path(_PAUSE_DIR, name)
+        if _PAUSE_ONCE and marker.exists():
+            return
+        marker.write_text(str(os.getpid()))
         threading.Event().wait()

@@ -7,6 +7,7 @@ agent`` in every pod never loads kopf or the Kubernetes client.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -30,6 +31,19 @@ def _cmd_version(_: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _is_resources(value: object) -> bool:
+    """Whether ``value`` is a container ``resources`` map: requests/limits of strings."""
+    return (
+        isinstance(value, dict)
+        and set(value) <= {"requests", "limits"}
+        and all(
+            isinstance(kinds, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in kinds.items())
+            for kinds in value.values()
+        )
+    )
+
+
 def _cmd_operator(args: argparse.Namespace) -> int:
     if bool(args.pod_name) != bool(args.pod_namespace):
         print(
@@ -51,12 +65,34 @@ def _cmd_operator(args: argparse.Namespace) -> int:
             print("error: --webhook-port needs --agent-image", file=sys.stderr)
             return EXIT_USAGE
         ca = Path(args.distributor_ca_file).read_text() if args.distributor_ca_file else None
+        agent_env = []
+        for item in args.agent_env:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                print(f"error: --agent-env wants NAME=VALUE, not {item!r}", file=sys.stderr)
+                return EXIT_USAGE
+            agent_env.append((name, value))
+        agent_resources = None
+        if args.agent_resources:
+            try:
+                agent_resources = json.loads(args.agent_resources)
+            except ValueError:
+                agent_resources = None
+            if not _is_resources(agent_resources):
+                print(
+                    "error: --agent-resources wants a JSON object like "
+                    '{"requests": {"memory": "32Mi"}, "limits": {"memory": "96Mi"}}',
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
         webhook = WebhookSettings(
             port=args.webhook_port,
             host=args.webhook_host,
             operator_namespace=args.operator_namespace,
             service_name=args.webhook_service,
             agent_image=args.agent_image,
+            agent_env=tuple(agent_env),
+            agent_resources=agent_resources,
             distributor_url=args.agent_distributor_url or "",
             distributor_ca_pem=ca,
             url=args.webhook_url,
@@ -172,6 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--webhook-port", type=int, default=None, help="serve the webhook (TLS)")
     hook.add_argument("--webhook-host", default=None, help="address to bind (default: all)")
     hook.add_argument("--agent-image", help="the agent image injected into pods")
+    hook.add_argument(
+        "--agent-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the injected agent container (repeatable)",
+    )
+    hook.add_argument(
+        "--agent-resources",
+        metavar="JSON",
+        help='the injected agent\'s resources, e.g. \'{"limits": {"memory": "96Mi"}}\' '
+        "(default: requests 10m/32Mi, limits 200m/96Mi)",
+    )
     hook.add_argument(
         "--operator-namespace",
         default="logicbundle-system",

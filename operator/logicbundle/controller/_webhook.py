@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,9 @@ class WebhookSettings:
     service_name: str
     agent_image: str
     distributor_url: str
+    agent_env: tuple[tuple[str, str], ...] = ()
+    agent_resources: Mapping[str, Mapping[str, str]] | None = None
+    """None: the injection's defaults."""
     distributor_ca_pem: str | None = None
     url: str | None = None
     """Install the configuration with this clientConfig.url (local runs) instead of the chart."""
@@ -77,15 +82,16 @@ async def start_webhook(
         on_change=tls.load,
     )
     bundle = await asyncio.to_thread(certs.ensure)
-    app = create_app(
-        view=KubernetesClusterView(api),
-        settings=InjectionSettings(
-            agent_image=settings.agent_image,
-            operator_namespace=settings.operator_namespace,
-            distributor_url=settings.distributor_url,
-            distributor_ca_pem=settings.distributor_ca_pem,
-        ),
+    injection = InjectionSettings(
+        agent_image=settings.agent_image,
+        extra_env=settings.agent_env,
+        operator_namespace=settings.operator_namespace,
+        distributor_url=settings.distributor_url,
+        distributor_ca_pem=settings.distributor_ca_pem,
     )
+    if settings.agent_resources is not None:
+        injection = dataclasses.replace(injection, resources=settings.agent_resources)
+    app = create_app(view=KubernetesClusterView(api), settings=injection)
     server = WebhookServer(app, tls=tls, host=settings.host, port=settings.port)
     await server.start()
     if settings.url is not None:

@@ -227,6 +227,7 @@ def _agent_container(bundles: Sequence[LogicBundle], settings: InjectionSettings
                 "name": "POD_NAMESPACE",
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
+            *({"name": name, "value": value} for name, value in settings.extra_env),
         ],
         "ports": [{"name": "lb-agent", "containerPort": port, "protocol": "TCP"}],
         # Passes only once the assigned bundles are active: the application

@@ -54,6 +54,10 @@ socket moved out of the read-only bundles volume into its own volume
 """
 
 
+RESERVED_AGENT_ENV: Final = frozenset({"LOGICBUNDLE_AGENT_CONFIG", "POD_NAME", "POD_NAMESPACE"})
+"""Environment variables of the agent container that the injection itself sets."""
+
+
 def _default_resources() -> Mapping[str, Mapping[str, str]]:
     return {
         "requests": {"cpu": "10m", "memory": "32Mi"},
@@ -81,6 +85,12 @@ class InjectionSettings:
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=_default_resources)
     run_as_user: int = DEFAULT_RUN_AS
     run_as_group: int = DEFAULT_RUN_AS
+    extra_env: tuple[tuple[str, str], ...] = ()
+    """More ``(name, value)`` environment variables for the agent container (chart ``agent.env``).
+
+    For settings the agent reads from its environment (``MALLOC_ARENA_MAX``, a proxy).
+    A name the injection sets itself is refused.
+    """
     token_expiration_seconds: int = 3600
     startup_failure_threshold: int = 300
     """With a one-second period: how long a pod may wait for its logic before the agent restarts."""
@@ -90,6 +100,9 @@ class InjectionSettings:
             raise ValueError("agent_image is required")
         if not 1 <= self.listen_port <= 65535:
             raise ValueError(f"listen_port {self.listen_port} is not a TCP port")
+        for name, _ in self.extra_env:
+            if not name or "=" in name or name in RESERVED_AGENT_ENV:
+                raise ValueError(f"agent environment variable {name!r} is reserved or invalid")
         if self.token_expiration_seconds < 600:
             # The API server refuses projected tokens valid for less than ten minutes.
             raise ValueError("token_expiration_seconds must be at least 600")
