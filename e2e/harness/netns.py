@@ -11,7 +11,8 @@
   (``vm.overcommit_memory``, ``kernel.panic``, ...) behind files of the run
   directory bind-mounted over them in the private mount namespace, so the
   machine's values are never changed;
-- mounts a tmpfs on ``/run/netns`` so the pods' namespaces stay in here;
+- mounts a tmpfs on ``/run/netns``, ``/run/containerd`` and ``/var/lib/cni`` so the
+  pods' namespaces, the shims' sockets and the CNI cache stay in here;
 - runs CMD with ``LOGICBUNDLE_E2E_NETNS=1`` and ``LOGICBUNDLE_E2E_NETNS_ID``;
 - after CMD exits, kills by pid every process still in the namespace (containerd
   shims) and in the cgroups named after the namespace id (the pods' processes,
@@ -55,6 +56,8 @@ _KUBELET_TUNABLES = (
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
 )
+
+PRIVATE_DIRS = (Path("/run/netns"), Path("/run/containerd"), Path("/var/lib/cni"))
 
 USAGE = "usage: python -m e2e.harness.netns -- CMD [ARGS...]"
 
@@ -119,9 +122,11 @@ def _setup(work: Path) -> None:
         shadow = tunables / name.replace("/", ".")
         shadow.write_text(real.read_text())
         _run("mount", "--bind", str(shadow), str(real))
-    netns_dir = Path("/run/netns")
-    netns_dir.mkdir(parents=True, exist_ok=True)
-    _run("mount", "-t", "tmpfs", "-o", "mode=0755,size=1m", "tmpfs", str(netns_dir))
+    # Pod network namespaces, containerd's shim sockets and runc state, the CNI cache:
+    # fixed paths, each given a tmpfs of its own that only this namespace sees.
+    for fixed in PRIVATE_DIRS:
+        fixed.mkdir(parents=True, exist_ok=True)
+        _run("mount", "-t", "tmpfs", "-o", "mode=0755,size=64m", "tmpfs", str(fixed))
 
 
 def _our_cgroups(ns_id: str) -> list[Path]:
