@@ -59,3 +59,10 @@ def test_without_pause_once_an_existing_marker_still_stops_the_step(tmp_path: Pa
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_a_missing_pause_directory_lets_every_step_pass(tmp_path: Path) -> None:
+    proc = _run(tmp_path / "absent", once=False)
+    out, _ = proc.communicate(timeout=30)
+    assert out.strip() == "passed"
+    assert not (tmp_path / "absent").exists()
