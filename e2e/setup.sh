@@ -44,3 +44,8 @@ fi
 # -- 3. Go-built binaries -------------------------------------------------------------
 command -v go >/dev/null || { say "Go >= 1.26 is needed to build the local control plane"; exit 1; }
 .venv/bin/python -m e2e.harness.build
+
+# -- 4. Container images ----------------------------------------------------------------
+# The Debian base (mmdebstrap), the pause image, the project's Dockerfile and the sample
+# app, built with buildah into ~/.cache/logicbundle-e2e/buildah (no Docker, no Docker Hub).
+.venv/bin/python -m e2e.harness.images build
