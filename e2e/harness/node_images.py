@@ -1,7 +1,8 @@
 """Tiny images for the real node's own tests, from Debian's static busybox.
 
 ``busybox`` is ``/bin/busybox`` (package ``busybox-static``) with a symlink
-per applet, a ``/tmp`` and a ``nobody`` user; ``pause`` is the same files with
+per applet, a ``/tmp``, a ``nobody`` user and ``openssl`` with its libraries
+(for ``wget https://``); ``pause`` is the same files with
 ``sleep`` forever as its entrypoint (a sandbox image, until
 ``e2e.harness.images`` provides the real one).  Both are committed once into
 the harness's buildah storage (``~/.cache/logicbundle-e2e/buildah``), tagged
@@ -20,6 +21,9 @@ from e2e.harness import build
 from e2e.harness.proc import HarnessError
 
 BUSYBOX = Path("/bin/busybox")
+OPENSSL = Path("/usr/bin/openssl")
+RECIPE = "2"
+"""Bump when the image's contents change without the binaries changing."""
 REPOSITORY_PREFIX = "logicbundle-e2e-node"
 
 
@@ -46,9 +50,23 @@ def buildah(*args: str) -> str:
 
 
 def _tag() -> str:
-    if not BUSYBOX.exists():
-        raise HarnessError(f"{BUSYBOX} is missing: apt-get install busybox-static (make setup)")
-    return hashlib.sha256(BUSYBOX.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(RECIPE.encode())
+    for binary in (BUSYBOX, OPENSSL):
+        if not binary.exists():
+            raise HarnessError(f"{binary} is missing (make setup installs busybox-static)")
+        digest.update(binary.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _shared_libraries(binary: Path) -> list[Path]:
+    """The files ``ldd`` says ``binary`` loads (absolute paths)."""
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+    libs = []
+    for line in out.splitlines():
+        for word in line.split():
+            if word.startswith("/"):
+                libs.append(Path(word))
+    return libs
 
 
 def _rootfs(into: Path) -> None:
@@ -67,6 +85,12 @@ def _rootfs(into: Path) -> None:
         "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"
     )
     (into / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    # Busybox's own TLS sends no signature_algorithms, which Go's TLS servers (the API
+    # server) refuse; with an ``openssl`` on its PATH, busybox's wget uses it instead.
+    for path in (OPENSSL, *_shared_libraries(OPENSSL)):
+        target = into / path.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path.resolve(), target)
 
 
 def _local_name(name: str) -> str:
@@ -102,7 +126,7 @@ def ensure_built() -> dict[str, str]:
                     "--cmd",
                     '["/bin/sh"]' if name == "busybox" else "[]",
                     "--env",
-                    "PATH=/bin",
+                    "PATH=/bin:/usr/bin",
                     container,
                 )
                 buildah("commit", "-q", container, images[name])

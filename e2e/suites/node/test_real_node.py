@@ -62,12 +62,18 @@ def _wait_ready(rc: RealCluster, ns: str, name: str) -> Any:
     return wait_for(ready, what=f"pod {ns}/{name} Ready", timeout=POD_TIMEOUT)
 
 
-def _wait_phase(rc: RealCluster, ns: str, name: str, phase: str) -> Any:
+def _wait_finished(rc: RealCluster, ns: str, name: str) -> str:
+    """Wait for a run-once pod to end; its logs, or a failure carrying them."""
+
     def done() -> Any:
         pod = _get_pod(rc, ns, name)
-        return pod if pod.get("status", {}).get("phase") == phase else None
+        phase = pod.get("status", {}).get("phase")
+        return phase if phase in ("Succeeded", "Failed") else None
 
-    return wait_for(done, what=f"pod {ns}/{name} {phase}", timeout=POD_TIMEOUT)
+    phase = wait_for(done, what=f"pod {ns}/{name} to finish", timeout=POD_TIMEOUT)
+    logs = rc.cluster.kubectl("logs", "-n", ns, name)
+    assert phase == "Succeeded", f"pod {name} {phase}; logs:\n{logs}"
+    return logs
 
 
 def _exec(rc: RealCluster, ns: str, pod: str, *cmd: str, container: str | None = None) -> str:
@@ -194,15 +200,18 @@ def test_service_dns_name_resolves_and_cluster_ip_routes(
     ]
     name = f"web.{ns}.svc"
 
+    # Busybox's nslookup asks CoreDNS for exactly the name given (no search list).
     def resolved() -> str | None:
-        out = _exec(rc, ns, "client", "nslookup", name)
+        out = _exec(rc, ns, "client", "nslookup", f"{name}.cluster.local")
         return out if cluster_ip in out else None
 
-    # The endpoints reach kube-proxy and CoreDNS a moment after the pod is Ready.
-    wait_for(resolved, what=f"{name} resolving to {cluster_ip}", timeout=60)
+    wait_for(resolved, what=f"{name}.cluster.local resolving to {cluster_ip}", timeout=60)
 
+    # wget resolves the short name through the pod's resolv.conf search list, then goes
+    # through kube-proxy's rules to the other pod.  (Debian's busybox wget crashes on
+    # -T: the busybox applet `timeout` bounds it instead.)
     def fetched() -> str | None:
-        out = _exec(rc, ns, "client", "wget", "-qO-", "-T", "3", f"http://{name}/")
+        out = _exec(rc, ns, "client", "timeout", "5", "wget", "-qO-", f"http://{name}/")
         return out if "hello-from-httpd" in out else None
 
     assert wait_for(fetched, what=f"GET http://{name}/", timeout=60) == "hello-from-httpd\n"
@@ -227,8 +236,7 @@ def test_non_root_read_only_pod_cannot_write_its_root(
         },
     )
     _create(rc, ns, _pod("locked", [locked], restart="Never"))
-    _wait_phase(rc, ns, "locked", "Succeeded")
-    lines = rc.cluster.kubectl("logs", "-n", ns, "locked").split("\n")
+    lines = _wait_finished(rc, ns, "locked").split("\n")
     assert lines[0] == "65534"
     assert lines[1] == "READONLY"
     assert lines[2].split() == ["CapEff:", "0000000000000000"]
@@ -239,13 +247,12 @@ def test_pod_reaches_the_kubernetes_service(real_cluster: RealCluster, real_name
     script = (
         "TOKEN=$(cat /var/run/secrets/kubernetes.io/serviceaccount/token); "
         'echo "$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT"; '
-        "wget -qO- --no-check-certificate -T 5 "
+        "timeout 10 wget -qO- --no-check-certificate "
         '--header "Authorization: Bearer $TOKEN" '
-        "https://kubernetes.default.svc/version"
+        '"https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/version"'
     )
     _create(rc, ns, _pod("apicall", [_busybox(rc, "apicall", script)], restart="Never"))
-    _wait_phase(rc, ns, "apicall", "Succeeded")
-    out = rc.cluster.kubectl("logs", "-n", ns, "apicall")
+    out = _wait_finished(rc, ns, "apicall")
     first, _, body = out.partition("\n")
     assert first == "10.96.0.1:443"
     assert '"gitVersion"' in body
