@@ -160,6 +160,8 @@ def _leftover_pids(inode: int, ns_id: str) -> set[int]:
 def cleanup(inode: int, ns_id: str, *, timeout: float = 15.0) -> None:
     """Kill, by pid, everything left in the namespace or its cgroups; remove the cgroups."""
     deadline = time.monotonic() + timeout
+    if first := _leftover_pids(inode, ns_id):
+        _log(f"killing {len(first)} process(es) left in the namespace: {sorted(first)}")
     while pids := _leftover_pids(inode, ns_id):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):

@@ -34,7 +34,7 @@ class RealCluster:
 
 @pytest.fixture(scope="session")
 def real_cluster(
-    tmp_path_factory: pytest.TempPathFactory, registry: Registry
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[RealCluster]:
     """Kubernetes with kwok nodes and the real node ``real-node-0``, for the session."""
     if not in_harness_netns():
@@ -44,6 +44,7 @@ def real_cluster(
             "python -m e2e.harness.netns -- .venv/bin/python -m pytest e2e/suites/node",
             pytrace=False,
         )
+    registry: Registry = request.getfixturevalue("registry")  # checked the namespace first
     images = node_images.push(registry.host)
     with contextlib.ExitStack() as stack:
         cp = stack.enter_context(
