@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e import versions
+from e2e.harness import netns
 from e2e.harness.cluster import Cluster
 from e2e.harness.fleet import Fleet, Traffic
 from e2e.harness.operator import (
@@ -332,13 +333,15 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         return 0
                     say("still running; look around (Ctrl-C stops everything):")
+                    # Under `make demo` all of it lives in the harness's network namespace.
+                    ns = netns.enter_prefix()
                     print(f"    export KUBECONFIG={cluster.kubeconfig}")
-                    print(f"    {cluster.kubectl_path} get lb,pods -n shop")
-                    print(f"    {cluster.kubectl_path} describe lb pricing -n shop")
-                    print("    .venv/bin/logicbundle status pricing -n shop")
+                    print(f"    {ns}{cluster.kubectl_path} get lb,pods -n shop")
+                    print(f"    {ns}{cluster.kubectl_path} describe lb pricing -n shop")
+                    print(f"    {ns}.venv/bin/logicbundle status pricing -n shop")
                     app = fleet.pods[0].app_port
-                    print(f"    curl 'http://127.0.0.1:{app}/price?item=apple&qty=2'")
-                    print(f"    Prometheus: {prometheus.url}  (logicbundle_sdk_calls_total)")
+                    print(f"    {ns}curl 'http://127.0.0.1:{app}/price?item=apple&qty=2'")
+                    print(f"    Prometheus: {ns}curl '{prometheus.url}/api/v1/query?query=up'")
                     signal.signal(signal.SIGINT, lambda *_: stop.set())
                     while not stop.wait(1.0):
                         view.show()

@@ -38,6 +38,7 @@ from pathlib import Path
 ENV_FLAG = "LOGICBUNDLE_E2E_NETNS"
 ENV_ID = "LOGICBUNDLE_E2E_NETNS_ID"
 ENV_DIR = "LOGICBUNDLE_E2E_NETNS_DIR"
+ENV_PID = "LOGICBUNDLE_E2E_NETNS_PID"
 
 BRIDGE = "cni0"
 NODE_IP = "10.88.0.1"
@@ -78,6 +79,14 @@ def in_harness_netns() -> bool:
 def namespace_id() -> str:
     """The short id of the current harness namespace (names its cgroups)."""
     return os.environ.get(ENV_ID, "")
+
+
+def enter_prefix() -> str:
+    """How a shell outside reaches this namespace (``nsenter ... ``), or "" outside it."""
+    pid = os.environ.get(ENV_PID)
+    if not pid or not in_harness_netns():
+        return ""
+    return f"nsenter --target {pid} --net --mount "
 
 
 def cgroup_name(suffix: str) -> str:
@@ -186,7 +195,13 @@ def _inside(cmd: list[str]) -> int:
     ns_id = os.environ.get(ENV_ID) or secrets.token_hex(3)
     work = Path(tempfile.mkdtemp(prefix=f"logicbundle-netns-{ns_id}-"))
     inode = _netns_inode()
-    env = {**os.environ, ENV_FLAG: "1", ENV_ID: ns_id, ENV_DIR: str(work)}
+    env = {
+        **os.environ,
+        ENV_FLAG: "1",
+        ENV_ID: ns_id,
+        ENV_DIR: str(work),
+        ENV_PID: str(os.getpid()),
+    }
     rc = 1
     try:
         _setup(work)
