@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from e2e.harness import build
+from e2e.harness import images
 from e2e.harness.proc import HarnessError
 
 BUSYBOX = Path("/bin/busybox")
@@ -27,18 +27,10 @@ RECIPE = "2"
 REPOSITORY_PREFIX = "logicbundle-e2e-node"
 
 
-def buildah_root() -> Path:
-    return build.cache_root() / "buildah"
-
-
 def buildah(*args: str) -> str:
-    """Run buildah on the harness's storage; its stdout."""
-    exe = shutil.which("buildah")
-    if exe is None:
-        raise HarnessError("buildah is not installed (make setup installs it)")
-    root = buildah_root()
+    """Run buildah on the harness's store (the one e2e.harness.images uses); its stdout."""
     proc = subprocess.run(
-        [exe, "--root", str(root / "storage"), "--runroot", str(root / "runroot"), *args],
+        [*images.buildah_command(), *args],
         capture_output=True,
         text=True,
         timeout=300,
