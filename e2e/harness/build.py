@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from e2e import versions
+from e2e.harness import netns
 
 
 def cache_root() -> Path:
@@ -119,6 +120,12 @@ class Component:
         """Build unless cached; return the folder holding the binaries."""
         if self.is_built():
             return self.bin_dir
+        if netns.in_harness_netns():
+            raise BuildError(
+                f"{self.name} {self.version} is not built, and inside the harness network "
+                "namespace the Go module proxy is unreachable: build it first, outside "
+                f"(make setup, or python -m e2e.harness.build {self.name})"
+            )
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         with _locked(self.dir.parent / f".{self.name}-{self.version}.lock"):
             if self.is_built():  # another process built it while we waited
