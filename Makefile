@@ -30,9 +30,11 @@ unit:
 
 # The e2e fixtures run servers in threads; a socket they leave to the garbage collector at
 # interpreter exit warns (shown) instead of failing a green run. Unit tests stay strict.
-# The binaries are built (or found cached) first: the namespace has no way out to the Go proxy.
+# The binaries and the images are built (or found cached) first: the namespace has no way
+# out to the Go proxy, PyPI or Debian.
 e2e:
 	@$(PY) -m e2e.harness.build
+	@$(PY) -m e2e.harness.images build
 	@$(NETNS) $(PY) -m pytest -m e2e -q -W "default::ResourceWarning"; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: no e2e tests were collected" >&2; exit 1; fi; exit $$rc
 

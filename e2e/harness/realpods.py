@@ -250,12 +250,10 @@ def cgroup_memory_working_set(pid: int) -> int:
         if "memory" in controllers.split(","):
             base = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
             usage = int((base / "memory.usage_in_bytes").read_text())
-            stat = dict(
-                (k, int(v))
-                for k, v in (
-                    row.split() for row in (base / "memory.stat").read_text().splitlines()
-                )
-            )
+            stat = {
+                k: int(v)
+                for k, v in (row.split() for row in (base / "memory.stat").read_text().splitlines())
+            }
             return max(0, usage - stat.get("total_inactive_file", 0))
     raise HarnessError(f"process {pid} is in no memory cgroup")
 
@@ -301,9 +299,8 @@ def watching_pods(cluster: Cluster, namespace: str, selector: str) -> Iterator[l
             query = {"watch": "1", "labelSelector": selector, "timeoutSeconds": "30"}
             if version:
                 query["resourceVersion"] = version
-            url = (
-                f"{cluster.server}/api/v1/namespaces/{namespace}/pods?"
-                + urllib.parse.urlencode(query)
+            url = f"{cluster.server}/api/v1/namespaces/{namespace}/pods?" + urllib.parse.urlencode(
+                query
             )
             try:
                 with urllib.request.urlopen(url, context=cluster.ssl_context(), timeout=1.0) as s:

@@ -16,14 +16,19 @@ import pytest
 
 from e2e.harness import node_images
 from e2e.harness.cluster import Cluster
-from e2e.harness.netns import in_harness_netns
+from e2e.harness.netns import NODE_IP, in_harness_netns
 from e2e.harness.node import RealNode
 from e2e.harness.services import Registry
 
 
 @dataclass(frozen=True)
 class RealCluster:
-    """A control plane with one real node whose containerd pulls from ``registry``."""
+    """A control plane with one real node whose containerd pulls from ``registry``.
+
+    The registry listens on the node's address (10.88.0.1), not on loopback: the
+    operator's pods resolve bundles there and the agents fall back to it, and a
+    pod's loopback is its own.
+    """
 
     cluster: Cluster
     node: RealNode
@@ -44,11 +49,14 @@ def real_cluster(
             "python -m e2e.harness.netns -- .venv/bin/python -m pytest e2e/suites/node",
             pytrace=False,
         )
-    registry: Registry = request.getfixturevalue("registry")  # checked the namespace first
-    images = node_images.push(registry.host)
     with contextlib.ExitStack() as stack:
+        registry = stack.enter_context(
+            Registry.start(tmp_path_factory.mktemp("real-registry"), address=NODE_IP)
+        )
+        images = node_images.push(registry.host)
+        # No kwok node: every pod of these suites runs on the real node, as on a user's cluster.
         cp = stack.enter_context(
-            Cluster.start(tmp_path_factory.mktemp("real-cluster"), nodes=1, real_node=True)
+            Cluster.start(tmp_path_factory.mktemp("real-cluster"), nodes=0, real_node=True)
         )
         node = stack.enter_context(
             RealNode.start(

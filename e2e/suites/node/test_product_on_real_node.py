@@ -6,16 +6,19 @@ What a user does on a cluster of their own, against the harness's real kubelet
 1. the project's image and the sample app's image, built from the Dockerfiles
    with buildah on a Debian base (:mod:`e2e.harness.images`), pushed to the
    harness registry;
-2. ``helm install`` of the chart with that image: two operator replicas as real
-   pods, one elected; the API server calls the webhook through its Service,
-   agents reach the distributor through its Service;
-3. a Deployment of the sample app (10 replicas, plus one internal pod) that opts
-   in: every pod is injected, the agent starts first (native sidecar, startup
-   probe), the app is Ready only once its first bundle is active;
+2. the chart installed with that image by the commands of ``docs/quickstart.md``,
+   run as written: two operator replicas as real pods, one elected; the API
+   server calls the webhook through its Service, agents reach the distributor
+   through its Service;
+3. a Deployment of the sample app (10 replicas, plus one internal pod) opted in:
+   every pod injected, the agent started first (native sidecar, startup probe),
+   the app Ready only once its first bundle is active (readiness gate);
 4. v1 -> v2 through internal -> 5 % -> everyone, every answer a whole version and
    no container restarted; a bad v3 caught and rolled back on every pod;
-5. the faults a real node adds (an agent killed mid-swap, the leader's pod
-   deleted mid-rollout, the distributor unreachable, an app container restart);
+5. the faults a real node adds: an agent killed in the middle of a swap, the
+   leader's pod deleted mid-rollout, the distributor unreachable (the slow
+   path, with the kubelet's real downward-API delay measured), an app
+   container restarted in the middle of a request split;
 6. the hardening the security docs promise, checked inside the containers.
 
 The tests of this module run in order and share one installation.
@@ -24,288 +27,145 @@ The tests of this module run in order and share one installation.
 from __future__ import annotations
 
 import json
+import shutil
+import statistics
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from e2e.harness import images, services
 from e2e.harness.cluster import Cluster
-from e2e.harness.operator import (
-    EXAMPLES,
-    BundleWatch,
-    KeyPair,
-    apply,
-    condition,
-    get_bundle,
-    logicbundle,
-    push_bundle,
-    wait_condition,
+from e2e.harness.operator import BundleWatch, condition, wait_condition
+from e2e.harness.proc import wait_for
+from e2e.harness.product import (
+    APP_SELECTOR,
+    APP_UID,
+    OPERATOR_NS,
+    RELEASE,
+    SHOP,
+    Installed,
+    install,
+    leader,
+    operator_pods,
 )
-from e2e.harness.proc import HarnessError, wait_for
 from e2e.harness.realpods import (
+    APP_PORT,
     Containerd,
     Traffic,
     container_id,
     container_status,
     exec_in,
-    gate_status,
+    get_json,
     is_ready,
     pods,
     restart_counts,
     served,
     wait_all_serving,
 )
+from e2e.suites.node.conftest import RealCluster
 from logicbundle.api import names
 
 REPO = Path(__file__).resolve().parents[3]
-CHART = REPO / "charts" / "logicbundle-operator"
-RELEASE = "logicbundle"
-OPERATOR_NS = "logicbundle-system"
-SHOP = "shop"
-APP_SELECTOR = "app=shop"
+QUICKSTART = REPO / "docs" / "quickstart.md"
 REPLICAS = 10
 PODS = REPLICAS + 1  # plus the internal pod
-APP_UID = 10001
-
-
-@dataclass
-class Installed:
-    cluster: Cluster
-    registry_host: str
-    containerd: Containerd
-    key: KeyPair
-    digests: dict[str, str]
-    pushed: dict[str, images.PushedImage]
-    bundle: dict[str, Any]
-
-
-def _helm(cluster: Cluster, *args: str) -> str:
-    import subprocess
-
-    proc = subprocess.run(
-        [str(services.helm()), *args],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(cluster.run_dir), **cluster.env()},
-        timeout=600,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise HarnessError(f"helm {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def _deployment(
-    name: str, *, image: str, replicas: int, labels: dict[str, str]
-) -> dict[str, Any]:
-    """The sample app as a user would deploy it: non-root, read-only root, opted in."""
-    pod_labels = {**labels, names.LABEL_INJECT: names.LABEL_INJECT_ENABLED}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"deployment": name}},
-            "template": {
-                "metadata": {"labels": {**pod_labels, "deployment": name}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 5,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": APP_UID,
-                        "runAsGroup": APP_UID,
-                        "fsGroup": APP_UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [
-                        {
-                            "name": "app",
-                            "image": image,
-                            "args": ["--host", "0.0.0.0", "--port", "8080"],
-                            "ports": [{"name": "http", "containerPort": 8080}],
-                            "readinessProbe": {
-                                "httpGet": {"path": "/healthz", "port": 8080},
-                                "periodSeconds": 1,
-                            },
-                            "resources": {
-                                "requests": {"cpu": "10m", "memory": "32Mi"},
-                                "limits": {"memory": "128Mi"},
-                            },
-                            "securityContext": {
-                                "readOnlyRootFilesystem": True,
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
-ROLLOUT = {
-    "stages": [
-        {"name": "internal", "internal": {"matchLabels": {names.LABEL_COHORT: "internal"}}},
-        {"name": "canary", "percent": 5, "pause": "4s"},
-        {"name": "everyone", "all": True},
-    ],
-    "analysis": {
-        "provider": "builtin",
-        "interval": "2s",
-        "minSamples": 10,
-        "metrics": [{"name": "error-rate", "builtin": "errorRate", "max": 0.05}],
-    },
-}
+PAUSE_DIR = ".e2e-pause"
+"""In the bundles volume: the agent's test seam stops only where this directory exists."""
+KILL_STEP = "symlink-created"
 
 
 @pytest.fixture(scope="module")
-def installed(real_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    cluster: Cluster = real_cluster.cluster
-    registry_host: str = real_cluster.registry.host
-    pushed = images.push_images(registry_host, repository_prefix="logicbundle")
-    project = pushed["logicbundle"]
-    repo, _, tag = project.reference.rpartition(":")
-    key = KeyPair.generate()
-    values = {
-        "image": {"repository": repo, "tag": tag},
-        "trust": {"namespaces": [SHOP], "publicKeys": {"cosign.pub": key.public_pem}},
-        "agent": {"env": [{"name": "MALLOC_ARENA_MAX", "value": "2"}]},
-    }
-    work = tmp_path_factory.mktemp("real-product")
-    values_file = work / "values.json"
-    values_file.write_text(json.dumps(values))
-    for ns in (OPERATOR_NS, SHOP):
-        cluster.request(
-            "POST",
-            "/api/v1/namespaces",
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-        )
-    _helm(
-        cluster,
-        "install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        OPERATOR_NS,
-        "-f",
-        str(values_file),
-        "--wait",
-        "--timeout",
-        "300s",
+def installed(
+    real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Installed]:
+    product = install(
+        real_cluster.cluster,
+        real_cluster.registry.host,
+        tmp_path_factory.mktemp("real-product"),
+        agent_env={
+            # The agent's test seam, armed only in a pod whose volume holds PAUSE_DIR.
+            "LOGICBUNDLE_AGENT_TEST_PAUSE": KILL_STEP,
+            "LOGICBUNDLE_AGENT_TEST_PAUSE_DIR": f"/var/run/logicbundle/{PAUSE_DIR}",
+            "LOGICBUNDLE_AGENT_TEST_PAUSE_ONCE": "1",
+        },
+        quickstart=QUICKSTART,
+        replicas=REPLICAS,
     )
-    digests = {
-        tag: push_bundle(
-            registry_host,
-            EXAMPLES / "bundles" / source,
-            repository=f"{SHOP}/pricing",
-            tag=tag,
-            version=version,
-            key=key,
-        )
-        for tag, source, version in (
-            ("v1", "pricing-v1", "1.0.0"),
-            ("v2", "pricing-v2", "2.0.0"),
-            ("v3", "pricing-flaky", "3.0.0"),
-        )
-    }
-    bundle = logicbundle(
-        "pricing",
-        ref=f"{registry_host}/{SHOP}/pricing:v1",
-        key=key,
-        selector={"app": "shop"},
-        interval="1h",
-        rollout=ROLLOUT,
+    yield product
+    product.uninstall()
+
+
+def _containerd(real_cluster: RealCluster) -> Containerd:
+    return Containerd(socket=real_cluster.node.containerd_socket)
+
+
+def _pod_volume(real_cluster: RealCluster, pod: dict[str, Any], kind: str, volume: str) -> Path:
+    """Where the kubelet keeps ``volume`` of ``pod`` on the node (``kind``: empty-dir, ...)."""
+    path: Path = (
+        real_cluster.node.run_dir
+        / "kubelet"
+        / "pods"
+        / pod["metadata"]["uid"]
+        / "volumes"
+        / f"kubernetes.io~{kind}"
+        / volume
     )
-    bundle["spec"]["verify"] = {
-        "keys": [{"secretRef": {"name": f"{RELEASE}-operator-cosign-keys", "key": "cosign.pub"}}]
-    }
-    yield Installed(
-        cluster=cluster,
-        registry_host=registry_host,
-        containerd=real_cluster.node.containerd(),
-        key=key,
-        digests=digests,
-        pushed=pushed,
-        bundle=bundle,
-    )
-    _helm(cluster, "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout", "120s")
+    return path
 
 
-def _operator_pods(cluster: Cluster) -> list[dict[str, Any]]:
-    return pods(cluster, OPERATOR_NS, "app.kubernetes.io/component=operator")
+def _settled(installed: Installed, tag: str, *, timeout: float = 180) -> str:
+    digest = installed.digests[tag]
+    wait_all_serving(installed.cluster, SHOP, APP_SELECTOR, digest, count=PODS, timeout=timeout)
+    wait_condition(installed.cluster, SHOP, "pricing", "Ready", "True", timeout=timeout)
+    return digest
 
 
-def _leader(cluster: Cluster) -> str:
-    leaders = [
-        p["metadata"]["name"]
-        for p in _operator_pods(cluster)
-        if (p["metadata"].get("labels") or {}).get("logicbundle.io/leader") == "true"
-        and p["metadata"].get("deletionTimestamp") is None
-    ]
-    if len(leaders) != 1:
-        raise HarnessError(f"expected one leader, found {leaders}")
-    return leaders[0]
+# -- install, inject, roll out ---------------------------------------------------------------
 
 
-def test_helm_install_runs_the_operator_as_real_pods_with_one_leader(installed: Installed) -> None:
+def test_the_chart_runs_the_operator_as_real_pods_from_the_built_image(
+    installed: Installed,
+) -> None:
     cluster = installed.cluster
-    operators = _operator_pods(cluster)
-    assert len(operators) == 2
+    operators = operator_pods(cluster)
+    assert len(operators) == 2  # the chart's default
     for pod in operators:
         assert is_ready(pod), pod["metadata"]["name"]
         status = container_status(pod, "operator")
         assert status["restartCount"] == 0
-        assert status["imageID"].endswith(installed.pushed["logicbundle"].digest)
-        assert pod["spec"]["nodeName"].startswith("real-")
-    wait_for(lambda: _leader(cluster), what="one operator pod labelled leader", timeout=60)
+        assert status["imageID"].endswith(installed.pushed["logicbundle"].digest), status
+    wait_for(lambda: leader(cluster), what="exactly one operator pod labelled leader", timeout=60)
 
 
-def test_every_pod_is_injected_starts_its_agent_first_and_is_ready_only_with_its_bundle(
+def test_every_pod_is_injected_its_agent_starts_first_and_it_is_ready_only_with_its_bundle(
     installed: Installed,
 ) -> None:
     cluster = installed.cluster
-    apply(cluster, SHOP, installed.bundle)
-    wait_condition(cluster, SHOP, "pricing", "Ready", "True", timeout=120)
-    app_image = installed.pushed["sample-app"].reference
-    apply(
-        cluster,
-        SHOP,
-        _deployment(
-            "shop-internal",
-            image=app_image,
-            replicas=1,
-            labels={"app": "shop", names.LABEL_COHORT: "internal"},
-        ),
-    )
-    apply(cluster, SHOP, _deployment("shop", image=app_image, replicas=REPLICAS, labels={"app": "shop"}))
-
-    def all_ready() -> bool:
-        found = pods(cluster, SHOP, APP_SELECTOR)
-        return len(found) == PODS and all(is_ready(p) for p in found)
-
-    wait_for(all_ready, what=f"{PODS} injected pods Ready", timeout=300)
-    for pod in pods(cluster, SHOP, APP_SELECTOR):
+    found = pods(cluster, SHOP, APP_SELECTOR)
+    assert len(found) == PODS
+    for pod in found:
         name = pod["metadata"]["name"]
+        assert is_ready(pod), name
         (agent,) = [
             c for c in pod["spec"].get("initContainers", []) if c["name"] == names.AGENT_CONTAINER
         ]
         assert agent["restartPolicy"] == "Always", name
-        assert {"name": "MALLOC_ARENA_MAX", "value": "2"} in agent["env"], name
-        # The kubelet started the agent, and only after its startup probe passed the app.
+        assert agent["image"] == installed.pushed["logicbundle"].reference, name
+        # The kubelet started the agent first, and the app only once the agent's
+        # startup probe passed (its bundle active).
         agent_status = container_status(pod, names.AGENT_CONTAINER)
         app_status = container_status(pod, "app")
         assert agent_status["started"] is True, name
         agent_started = agent_status["state"]["running"]["startedAt"]
         app_started = app_status["state"]["running"]["startedAt"]
         assert agent_started <= app_started, (name, agent_started, app_started)
-        # The readiness gate (the bundle is active) was set, and the pod is Ready with it.
-        assert gate_status(pod) == "True", name
+        # The pod became Ready no earlier than its readiness gate (the bundle active).
+        gate = condition(pod, names.POD_CONDITION_READY)
+        ready = condition(pod, "Ready")
+        assert gate is not None and gate["status"] == "True", name
+        assert ready is not None and gate["lastTransitionTime"] <= ready["lastTransitionTime"]
         assert restart_counts(pod) == {names.AGENT_CONTAINER: 0, "app": 0}, name
     now = served(cluster, SHOP, APP_SELECTOR)
     assert set(now.values()) == {installed.digests["v1"]}, now
@@ -319,29 +179,25 @@ def test_a_staged_rollout_changes_every_pods_answers_without_a_restart(
     watch = BundleWatch(cluster, SHOP, "pricing")
     try:
         with Traffic(cluster, SHOP, APP_SELECTOR, per_second=40) as traffic:
-            installed.bundle["spec"]["source"]["ref"] = f"{installed.registry_host}/{SHOP}/pricing:v2"
-            apply(cluster, SHOP, installed.bundle)
-            wait_all_serving(cluster, SHOP, APP_SELECTOR, v2, count=PODS, timeout=180)
-            obj = wait_condition(cluster, SHOP, "pricing", "Ready", "True", timeout=120)
-        assert obj["status"]["stableDigest"] == v2
-        stages = []
+            installed.set_ref("v2")
+            _settled(installed, "v2")
+        stages: list[str] = []
         for version in watch.drain():
             stage = (version.get("status") or {}).get("stage")
             if stage and (not stages or stages[-1] != stage):
                 stages.append(stage)
-        assert [s for s in stages if s in {"internal", "canary", "everyone"}] == [
-            "internal",
-            "canary",
-            "everyone",
-        ], stages
     finally:
         watch.stop()
+    assert [s for s in stages if s in {"internal", "canary", "everyone"}] == [
+        "internal",
+        "canary",
+        "everyone",
+    ], stages
     seen = traffic.digests()
     assert set(seen) <= {v1, v2}, seen  # every answer a whole, known version
     assert seen[v1] and seen[v2], seen
-    assert all(a.status == 200 for a in traffic.answers), [
-        a for a in traffic.answers if a.status != 200
-    ][:5]
+    failed = [a for a in traffic.answers if a.status != 200]
+    assert not failed, failed[:5]
     for pod in pods(cluster, SHOP, APP_SELECTOR):
         assert set(restart_counts(pod).values()) == {0}, pod["metadata"]["name"]
 
@@ -350,8 +206,7 @@ def test_a_bad_version_is_caught_and_rolled_back_on_every_pod(installed: Install
     cluster = installed.cluster
     v2 = installed.digests["v2"]
     with Traffic(cluster, SHOP, APP_SELECTOR, per_second=40) as traffic:
-        installed.bundle["spec"]["source"]["ref"] = f"{installed.registry_host}/{SHOP}/pricing:v3"
-        apply(cluster, SHOP, installed.bundle)
+        installed.set_ref("v3")
         obj = wait_condition(cluster, SHOP, "pricing", "Stalled", "True", timeout=180)
         wait_all_serving(cluster, SHOP, APP_SELECTOR, v2, count=PODS, timeout=60)
     assert obj["status"]["stableDigest"] == v2
@@ -362,68 +217,224 @@ def test_a_bad_version_is_caught_and_rolled_back_on_every_pod(installed: Install
         assert set(restart_counts(pod).values()) == {0}, pod["metadata"]["name"]
 
 
-def _settle_on(installed: Installed, tag: str) -> str:
-    """Point the LogicBundle at ``tag`` and wait until every pod serves it (Ready)."""
-    cluster = installed.cluster
-    installed.bundle["spec"]["source"]["ref"] = f"{installed.registry_host}/{SHOP}/pricing:{tag}"
-    apply(cluster, SHOP, installed.bundle)
-    digest = installed.digests[tag]
-    wait_all_serving(cluster, SHOP, APP_SELECTOR, digest, count=PODS, timeout=180)
-    wait_condition(cluster, SHOP, "pricing", "Ready", "True", timeout=120)
-    return digest
+# -- what the security docs promise ----------------------------------------------------------
+
+PROBE = """\
+import json, os
+def attempt(path):
+    try:
+        with open(path, "w"):
+            pass
+        os.unlink(path)
+        return "wrote"
+    except OSError as e:
+        return e.strerror
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(json.dumps({
+    "uid": os.getuid(), "groups": sorted(os.getgroups()),
+    "caps": status["CapEff"].strip(), "no_new_privs": status["NoNewPrivs"].strip(),
+    "root": attempt("/probe"), "etc": attempt("/etc/probe"), "opt": attempt("/opt/probe"),
+    "bundles": attempt("/var/run/logicbundle/probe"),
+}))
+"""
 
 
-def test_security_promises_hold_inside_the_real_containers(installed: Installed) -> None:
+def _probe(cluster: Cluster, ns: str, pod: str, container: str) -> dict[str, Any]:
+    done = exec_in(cluster, ns, pod, container, "python3", "-c", PROBE)
+    assert done.returncode == 0, (pod, container, done.stderr)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_the_security_promises_hold_inside_the_real_containers(installed: Installed) -> None:
     cluster = installed.cluster
-    pod = pods(cluster, SHOP, "deployment=shop")[0]
-    name = pod["metadata"]["name"]
-    probe = (
-        "import os, json\n"
-        "def w(p):\n"
-        "    try:\n"
-        "        open(p, 'w').close(); return 'wrote'\n"
-        "    except OSError as e:\n"
-        "        return e.strerror\n"
-        "caps = [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]\n"
-        "print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'groups': os.getgroups(),\n"
-        "  'caps': caps, 'root': w('/probe'), 'etc': w('/etc/probe'),\n"
-        "  'bundles': w('/var/run/logicbundle/probe'),\n"
-        "  'nnp': [l.split()[1] for l in open('/proc/self/status') if l.startswith('NoNewPrivs')][0]}))\n"
+    pod = pods(cluster, SHOP, "deployment=shop")[0]["metadata"]["name"]
+    app = _probe(cluster, SHOP, pod, "app")
+    agent = _probe(cluster, SHOP, pod, names.AGENT_CONTAINER)
+    operator = _probe(
+        cluster, OPERATOR_NS, operator_pods(cluster)[0]["metadata"]["name"], "operator"
     )
-    results = {}
-    for container in ("app", names.AGENT_CONTAINER):
-        done = exec_in(cluster, SHOP, name, container, "python3", "-c", probe)
-        assert done.returncode == 0, (container, done.stderr)
-        results[container] = json.loads(done.stdout)
-    app, agent = results["app"], results[names.AGENT_CONTAINER]
-    assert app["uid"] == APP_UID and agent["uid"] == 65532
-    for who in (app, agent):
-        assert who["caps"] == "0000000000000000", who
-        assert who["nnp"] == "1", who
-        assert who["root"] == "Read-only file system", who
-        assert who["etc"] == "Read-only file system", who
+    assert app["uid"] == APP_UID
+    assert agent["uid"] == operator["uid"] == 65532
+    read_only = "Read-only file system"
+    for who in (app, agent, operator):
+        assert who["caps"] == "0000000000000000", who  # no capabilities at all
+        assert who["no_new_privs"] == "1", who
+        assert who["root"] == who["etc"] == who["opt"] == read_only, who
     # The app sees the bundles read-only; only the agent writes them.
-    assert app["bundles"] == "Read-only file system", app
+    assert app["bundles"] == read_only, app
     assert agent["bundles"] == "wrote", agent
-    cleanup = exec_in(
-        cluster, SHOP, name, names.AGENT_CONTAINER, "python3", "-c",
-        "import os; os.unlink('/var/run/logicbundle/probe')",
-    )
-    assert cleanup.returncode == 0, cleanup.stderr
-    # The operator pods are as hardened.
-    operator = _operator_pods(cluster)[0]["metadata"]["name"]
-    done = exec_in(cluster, OPERATOR_NS, operator, "operator", "python3", "-c", probe)
-    assert done.returncode == 0, done.stderr
-    op = json.loads(done.stdout)
-    assert op["uid"] == 65532 and op["caps"] == "0000000000000000", op
-    assert op["root"] == "Read-only file system", op
+    # The agent shares the pod's fsGroup, so the app's 0660 SDK socket is reachable.
+    assert APP_UID in agent["groups"], agent
 
 
-def test_an_agent_killed_in_the_middle_of_a_swap_restarts_and_converges(
+# -- faults on the real node -----------------------------------------------------------------
+
+
+def test_an_agent_killed_in_the_middle_of_a_swap_restarts_as_a_sidecar_and_converges(
+    real_cluster: RealCluster, installed: Installed
+) -> None:
+    cluster = installed.cluster
+    v1, v2 = installed.digests["v1"], installed.digests["v2"]
+    victim = pods(cluster, SHOP, "deployment=shop")[-1]
+    name = victim["metadata"]["name"]
+    pause = _pod_volume(real_cluster, victim, "empty-dir", names.VOLUME_BUNDLES) / PAUSE_DIR
+    pause.mkdir()
+    pause.chmod(0o777)
+    agent_id = container_id(victim, names.AGENT_CONTAINER)
+    with Traffic(cluster, SHOP, APP_SELECTOR, per_second=40) as traffic:
+        installed.set_ref("v1")
+        wait_for(
+            (pause / KILL_STEP).exists,
+            what=f"the agent of {name} stopped at {KILL_STEP}",
+            timeout=180,
+        )
+        _containerd(real_cluster).kill(agent_id)
+        _settled(installed, "v1")
+    after = cluster.request("GET", f"/api/v1/namespaces/{SHOP}/pods/{name}")
+    counts = restart_counts(after)
+    assert counts[names.AGENT_CONTAINER] == 1, counts  # restarted by the kubelet, as a sidecar
+    assert counts["app"] == 0, counts  # the application never restarted
+    assert container_id(after, names.AGENT_CONTAINER) != agent_id
+    from_victim = [a for a in traffic.answers if a.pod == name]
+    assert from_victim, "no traffic reached the pod"
+    assert all(a.status == 200 and a.digest in {v1, v2} for a in from_victim), [
+        a for a in from_victim if a.status != 200 or a.digest not in {v1, v2}
+    ][:5]
+    shutil.rmtree(pause)
+
+
+def test_the_leader_pod_deleted_mid_rollout_hands_over_and_the_rollout_finishes(
     installed: Installed,
 ) -> None:
-    pytest.skip("wired once the node fixture exposes containerd")
+    cluster = installed.cluster
+    before = leader(cluster)
+    watch = BundleWatch(cluster, SHOP, "pricing")
+    try:
+        installed.set_ref("v2")
+
+        def in_stage() -> bool:
+            return any(
+                (v.get("status") or {}).get("stage") in {"internal", "canary"}
+                for v in watch.drain()
+            )
+
+        with Traffic(cluster, SHOP, APP_SELECTOR, per_second=40):
+            wait_for(in_stage, what="the v2 rollout in its first stages", timeout=120)
+            cluster.kubectl("delete", "pod", "-n", OPERATOR_NS, before, "--wait=false")
+            _settled(installed, "v2")
+    finally:
+        watch.stop()
+    after = wait_for(lambda: leader(cluster), what="a new leader", timeout=120)
+    assert after != before
+    obj = installed.bundle_object()
+    stalled = condition(obj, "Stalled")
+    assert stalled is None or stalled["status"] == "False", stalled
+    assert obj["status"]["stableDigest"] == installed.digests["v2"]
 
 
-def test_time_marker() -> None:
-    assert time.monotonic() > 0
+def test_an_app_container_restart_comes_back_on_its_version_with_its_request_split(
+    real_cluster: RealCluster, installed: Installed
+) -> None:
+    cluster = installed.cluster
+    v1, v2 = installed.digests["v1"], installed.digests["v2"]
+    split_rollout = {
+        "stages": [
+            {"name": "split", "requestPercent": 50, "manualGate": True},
+            {"name": "everyone", "all": True},
+        ],
+        "skipAnalysis": True,
+    }
+    installed.set_ref("v1", rollout=split_rollout)
+    victim = pods(cluster, SHOP, "deployment=shop")[0]
+    name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
+    users = [f"user-{i}" for i in range(40)]
+
+    def routes() -> dict[str, str] | None:
+        answers = {u: get_json(f"http://{ip}:{APP_PORT}/price?item=apple&user={u}") for u in users}
+        if any(status != 200 for status, _ in answers.values()):
+            return None
+        return {u: body["digest"] for u, (_, body) in answers.items()}
+
+    def split_live() -> dict[str, str] | None:
+        now = routes()
+        return now if now and set(now.values()) == {v1, v2} else None
+
+    before = wait_for(split_live, what=f"{name} splitting calls between v2 and v1", timeout=180)
+    app_id = container_id(victim, "app")
+    _containerd(real_cluster).kill(app_id)
+
+    def restarted() -> bool:
+        pod = cluster.request("GET", f"/api/v1/namespaces/{SHOP}/pods/{name}")
+        return restart_counts(pod)["app"] == 1 and is_ready(pod)
+
+    wait_for(restarted, what=f"the app of {name} restarted and Ready", timeout=120)
+    assert routes() == before  # the same version, and the same split, user by user
+    pod = cluster.request("GET", f"/api/v1/namespaces/{SHOP}/pods/{name}")
+    assert restart_counts(pod)[names.AGENT_CONTAINER] == 0
+    installed.request_action("promote")
+    _settled(installed, "v1")
+    installed.set_ref("v1", rollout=installed.rollout)
+
+
+def test_with_the_distributor_unreachable_agents_converge_through_the_downward_api(
+    real_cluster: RealCluster, installed: Installed, record_property: Any
+) -> None:
+    """The slow path: the operator's pod annotations, as the kubelet projects them."""
+    cluster = installed.cluster
+    service = f"/api/v1/namespaces/{OPERATOR_NS}/services/{RELEASE}-distributor"
+    selector = cluster.request("GET", service)["spec"]["selector"]
+    cluster.request("PATCH", service, {"spec": {"selector": {"logicbundle.io/nowhere": "x"}}})
+    try:
+        found = pods(cluster, SHOP, APP_SELECTOR)
+        files = {
+            p["metadata"]["name"]: _pod_volume(
+                real_cluster, p, "downward-api", names.VOLUME_PODINFO
+            )
+            / "annotations"
+            for p in found
+        }
+        v2 = installed.digests["v2"]
+        target = names.target_annotation("pricing")
+        written: dict[str, float] = {}
+        projected: dict[str, float] = {}
+        installed.set_ref(
+            "v2", rollout={"stages": [{"name": "all", "all": True}], "skipAnalysis": True}
+        )
+
+        def observe() -> bool:
+            now = time.monotonic()
+            for pod in pods(cluster, SHOP, APP_SELECTOR):
+                pod_name = pod["metadata"]["name"]
+                if pod_name not in written and v2 in (pod["metadata"].get("annotations") or {}).get(
+                    target, ""
+                ):
+                    written[pod_name] = now
+            for pod_name, path in files.items():
+                if pod_name not in projected and v2 in path.read_text():
+                    projected[pod_name] = now
+            return len(projected) == len(files)
+
+        wait_for(observe, what="every pod's downward-API file naming v2", timeout=300)
+        wait_all_serving(cluster, SHOP, APP_SELECTOR, v2, count=PODS, timeout=120)
+        delays = sorted(projected[p] - written.get(p, projected[p]) for p in projected)
+        record_property("downward_api_delay_median_s", statistics.median(delays))
+        record_property("downward_api_delay_max_s", delays[-1])
+        print(
+            f"\ndownward-API delay over {len(delays)} pods: "
+            f"median {statistics.median(delays):.2f}s, max {delays[-1]:.2f}s"
+        )
+    finally:
+        cluster.request("PATCH", service, {"spec": {"selector": selector}})
+    # Once the distributor is back, the agents report and the status catches up.
+    installed.set_ref("v2", rollout=installed.rollout)
+    _settled(installed, "v2", timeout=180)
+
+
+# -- the docs ---------------------------------------------------------------------------------
+
+
+def test_the_quick_start_was_run_as_written(installed: Installed) -> None:
+    """The installation of this module ran docs/quickstart.md's commands; they are five."""
+    assert installed.quickstart_commands is not None
+    assert 1 <= len(installed.quickstart_commands) <= 5, installed.quickstart_commands

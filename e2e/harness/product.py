@@ -1,0 +1,364 @@
+"""The product installed on the real node the way a user installs it: image, chart, app, bundle.
+
+Shared by the real-node suite (``e2e/suites/node``), its benchmark
+(``e2e/bench/bench_real_node.py``) and ``make demo ARGS=--real-node``:
+
+- :func:`install` pushes the images the harness built (:mod:`e2e.harness.images`)
+  and the signed example bundles (v1, v2 and a bad v3) to the harness registry,
+  then runs the commands of ``docs/quickstart.md`` as written: ``helm install``
+  of the chart with that image (its defaults: two replicas, one leader), the
+  LogicBundle applied, the ``shop`` Deployment opted in;
+- :func:`shop_deployment` is the sample app as a user deploys it: non-root,
+  read-only root filesystem, every capability dropped, opted in by its label.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from e2e.harness import build, images, services
+from e2e.harness.cluster import Cluster
+from e2e.harness.operator import EXAMPLES, KeyPair, push_bundle
+from e2e.harness.proc import HarnessError, wait_for
+from e2e.harness.realpods import is_ready, pods, served
+from logicbundle.api import names
+
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART = REPO / "docs" / "quickstart.md"
+CHART = REPO / "charts" / "logicbundle-operator"
+RELEASE = "logicbundle-operator"
+"""The release name: it contains the chart's, so objects are named ``logicbundle-operator-*``."""
+OPERATOR_NS = "logicbundle-system"
+SHOP = "shop"
+APP_SELECTOR = "app=shop"
+APP_UID = 10001
+"""The sample app's user: not the agent's 65532, as in most real pods."""
+
+BUNDLES = (
+    ("v1", "pricing-v1", "1.0.0"),
+    ("v2", "pricing-v2", "2.0.0"),
+    ("v3", "pricing-flaky", "3.0.0"),
+)
+"""tag, example directory, version: v3 fails a fifth of its calls."""
+
+ROLLOUT: dict[str, Any] = {
+    "stages": [
+        {"name": "internal", "internal": {"matchLabels": {names.LABEL_COHORT: "internal"}}},
+        {"name": "canary", "percent": 5, "pause": "4s"},
+        {"name": "everyone", "all": True},
+    ],
+    "analysis": {
+        "provider": "builtin",
+        "interval": "2s",
+        "minSamples": 10,
+        "metrics": [{"name": "error-rate", "builtin": "errorRate", "max": 0.05}],
+    },
+}
+"""The suites' rollout: the quick start's stages, analysis tuned to the suites' traffic."""
+
+
+def _log(msg: str) -> None:
+    print(f"[e2e.product] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Installed:
+    """What :func:`install` left running, and what a test needs to drive it."""
+
+    cluster: Cluster
+    registry_host: str
+    key: KeyPair
+    digests: dict[str, str]
+    pushed: dict[str, images.PushedImage]
+    bundle: dict[str, Any]
+    """The LogicBundle as last applied (:meth:`set_ref` changes and applies it)."""
+    rollout: dict[str, Any]
+    """The rollout the suites use unless a test asks for another."""
+    agent_env: dict[str, str] = field(default_factory=dict)
+    quickstart_commands: list[str] = field(default_factory=list)
+    """The commands of docs/quickstart.md that installed it."""
+
+    @property
+    def app_image(self) -> str:
+        return self.pushed["sample-app"].reference
+
+    def ref(self, tag: str) -> str:
+        return f"{self.registry_host}/{SHOP}/pricing:{tag}"
+
+    def set_ref(self, tag: str, *, rollout: dict[str, Any] | None = None) -> None:
+        """Apply the LogicBundle pointing at ``tag`` (and ``rollout``, default the suites')."""
+        self.bundle["spec"]["source"]["ref"] = self.ref(tag)
+        self.bundle["spec"]["rollout"] = rollout if rollout is not None else self.rollout
+        self.cluster.kubectl("apply", "-n", SHOP, "-f", "-", input=json.dumps(self.bundle))
+
+    def bundle_object(self) -> dict[str, Any]:
+        obj: dict[str, Any] = self.cluster.request(
+            "GET", f"/apis/logicbundle.io/v1alpha1/namespaces/{SHOP}/logicbundles/pricing"
+        )
+        return obj
+
+    def request_action(self, action: str) -> None:
+        """Annotate the LogicBundle with a requested action (``promote``, ``abort`` ...)."""
+        token = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self.cluster.request(
+            "PATCH",
+            f"/apis/logicbundle.io/v1alpha1/namespaces/{SHOP}/logicbundles/pricing",
+            {"metadata": {"annotations": {names.ANNOTATION_REQUESTED_ACTION: f"{action}@{token}"}}},
+        )
+
+    def uninstall(self) -> None:
+        """Delete the LogicBundle (its finalizer releases the pods), then ``helm uninstall``."""
+        with contextlib.suppress(HarnessError):
+            self.cluster.kubectl(
+                "delete", "logicbundle", "pricing", "-n", SHOP, "--wait=true", "--timeout=60s"
+            )
+        helm(self.cluster, "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout", "120s")
+
+
+def helm_env(cluster: Cluster) -> dict[str, str]:
+    """helm's and kubectl's environment for ``cluster``: its kubeconfig, helm's own dirs."""
+    return {
+        "HOME": str(cluster.run_dir),
+        "HELM_CACHE_HOME": str(cluster.run_dir / "helm-cache"),
+        "HELM_CONFIG_HOME": str(cluster.run_dir / "helm-config"),
+        "HELM_DATA_HOME": str(cluster.run_dir / "helm-data"),
+        **cluster.env(),
+    }
+
+
+def helm(cluster: Cluster, *args: str) -> str:
+    """Run the harness's helm against ``cluster``; stdout, or HarnessError with stderr."""
+    proc = subprocess.run(
+        [str(services.helm()), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **helm_env(cluster)},
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise HarnessError(f"helm {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def create_namespace(cluster: Cluster, name: str) -> None:
+    cluster.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+    )
+
+
+def deploy(cluster: Cluster, manifest: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-n", SHOP, "-f", "-", input=json.dumps(manifest))
+
+
+def quickstart_commands(doc: Path) -> tuple[list[str], str]:
+    """The shell commands of ``doc`` (its ``sh`` blocks) and its ``yaml`` block (the bundle)."""
+    text = doc.read_text()
+    commands = [b.strip() for b in re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M)]
+    (manifest,) = re.findall(r"^```yaml\n(.*?)^```", text, flags=re.S | re.M)
+    return commands, manifest
+
+
+def install(
+    cluster: Cluster,
+    registry_host: str,
+    work: Path,
+    *,
+    agent_env: dict[str, str] | None = None,
+    rollout: dict[str, Any] | None = None,
+    quickstart: Path = QUICKSTART,
+    replicas: int = 10,
+    timeout: float = 300,
+) -> Installed:
+    """Install the product by the commands of ``quickstart``, run as written.
+
+    Before them, what the page assumes a user has: the ``shop`` namespace with a
+    ``shop`` Deployment (``replicas`` pods, not opted in yet), ``cosign.pub``,
+    and ``pricing.yaml`` whose ``ref`` names the harness registry (plain HTTP,
+    so ``insecure: true``). Right after the LogicBundle, an internal pod (a
+    one-replica Deployment labelled ``logicbundle.io/cohort: internal``, opted
+    in). Returns once every pod serves v1, with the suites' rollout applied.
+    """
+    # Offline: the base and the wheels are cached by make setup; a source change since
+    # then rebuilds the project image from them (seconds), inside the namespace too.
+    pushed = images.push_images(
+        registry_host, repository_prefix="logicbundle", built=images.ensure_built(offline=True)
+    )
+    repository, _, image_tag = pushed["logicbundle"].reference.rpartition(":")
+    key = KeyPair.generate()
+    digests = {
+        tag: push_bundle(
+            registry_host,
+            EXAMPLES / "bundles" / source,
+            repository=f"{SHOP}/pricing",
+            tag=tag,
+            version=version,
+            key=key,
+        )
+        for tag, source, version in BUNDLES
+    }
+    env = dict(agent_env or {})
+    app_image = pushed["sample-app"].reference
+    work.mkdir(parents=True, exist_ok=True)
+    commands, manifest_text = quickstart_commands(quickstart)
+    bundle = yaml.safe_load(manifest_text)
+    bundle["spec"]["source"]["ref"] = f"{registry_host}/{SHOP}/pricing:v1"
+    bundle["spec"]["source"]["insecure"] = True
+    (work / "pricing.yaml").write_text(yaml.safe_dump(bundle))
+    (work / "cosign.pub").write_text(key.public_pem)
+    create_namespace(cluster, SHOP)
+    deploy(
+        cluster,
+        shop_deployment(
+            "shop", image=app_image, replicas=replicas, labels={"app": "shop"}, opt_in=False
+        ),
+    )
+    shell_env = {
+        "PATH": f"{build.KUBERNETES.bin_dir}:{services.helm().parent}:/usr/bin:/bin",
+        "IMAGE_REPOSITORY": repository,
+        "IMAGE_TAG": image_tag,
+        **helm_env(cluster),
+    }
+    for command in commands:
+        line = command
+        if line.startswith("helm install") and env:
+            # The suites' own chart values (the agent's test seam), beside the page's.
+            line += "".join(
+                f" --set agent.env[{i}].name={k} --set-string agent.env[{i}].value={v}"
+                for i, (k, v) in enumerate(env.items())
+            )
+        _log(f"$ {line}")
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", line],
+            cwd=work,
+            env=shell_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise HarnessError(f"quick-start command failed: {line}\n{done.stderr.strip()}")
+        if line.startswith("kubectl apply"):
+            deploy(
+                cluster,
+                shop_deployment(
+                    "shop-internal",
+                    image=app_image,
+                    replicas=1,
+                    labels={"app": "shop", names.LABEL_COHORT: names.COHORT_INTERNAL},
+                ),
+            )
+    installed = Installed(
+        cluster=cluster,
+        registry_host=registry_host,
+        key=key,
+        digests=digests,
+        pushed=pushed,
+        bundle=bundle,
+        rollout=rollout or ROLLOUT,
+        agent_env=env,
+        quickstart_commands=commands,
+    )
+    total = replicas + 1
+
+    def all_serving() -> bool:
+        found = [
+            p
+            for p in pods(cluster, SHOP, APP_SELECTOR)
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+        if len(found) != total or not all(is_ready(p) for p in found):
+            return False
+        return set(served(cluster, SHOP, APP_SELECTOR).values()) == {digests["v1"]}
+
+    wait_for(all_serving, what=f"{total} injected pods Ready and serving v1", timeout=timeout)
+    installed.set_ref("v1")
+    return installed
+
+
+def shop_deployment(
+    name: str,
+    *,
+    image: str,
+    replicas: int,
+    labels: dict[str, str],
+    opt_in: bool = True,
+) -> dict[str, Any]:
+    """The sample app as a user deploys it: non-root, read-only root, opted in by a label."""
+    pod_labels = {**labels, "deployment": name}
+    if opt_in:
+        pod_labels[names.LABEL_INJECT] = names.LABEL_INJECT_ENABLED
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"deployment": name}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": APP_UID,
+                        "runAsGroup": APP_UID,
+                        "fsGroup": APP_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": image,
+                            "args": ["--host", "0.0.0.0", "--port", "8080"],  # noqa: S104 - the pod IP
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/healthz", "port": 8080},
+                                "periodSeconds": 1,
+                            },
+                            "resources": {
+                                "requests": {"cpu": "10m", "memory": "32Mi"},
+                                "limits": {"memory": "128Mi"},
+                            },
+                            "securityContext": {
+                                "readOnlyRootFilesystem": True,
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def operator_pods(cluster: Cluster) -> list[dict[str, Any]]:
+    return pods(cluster, OPERATOR_NS, "app.kubernetes.io/component=operator")
+
+
+def leader(cluster: Cluster) -> str:
+    """The one operator pod labelled leader (HarnessError unless exactly one)."""
+    leaders = [
+        p["metadata"]["name"]
+        for p in operator_pods(cluster)
+        if (p["metadata"].get("labels") or {}).get(names.LABEL_LEADER) == "true"
+        and p["metadata"].get("deletionTimestamp") is None
+    ]
+    if len(leaders) != 1:
+        raise HarnessError(f"expected one leader, found {leaders}")
+    return str(leaders[0])
