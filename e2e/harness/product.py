@@ -160,6 +160,32 @@ def create_namespace(cluster: Cluster, name: str) -> None:
     )
 
 
+def diagnose(cluster: Cluster) -> str:
+    """What a person would look at when the pods do not come up: pods, events, logs."""
+    parts = []
+    for args in (
+        ("get", "pods", "-A", "-o", "wide"),
+        ("get", "events", "-A", "--sort-by=.lastTimestamp"),
+        ("get", "logicbundles", "-A", "-o", "yaml"),
+    ):
+        try:
+            parts.append(f"$ kubectl {' '.join(args)}\n{cluster.kubectl(*args)[-6000:]}")
+        except HarnessError as error:
+            parts.append(f"$ kubectl {' '.join(args)}: {error}")
+    for ns, selector, containers in (
+        (SHOP, APP_SELECTOR, (names.AGENT_CONTAINER, "app")),
+        (OPERATOR_NS, "app.kubernetes.io/component=operator", ("operator",)),
+    ):
+        for pod in pods(cluster, ns, selector)[:2]:
+            for container in containers:
+                args = ("logs", "-n", ns, pod["metadata"]["name"], "-c", container, "--tail=40")
+                try:
+                    parts.append(f"$ kubectl {' '.join(args)}\n{cluster.kubectl(*args)}")
+                except HarnessError as error:
+                    parts.append(f"$ kubectl {' '.join(args)}: {error}")
+    return "\n".join(parts)
+
+
 def deploy(cluster: Cluster, manifest: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-n", SHOP, "-f", "-", input=json.dumps(manifest))
 
@@ -219,6 +245,8 @@ def install(
     bundle["spec"]["source"]["insecure"] = True
     (work / "pricing.yaml").write_text(yaml.safe_dump(bundle))
     (work / "cosign.pub").write_text(key.public_pem)
+    # The page's commands run from a checkout of the repository (the chart's path).
+    (work / "charts").symlink_to(REPO / "charts")
     create_namespace(cluster, SHOP)
     deploy(
         cluster,
@@ -285,7 +313,10 @@ def install(
             return False
         return set(served(cluster, SHOP, APP_SELECTOR).values()) == {digests["v1"]}
 
-    wait_for(all_serving, what=f"{total} injected pods Ready and serving v1", timeout=timeout)
+    try:
+        wait_for(all_serving, what=f"{total} injected pods Ready and serving v1", timeout=timeout)
+    except HarnessError as error:
+        raise HarnessError(f"{error}\n{diagnose(cluster)}") from None
     installed.set_ref("v1")
     return installed
 

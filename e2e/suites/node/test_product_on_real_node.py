@@ -38,7 +38,7 @@ import pytest
 
 from e2e.harness.cluster import Cluster
 from e2e.harness.operator import BundleWatch, condition, wait_condition
-from e2e.harness.proc import wait_for
+from e2e.harness.proc import HarnessError, wait_for
 from e2e.harness.product import (
     APP_SELECTOR,
     APP_UID,
@@ -46,6 +46,7 @@ from e2e.harness.product import (
     RELEASE,
     SHOP,
     Installed,
+    diagnose,
     install,
     leader,
     operator_pods,
@@ -63,6 +64,7 @@ from e2e.harness.realpods import (
     restart_counts,
     served,
     wait_all_serving,
+    watching_pods,
 )
 from e2e.suites.node.conftest import RealCluster
 from logicbundle.api import names
@@ -116,9 +118,13 @@ def _pod_volume(real_cluster: RealCluster, pod: dict[str, Any], kind: str, volum
 
 
 def _settled(installed: Installed, tag: str, *, timeout: float = 180) -> str:
+    """Wait until every pod serves ``tag`` and the LogicBundle is Ready (or say what is not)."""
     digest = installed.digests[tag]
-    wait_all_serving(installed.cluster, SHOP, APP_SELECTOR, digest, count=PODS, timeout=timeout)
-    wait_condition(installed.cluster, SHOP, "pricing", "Ready", "True", timeout=timeout)
+    try:
+        wait_all_serving(installed.cluster, SHOP, APP_SELECTOR, digest, count=PODS, timeout=timeout)
+        wait_condition(installed.cluster, SHOP, "pricing", "Ready", "True", timeout=timeout)
+    except HarnessError as error:
+        raise HarnessError(f"{error}\n{diagnose(installed.cluster)}") from None
     return digest
 
 
@@ -129,10 +135,16 @@ def test_the_chart_runs_the_operator_as_real_pods_from_the_built_image(
     installed: Installed,
 ) -> None:
     cluster = installed.cluster
-    operators = operator_pods(cluster)
-    assert len(operators) == 2  # the chart's default
+
+    def both_ready() -> list[dict[str, Any]] | None:
+        found = operator_pods(cluster)
+        return found if len(found) == 2 and all(is_ready(p) for p in found) else None
+
+    try:  # the chart's default: two replicas, both Ready (helm --wait needs only one)
+        operators = wait_for(both_ready, what="both operator replicas Ready", timeout=120)
+    except HarnessError as error:
+        raise HarnessError(f"{error}\n{diagnose(cluster)}") from None
     for pod in operators:
-        assert is_ready(pod), pod["metadata"]["name"]
         status = container_status(pod, "operator")
         assert status["restartCount"] == 0
         assert status["imageID"].endswith(installed.pushed["logicbundle"].digest), status
@@ -396,28 +408,36 @@ def test_with_the_distributor_unreachable_agents_converge_through_the_downward_a
         }
         v2 = installed.digests["v2"]
         target = names.target_annotation("pricing")
-        written: dict[str, float] = {}
         projected: dict[str, float] = {}
-        installed.set_ref(
-            "v2", rollout={"stages": [{"name": "all", "all": True}], "skipAnalysis": True}
-        )
+        with watching_pods(cluster, SHOP, APP_SELECTOR) as versions:
+            installed.set_ref(
+                "v2", rollout={"stages": [{"name": "all", "all": True}], "skipAnalysis": True}
+            )
 
-        def observe() -> bool:
-            now = time.monotonic()
-            for pod in pods(cluster, SHOP, APP_SELECTOR):
-                pod_name = pod["metadata"]["name"]
-                if pod_name not in written and v2 in (pod["metadata"].get("annotations") or {}).get(
-                    target, ""
-                ):
-                    written[pod_name] = now
-            for pod_name, path in files.items():
-                if pod_name not in projected and v2 in path.read_text():
-                    projected[pod_name] = now
-            return len(projected) == len(files)
+            def files_name_v2() -> bool:
+                # Only local file reads here, so the poll is fine-grained (see wait_for).
+                now = time.monotonic()
+                for pod_name, path in files.items():
+                    if pod_name not in projected and v2 in path.read_text():
+                        projected[pod_name] = now
+                return len(projected) == len(files)
 
-        wait_for(observe, what="every pod's downward-API file naming v2", timeout=300)
+            wait_for(
+                files_name_v2,
+                what="every pod's downward-API file naming v2",
+                timeout=300,
+                interval=0.02,
+            )
+        written: dict[str, float] = {}
+        for at, pod in versions:
+            pod_name = pod["metadata"]["name"]
+            if pod_name not in written and v2 in (pod["metadata"].get("annotations") or {}).get(
+                target, ""
+            ):
+                written[pod_name] = at
+        assert set(written) == set(projected), (written, projected)
         wait_all_serving(cluster, SHOP, APP_SELECTOR, v2, count=PODS, timeout=120)
-        delays = sorted(projected[p] - written.get(p, projected[p]) for p in projected)
+        delays = sorted(projected[p] - written[p] for p in projected)
         record_property("downward_api_delay_median_s", statistics.median(delays))
         record_property("downward_api_delay_max_s", delays[-1])
         print(
