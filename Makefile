@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint unit e2e crds bench
+.PHONY: setup demo test lint unit e2e crds bench bench-real-node
 
 setup:
 	@e2e/setup.sh
@@ -40,3 +40,9 @@ e2e:
 
 bench:
 	$(PY) -m e2e.bench.bench_cluster
+
+# Issue 9's figures on the real node (docs/benchmarks.md); in the namespace, like e2e.
+bench-real-node:
+	@$(PY) -m e2e.harness.build
+	@$(PY) -m e2e.harness.images build
+	$(NETNS) $(PY) -m e2e.bench.bench_real_node $(ARGS)
