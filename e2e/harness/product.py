@@ -186,6 +186,29 @@ def diagnose(cluster: Cluster) -> str:
     return "\n".join(parts)
 
 
+def wait_webhook_routed(cluster: Cluster, *, timeout: float = 60) -> None:
+    """Until the API server reaches the injection webhook through its Service.
+
+    A server-side dry run of an opted-in pod in ``shop``: the webhook ran when the
+    answer carries its ``logicbundle.io/injected`` record (injected or skipped).
+    """
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "webhook-probe-",
+            "labels": {names.LABEL_INJECT: names.LABEL_INJECT_ENABLED},
+        },
+        "spec": {"containers": [{"name": "probe", "image": "probe.invalid/probe:1"}]},
+    }
+
+    def routed() -> bool:
+        answer = cluster.request("POST", f"/api/v1/namespaces/{SHOP}/pods?dryRun=All", probe)
+        return names.ANNOTATION_INJECTED in (answer["metadata"].get("annotations") or {})
+
+    wait_for(routed, what="the API server reaching the injection webhook", timeout=timeout)
+
+
 def deploy(cluster: Cluster, manifest: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-n", SHOP, "-f", "-", input=json.dumps(manifest))
 
@@ -280,6 +303,12 @@ def install(
         )
         if done.returncode != 0:
             raise HarnessError(f"quick-start command failed: {line}\n{done.stderr.strip()}")
+        if line.startswith("helm install"):
+            # helm --wait returns when a replica is Ready; kube-proxy routes the webhook's
+            # Service a moment later, and a pod created in between is admitted without
+            # the agent (failurePolicy Ignore; reported as PodsWithoutAgent). A person
+            # types the next command later than that; the harness waits for the route.
+            wait_webhook_routed(cluster)
         if line.startswith("kubectl apply"):
             deploy(
                 cluster,

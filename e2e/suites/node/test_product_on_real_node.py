@@ -369,8 +369,11 @@ def test_an_app_container_restart_comes_back_on_its_version_with_its_request_spl
         return {u: body["digest"] for u, (_, body) in answers.items()}
 
     def split_live() -> dict[str, str] | None:
-        now = routes()
-        return now if now and set(now.values()) == {v1, v2} else None
+        # Two reads in a row that agree: one read can straddle the activation of the split.
+        first, second = routes(), routes()
+        if first and first == second and set(first.values()) == {v1, v2}:
+            return first
+        return None
 
     before = wait_for(split_live, what=f"{name} splitting calls between v2 and v1", timeout=180)
     app_id = container_id(victim, "app")
@@ -381,7 +384,17 @@ def test_an_app_container_restart_comes_back_on_its_version_with_its_request_spl
         return restart_counts(pod)["app"] == 1 and is_ready(pod)
 
     wait_for(restarted, what=f"the app of {name} restarted and Ready", timeout=120)
-    assert routes() == before  # the same version, and the same split, user by user
+    after = routes()
+    if after != before:  # the same version, and the same split, user by user
+        status = installed.bundle_object().get("status")
+        logs = cluster.kubectl("logs", "-n", SHOP, name, "-c", "app", "--tail=30")
+        agent_logs = cluster.kubectl(
+            "logs", "-n", SHOP, name, "-c", names.AGENT_CONTAINER, "--tail=30"
+        )
+        pytest.fail(
+            f"the split changed across the restart:\nbefore {before}\nafter {after}\n"
+            f"status {json.dumps(status)}\napp:\n{logs}\nagent:\n{agent_logs}"
+        )
     pod = cluster.request("GET", f"/api/v1/namespaces/{SHOP}/pods/{name}")
     assert restart_counts(pod)[names.AGENT_CONTAINER] == 0
     installed.request_action("promote")
@@ -410,6 +423,8 @@ def test_with_the_distributor_unreachable_agents_converge_through_the_downward_a
         target = names.target_annotation("pricing")
         projected: dict[str, float] = {}
         with watching_pods(cluster, SHOP, APP_SELECTOR) as versions:
+            # The watch's opening list first, so every later write is seen when it lands.
+            wait_for(lambda: len(versions) >= PODS, what="the pod watch listing", timeout=30)
             installed.set_ref(
                 "v2", rollout={"stages": [{"name": "all", "all": True}], "skipAnalysis": True}
             )
