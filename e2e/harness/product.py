@@ -176,13 +176,15 @@ def diagnose(cluster: Cluster) -> str:
         (SHOP, APP_SELECTOR, (names.AGENT_CONTAINER, "app")),
         (OPERATOR_NS, "app.kubernetes.io/component=operator", ("operator",)),
     ):
-        for pod in pods(cluster, ns, selector)[:2]:
+        # The pods that are not Ready first: they are the ones to explain.
+        found = sorted(pods(cluster, ns, selector), key=is_ready)
+        for pod in found[:2]:
             for container in containers:
-                args = ("logs", "-n", ns, pod["metadata"]["name"], "-c", container, "--tail=40")
+                logs = ["logs", "-n", ns, pod["metadata"]["name"], "-c", container, "--tail=40"]
                 try:
-                    parts.append(f"$ kubectl {' '.join(args)}\n{cluster.kubectl(*args)}")
+                    parts.append(f"$ kubectl {' '.join(logs)}\n{cluster.kubectl(*logs)}")
                 except HarnessError as error:
-                    parts.append(f"$ kubectl {' '.join(args)}: {error}")
+                    parts.append(f"$ kubectl {' '.join(logs)}: {error}")
     return "\n".join(parts)
 
 

@@ -8,10 +8,11 @@ set :data:`hook` instead.  Unset (production), a step costs one set look-up.
 
 The directory must exist for a step to stop: an agent whose pause directory
 is missing goes on, so one pod of many can be chosen by creating the
-directory in its volume.  With ``LOGICBUNDLE_AGENT_TEST_PAUSE_ONCE`` set (non-empty), a step whose file
-already exists is passed: a container restarted by its kubelet, with the same
-environment, then goes on instead of stopping at the same step again (the
-pause directory is on a volume that outlives the container).
+directory in its volume.  With ``LOGICBUNDLE_AGENT_TEST_PAUSE_ONCE`` set
+(non-empty), a step whose file already exists is passed: a container
+restarted by its kubelet, with the same environment, then goes on instead of
+stopping at the same step again (the pause directory is on a volume that
+outlives the container).
 
 Steps, in swap order: ``manifest-written``, ``layer-half-read``, ``unpacked``,
 ``symlink-created``, ``swapped``, ``acked``, ``deleting``.
@@ -49,7 +50,7 @@ hook: Callable[[str], None] | None = None
 def step(name: str) -> None:
     if hook is not None:
         hook(name)
-    if name in _PAUSE and _PAUSE_DIR and os.path.isdir(_PAUSE_DIR):
+    if name in _PAUSE and _PAUSE_DIR and Path(_PAUSE_DIR).is_dir():
         marker = Path(_PAUSE_DIR, name)
         if _PAUSE_ONCE and marker.exists():
             return
