@@ -172,6 +172,18 @@ def diagnose(cluster: Cluster) -> str:
             parts.append(f"$ kubectl {' '.join(args)}\n{cluster.kubectl(*args)[-6000:]}")
         except HarnessError as error:
             parts.append(f"$ kubectl {' '.join(args)}: {error}")
+    for ns, selector in ((SHOP, APP_SELECTOR), (OPERATOR_NS, "app.kubernetes.io/component")):
+        for pod in pods(cluster, ns, selector):
+            status = pod.get("status") or {}
+            for item in [
+                *(status.get("initContainerStatuses") or []),
+                *(status.get("containerStatuses") or []),
+            ]:
+                if item.get("restartCount"):
+                    parts.append(
+                        f"{pod['metadata']['name']}/{item['name']}: restarted "
+                        f"{item['restartCount']}x, last {json.dumps(item.get('lastState'))}"
+                    )
     for ns, selector, containers in (
         (SHOP, APP_SELECTOR, (names.AGENT_CONTAINER, "app")),
         (OPERATOR_NS, "app.kubernetes.io/component=operator", ("operator",)),

@@ -104,6 +104,8 @@ def test_the_agent_is_a_restricted_native_sidecar_that_gates_start_up() -> None:
     assert agent["args"] == ["agent"]
     assert agent["startupProbe"]["httpGet"] == {"path": "/readyz", "port": 9901}
     assert agent["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9901}
+    # Not the kubelet's 1 s: on a busy real node a 200m agent mid-swap answered later.
+    assert agent["startupProbe"]["timeoutSeconds"] == agent["livenessProbe"]["timeoutSeconds"] == 5
     assert agent["resources"]["requests"] and agent["resources"]["limits"]
     assert agent["securityContext"] == {
         "runAsNonRoot": True,

@@ -66,6 +66,9 @@ CONFIG_ENV: Final = "LOGICBUNDLE_AGENT_CONFIG"
 # The SDK's own names (it reads them): ROOT_ENV is set in application containers when
 # all their bundles share one mount, SOCKET_ENV in those that get the socket volume.
 
+PROBE_TIMEOUT_SECONDS: Final = 5
+"""The agent's probes' timeout (the kubelet's default of 1 s is too tight under CPU limits)."""
+
 SKIPPED_NOTHING_SELECTS: Final = "NoLogicBundleSelectsPod"
 SKIPPED_RESERVED_NAME: Final = "ReservedNameInUse"
 
@@ -232,14 +235,20 @@ def _agent_container(bundles: Sequence[LogicBundle], settings: InjectionSettings
         "ports": [{"name": "lb-agent", "containerPort": port, "protocol": "TCP"}],
         # Passes only once the assigned bundles are active: the application
         # containers start after it, so they never start without their logic.
+        # timeoutSeconds 5, not the kubelet's 1: the agent's server is a Python thread in a
+        # container limited to 200m of CPU, and on a busy node (measured on the harness's
+        # real node) an answer can take over a second while a swap unpacks; a liveness
+        # timeout then restarts the agent in the middle of that very swap.
         "startupProbe": {
             "httpGet": {"path": "/readyz", "port": port},
             "periodSeconds": 1,
+            "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
             "failureThreshold": settings.startup_failure_threshold,
         },
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": port},
             "periodSeconds": 10,
+            "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
             "failureThreshold": 3,
         },
         "resources": {kind: dict(values) for kind, values in settings.resources.items()},
