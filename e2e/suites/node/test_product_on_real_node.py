@@ -67,6 +67,7 @@ from e2e.harness.realpods import (
     watching_pods,
 )
 from e2e.suites.node.conftest import RealCluster
+from logicbundle.agent import parse_annotations
 from logicbundle.api import names
 
 REPO = Path(__file__).resolve().parents[3]
@@ -433,7 +434,8 @@ def test_with_the_distributor_unreachable_agents_converge_through_the_downward_a
                 # Only local file reads here, so the poll is fine-grained (see wait_for).
                 now = time.monotonic()
                 for pod_name, path in files.items():
-                    if pod_name not in projected and v2 in path.read_text():
+                    projected_target = parse_annotations(path.read_text()).get(target, "")
+                    if pod_name not in projected and projected_target.startswith(v2):
                         projected[pod_name] = now
                 return len(projected) == len(files)
 
@@ -446,9 +448,8 @@ def test_with_the_distributor_unreachable_agents_converge_through_the_downward_a
         written: dict[str, float] = {}
         for at, pod in versions:
             pod_name = pod["metadata"]["name"]
-            if pod_name not in written and v2 in (pod["metadata"].get("annotations") or {}).get(
-                target, ""
-            ):
+            assigned = (pod["metadata"].get("annotations") or {}).get(target, "")
+            if pod_name not in written and assigned.startswith(v2):
                 written[pod_name] = at
         assert set(written) == set(projected), (written, projected)
         wait_all_serving(cluster, SHOP, APP_SELECTOR, v2, count=PODS, timeout=120)
@@ -460,9 +461,10 @@ def test_with_the_distributor_unreachable_agents_converge_through_the_downward_a
             f"median {statistics.median(delays):.2f}s, max {delays[-1]:.2f}s"
         )
     finally:
-        cluster.request("PATCH", service, {"spec": {"selector": selector}})
+        # A merge patch: the key it added must be nulled, or it stays and selects nothing.
+        restored = {**selector, "logicbundle.io/nowhere": None}
+        cluster.request("PATCH", service, {"spec": {"selector": restored}})
     # Once the distributor is back, the agents report and the status catches up.
-    installed.set_ref("v2", rollout=installed.rollout)
     _settled(installed, "v2", timeout=180)
 
 
