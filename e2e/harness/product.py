@@ -326,6 +326,11 @@ def install(
             # types the next command later than that; the harness waits for the route.
             wait_webhook_routed(cluster)
         if line.startswith("kubectl patch"):
+            # Scaled only once the opt-in rollout is done: scaling during it adds
+            # un-injected pods to the old ReplicaSet (proportional scaling).
+            cluster.kubectl(
+                "rollout", "status", "deployment/shop", "-n", SHOP, f"--timeout={timeout:.0f}s"
+            )
             cluster.kubectl("scale", "deployment", "shop", "-n", SHOP, f"--replicas={replicas}")
         if line.startswith("kubectl apply"):
             deploy(
