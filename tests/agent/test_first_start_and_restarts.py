@@ -100,7 +100,11 @@ def test_after_the_first_activation_an_http_swap_needs_the_hook_and_its_health_c
     try:
         dist.set_targets({"pricing": {"digest": v2.digest}})
         wait_for(lambda: agent.statuses()["pricing"].active == v2.digest, "v2 active")
-        assert [n["digest"] for n in hooks.notified] == [v2.digest]
+        told = [n["digest"] for n in hooks.notified]
+        # v2 was told last; before it, at most the deferred first notification of v1
+        # (the agent tells a first activation once the app shows up, which can be first).
+        assert told[-1] == v2.digest, told
+        assert set(told[:-1]) <= {v1.digest}, told
     finally:
         hooks.close()
 
