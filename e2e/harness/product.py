@@ -31,7 +31,7 @@ from e2e.harness import build, images, services
 from e2e.harness.cluster import Cluster
 from e2e.harness.operator import EXAMPLES, KeyPair, push_bundle
 from e2e.harness.proc import HarnessError, wait_for
-from e2e.harness.realpods import is_ready, pods, served
+from e2e.harness.realpods import container_statuses, is_ready, pods, served
 from logicbundle.api import names
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,11 +174,7 @@ def diagnose(cluster: Cluster) -> str:
             parts.append(f"$ kubectl {' '.join(args)}: {error}")
     for ns, selector in ((SHOP, APP_SELECTOR), (OPERATOR_NS, "app.kubernetes.io/component")):
         for pod in pods(cluster, ns, selector):
-            status = pod.get("status") or {}
-            for item in [
-                *(status.get("initContainerStatuses") or []),
-                *(status.get("containerStatuses") or []),
-            ]:
+            for item in container_statuses(pod):
                 if item.get("restartCount"):
                     parts.append(
                         f"{pod['metadata']['name']}/{item['name']}: restarted "

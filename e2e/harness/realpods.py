@@ -27,7 +27,6 @@ from typing import Any
 
 from e2e.harness.cluster import Cluster
 from e2e.harness.proc import HarnessError, wait_for
-from logicbundle.api import names
 
 APP_PORT = 8080
 
@@ -48,33 +47,21 @@ def is_ready(pod: Mapping[str, Any]) -> bool:
     )
 
 
-def condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond["type"] == kind:
-            return dict(cond)
-    return None
+def container_statuses(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The statuses of the pod's init containers (sidecars included), then its containers."""
+    status = pod.get("status") or {}
+    return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
 
 
 def container_status(pod: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    status = pod.get("status") or {}
-    for item in [
-        *(status.get("initContainerStatuses") or []),
-        *(status.get("containerStatuses") or []),
-    ]:
+    for item in container_statuses(pod):
         if item["name"] == name:
             return dict(item)
     raise HarnessError(f"pod {pod['metadata']['name']} has no status for container {name}")
 
 
 def restart_counts(pod: Mapping[str, Any]) -> dict[str, int]:
-    status = pod.get("status") or {}
-    return {
-        item["name"]: int(item.get("restartCount", 0))
-        for item in [
-            *(status.get("initContainerStatuses") or []),
-            *(status.get("containerStatuses") or []),
-        ]
-    }
+    return {item["name"]: int(item.get("restartCount", 0)) for item in container_statuses(pod)}
 
 
 def get_json(url: str, *, timeout: float = 2.0) -> tuple[int, Any]:
@@ -230,14 +217,18 @@ def container_id(pod: Mapping[str, Any], name: str) -> str:
     return cid
 
 
-def cgroup_memory_bytes(pid: int) -> int:
-    """``memory.usage_in_bytes`` of the memory cgroup (v1) the process ``pid`` is in."""
+def _memory_cgroup(pid: int) -> Path:
+    """The directory of the memory cgroup (v1) the process ``pid`` is in."""
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
         if "memory" in controllers.split(","):
-            usage = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.usage_in_bytes"
-            return int(usage.read_text())
+            return Path("/sys/fs/cgroup/memory") / path.lstrip("/")
     raise HarnessError(f"process {pid} is in no memory cgroup")
+
+
+def cgroup_memory_bytes(pid: int) -> int:
+    """``memory.usage_in_bytes`` of the memory cgroup (v1) the process ``pid`` is in."""
+    return int((_memory_cgroup(pid) / "memory.usage_in_bytes").read_text())
 
 
 def cgroup_memory_working_set(pid: int) -> int:
@@ -245,17 +236,12 @@ def cgroup_memory_working_set(pid: int) -> int:
 
     ``usage - total_inactive_file`` (what ``kubectl top`` and evictions use).
     """
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            base = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
-            usage = int((base / "memory.usage_in_bytes").read_text())
-            stat = {
-                k: int(v)
-                for k, v in (row.split() for row in (base / "memory.stat").read_text().splitlines())
-            }
-            return max(0, usage - stat.get("total_inactive_file", 0))
-    raise HarnessError(f"process {pid} is in no memory cgroup")
+    base = _memory_cgroup(pid)
+    stat = {
+        k: int(v)
+        for k, v in (row.split() for row in (base / "memory.stat").read_text().splitlines())
+    }
+    return max(0, cgroup_memory_bytes(pid) - stat.get("total_inactive_file", 0))
 
 
 def exec_in(
@@ -280,11 +266,6 @@ def exec_in(
         timeout=60,
         check=False,
     )
-
-
-def gate_status(pod: Mapping[str, Any]) -> str | None:
-    cond = condition(pod, names.POD_CONDITION_READY)
-    return str(cond["status"]) if cond else None
 
 
 @contextlib.contextmanager
