@@ -14,6 +14,8 @@
 - mounts a tmpfs on ``/run/netns``, ``/run/containerd`` and ``/var/lib/cni`` so the
   pods' namespaces, the shims' sockets and the CNI cache stay in here;
 - runs CMD with ``LOGICBUNDLE_E2E_NETNS=1`` and ``LOGICBUNDLE_E2E_NETNS_ID``;
+- run from inside such a namespace, makes a new one nested in it (its own bridge,
+  pod addresses, tmpfs folders and cgroup names), never reuses the outer one;
 - after CMD exits, kills by pid every process still in the namespace (containerd
   shims) and in the cgroups named after the namespace id (the pods' processes,
   which live in network namespaces of their own), then removes those cgroups.
@@ -110,9 +112,30 @@ def _write(path: str, value: str) -> bool:
     return True
 
 
+def _bridge_mac() -> str:
+    """A random locally administered unicast MAC address."""
+    octets = bytearray(secrets.token_bytes(6))
+    octets[0] = (octets[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in octets)
+
+
+def bridge_ports() -> list[str]:
+    """The links enslaved to the pod bridge (one per running pod's veth pair)."""
+    out = subprocess.run(
+        ["ip", "-o", "link", "show", "master", BRIDGE],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
+
+
 def _setup(work: Path) -> None:
     _run("ip", "link", "set", "lo", "up")
-    _run("ip", "link", "add", BRIDGE, "type", "bridge")
+    # A fixed address: a bridge without one takes the lowest of its ports' addresses,
+    # so it changes as pods come and go, and pods keep sending to the old one for a
+    # while (their neighbour entry for the gateway).
+    _run("ip", "link", "add", BRIDGE, "address", _bridge_mac(), "type", "bridge")
     _run("ip", "addr", "add", f"{NODE_IP}/16", "dev", BRIDGE)
     _run("ip", "link", "set", BRIDGE, "up")
     _run("ip", "route", "add", SERVICE_CIDR, "dev", BRIDGE, "src", NODE_IP)
@@ -226,8 +249,10 @@ def main(argv: list[str]) -> int:
     cmd = argv[1:]
     if inside:
         return _inside(cmd)
-    if in_harness_netns():  # already inside: nothing to set up
-        return subprocess.call(cmd)
+    # Inside a harness namespace already, CMD still gets a namespace of its own, nested:
+    # two real nodes on one bridge would hand out the same pod addresses from their
+    # own IPAM folders (and share the cgroup names), and a pod of one would answer for
+    # a pod of the other.
     if os.geteuid() != 0:
         print("e2e.harness.netns needs root (network namespaces, bridges)", file=sys.stderr)
         return 2

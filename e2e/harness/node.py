@@ -106,6 +106,15 @@ class RealNode:
             )
         if not cluster.real_node:
             raise HarnessError("the cluster was not started with real_node=True")
+        if leftover := netns.bridge_ports():
+            # Each node's IPAM hands out the bridge's addresses from the start: the pods
+            # of two nodes on one bridge would share addresses.
+            raise HarnessError(
+                f"the pod bridge {netns.BRIDGE} already has {len(leftover)} pod link(s) "
+                f"({', '.join(leftover[:3])}...): another real node's pods share this "
+                "namespace; give each node a namespace of its own "
+                "(python -m e2e.harness.netns nests one)"
+            )
         node_bins = build.KUBERNETES_NODE.ensure()
         coredns_bin = build.COREDNS.ensure()
         for binary in (CONTAINERD, RUNC, f"{CNI_BIN_DIR}/bridge"):
@@ -417,6 +426,7 @@ state = "{self.socket_dir / "state"}"
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
         self._unmount_under(self.run_dir, self.socket_dir)
+        self._remove_pod_networks()
         for base in self._cgroup_dirs():
             if base.is_dir():
                 for path in sorted(
@@ -429,6 +439,21 @@ state = "{self.socket_dir / "state"}"
                 with contextlib.suppress(OSError):
                     base.rmdir()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    @staticmethod
+    def _remove_pod_networks() -> None:
+        """Delete the pods' veth pairs and free their pinned network namespaces.
+
+        Killing containerd leaves both behind: a pod's namespace would keep its address
+        on the bridge, and answer (refuse) for the next pod given that address.
+        """
+        for link in netns.bridge_ports():
+            subprocess.run(["ip", "link", "delete", link], capture_output=True, check=False)
+        pinned = netns.PRIVATE_DIRS[0]
+        for path in pinned.glob("cni-*"):
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     @staticmethod
     def _shim_pids(marker: str) -> set[int]:

