@@ -34,7 +34,7 @@ from logicbundle.agent._errors import (
     NotifyError,
     UnhealthyError,
 )
-from logicbundle.agent._main import main
+from logicbundle.agent._main import main, run
 from logicbundle.agent._store import BundleStore
 from logicbundle.agent._targets import (
     Target,
@@ -68,5 +68,6 @@ __all__ = [
     "parse_annotations",
     "parse_config",
     "parse_target",
+    "run",
     "versions_from_stats",
 ]

@@ -20,8 +20,14 @@ from typing import Any, Final
 
 from logicbundle.agent._errors import ArtifactInvalidError, DigestMismatchError
 from logicbundle.agent._targets import is_digest
-from logicbundle.bundle import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE
-from logicbundle.bundle._paths import PathRuleError, check_canonical, collision_key
+from logicbundle.bundle import (
+    ARTIFACT_TYPE,
+    CONFIG_MEDIA_TYPE,
+    LAYER_MEDIA_TYPE,
+    PathRuleError,
+    check_canonical,
+    collision_key,
+)
 
 MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024
 MAX_CONFIG_BYTES: Final = 4 * 1024 * 1024

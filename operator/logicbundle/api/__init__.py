@@ -15,6 +15,7 @@ The CRD YAML and the Markdown reference are generated from these models by
 """
 
 from logicbundle.api import actions, conditions, formats, names
+from logicbundle.api._base import SpecModel
 from logicbundle.api.actions import InvalidActionError, RequestedAction, format_action, parse_action
 from logicbundle.api.conditions import Condition, find_condition, with_condition
 from logicbundle.api.formats import (
@@ -99,6 +100,7 @@ __all__ = [
     "SecretKeyReference",
     "SignalNotify",
     "Source",
+    "SpecModel",
     "Stage",
     "StatusSummary",
     "Target",

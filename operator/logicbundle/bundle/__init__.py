@@ -103,6 +103,7 @@ if TYPE_CHECKING:
         pack_directory_to,
         sha256_digest,
     )
+    from logicbundle.bundle._paths import PathRuleError, check_canonical, collision_key
     from logicbundle.bundle._unpack import (
         DEFAULT_LIMITS,
         UnpackedBundle,
@@ -183,6 +184,9 @@ _EXPORTS: Final[dict[str, str]] = {
     "UnpackLimits": "_unpack",
     "UnpackedBundle": "_unpack",
     "unpack_bundle": "_unpack",
+    "PathRuleError": "_paths",
+    "check_canonical": "_paths",
+    "collision_key": "_paths",
 }
 """Public name -> the private module that defines it."""
 
@@ -248,6 +252,7 @@ __all__ = [
     "PackedBundle",
     "Parameter",
     "PathConflictError",
+    "PathRuleError",
     "PathTooDeepError",
     "PathTooLongError",
     "PathTraversalError",
@@ -264,7 +269,9 @@ __all__ = [
     "audit_directory",
     "audit_sources",
     "canonical_json",
+    "check_canonical",
     "collect_source_files",
+    "collision_key",
     "enforce_audit",
     "interface_hash",
     "layer_digest",

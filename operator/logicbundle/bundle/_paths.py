@@ -1,4 +1,4 @@
-"""Path rules shared by the manifest, the packer and the unpacker.
+"""Path rules shared by the manifest, the packer, the unpacker and the agent's manifest check.
 
 A bundle path is a relative POSIX path in canonical form: components separated
 by single slashes, none of them empty, ``.`` or ``..``; no backslash, no NUL or
@@ -15,11 +15,15 @@ from __future__ import annotations
 import unicodedata
 from typing import Final
 
+from logicbundle.bundle._errors import BundleError
+
 _FORBIDDEN_CHARS: Final = frozenset("\\") | frozenset(chr(c) for c in range(32)) | {"\x7f"}
 
 
-class PathRuleError(ValueError):
+class PathRuleError(BundleError, ValueError):
     """A path breaks a rule; ``rule`` says which one."""
+
+    reason = "PathRuleBroken"
 
     def __init__(self, rule: str, message: str) -> None:
         super().__init__(message)

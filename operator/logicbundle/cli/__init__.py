@@ -117,7 +117,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from logicbundle.agent._main import run
+    from logicbundle.agent import run
 
     result: int = run(args.config)
     return result

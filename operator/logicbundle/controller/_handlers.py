@@ -46,13 +46,13 @@ from logicbundle.distributor import (
     BlobCache,
     CachingAuthenticator,
     DistributorServer,
+    PodActivity,
     PodStatusWriter,
     ReportStore,
     TargetStore,
     TokenReviewAuthenticator,
     create_app,
 )
-from logicbundle.distributor._reports import PodActivity
 
 logger = logging.getLogger("logicbundle.operator")
 

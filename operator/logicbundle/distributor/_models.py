@@ -18,7 +18,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
 
-from logicbundle.api._base import SpecModel
+from logicbundle.api import SpecModel
 from logicbundle.api.formats import ContainerPath, Digest, DnsLabel, OciReference, Percent
 from logicbundle.api.v1alpha1 import HealthCheck, Notify
 
