@@ -19,24 +19,27 @@ whatever the number of pods.
   below the carried threshold).
 * :func:`plan_percent` is the operator's half: from the previous state and the
   pods it sees, the next thresholds and seal.  Pods already on the candidate
-  are kept first, lowest position first; newcomers are sealed in admission
-  order only while the stage stays within its share; the remaining places go
-  to the lowest positions.  Thresholds and the seal only move up while pods
-  are added or the stage advances, so the rule keeps, without any per-pod
-  record (all property-tested in ``tests/contract``):
+  stay; newcomers are sealed in admission order only while the stage stays
+  within its share; the remaining places go to the lowest positions.
+  Thresholds and the seal only ever move up, so the rule keeps, without any
+  per-pod record (all property-tested in ``tests/contract``):
 
-  - a stage never exceeds its share, ``max(1, floor(p * N / 100))``;
+  - no pod ever leaves the candidate within a rollout: not when pods are
+    added, removed or the stage advances (only a rollback, an abort or a
+    promotion, which publish a new state), so no pod goes candidate ->
+    stable -> candidate;
+  - a stage never grows past its share, ``max(1, floor(p * N / 100))``: the
+    share counts the pods already on the candidate (the internal ones carried
+    over, or those left when other pods went away), and the plan adds pods
+    only while below it;
   - it has at least one pod when ``p > 0`` and there are pods;
-  - adding pods never moves a pod out of the candidate cohort (pods are
-    admitted after the ones the operator has seen);
-  - advancing to a larger share never moves a pod out either;
   - the same previous state and pods give the same plan (a restarted
     operator computes the same cohorts).
 
-  Removing pods can shrink the share below the pods already on the
-  candidate; the highest positions then go back to stable, as before.
-  Two pods of one rollout share a 128-bit position with probability about
-  ``N**2 / 2**129``; the rule then treats them alike.
+  Pods are assumed admitted after those the operator has seen, up to its
+  ``horizon`` (see :func:`plan_percent`).  Two pods of one rollout share a
+  128-bit position with probability about ``N**2 / 2**129``; the rule then
+  treats them alike.
 
 ``internal`` stages take the pods their selector matches, ``all`` every pod,
 and a ``requestPercent`` split gives every pod both digests and a weight.
@@ -255,7 +258,7 @@ def plan_percent(
 
     ``previous``: the percent stage in force (None when entering the first
     one).  ``carry_from``: entering it from an ``internal`` stage, that stage's
-    selector, whose pods keep the candidate first.
+    selector, whose pods keep the candidate (counted in the share).
 
     ``horizon``: the latest admission instant up to which ``pods`` is known to
     hold every pod (the operator's clock less its cache lag and the clock skew
@@ -300,15 +303,9 @@ def _plan(  # noqa: PLR0917 - private, called twice with the same order
     limit: int,
 ) -> Percent:
     members = _members(state, stage, pods)
-    # 1. Over the share (pods went away): the highest positions go back to stable.
-    if len(members) > places:
-        kept = sorted(members, key=lambda p: (where[p.key], p.key))[:places]
-        cut = where[kept[-1].key] + 1 if kept else 0
-        carry = stage.carry
-        if carry is not None:
-            carry = Carry(carry.selector, min(carry.threshold, cut))
-        stage = Percent(threshold=min(stage.threshold, cut), sealed=stage.sealed, carry=carry)
-        members = _members(state, stage, pods)
+    # 1. No pod leaves the candidate within a rollout (only a rollback, an abort or a
+    #    promotion moves it), even when pods went away and the share shrank below the
+    #    pods already on it: a pod never goes candidate -> stable -> candidate.
     # 2. Seal newcomers in admission order while the stage stays within its share.
     for instant in sorted({p.admitted for p in pods if stage.sealed < p.admitted <= limit}):
         trial = replace(stage, sealed=instant)
