@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,6 +58,10 @@ LONG_POLL_WAIT: Final = 30.0
 REPORT_INTERVAL: Final = 10.0
 ANNOTATIONS_INTERVAL: Final = 1.0
 MAX_VERSIONS: Final = 4
+STOP_DEADLINE: Final = 3.0
+"""Seconds :meth:`Agent.stop` takes at most (SIGTERM to exit; a pod's grace is longer)."""
+FINAL_REPORT_TIMEOUT: Final = 1.0
+MIN_FINAL_REPORT: Final = 0.2
 
 TargetListener = Callable[[str, str, Target | None], None]
 """Called as ``(path, bundle, target)`` whenever a path changes a bundle's target (tests)."""
@@ -96,6 +101,7 @@ class Agent:
             else None
         )
         fetcher = Fetcher(distributor=self.client)
+        self._fetcher = fetcher
         config.root.mkdir(parents=True, exist_ok=True)
         self.workers: dict[str, BundleWorker] = {
             name: BundleWorker(
@@ -148,19 +154,31 @@ class Agent:
         thread.start()
         self._threads.append(thread)
 
-    def stop(self) -> None:
-        """Stop every thread; a swap in progress finishes first (bounded by its deadlines)."""
+    def stop(self, deadline: float = STOP_DEADLINE) -> None:
+        """Stop every thread, within ``deadline`` seconds in all.
+
+        A swap in progress gets what is left of the deadline to finish; a thread
+        still waiting on the network after it (a long-poll or a report to a
+        distributor that never answers) is a daemon and dies with the process.
+        Every swap step survives being cut short (the protocol is built for SIGKILL
+        at any step), so the bound costs nothing but the last report.
+        """
+        end = time.monotonic() + deadline
+
+        def left(cap: float = deadline) -> float:
+            return max(0.0, min(cap, end - time.monotonic()))
+
         self._stop.set()
         self._report_due.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
         for worker in self.workers.values():
-            worker.stop()
+            worker.stop(left())
         for thread in self._threads:
-            # The long-poll may hold its socket up to its timeout; it is a daemon thread.
-            thread.join(0.5 if thread.name.endswith("fast") else 5.0)
-        self._send_report()
+            thread.join(left(0.5 if thread.name.endswith("fast") else 5.0))
+        if left() >= MIN_FINAL_REPORT:
+            self._send_report(timeout=left(FINAL_REPORT_TIMEOUT))
         self._stats_client.close()
 
     def wait(self) -> None:
@@ -244,6 +262,7 @@ class Agent:
 
     def _fast_answer(self, body: Mapping[str, Any]) -> None:
         self.metrics.fast_path_up = 1
+        self._fetcher.distributor_up = True
         targets: dict[str, Target] | None = None
         if body.get("known") is True and isinstance(body.get("targets"), dict):
             targets = {}
@@ -259,6 +278,7 @@ class Agent:
 
     def _fast_down(self) -> None:
         self.metrics.fast_path_up = 0
+        self._fetcher.distributor_up = False
         with self._lock:
             was = self._fast
             self._fast = None
@@ -304,12 +324,12 @@ class Agent:
             self._report_due.clear()
             self._send_report()
 
-    def _send_report(self) -> None:
+    def _send_report(self, *, timeout: float = 10.0) -> None:
         if self.client is None:
             return
         report = self.report()
         try:
-            status = self.client.post_report(report, timeout=10.0)
+            status = self.client.post_report(report, timeout=timeout)
         except FetchError as exc:
             logger.debug("report not sent: %s", exc)
             self.metrics.report("unreachable")

@@ -221,6 +221,9 @@ class Fetcher:
         self.distributor = distributor
         self.limits = limits
         self.timeout = timeout
+        self.distributor_up = True
+        """False while the agent's long-poll finds the distributor down: bytes then come
+        from the registry at once, not after a request that may hang for ``timeout``."""
 
     def install(
         self, store: BundleStore, digest: str, *, source: str | None, insecure: bool
@@ -229,7 +232,9 @@ class Fetcher:
         if store.has(digest):
             return Installed(digest=digest, via="disk", fetch_ms=0.0, unpack_ms=0.0, bytes=0)
         first: AgentError | None = None
-        if self.distributor is not None:
+        if self.distributor is not None and not self.distributor_up and source:
+            logger.info("the distributor is down: fetching %s from the registry", digest)
+        elif self.distributor is not None:
             try:
                 return self._from_distributor(store, digest)
             except (FetchError, DigestMismatchError, ArtifactInvalidError) as exc:
