@@ -53,6 +53,8 @@ class RegistryState:
     issued_tokens: set[str] = field(default_factory=set)
     referrers_api: bool = False
     fail_next: list[int] = field(default_factory=list)
+    not_found_message: str = "manifest unknown"
+    """The message of a manifest's 404 (a registry that echoes what it was given)."""
     retry_after: str | None = None
     tamper_blobs: bool = False
     tamper_manifests: bool = False
@@ -237,7 +239,7 @@ def _make_handler(registry: MockRegistry) -> type[BaseHTTPRequestHandler]:
                 reference if reference.startswith("sha256:") else state.tags.get((name, reference))
             )
             if digest is None or digest not in state.manifests:
-                self._error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+                self._error(404, "MANIFEST_UNKNOWN", state.not_found_message)
                 return
             media_type, data = state.manifests[digest]
             if state.tamper_manifests:

@@ -539,3 +539,46 @@ def test_a_registry_that_never_answers_times_out_retries_and_says_it_is_unavaila
     assert sleeps == [1.0], "one retry after the first timeout, then give up"
     assert silent_registry in str(raised.value)
     assert raised.value.retryable
+
+
+@pytest.mark.parametrize("before", [150, 155, 159])
+def test_a_password_straddling_the_cut_of_a_registry_message_is_masked_whole(
+    registry: MockRegistry, sleeps: list[float], before: int
+) -> None:
+    """Issue 11, defect 4: the message was cut to 160 characters and only then masked."""
+    registry.state.auth = "basic"
+    password = registry.state.password
+    # The registry echoes the credential so that the cut falls inside it.
+    registry.state.not_found_message = "x" * before + password + " and more"
+    with (
+        make_client(registry, sleeps, auth=credentials_for(registry)) as client,
+        pytest.raises(NotFoundError) as missing,
+    ):
+        client.pull_manifest(repo(registry, tag="nope"))
+    message = str(missing.value)
+    assert "MANIFEST_UNKNOWN: " + "x" * 10 in message  # the registry's text is there
+    for size in range(4, len(password) + 1):
+        assert password[:size] not in message, size
+
+
+def test_a_registry_message_holding_part_of_a_token_is_withheld(
+    registry: MockRegistry, sleeps: list[float]
+) -> None:
+    registry.state.auth = "bearer"
+    with make_client(registry, sleeps, auth=credentials_for(registry)) as client:
+        push_bundle(client, repo(registry, tag="v1"))
+        (token, *_) = registry.state.issued_tokens
+        # Only the first ten characters: no whole secret to mask.
+        registry.state.not_found_message = f"token {token[:10]}... has no access"
+        with pytest.raises(NotFoundError) as missing:
+            client.pull_manifest(repo(registry, tag="nope"))
+    message = str(missing.value)
+    assert token[:10] not in message
+    assert "withheld" in message
+    # An ordinary message is kept.
+    registry.state.not_found_message = "manifest unknown to this registry"
+    with (
+        make_client(registry, sleeps, auth=credentials_for(registry)) as client,
+        pytest.raises(NotFoundError, match="manifest unknown to this registry"),
+    ):
+        client.pull_manifest(repo(registry, tag="nope"))

@@ -161,8 +161,19 @@ def _repository_of(url: str) -> str:
     return ""
 
 
-def registry_errors(body: bytes) -> str:
-    """A short summary of an OCI error body (``{"errors": [{code, message}]}``)."""
+SECRET_FRAGMENT: Final = 6
+"""A registry's text holding this many consecutive characters of a secret is withheld."""
+
+WITHHELD: Final = "(the registry's text is withheld: it held part of a credential)"
+
+
+def registry_errors(body: bytes, scrub: Callable[[str], str] = lambda text: text) -> str:
+    """A short summary of an OCI error body (``{"errors": [{code, message}]}``).
+
+    ``scrub`` masks secrets in each whole field *before* it is cut short: cutting
+    first could leave the start of a password (or of a Basic header) that no
+    longer matches the whole secret.
+    """
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -172,8 +183,8 @@ def registry_errors(body: bytes) -> str:
     parts = []
     for error in document["errors"][:3]:
         if isinstance(error, dict):
-            code = str(error.get("code", ""))[:40]
-            message = str(error.get("message", ""))[:160]
+            code = scrub(str(error.get("code", "")))[:40]
+            message = scrub(str(error.get("message", "")))[:160]
             parts.append(f"{code}: {message}" if message else code)
     return "; ".join(parts)
 
@@ -241,6 +252,22 @@ class Transport:
         for secret in secrets:
             text = text.replace(secret, "***")
         return text
+
+    def holds_fragment(self, text: str) -> bool:
+        """Whether *text* holds :data:`SECRET_FRAGMENT` consecutive characters of a secret."""
+        with self._lock:
+            secrets = list(self._secrets)
+        for secret in secrets:
+            size = min(SECRET_FRAGMENT, len(secret))
+            if any(secret[i : i + size] in text for i in range(len(secret) - size + 1)):
+                return True
+        return False
+
+    def registry_detail(self, body: bytes) -> str:
+        """The registry's error text for a message: masked whole, cut, and withheld when
+        any fragment of a secret survives (an echo of part of a token, for example)."""
+        detail = registry_errors(body, self.scrub)
+        return WITHHELD if detail and self.holds_fragment(detail) else detail
 
     def fail(
         self, error: type[RegistryError], message: str, *, hint: str | None = None
@@ -325,7 +352,7 @@ class Transport:
                     action,
                     f"HTTP {status}",
                     delay=retry_after,
-                    detail=registry_errors(error_body),
+                    detail=self.registry_detail(error_body),
                 )
                 continue
             self._fail_status(status, current_url, action, error_body)
@@ -456,7 +483,7 @@ class Transport:
         )
 
     def _fail_status(self, status: int, url: str, action: str, body: bytes) -> NoReturn:
-        detail = registry_errors(body)
+        detail = self.registry_detail(body)
         where = f"{action}: {redact_url(url)} returned {status}" + (
             f" ({detail})" if detail else ""
         )
