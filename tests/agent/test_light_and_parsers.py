@@ -140,6 +140,8 @@ def test_hostile_manifests_are_refused(bundles: dict[str, Packed]) -> None:
         {"files": [{**base["files"][0], "size": -1}]},
         {"files": [{**base["files"][0], "mode": 0o4755}]},
         {"files": [{**base["files"][0], "sha256": "zz"}]},
+        {"files": [{**base["files"][0], "path": "a" * 256}]},  # over NAME_MAX
+        {"files": [{**base["files"][0], "path": "d/" + "é" * 128}]},
         {"extra": True},
     ):
         data = json.dumps({**base, **change}).encode()

@@ -315,3 +315,39 @@ def test_every_rejection_is_a_logicbundle_error_that_says_what_to_do(landing: Pa
     assert isinstance(error, LogicBundleError)
     assert not error.retryable
     assert "Hint:" in error.diagnostics()
+
+
+# --- file names at the file system's limit (issue 11, defect 3) ----------------------------------
+
+
+def test_a_name_component_of_256_bytes_is_refused_before_the_file_system_sees_it(
+    landing: Path,
+) -> None:
+    # "é" is two bytes in UTF-8: 128 of them are 256 bytes in 128 characters.
+    for long_name in ("a" * 256, "é" * 128, "dir/" + "b" * 256):
+        case = corpus.HostileBundle(
+            name="long_component",
+            layer=corpus.build_layer(
+                [corpus.entry("ok.txt", corpus.OK_CONTENT), corpus.entry(long_name, b"x")]
+            ),
+            manifest=corpus.manifest_for({"ok.txt": corpus.OK_CONTENT}),
+            expected=PathTooLongError,
+        )
+        error = refuse(case, landing)
+        assert "more than 255" in str(error)
+
+
+def test_a_name_component_of_255_bytes_unpacks(landing: Path) -> None:
+    name = "a" * 251 + ".txt"
+    files = {name: b"edge"}
+    layer = corpus.build_layer([corpus.entry(name, b"edge")])
+    unpack_bundle(
+        layer, manifest=corpus.manifest_for(files), destination=landing / "v1", fsync=False
+    )
+    assert (landing / "v1" / name).read_bytes() == b"edge"
+
+
+def test_a_manifest_naming_a_256_byte_component_is_refused() -> None:
+    with pytest.raises(LogicBundleError, match="more than 255"):
+        corpus.manifest_for({"a" * 256: b"x"})
+    assert corpus.manifest_for({"a" * 255: b"x"}).files[0].path == "a" * 255

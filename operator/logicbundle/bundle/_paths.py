@@ -30,10 +30,14 @@ class PathRuleError(BundleError, ValueError):
         self.rule = rule
 
 
+NAME_MAX: Final = 255
+"""Bytes in one path component: what every Linux file system takes (``NAME_MAX``)."""
+
 ABSOLUTE: Final = "absolute"
 TRAVERSAL: Final = "traversal"
 INVALID: Final = "invalid"
 NOT_CANONICAL: Final = "not-canonical"
+COMPONENT_TOO_LONG: Final = "component-too-long"
 
 
 def canonicalise(name: str) -> str:
@@ -56,8 +60,31 @@ def canonicalise(name: str) -> str:
     return "/".join(parts)
 
 
+def _encoded_size(component: str) -> int:
+    try:
+        return len(component.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        return len(component.encode("utf-8", "surrogatepass"))
+
+
+def check_components(canonical: str) -> None:
+    """Raise :class:`PathRuleError` when a component of ``canonical`` is over :data:`NAME_MAX`.
+
+    Such a name passes every other rule and then fails ``open(2)`` with
+    ``ENAMETOOLONG`` in the middle of an unpack.
+    """
+    for component in canonical.split("/"):
+        size = _encoded_size(component)
+        if size > NAME_MAX:
+            raise PathRuleError(
+                COMPONENT_TOO_LONG,
+                f"the path component {component[:32]!r}... is {size} bytes, more than "
+                f"{NAME_MAX} (the longest file name a file system takes)",
+            )
+
+
 def check_canonical(path: str) -> str:
-    """Return ``path`` if it is already canonical and not the root, else raise."""
+    """Return ``path`` if it is canonical, not the root and its components fit, else raise."""
     canonical = canonicalise(path)
     if canonical != path or not canonical:
         raise PathRuleError(
@@ -65,6 +92,7 @@ def check_canonical(path: str) -> str:
             f"the path {path!r} is not canonical: write it as a relative POSIX path "
             "without empty, '.' or '..' components and without a trailing slash",
         )
+    check_components(path)
     return path
 
 

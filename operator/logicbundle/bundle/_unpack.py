@@ -302,6 +302,10 @@ def _check_path_limits(path: str, limits: UnpackLimits, *, member: str) -> None:
             f"path {path[:64]!r}... is longer than max_path_length={limits.max_path_length} bytes",
             member=member,
         )
+    try:
+        _paths.check_components(path)
+    except _paths.PathRuleError as exc:
+        raise PathTooLongError(f"member {member!r} is refused: {exc}", member=member) from None
     if _paths.depth(path) > limits.max_path_depth:
         raise PathTooDeepError(
             f"path {path!r} has {_paths.depth(path)} components, more than "
