@@ -204,3 +204,48 @@ def test_query_values_that_could_break_out_of_their_quotes_are_refused(
 def test_an_unknown_placeholder_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown placeholder"):
         render_query("x{{pod}}", namespace="shop", bundle="rules", digest=D2, stable_digest=D1)
+
+
+# --- a failed query is missing data; stableNoData decides about a stable without data ----------
+
+RATIO_ONLY = Metric(name="ratio", query="q", max_ratio_to_stable=2.0)
+
+
+def test_a_failed_stable_query_never_lets_a_ratio_only_metric_pass() -> None:
+    figures = MetricValues(
+        candidate=MetricValue(value=0.01),
+        stable=MetricValue(value=None, error="HTTP 503"),
+    )
+    result = judge_metric(metric=RATIO_ONLY, values=figures, min_samples=1)
+    assert result.verdict == "NoData"
+    assert "HTTP 503" in result.message
+
+
+def test_a_failed_candidate_query_is_missing_data_not_zero_samples() -> None:
+    figures = MetricValues(candidate=MetricValue(value=None, error="timed out"))
+    result = judge_metric(metric=ERRORS, values=figures, min_samples=1)
+    assert (result.verdict, result.message) == ("NoData", "the candidate's query failed: timed out")
+
+
+@pytest.mark.parametrize(
+    "stable",
+    [None, MetricValue(value=0.0, samples=100), MetricValue(value=0.01, samples=3)],
+    ids=["no-data", "zero", "too-few-samples"],
+)
+def test_stable_no_data_holds_when_asked_and_is_said_when_skipped(
+    stable: MetricValue | None,
+) -> None:
+    figures = MetricValues(candidate=MetricValue(value=0.04, samples=100), stable=stable)
+    held = judge_metric(metric=ERRORS, values=figures, min_samples=20, stable_no_data="hold")
+    assert held.verdict == "NoData"
+    assert "stableNoData: hold" in held.message
+    analysis = Analysis(metrics=(ERRORS,), stable_no_data="skip")
+    verdict = judge(analysis=analysis, values={ERRORS.name: figures})
+    assert verdict.verdict == "Passed"
+    assert "ratio to stable skipped" in verdict.reason  # visible in the verdict
+
+
+def test_holding_never_hides_an_absolute_failure() -> None:
+    figures = MetricValues(candidate=MetricValue(value=0.5, samples=100))
+    result = judge_metric(metric=ERRORS, values=figures, min_samples=20, stable_no_data="hold")
+    assert result.verdict == "Failed"

@@ -24,6 +24,7 @@ import argparse
 import ast
 import difflib
 import inspect
+import json
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -164,7 +165,9 @@ def _constraints(schema: dict[str, Any]) -> list[str]:
     found: list[str] = []
     if "enum" in schema:
         found.append(
-            "one of " + ", ".join(f"`{yaml.safe_dump(v).strip()}`" for v in schema["enum"])
+            # A value as a user writes it (yaml.safe_dump would add a "..." document end).
+            "one of "
+            + ", ".join(f"`{v if isinstance(v, str) else json.dumps(v)}`" for v in schema["enum"])
         )
     if "minimum" in schema or "maximum" in schema:
         low = schema.get("minimum", "")

@@ -802,6 +802,16 @@ class Analysis(SpecModel):
             "Never a pass. Default: `wait`."
         ),
     )
+    stable_no_data: Literal["skip", "hold"] = Field(
+        default="skip",
+        description=(
+            "What a `maxRatioToStable` threshold does when the stable digest has no data, too "
+            "few samples or a value of zero: `skip` (judge the metric by its absolute "
+            "thresholds alone; the verdict says the ratio was skipped) or `hold` (no verdict: "
+            "the stage waits, like too few samples). A stable query that *failed* is never "
+            "skipped: it is missing data and the stage waits. Default: `skip`."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Analysis:

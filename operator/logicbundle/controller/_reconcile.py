@@ -391,7 +391,9 @@ async def _analysis_step(
                     value = await asyncio.to_thread(_prometheus_value, address, query, timeout)
                 except (OSError, ValueError, KeyError, LogicBundleError) as exc:
                     _warn_once(rt, (namespace, name), f"PrometheusUnavailable: {exc}")
-                    value = None
+                    error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    figures.append(rollout.MetricValue(value=None, error=error))
+                    continue
                 figures.append(rollout.MetricValue(value=value))
             values[metric.name] = rollout.MetricValues(candidate=figures[0], stable=figures[1])
     verdict = rollout.judge(analysis=analysis, values=values)

@@ -7,10 +7,13 @@ figures that failed) and *NoData* -- too few samples is its own verdict,
 so a quiet canary is never mistaken for a healthy one.
 
 Thresholds are absolute (``max``, ``min``) or relative to the stable digest
-measured over the same window (``maxRatioToStable``).  The ratio is skipped,
-and the metric's message says so, when stable has no data, too few samples,
-or a value of zero (any candidate value would be an infinite ratio, and the
-absolute thresholds still apply).
+measured over the same window (``maxRatioToStable``).  When stable has no
+data, too few samples or a value of zero (any candidate value would be an
+infinite ratio), ``stableNoData`` decides: ``skip`` judges the metric by its
+absolute thresholds and says so in the verdict, ``hold`` makes it *NoData*.
+A query that failed is not "no data": it is missing data, and the metric is
+*NoData* whatever the policy, so a partial outage of the metrics source can
+never pass a stage.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class MetricValue:
 
     value: float | None
     samples: int | None = None
+    error: str | None = None
+    """Why the value could not be measured (a query that failed): missing data, and
+    unlike "no data" never skipped."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -210,7 +216,13 @@ def _fmt(value: float) -> str:
     return f"{value:.6g}"
 
 
-def judge_metric(*, metric: Metric, values: MetricValues, min_samples: int) -> MetricResult:
+def judge_metric(
+    *,
+    metric: Metric,
+    values: MetricValues,
+    min_samples: int,
+    stable_no_data: str = "skip",
+) -> MetricResult:
     """The verdict of one metric: thresholds, ratio to stable, and the sample count."""
     candidate = _usable(values.candidate)
     samples = values.candidate.samples
@@ -223,37 +235,59 @@ def judge_metric(*, metric: Metric, values: MetricValues, min_samples: int) -> M
         "samples": samples if samples is not None else (0 if candidate is None else min_samples),
         "stable_samples": stable_samples or 0,
     }
+    if values.candidate.error is not None:
+        return MetricResult(
+            **base,
+            verdict="NoData",
+            message=f"the candidate's query failed: {values.candidate.error}",
+        )
     if candidate is None or (samples is not None and samples < min_samples):
         count = samples if samples is not None else 0
         return MetricResult(
             **base, verdict="NoData", message=f"too few samples: {count} < {min_samples}"
         )
+    stable_error = values.stable.error if values.stable is not None else None
+    if metric.max_ratio_to_stable is not None and stable_error is not None:
+        return MetricResult(
+            **base,
+            verdict="NoData",
+            message=f"the stable digest's query failed ({stable_error}): no ratio to judge",
+        )
     failures: list[str] = []
-    notes: list[str] = []
     if metric.maximum is not None and candidate > metric.maximum:
         failures.append(f"{_fmt(candidate)} > max {_fmt(metric.maximum)}")
     if metric.minimum is not None and candidate < metric.minimum:
         failures.append(f"{_fmt(candidate)} < min {_fmt(metric.minimum)}")
+    notes: list[str] = []
     if metric.max_ratio_to_stable is not None:
-        if stable is None:
-            notes.append("ratio to stable skipped: stable has no data")
-        elif stable_samples is not None and stable_samples < min_samples:
-            notes.append(
-                f"ratio to stable skipped: stable has too few samples ({stable_samples} < "
-                f"{min_samples})"
+        why = _no_ratio(stable, stable_samples, min_samples)
+        if why is not None and stable_no_data == "hold" and not failures:
+            return MetricResult(
+                **base,
+                verdict="NoData",
+                message=f"ratio to stable held: {why} (stableNoData: hold)",
             )
-        elif stable == 0:
-            notes.append("ratio to stable skipped: stable value is 0")
-        else:
-            ratio = candidate / stable
-            if ratio > metric.max_ratio_to_stable:
-                failures.append(
-                    f"{_fmt(candidate)} is {_fmt(ratio)}x stable {_fmt(stable)} "
-                    f"> maxRatioToStable {_fmt(metric.max_ratio_to_stable)}"
-                )
+        if why is not None:
+            notes.append(f"ratio to stable skipped: {why}")
+        elif stable is not None and candidate / stable > metric.max_ratio_to_stable:
+            failures.append(
+                f"{_fmt(candidate)} is {_fmt(candidate / stable)}x stable {_fmt(stable)} "
+                f"> maxRatioToStable {_fmt(metric.max_ratio_to_stable)}"
+            )
     if failures:
         return MetricResult(**base, verdict="Failed", message="; ".join(failures + notes))
     return MetricResult(**base, verdict="Passed", message="; ".join(notes))
+
+
+def _no_ratio(stable: float | None, stable_samples: int | None, min_samples: int) -> str | None:
+    """Why stable gives no ratio to judge by (None: it does)."""
+    if stable is None:
+        return "stable has no data"
+    if stable_samples is not None and stable_samples < min_samples:
+        return f"stable has too few samples ({stable_samples} < {min_samples})"
+    if stable == 0:
+        return "stable value is 0"
+    return None
 
 
 def judge(*, analysis: Analysis, values: Mapping[str, MetricValues]) -> AnalysisVerdict:
@@ -271,7 +305,10 @@ def judge(*, analysis: Analysis, values: Mapping[str, MetricValues]) -> Analysis
         )
         results.append(
             judge_metric(
-                metric=metric, values=figures, min_samples=analysis.effective_min_samples(metric)
+                metric=metric,
+                values=figures,
+                min_samples=analysis.effective_min_samples(metric),
+                stable_no_data=analysis.stable_no_data,
             )
         )
     failed = [r for r in results if r.verdict == "Failed"]
@@ -282,9 +319,11 @@ def judge(*, analysis: Analysis, values: Mapping[str, MetricValues]) -> Analysis
     if missing:
         reason = "; ".join(f"{r.name}: {r.message}" for r in missing)
         return AnalysisVerdict(verdict="NoData", reason=reason, metrics=tuple(results))
+    skipped = [f"{r.name}: {r.message}" for r in results if r.message]
     return AnalysisVerdict(
         verdict="Passed",
-        reason=f"{len(results)} metric(s) within thresholds",
+        reason=f"{len(results)} metric(s) within thresholds"
+        + (f" ({'; '.join(skipped)})" if skipped else ""),
         metrics=tuple(results),
     )
 
