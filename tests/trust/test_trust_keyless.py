@@ -426,3 +426,25 @@ def test_every_rejected_candidate_is_listed_with_its_reason(
     )
     assert caught.value.reason == "VerificationFailed"
     assert caught.value.retryable is False
+
+
+@pytest.mark.parametrize(
+    ("field", "named"),
+    [
+        ("certificateAuthorities", "certificate authorities"),
+        ("tlogs", r"transparency logs \(Rekor\)"),
+        ("ctlogs", "certificate transparency logs"),
+    ],
+)
+def test_a_trusted_root_without_cas_logs_or_ct_logs_is_refused_when_loaded(
+    sigstore: PrivateSigstore, field: str, named: str
+) -> None:
+    """Issue 11, defect 3: sigstore failed later with its own exception, on every retry."""
+    import json
+
+    document = json.loads(sigstore.trusted_root_json())
+    assert document[field]
+    document[field] = []
+    with pytest.raises(VerificationError, match=named) as caught:
+        load_trusted_root(json.dumps(document))
+    assert "keyless signatures cannot be verified" in str(caught.value)

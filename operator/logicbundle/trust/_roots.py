@@ -26,7 +26,8 @@ def load_trusted_root(data: bytes | str) -> TrustedRoot:
     try:
         # TrustedRoot has no from-bytes constructor; from_file would need a writable temp
         # file, so the message is parsed here and wrapped the way from_file does.
-        return TrustedRoot(_TrustedRootMessage.from_json(data))
+        message = _TrustedRootMessage.from_json(data)
+        root = TrustedRoot(message)
     except Exception as exc:  # sigstore raises ValueError, pydantic or its own Error
         # Never the parser's message: pydantic's quotes the input, and the input may be
         # any key of any Secret the LogicBundle names (the message lands in an event).
@@ -35,6 +36,24 @@ def load_trusted_root(data: bytes | str) -> TrustedRoot:
             hint="Copy trusted_root.json from your Sigstore instance's TUF repository "
             "(media type application/vnd.dev.sigstore.trustedroot+json;version=0.1).",
         ) from None
+    # Keyless verification needs all three; without one, sigstore fails later with its
+    # own exception, outside the project's errors, on every verification.
+    missing = [
+        what
+        for what, entries in (
+            ("certificate authorities (Fulcio)", message.certificate_authorities),
+            ("transparency logs (Rekor)", message.tlogs),
+            ("certificate transparency logs", message.ctlogs),
+        )
+        if not entries
+    ]
+    if missing:
+        raise VerificationError(
+            f"the trusted root has no {' and no '.join(missing)}: keyless signatures cannot "
+            "be verified against it",
+            hint="Use the complete trusted_root.json of your Sigstore instance.",
+        )
+    return root
 
 
 def _shape(exc: Exception) -> str:
