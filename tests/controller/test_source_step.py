@@ -263,3 +263,77 @@ def test_an_audit_set_to_reject_refuses_a_bundle_that_runs_subprocesses(
     assert isinstance(outcome.error, AuditRejectedError)
     assert "subprocess" in outcome.error.message
     assert blobs.get(pushed.digest) is None
+
+
+# --- every failure tied to a digest ends as that digest's error (issue 11, defect 3) ----------
+
+
+def _outcome(ref: str, public: bytes, cache: BundleCache) -> Any:
+    spec = _spec(ref, {"keys": [{"pem": public.decode()}], "audit": "warn"}, insecure=True)
+    return resolve_and_verify(
+        spec,
+        namespace="ns",
+        reader=FakeReader(),
+        clients=RegistryClients(),
+        verifiers={},
+        cache=cache,
+    )
+
+
+class _FailingCache(BundleCache):
+    def __init__(self, blobs: BlobCache, error: Exception) -> None:
+        super().__init__(blobs)
+        self.error = error
+
+    def store(self, client: RegistryClient, bundle: Any, *, audit: str) -> tuple[str, ...]:
+        raise self.error
+
+
+def test_an_os_error_while_caching_names_the_digest_and_is_not_served(
+    signed: tuple[str, str], key_pair: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    ref, digest = signed
+    blobs = BlobCache(tmp_path / "cache")
+    error = OSError(36, "File name too long", "/cache/" + "a" * 300)
+    outcome = _outcome(ref, key_pair[1], _FailingCache(blobs, error))
+    assert outcome.digest == digest
+    assert outcome.error is not None
+    assert outcome.error.reason == "VerificationFailed"
+    assert f"caching {digest} failed unexpectedly (OSError: File name too long)" in str(
+        outcome.error
+    )
+    assert "a" * 50 not in str(outcome.error)  # the path it was given is not quoted
+    assert blobs.get(digest) is None
+
+
+def test_a_hostile_layer_refused_while_caching_is_that_digests_error(
+    signed: tuple[str, str], key_pair: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    from logicbundle.bundle import PathTraversalError
+
+    ref, digest = signed
+    refused = PathTraversalError("member '../x' is refused", member="../x")
+    outcome = _outcome(ref, key_pair[1], _FailingCache(BlobCache(tmp_path / "c"), refused))
+    assert outcome.error is refused
+    assert outcome.digest == digest
+
+
+def test_a_foreign_exception_while_verifying_fails_closed_on_the_digest(
+    signed: tuple[str, str],
+    key_pair: tuple[bytes, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ref, digest = signed
+
+    def explode(**_: Any) -> None:
+        raise RuntimeError("a library's own error, quoting secret input")
+
+    monkeypatch.setattr("logicbundle.controller._source.verify_reference", explode)
+    blobs = BlobCache(tmp_path / "cache")
+    outcome = _outcome(ref, key_pair[1], BundleCache(blobs))
+    assert outcome.error is not None
+    assert f"verifying {digest} failed unexpectedly (RuntimeError)" in str(outcome.error)
+    assert "secret input" not in str(outcome.error)
+    assert outcome.verified is None
+    assert blobs.get(digest) is None

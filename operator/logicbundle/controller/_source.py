@@ -32,7 +32,6 @@ from logicbundle.api.v1alpha1 import (
 from logicbundle.artifact import NotABundleError, RemoteBundle, fetch_bundle
 from logicbundle.bundle import (
     AuditPolicy,
-    AuditRejectedError,
     BundleError,
     audit_directory,
     enforce_audit,
@@ -218,18 +217,48 @@ def resolve_and_verify(
             bundle = fetch_bundle(client, pinned)
         except (VerificationError, NotABundleError, BundleError) as exc:
             return SourceOutcome(reference=reference, digest=digest, error=exc)
+        except LogicBundleError:
+            raise  # the registry or the configuration: retrying may help
+        except Exception as exc:  # fail closed on this digest, and say so
+            return SourceOutcome(
+                reference=reference, digest=digest, error=_unexpected(exc, "verifying", digest)
+            )
         findings: tuple[str, ...] = ()
         if cache is not None:
             try:
                 findings = cache.store(client, bundle, audit=spec.verify.audit)
-            except AuditRejectedError as exc:
+            except BundleError as exc:  # a rejected audit, a layer the unpacker refuses
                 return SourceOutcome(reference=reference, digest=digest, error=exc)
+            except LogicBundleError:
+                raise
+            except Exception as exc:  # an OSError mid-unpack, for example
+                return SourceOutcome(
+                    reference=reference, digest=digest, error=_unexpected(exc, "caching", digest)
+                )
     return SourceOutcome(
         reference=reference,
         digest=digest,
         verified=verified,
         bundle=bundle,
         audit_findings=findings,
+    )
+
+
+class UnexpectedSourceError(LogicBundleError):
+    """Checking or caching a digest failed in a way no check names: it is not served."""
+
+    reason = "VerificationFailed"
+
+
+def _unexpected(exc: Exception, doing: str, digest: str) -> UnexpectedSourceError:
+    # The exception's type (and an OSError's strerror), never its text: a library's
+    # message may quote what it was given.
+    detail = type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        detail += f": {exc.strerror}"
+    return UnexpectedSourceError(
+        f"{doing} {digest} failed unexpectedly ({detail}); it is not served",
+        hint="The operator's log has no more than this; retried at the next source interval.",
     )
 
 
