@@ -90,6 +90,18 @@ def test_ready_false_without_a_rollout_or_a_stall_is_degraded() -> None:
     assert health(obj) == ("Degraded", "ResolveFailed: registry unreachable")
 
 
+def test_a_source_check_failing_while_retried_is_degraded_not_progressing() -> None:
+    obj = scenarios.first_install_ready()
+    for condition in obj["status"]["conditions"]:
+        if condition["type"] == conditions.READY:
+            condition.update(
+                status="False", reason=conditions.RESOLVE_FAILED, message="registry unreachable"
+            )
+        if condition["type"] == conditions.RECONCILING:
+            condition.update(status="True", reason=conditions.RESOLVE_FAILED, message="retrying")
+    assert health(obj) == ("Degraded", "ResolveFailed: registry unreachable")
+
+
 def test_numbers_that_arrive_as_strings_are_still_compared_as_numbers() -> None:
     # Argo CD hands json.Number values to Lua as strings.
     obj = scenarios.first_install_ready()

@@ -102,7 +102,9 @@ SUSPENDED: Final = "Suspended"
 """Ready=False / Reconciling=False: ``spec.suspend`` is true; nothing changes until it is false."""
 
 RESOLVE_FAILED: Final = "ResolveFailed"
-"""Ready=False: the source reference could not be resolved (retried every interval)."""
+"""Ready=False / Reconciling=True: the source could not be resolved, fetched or checked for a
+reason a retry may fix (registry unreachable, tag missing, credentials unreadable); retried,
+the last verified digest keeps serving."""
 
 INVALID_SPEC: Final = "InvalidSpec"
 """Stalled=True: the spec passed the CRD schema but cannot be acted on (the message says why)."""

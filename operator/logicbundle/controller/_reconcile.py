@@ -206,6 +206,14 @@ async def _source_step(
     )
 
 
+def _source_error(rt: Runtime, key: tuple[str, str], generation: int) -> str | None:
+    """Why the last check of the current generation's source failed (None: it did not)."""
+    state = rt.sources.get(key)
+    if state is None or state.generation != generation or not state.error:
+        return None
+    return state.error
+
+
 def _warn_once(rt: Runtime, key: tuple[str, str], message: str) -> bool:
     """Log a warning unless it is the same as the last one; True when it was new."""
     if rt.last_warnings.get(key) == message:
@@ -534,6 +542,7 @@ async def reconcile(
         action=_requested_action(rt, body, key),
         verified=verified,
         now=now,
+        source_error=_source_error(rt, key, generation),
     )
     new_status = decision.status.with_summary()
     dumped = new_status.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -567,6 +567,7 @@ def step(
     action: RequestedAction | None,
     verified: VerifiedDigest | None,
     now: datetime,
+    source_error: str | None = None,
 ) -> Decision:
     """Decide the next assignments, status and events.
 
@@ -577,7 +578,11 @@ def step(
     None; a value equal to ``status.lastHandledAction`` was handled already
     and is ignored.  ``verified``: the verification of the digest the source
     resolved to, or None when nothing was resolved this time.  ``now``: the
-    time of this step (the only clock the core ever sees).
+    time of this step (the only clock the core ever sees).  ``source_error``:
+    why the last check of the source failed in a way a retry may fix (registry
+    unreachable, tag missing, credentials unreadable), until a check succeeds:
+    ``Ready=False`` with reason ``ResolveFailed`` while nothing is in flight,
+    the last verified digest still serving.
     """
     old = status or LogicBundleStatus()
     was_verified = _condition_bool(old, conditions.VERIFIED)
@@ -627,6 +632,7 @@ def step(
         assignments=assignments,
         verification=verification,
         now=now,
+        source_error=source_error,
     )
 
 
@@ -721,6 +727,7 @@ def _finish(
     assignments: Mapping[PodIdentity, PodTarget],
     verification: tuple[bool, str, str] | None,
     now: datetime,
+    source_error: str | None = None,
 ) -> Decision:
     counts = _counts(pods, assignments, stable=d.stable, candidate=d.candidate)
     agent_pods = [report for report in pods if report.has_agent]
@@ -745,6 +752,8 @@ def _finish(
     wanted, phase = _state_conditions(
         d, stall=stall, active=counts.active, agent_pods=len(agent_pods), converged=converged
     )
+    if source_error is not None and stall is None and not d.in_flight:
+        wanted = _resolve_failed(d, source_error)
     for type_, value, reason, message in wanted:
         put(type_, value, reason, message)
 
@@ -798,6 +807,24 @@ def _stall(
         back = sum(1 for report in agent_pods if report.runs(PodTarget(digest=d.stable or "")))
         return d.hold[0], f"{d.hold[1]} ({back}/{len(agent_pods)} pods back)"
     return None
+
+
+def _resolve_failed(d: _Draft, error: str) -> list[_Wanted]:
+    """Ready=False and Reconciling=True, reason ResolveFailed: retried, never Stalled.
+
+    Flux's convention for an error a retry may fix (its ``ProgressingWithRetry``):
+    not Stalled (a registry back up, a tag pushed or a Secret created fixes it
+    without a change of spec), still Reconciling, so kstatus says InProgress and
+    ``kubectl wait --for=condition=Ready`` keeps waiting.  The Argo CD health
+    check shows it Degraded, with the message.
+    """
+    keeps = f"; pods keep {_short(d.stable)}" if d.stable else "; nothing verified to run yet"
+    message = f"{error}{keeps}"
+    return [
+        (conditions.STALLED, False, conditions.RESOLVE_FAILED, "not stalled: retried"),
+        (conditions.RECONCILING, True, conditions.RESOLVE_FAILED, f"retrying: {error}"),
+        (conditions.READY, False, conditions.RESOLVE_FAILED, message),
+    ]
 
 
 def _state_conditions(

@@ -9,6 +9,7 @@
 --   Stalled=True (rolled back, aborted, failed verification,
 --     invalid spec)                                        -> Degraded
 --   Reconciling=True, reason WaitingForPromotion           -> Suspended
+--   Reconciling=True, reason ResolveFailed (retried)       -> Degraded
 --   Reconciling=True (any other stage or wait)             -> Progressing
 --   Ready=True                                             -> Healthy
 --   Ready=False otherwise (e.g. ResolveFailed)             -> Degraded
@@ -85,6 +86,11 @@ end
 if isTrue(reconciling) then
   if reconciling.reason == "WaitingForPromotion" then
     hs.status = "Suspended"
+  elseif reconciling.reason == "ResolveFailed" then
+    -- Retried, but nothing moves until the registry, tag or Secret is fixed.
+    hs.status = "Degraded"
+    hs.message = describe(ready or reconciling)
+    return hs
   else
     hs.status = "Progressing"
   end
