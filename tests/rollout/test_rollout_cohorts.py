@@ -172,7 +172,7 @@ def reports_from(pod_names: list[str], assigned: list[bool]) -> list[PodReport]:
 
 @SETTINGS
 @given(pod_names=names, percent=st.integers(0, 100), assigned=st.lists(st.booleans(), max_size=60))
-def test_a_percent_stage_never_exceeds_its_share_and_has_a_pod_when_it_can(
+def test_a_percent_stage_keeps_its_pods_grows_only_to_its_share_and_has_a_pod(
     pod_names: list[str], percent: int, assigned: list[bool]
 ) -> None:
     reports = reports_from(pod_names, assigned)
@@ -180,8 +180,11 @@ def test_a_percent_stage_never_exceeds_its_share_and_has_a_pod_when_it_can(
         bundle_name=BUNDLE, stage=percent_stage(percent), stable=D1, candidate=D2, pods=reports
     )
     chosen = on_candidate(plan)
-    assert len(chosen) == share(percent=percent, pods=len(reports))
-    assert len(chosen) <= max(1, percent * len(reports) // 100)
+    had = {r.pod for r in reports if r.assigned is not None and r.assigned.digest == D2}
+    places = share(percent=percent, pods=len(reports))
+    # Every pod that had the candidate keeps it; the stage grows only up to its share.
+    assert had <= chosen
+    assert len(chosen) == max(places, len(had))
     if percent > 0 and reports:
         assert len(chosen) >= 1
 
@@ -243,3 +246,19 @@ def test_each_candidate_draws_its_own_canaries(pod_names: list[str]) -> None:
         for c in (D2, D3, "sha256:" + "5" * 64, "sha256:" + "6" * 64)
     }
     assert len(picks) > 1
+
+
+def test_the_internal_pods_keep_the_candidate_into_a_smaller_percent_stage() -> None:
+    """Issue 11, defect 7: the demo's 'v1:8, v2:2' became 'v1:9, v2:1' at the 5 % stage,
+    so a user of the second internal pod saw v2, then v1, then v2 again."""
+    reports = [
+        PodReport(pod=PodIdentity(namespace=NS, name=f"p{i}"), assigned=PodTarget(digest=D2))
+        for i in range(2)
+    ] + [
+        PodReport(pod=PodIdentity(namespace=NS, name=f"p{i}"), assigned=PodTarget(digest=D1))
+        for i in range(2, 10)
+    ]
+    plan = plan_assignments(
+        bundle_name=BUNDLE, stage=percent_stage(5), stable=D1, candidate=D2, pods=reports
+    )
+    assert on_candidate(plan) == {r.pod for r in reports[:2]}

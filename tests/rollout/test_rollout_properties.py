@@ -105,7 +105,18 @@ def check_invariants(
     stage = current_stage(spec=spec, status=status)
     if stage is not None and stage.percent is not None:
         on = sum(1 for t in assignments.values() if t.digest == status.candidate_digest)
-        assert on <= share(percent=stage.percent, pods=len(reports))
+        had = sum(
+            1
+            for r in reports
+            if r.has_agent
+            and r.assigned is not None
+            and r.assigned.digest == status.candidate_digest
+        )
+        assert on <= max(share(percent=stage.percent, pods=len(reports)), had)
+        # No pod on the candidate is moved out by a stage: only a rollback or an abort.
+        for r in reports:
+            if r.assigned is not None and r.assigned.digest == status.candidate_digest:
+                assert assignments[r.pod].digest == status.candidate_digest, r.pod
     stall = find_condition(status.conditions, conditions.STALLED)
     if (
         stall is not None

@@ -17,16 +17,16 @@ The rule for a ``percent`` stage, and why:
   bundle keeps bundles independent.  No clock, no randomness and no operator
   memory are involved, so a restarted operator computes the same ranks.
 * **Stickiness.**  Pods whose target annotation already names the candidate
-  keep it first (lowest rank first, up to the share); the remaining places
-  go to the lowest-ranked other pods.  Without this, a new pod that hashes
-  low would push an existing canary back to stable: no stateless rule can
-  both cap a stage at its share and never move an existing pod out of it
-  when pods are added.  The state it reads lives in the pods' annotations,
-  so it, too, survives an operator restart.  Consequences (all
-  property-tested): a stage never exceeds its share; it has at least one pod
-  when ``p > 0`` and there are pods; adding pods never moves a pod out of
-  the candidate cohort; and pods carried over from the ``internal`` stage
-  stay on the candidate when the share has room for them.
+  keep it, all of them (the ``internal`` stage's pods included); the
+  remaining places, if the share has any left, go to the lowest-ranked other
+  pods.  A pod leaves the candidate only by a rollback, an abort or a
+  promotion, never by a stage change or pods coming and going, so no pod goes
+  candidate -> stable -> candidate within a rollout.  The state it reads
+  lives in the pods' annotations, so it, too, survives an operator restart.
+  Consequences (all property-tested): a stage never grows past its share (it
+  may start above it when the pods that already had the candidate are more);
+  it has at least one pod when ``p > 0`` and there are pods; no pod on the
+  candidate is ever moved out of it by the plan.
 
 The cohort key: pods of a Deployment get their name from ``generateName``
 *after* mutating admission, so the webhook cannot hash the name.  It writes
@@ -92,8 +92,11 @@ def _percent_cohort(
         return position, report.pod.key
 
     ranked = sorted(pods, key=rank)
+    # Every pod already on the candidate keeps it (only a rollback, an abort or a promotion
+    # moves it): no pod goes candidate -> stable -> candidate within a rollout.  The share
+    # counts them, so the stage takes more only while it is below its share.
     keepers = [r for r in ranked if r.assigned is not None and r.assigned.digest == candidate]
-    chosen = [r.pod for r in keepers[:places]]
+    chosen = [r.pod for r in keepers]
     taken = set(chosen)
     for report in ranked:
         if len(chosen) >= places:
