@@ -498,6 +498,9 @@ def test_helm_install_creates_every_object(cluster: Cluster, release: Release) -
         f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{FULLNAME}-leader-label",
         f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/{FULLNAME}-leader-label",
         "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/logicbundle-injector",
+        f"/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/{FULLNAME}-pod-writes",
+        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/"
+        f"{FULLNAME}-pod-writes",
         "/apis/kopf.dev/v1/clusterkopfpeerings/logicbundle",
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusterkopfpeerings.kopf.dev",
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/logicbundles.logicbundle.io",
@@ -620,6 +623,87 @@ def test_the_kubeconfig_really_carries_the_service_accounts_identity(
             timeout=60,
         )
         assert proc.stdout.strip() == allowed, (verb, resource)
+
+
+def test_the_pod_write_policy_lets_the_operators_account_change_only_its_own_fields(
+    cluster: Cluster, release: Release, tmp_path: Path
+) -> None:
+    """Issue 11, defect 6: `patch` on pods must not let the operator change an image."""
+    ns = release.workload_namespace
+    cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{ns}/pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "guarded", "labels": {"app": "guarded"}},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
+        },
+    )
+    kubeconfig = _service_account_kubeconfig(cluster, release, tmp_path / "sa.kubeconfig")
+
+    def patch(body: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(cluster.kubectl_path),
+                f"--kubeconfig={kubeconfig}",
+                "patch",
+                "pod",
+                "guarded",
+                "-n",
+                ns,
+                "--type=merge",
+                "-p",
+                json.dumps(body),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    try:
+        # The operator's own writes pass: a target annotation, the readiness condition.
+        allowed = patch(
+            {"metadata": {"annotations": {"logicbundle.io/target.x": "sha256:" + "a" * 64}}}
+        )
+        assert allowed.returncode == 0, allowed.stderr
+        condition = {"type": "logicbundle.io/bundles-ready", "status": "True"}
+        ready = patch({"status": {"conditions": [condition]}}, "--subresource=status")
+        assert ready.returncode == 0, ready.stderr
+        # Anything else is refused by the policy, with its message.
+        for body, message in (
+            (
+                {"spec": {"containers": [{"name": "app", "image": "evil.example/app:1"}]}},
+                "may not change a pod's spec",
+            ),
+            (
+                {"metadata": {"annotations": {"other.io/x": "1"}}},
+                "only logicbundle.io/ annotations",
+            ),
+            ({"metadata": {"labels": {"app": "hijacked"}}}, "no pod label"),
+            ({"metadata": {"labels": {"logicbundle.io/leader": "true"}}}, "no pod label"),
+            ({"metadata": {"finalizers": ["example.com/stuck"]}}, "finalizers or owners"),
+        ):
+            refused = patch(body)
+            assert refused.returncode != 0, body
+            assert "ValidatingAdmissionPolicy" in refused.stderr and message in refused.stderr, (
+                body,
+                refused.stderr,
+            )
+        other = patch(
+            {"status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+            "--subresource=status",
+        )
+        assert other.returncode != 0
+        assert "bundles-ready condition" in other.stderr, other.stderr
+        pod = cluster.request("GET", f"/api/v1/namespaces/{ns}/pods/guarded")
+        assert pod["spec"]["containers"][0]["image"] == "registry.example/app:1"
+        # The cluster admin is not bound by it.
+        cluster.kubectl("label", "pod", "guarded", "-n", ns, "app=relabelled")
+    finally:
+        _delete_if_present(cluster, f"/api/v1/namespaces/{ns}/pods/guarded")
 
 
 def test_the_operator_under_the_charts_service_account_installs_a_signed_bundle(
