@@ -18,6 +18,13 @@ required), so it is cheap to import in every application.  The pieces:
   described in :mod:`logicbundle.sdk._protocol` and ``docs/sdk-protocol.md``).
 * :func:`prometheus_text` and :func:`register_prometheus` expose the counters.
 
+Bundle code is compiled off the request path: by one long-lived child process
+of the application's own interpreter (``sys.executable``), started on the
+first activation, and kept in memory per digest (a rollback compiles
+nothing).  Request threads keep running while it compiles; when it cannot
+(it died twice, or is another Python) the version is refused with
+:class:`CompilerUnavailableError`, and nothing is compiled in the application.
+
 Threads and asyncio: every proxy is synchronous and safe from any thread, and
 may be called directly inside a coroutine; ``async def`` bundle functions go
 through :meth:`LogicHost.async_function`.  The listener runs in daemon
@@ -39,6 +46,7 @@ interface's functions as attributes, and optionally these hooks:
 
 from logicbundle.sdk._errors import (
     ActivationRefusedError,
+    CompilerUnavailableError,
     EntrypointError,
     InterfaceMismatchError,
     ManifestError,
@@ -90,6 +98,7 @@ __all__ = [
     "AgentListener",
     "AsyncBundleFunction",
     "BundleFunction",
+    "CompilerUnavailableError",
     "EntrypointError",
     "InterfaceMismatchError",
     "LogicHost",

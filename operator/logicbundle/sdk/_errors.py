@@ -48,6 +48,14 @@ class EntrypointError(ActivationRefusedError):
     reason = "EntrypointFailed"
 
 
+class CompilerUnavailableError(EntrypointError):
+    """The bundle's code could not be compiled out of process (the worker failed or is missing).
+
+    Nothing is compiled in the application instead: the version is refused.  The
+    reason on the agent socket stays ``EntrypointFailed``.
+    """
+
+
 class SelfTestFailedError(ActivationRefusedError):
     """The bundle's ``selftest()`` raised, returned False or ran past its deadline."""
 

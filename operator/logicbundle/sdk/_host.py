@@ -54,6 +54,16 @@ SPLIT_FILE: Final = "split.json"
 """The agent's split descriptor next to ``current`` (``docs/sdk-protocol.md``, "On disk")."""
 _MAX_SPLIT_BYTES: Final = 4096
 
+STEP_PAUSE_SECONDS: Final = 20e-6
+"""A real sleep before each step of an activation, so that the request threads
+waiting for the GIL get it: none waits behind more than one step (at most about
+0.3 ms of Python).  Without it the activating thread keeps the GIL through its
+short system calls (each hands the GIL over too briefly for a waiting thread to
+wake up, and restarts that thread's 5 ms switch-interval wait), and during
+back-to-back swaps requests and the drainer waited up to 100 ms (``docs/benchmarks.md``,
+"Swaps without a stall").  On Linux the sleep lasts about 0.1 ms (the kernel's timer
+slack); one per activation and two per version it loads."""
+
 DEFAULT_DRAIN_TIMEOUT: Final = 30.0
 DEFAULT_SELFTEST_TIMEOUT: Final = 5.0
 _RETAINED_RELEASED: Final = 8
@@ -106,7 +116,10 @@ class Activation:
     changed: bool
     """False when the request asked for exactly what was already serving."""
     timings: dict[str, float]
-    """Milliseconds per phase: ``load``, ``selftest``, ``state``, ``swap``, ``total``."""
+    """Milliseconds per phase: ``compile`` (waiting for the compile worker; about 0 for a
+    digest compiled before), ``load`` (manifest, import, binding), ``selftest``,
+    ``state``, ``swap``, ``pause`` (the sleeps that let request threads run between
+    steps), and ``total``."""
     state: dict[str, StateHandover] = field(default_factory=dict)
     """State handover per newly loaded digest."""
 
@@ -177,6 +190,15 @@ def _param_names(fn: Callable[..., Any]) -> list[str] | None:
         return list(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         return None
+
+
+def _let_requests_run(timings: dict[str, float]) -> float:
+    """Hand the GIL to the threads waiting for it (see :data:`STEP_PAUSE_SECONDS`)."""
+    start = perf_counter_ns()
+    time.sleep(STEP_PAUSE_SECONDS)
+    took = _ms(start)
+    timings["pause"] = round(timings.get("pause", 0.0) + took, 3)
+    return took
 
 
 def _ms(start_ns: int) -> float:
@@ -365,6 +387,7 @@ class LogicHost:
         total_start = perf_counter_ns()
         timings: dict[str, float] = {}
         self._ensure_drainer()
+        _let_requests_run(timings)
         with self._lock:
             old = self._route
             current = {v.digest: v for v in (old[0], old[1]) if v is not None and not v.placeholder}
@@ -471,9 +494,14 @@ class LogicHost:
                 hint="Build the bundle against the application's interface, or roll out the "
                 "application version that declares the bundle's interface first.",
             )
+        compile_start = perf_counter_ns()
+        tree = _loader.compile_version(directory, digest=digest)
+        compile_ms = _ms(compile_start)
+        timings["compile"] = timings.get("compile", 0.0) + compile_ms
+        not_load_ms = compile_ms + _let_requests_run(timings)
         package = _loader.package_name(self.name, digest)
         try:
-            module = _loader.import_entrypoint(package, directory, info.module)
+            module = _loader.import_entrypoint(package, tree, info.module)
             obj = _resolve(module, info.attribute)
         except Exception as exc:
             _loader.unload(package)
@@ -496,7 +524,8 @@ class LogicHost:
         except EntrypointError:
             _loader.unload(package)
             raise
-        timings["load"] = timings.get("load", 0.0) + _ms(start)
+        timings["load"] = timings.get("load", 0.0) + round(_ms(start) - not_load_ms, 3)
+        _let_requests_run(timings)
         start = perf_counter_ns()
         try:
             self._selftest(version)

@@ -10,9 +10,15 @@ module name (``pricing``) is ever put in ``sys.modules``, so bundles import
 their own modules relatively (``from . import rates``).
 
 A meta-path finder, installed once, answers only for the registered synthetic
-packages.  Its loader compiles the sources itself and never reads or writes
-``__pycache__``: a verified version directory stays byte-for-byte what the
-agent checked, and a stray ``.pyc`` in it is never executed.
+packages, and it answers from the version directory's compiled tree
+(:mod:`logicbundle.sdk._compile`): the list of source files and directories
+the compile worker found, and their bytecode, compiled out of process so that
+request threads keep the GIL during a swap.  Finding a module touches no file
+system, and the finder is the last word for a registered package: a name it
+does not find is a ``ModuleNotFoundError``, never passed on to the path
+finder, which would run a stray ``.pyc`` or extension module from the version
+directory.  No ``__pycache__`` is ever read or written: a verified version
+directory stays byte-for-byte what the agent checked.
 """
 
 from __future__ import annotations
@@ -29,16 +35,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from logicbundle.sdk import _compile
+
 PACKAGE_PREFIX: Final = "_logicbundle_"
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_]")
 
 
-class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
-    """Compile from source every time; never consult or write bytecode caches."""
+class _PrecompiledLoader(importlib.machinery.SourceFileLoader):
+    """Runs the code the worker compiled; never compiles, never touches bytecode caches.
+
+    Everything else (``get_source`` for tracebacks, resource readers) is the
+    plain source loader's, reading the version directory only.
+    """
+
+    def __init__(self, fullname: str, path: str, tree: _compile.CompiledTree) -> None:
+        super().__init__(fullname, path)
+        self.tree = tree
 
     def get_code(self, fullname: str) -> types.CodeType:
-        path = self.get_filename(fullname)
-        return self.source_to_code(self.get_data(path), path)
+        return self.tree.code(self.get_filename(fullname))
 
 
 class _BundleFinder(importlib.abc.MetaPathFinder):
@@ -46,6 +61,7 @@ class _BundleFinder(importlib.abc.MetaPathFinder):
 
     def __init__(self) -> None:
         self.roots: dict[str, str] = {}
+        self.trees: dict[str, _compile.CompiledTree] = {}
 
     def find_spec(
         self,
@@ -55,25 +71,39 @@ class _BundleFinder(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if not fullname.startswith(PACKAGE_PREFIX) or path is None:
             return None
-        root = self.roots.get(fullname.partition(".")[0])
-        if root is None:
+        top = fullname.partition(".")[0]
+        if top not in self.roots:
             return None
+        tree = self.trees.get(top)
+        name = fullname.rpartition(".")[2]
         for entry in path:
-            if entry != root and not entry.startswith(root + "/"):
-                continue
-            finder = importlib.machinery.FileFinder(
-                entry, (_SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES)
+            if tree is None or entry not in tree.dirs:
+                continue  # reserved but not registered yet, or not a directory of this version
+            spec = _spec_in(tree, fullname, f"{entry}/{name}")
+            if spec is not None:
+                return spec
+        raise ModuleNotFoundError(
+            f"No module named {fullname!r} in the version directory", name=fullname
+        )
+
+
+def _spec_in(
+    tree: _compile.CompiledTree, fullname: str, base: str
+) -> importlib.machinery.ModuleSpec | None:
+    # The precedence of importlib's FileFinder: a package, then a module, then a
+    # directory without __init__.py (a namespace package inside the bundle).
+    is_dir = base in tree.dirs
+    for origin, locations in ((f"{base}/__init__.py", [base]), (f"{base}.py", None)):
+        if (locations is None or is_dir) and tree.has_source(origin):
+            loader = _PrecompiledLoader(fullname, origin, tree)
+            return importlib.util.spec_from_file_location(
+                fullname, origin, loader=loader, submodule_search_locations=locations
             )
-            spec = finder.find_spec(fullname, target)
-            if spec is None:
-                continue
-            if spec.loader is None and spec.submodule_search_locations:
-                # A directory without __init__.py: a namespace package inside the bundle.
-                namespace = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
-                namespace.submodule_search_locations = list(spec.submodule_search_locations)
-                return namespace
-            return spec
-        return None
+    if is_dir:
+        namespace = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
+        namespace.submodule_search_locations = [base]
+        return namespace
+    return None
 
 
 _FINDER: Final = _BundleFinder()
@@ -99,10 +129,19 @@ def package_name(bundle: str, digest: str) -> str:
     return name
 
 
-def import_entrypoint(package: str, root: Path, module: str) -> types.ModuleType:
-    """Create ``package`` over ``root`` and import ``package.module`` from it."""
+def compile_version(root: Path, *, digest: str) -> _compile.CompiledTree:
+    """The bytecode of every source file under ``root``, from the compile worker or its cache.
+
+    Raises :class:`~logicbundle.sdk.CompilerUnavailableError` when it cannot
+    be had; nothing is compiled in this process instead.
+    """
+    return _compile.code_source().tree(digest=digest, root=str(root))
+
+
+def import_entrypoint(package: str, tree: _compile.CompiledTree, module: str) -> types.ModuleType:
+    """Create ``package`` over the compiled version ``tree`` and import ``package.module``."""
     _install_finder()
-    root_str = str(root)
+    root_str = tree.root
     pkg = types.ModuleType(package, f"logic bundle code from {root_str}")
     spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
     spec.submodule_search_locations = [root_str]
@@ -111,6 +150,7 @@ def import_entrypoint(package: str, root: Path, module: str) -> types.ModuleType
     pkg.__package__ = package
     with _finder_lock:
         _FINDER.roots[package] = root_str
+        _FINDER.trees[package] = tree
         sys.modules[package] = pkg
     return importlib.import_module(f"{package}.{module}")
 
@@ -119,6 +159,7 @@ def unload(package: str) -> None:
     """Forget every module of ``package``; its objects live on while referenced."""
     with _finder_lock:
         _FINDER.roots.pop(package, None)
+        _FINDER.trees.pop(package, None)
         prefix = package + "."
         for name in [n for n in sys.modules if n == package or n.startswith(prefix)]:
             sys.modules.pop(name, None)
