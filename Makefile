@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint unit e2e crds bench bench-real-node
+.PHONY: setup demo test lint unit e2e crds bench bench-real-node bench-api-writes
 
 setup:
 	@e2e/setup.sh
@@ -46,3 +46,8 @@ bench-real-node:
 	@$(PY) -m e2e.harness.build
 	@$(PY) -m e2e.harness.images build
 	$(NETNS) $(PY) -m e2e.bench.bench_real_node $(ARGS)
+
+# Issue 10's BEFORE figure: API writes per rollout step at 20, 200, 2,000 kwok pods (docs/benchmarks.md).
+bench-api-writes:
+	@$(PY) -m e2e.harness.build
+	$(PY) -m e2e.bench.bench_api_writes $(ARGS)
