@@ -83,6 +83,28 @@ def write_bundle_at(
     return Written(digest, path)
 
 
+RELATIVE = {
+    "logic.py": (
+        "from . import table\n"
+        "from .sub import deep\n"
+        "class Logic:\n"
+        "    def ident(self):\n"
+        "        return table.NAME + '/' + deep.WHERE\n"
+        "    def add(self, a, b):\n"
+        "        return a + b\n"
+        "logic = Logic()\n"
+    ),
+    "table.py": "NAME = {name!r}\n",
+    "sub/__init__.py": "",
+    "sub/deep.py": "WHERE = 'deep'\n",
+}
+
+
+def relative(name: str) -> dict[str, str]:
+    """A bundle of relative imports (a subpackage too) whose ``ident()`` is ``name/deep``."""
+    return {k: v.format(name=name) if k == "table.py" else v for k, v in RELATIVE.items()}
+
+
 def simple(name: str) -> dict[str, str]:
     """A bundle whose ``ident()`` returns ``name``."""
     return {"logic.py": SIMPLE.format(name=name)}

@@ -22,23 +22,7 @@ from logicbundle.sdk import (
     LogicHost,
     _compile,
 )
-from tests.sdk.conftest import BUNDLE, SIMPLE, WriteBundle, simple
-
-RELATIVE = {
-    "logic.py": (
-        "from . import table\n"
-        "from .sub import deep\n"
-        "class Logic:\n"
-        "    def ident(self):\n"
-        "        return table.NAME + '/' + deep.WHERE\n"
-        "    def add(self, a, b):\n"
-        "        return a + b\n"
-        "logic = Logic()\n"
-    ),
-    "table.py": "NAME = 'one'\n",
-    "sub/__init__.py": "",
-    "sub/deep.py": "WHERE = 'deep'\n",
-}
+from tests.sdk.conftest import BUNDLE, SIMPLE, WriteBundle, relative, simple
 
 # A stand-in for the interpreter: a shell script that runs FAKE (a Python
 # program) with the worker's own arguments (-I -S -c <worker source>).
@@ -117,7 +101,7 @@ def test_the_code_that_runs_is_the_workers_and_equals_compiling_the_same_bytes_i
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     worker = use_worker()
-    one = write_bundle(RELATIVE)
+    one = write_bundle(relative("one"))
     version_dir = str(one.path.resolve())
     real_compile = builtins.compile
     compiled_here: list[str] = []
@@ -190,7 +174,7 @@ def test_a_worker_that_dies_mid_compile_is_restarted_and_the_activation_succeeds
     make_python: Callable[[str], str],
 ) -> None:
     worker = use_worker(executable=make_python(DIES_ONCE))
-    one = write_bundle(RELATIVE)
+    one = write_bundle(relative("one"))
     host.activate(one.digest, one.path)
     assert host.function("ident")() == "one/deep"
     assert worker.starts == 2
@@ -207,7 +191,7 @@ def test_a_worker_that_dies_every_time_refuses_the_version_and_loads_nothing(
     use_worker()
     host.activate(good.digest, good.path)
     worker = use_worker(executable=make_python(DIES_ALWAYS))
-    bad = write_bundle(RELATIVE)
+    bad = write_bundle(relative("one"))
     with pytest.raises(CompilerUnavailableError, match=r"died twice.*killed by signal 9") as info:
         host.activate(bad.digest, bad.path)
     assert info.value.reason == "EntrypointFailed"
@@ -318,7 +302,7 @@ def test_nothing_is_written_into_a_read_only_version_directory(
 ) -> None:
     use_worker()
     monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as in production
-    one = write_bundle(RELATIVE)
+    one = write_bundle(relative("one"))
     before = snapshot(one.path)
     directories = [one.path, *(p for p in one.path.rglob("*") if p.is_dir())]
     files = [p for p in one.path.rglob("*") if p.is_file()]

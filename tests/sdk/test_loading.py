@@ -15,27 +15,7 @@ from logicbundle.sdk import (
     NoBundleLoadedError,
     SelfTestFailedError,
 )
-from tests.sdk.conftest import BUNDLE, IFACE, SIMPLE, WriteBundle, simple
-
-RELATIVE = {
-    "logic.py": (
-        "from . import table\n"
-        "from .sub import deep\n"
-        "class Logic:\n"
-        "    def ident(self):\n"
-        "        return table.NAME + '/' + deep.WHERE\n"
-        "    def add(self, a, b):\n"
-        "        return a + b\n"
-        "logic = Logic()\n"
-    ),
-    "table.py": "NAME = {name!r}\n",
-    "sub/__init__.py": "",
-    "sub/deep.py": "WHERE = 'deep'\n",
-}
-
-
-def relative(name: str) -> dict[str, str]:
-    return {k: v.format(name=name) if k == "table.py" else v for k, v in RELATIVE.items()}
+from tests.sdk.conftest import BUNDLE, IFACE, SIMPLE, WriteBundle, relative, simple
 
 
 def test_two_digests_of_the_same_module_names_coexist_in_one_process(

@@ -206,14 +206,19 @@ def _on_candidate(state: RolloutState, stage: Stage, pod: PodFacts) -> bool:
     if isinstance(stage, Internal):
         return stage.selector.matches(pod.labels)
     if isinstance(stage, Percent):
-        if pod.admitted > stage.sealed:
-            return False
         where = position(bundle=state.bundle, candidate=state.candidate, key=pod.key)
-        if where < stage.threshold:
-            return True
-        carry = stage.carry
-        return carry is not None and where < carry.threshold and carry.selector.matches(pod.labels)
+        return _in_percent(stage, pod, where)
     return False
+
+
+def _in_percent(stage: Percent, pod: PodFacts, where: int) -> bool:
+    """Whether ``pod``, at position ``where``, is on the candidate in ``stage``."""
+    if pod.admitted > stage.sealed:
+        return False
+    if where < stage.threshold:
+        return True
+    carry = stage.carry
+    return carry is not None and where < carry.threshold and carry.selector.matches(pod.labels)
 
 
 def target_of(state: RolloutState, pod: PodFacts) -> Target | None:
@@ -278,52 +283,49 @@ def plan_percent(
         sealed = limit
         carry = Carry(carry_from, POSITION_LIMIT) if carry_from is not None else None
         previous = Percent(threshold=0, sealed=sealed, carry=carry)
-    state = RolloutState(bundle=bundle, stable=None, candidate=candidate, stage=previous)
-    plan = _plan(state, previous, pods, where, places, limit)
-    if places and not _members(state, plan, pods):
+    plan = _plan(previous, pods, where, places, limit)
+    if places and not _members(plan, pods, where):
         # Nobody could be sealed (a crowd admitted at one instant, or every pod newer
         # than the horizon): nobody is on the candidate, so starting over with every
         # pod seen moves no pod, and the stage gets its pod to judge.
         start = Percent(threshold=0, sealed=max(previous.sealed, newest))
-        plan = _plan(state, start, pods, where, places, newest)
+        plan = _plan(start, pods, where, places, newest)
     return plan
 
 
-def _members(state: RolloutState, stage: Percent, pods: Sequence[PodFacts]) -> list[PodFacts]:
-    in_force = replace(state, stage=stage)
-    return [p for p in pods if _on_candidate(in_force, stage, p)]
+def _members(stage: Percent, pods: Sequence[PodFacts], where: Mapping[str, int]) -> list[PodFacts]:
+    return [p for p in pods if _in_percent(stage, p, where[p.key])]
 
 
-def _plan(  # noqa: PLR0917 - private, called twice with the same order
-    state: RolloutState,
+def _plan(
     stage: Percent,
     pods: Sequence[PodFacts],
     where: Mapping[str, int],
     places: int,
     limit: int,
 ) -> Percent:
-    members = _members(state, stage, pods)
+    members = _members(stage, pods, where)
     # 1. No pod leaves the candidate within a rollout (only a rollback, an abort or a
     #    promotion moves it), even when pods went away and the share shrank below the
     #    pods already on it: a pod never goes candidate -> stable -> candidate.
     # 2. Seal newcomers in admission order while the stage stays within its share.
     for instant in sorted({p.admitted for p in pods if stage.sealed < p.admitted <= limit}):
         trial = replace(stage, sealed=instant)
-        joined = _members(state, trial, pods)
+        joined = _members(trial, pods, where)
         if len(joined) > places:
             break
         stage, members = trial, joined
-    # 3. The remaining places go to the lowest positions among sealed pods.
+    # 3. The remaining places go to the lowest positions among sealed pods: raising the
+    #    threshold past the next one takes it (and any pod sharing its position).
     taken = {p.key for p in members}
-    free = sorted(
-        (p for p in pods if p.admitted <= stage.sealed and p.key not in taken),
-        key=lambda p: (where[p.key], p.key),
-    )
-    for pod in free:
-        if len(members) >= places:
-            break
-        stage = replace(stage, threshold=max(stage.threshold, where[pod.key] + 1))
-        members = _members(state, stage, pods)
+    free = sorted(where[p.key] for p in pods if p.admitted <= stage.sealed and p.key not in taken)
+    count, joined_up_to = len(members), 0
+    while count < places and joined_up_to < len(free):
+        threshold = max(stage.threshold, free[joined_up_to] + 1)
+        while joined_up_to < len(free) and free[joined_up_to] < threshold:
+            joined_up_to += 1
+            count += 1
+        stage = replace(stage, threshold=threshold)
     return stage
 
 
