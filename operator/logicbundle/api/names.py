@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from logicbundle import contract
+
 GROUP: Final = "logicbundle.io"
 """The API group of every logicbundle resource."""
 
@@ -100,7 +102,7 @@ The name part of a Kubernetes annotation key is at most 63 characters, and
 the bundle name is embedded in it after ``target.`` or ``active.``.
 """
 
-ANNOTATION_COHORT_KEY: Final = f"{PREFIX}cohort-key"
+ANNOTATION_COHORT_KEY: Final = contract.ANNOTATION_COHORT_KEY
 """Pod annotation holding the key a pod is hashed by for percentage stages.
 
 Written once by the webhook at admission and never changed.  Pods of a
