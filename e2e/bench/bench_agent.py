@@ -9,10 +9,11 @@
   mechanism's own cost shows apart from the bundle's work (the example's
   self-test calls ``price()``, which sleeps 1 ms);
 - rollback: flip ``current`` back + the application's ack;
-- target propagation, annotation written -> agent knows: the fast path (a
+- target propagation, target written -> agent knows: the fast path (a
   PATCH of the pod on the real control plane, the distributor's pod watch and
   long-poll, the agent's poller; ``--no-cluster`` skips it) and the slow path
-  (the downward-API file, polled every second by default);
+  (the published rollout state's file, as the kubelet swaps it in, polled
+  every second by default; the kubelet's own delay is not part of it);
 - the agent's RSS and CPU at rest, as a separate process (``python -m
   logicbundle.agent``) with one active bundle, over ``--rest`` seconds.
 """
@@ -37,10 +38,36 @@ from typing import Any
 
 from e2e.harness.proc import free_port, rss_bytes
 from examples.sample_app.bundles import EXAMPLES_DIR, INTERFACE, install
+from logicbundle import contract
 from logicbundle.agent import Agent, Target, _seams, format_annotations, parse_config
 from logicbundle.sdk import LogicHost, serve
 
-TARGET = "logicbundle.io/target.pricing"
+BUNDLE = "pricing"
+
+
+def _replace(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+
+
+def _write_pod(root: Path) -> None:
+    """The pod's downward-API files, with the facts the webhook writes at admission."""
+    annotations = {
+        contract.ANNOTATION_COHORT_KEY: "bench/web-0",
+        contract.ANNOTATION_ADMITTED_AT: str(time.time_ns() // 1_000_000),
+    }
+    _replace(root / "annotations", format_annotations(annotations).encode())
+    _replace(root / "labels", format_annotations({"app": "bench"}).encode())
+
+
+def _publish(root: Path, digest: str) -> Path:
+    """The bundle's published state with every pod on ``digest`` (what the ConfigMap holds)."""
+    state = contract.RolloutState(bundle=BUNDLE, stable=digest)
+    path = root / "state" / contract.state_file_name(BUNDLE)
+    _replace(path, json.dumps(contract.state_to_json(state)).encode())
+    return path
 
 
 def _set_on(wanted: str, event: threading.Event, step: str) -> None:
@@ -81,6 +108,8 @@ def _config(root: Path, *, distributor: str = "", token: Path | None = None) -> 
                 "distributor": distributor,
                 "tokenFile": str(token or root / "token"),
                 "annotationsFile": str(root / "annotations"),
+                "labelsFile": str(root / "labels"),
+                "stateDir": str(root / "state"),
                 "socket": str(root / "sdk.sock"),
                 "listen": "127.0.0.1:0",
                 "bundles": {"pricing": {"source": "registry.invalid/shop/pricing"}},
@@ -161,20 +190,19 @@ def bench_slow_path(*, rounds: int, interval: float) -> None:
                 seen.append(time.perf_counter())
                 known.set()
 
+        _write_pod(root)
         agent = Agent(_config(root), annotations_interval=interval, on_target=on_target)
         agent.start(serve_http=False)
         samples = []
         for i in range(rounds):
             digest = f"sha256:{i:064x}"
             known.clear()
-            temporary = root / ".annotations.tmp"
-            temporary.write_text(format_annotations({TARGET: digest}))
             start = time.perf_counter()
-            temporary.replace(root / "annotations")
+            _publish(root, digest)
             assert known.wait(interval * 3 + 5)
             samples.append((seen[-1] - start) * 1000)
         agent.stop()
-        _stats(f"propagation slow path (file, poll {interval:g} s)", samples)
+        _stats(f"propagation slow path (state file, poll {interval:g} s)", samples)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -249,11 +277,14 @@ def bench_rest(work: Path, *, rest: float) -> None:
     root = Path(tempfile.mkdtemp(prefix="lbb-", dir="/tmp"))
     try:
         installed = install(_bundle_dir(work, 10_000, "rest"), root=root, make_current=True)
-        (root / "annotations").write_text(format_annotations({TARGET: installed.digest}))
+        _write_pod(root)
+        _publish(root, installed.digest)
         port = free_port()
         config = {
             "root": str(root),
             "annotationsFile": str(root / "annotations"),
+            "labelsFile": str(root / "labels"),
+            "stateDir": str(root / "state"),
             "socket": str(root / "sdk.sock"),
             "listen": f"127.0.0.1:{port}",
             "bundles": {"pricing": {"source": "registry.invalid/shop/pricing"}},

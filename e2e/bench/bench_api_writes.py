@@ -97,8 +97,10 @@ from e2e.bench.bench_rollout import (
 from e2e.harness.cluster import Cluster
 from e2e.harness.operator import LB_PATH, KeyPair, Operator
 from e2e.harness.services import Registry
+from logicbundle import contract
 from logicbundle.api import actions, names
 from logicbundle.api import conditions as cond
+from logicbundle.distributor import facts_of
 
 BUNDLE = "pricing"
 APP = "web"
@@ -591,19 +593,24 @@ class Size:
     # -- settling --------------------------------------------------------------------------
 
     async def _pods_problem(self, status: Mapping[str, Any]) -> str | None:
-        """None when every pod shows the status's assignment active; else what does not."""
+        """None when every pod runs the status's assignment; else what does not.
+
+        A pod's target is the published rule (``status.targetState``) evaluated on the
+        pod's own facts, as the distributor and the agent's slow path compute it.
+        """
         pods = await pods_of(self.api, self.namespace, APP)
         agents = {a.pod: a for a in self.bench.fleet.agents if a.namespace == self.namespace}
-        target_key = names.target_annotation(BUNDLE)
-        active_key = names.active_annotation(BUNDLE)
+        try:
+            state = contract.state_from_json(status.get("targetState"))
+        except contract.StateError as exc:
+            return f"status.targetState unreadable: {exc}"
         per_target: Counter[str] = Counter()
         targets: dict[str, str] = {}
         bad: list[str] = []
         for pod in pods:
             name = pod["metadata"]["name"]
-            annotations = pod["metadata"].get("annotations") or {}
-            target = (annotations.get(target_key) or "").split(";", 1)[0]
-            active = annotations.get(active_key)
+            rule = contract.target_of(state, facts_of(pod))
+            target = rule.digest if rule is not None else ""
             ready = any(
                 c.get("type") == names.POD_CONDITION_READY and c.get("status") == "True"
                 for c in (pod.get("status") or {}).get("conditions") or []
@@ -613,9 +620,7 @@ class Size:
             per_target[target] += 1
             targets[name] = target
             if not target:
-                bad.append(f"{name} has no target annotation")
-            elif active != target:
-                bad.append(f"{name}: active annotation {_short(active)}, target {_short(target)}")
+                bad.append(f"{name} has no target")
             elif not ready:
                 bad.append(f"{name}: condition {names.POD_CONDITION_READY} not True")
             elif running != target:
@@ -631,7 +636,7 @@ class Size:
         if dict(per_target) != counted:
             seen = {_short(k): v for k, v in per_target.items()}
             want = {_short(k): v for k, v in counted.items()}
-            return f"pods per target annotation {seen}, status.pods.byDigest {want}"
+            return f"pods per target {seen}, status.pods.byDigest {want}"
         self.targets, previous = targets, self.targets
         self.moved = sum(1 for n, t in targets.items() if previous.get(n) != t)
         return None

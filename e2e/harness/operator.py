@@ -26,9 +26,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from e2e.harness.cluster import Cluster
-from e2e.harness.proc import Process, free_port, wait_for
+from e2e.harness.proc import HarnessError, Process, free_port, wait_for
+from logicbundle import contract
 from logicbundle.api import names
 from logicbundle.artifact import push_directory
+from logicbundle.distributor import facts_of, rule_of
 from logicbundle.oci import Reference, RegistryClient
 from logicbundle.trust import attach_signature, sign_with_key
 
@@ -331,6 +333,87 @@ def opted_in_pod(name: str, labels: Mapping[str, str], *, agent: bool = True) ->
 def pod_annotations(cluster: Cluster, namespace: str, name: str) -> dict[str, str]:
     pod = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
     return dict(pod["metadata"].get("annotations") or {})
+
+
+def assigned(cluster: Cluster, namespace: str, bundle: str, pod: str) -> str | None:
+    """The digest the published rule gives ``pod`` for ``bundle``, read from the live objects.
+
+    What every distributor replica and the agent's slow path compute: the
+    LogicBundle's ``status.targetState`` evaluated on the pod's own facts.
+    None: nothing published, or the bundle does not select the pod.
+    """
+    obj = get_bundle(cluster, namespace, bundle)
+    rule = rule_of(obj)
+    if rule is None or rule.state is None:
+        return None
+    body = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")
+    facts = facts_of(body)
+    if not rule.selects(facts.labels):
+        return None
+    target = contract.target_of(rule.state, facts)
+    return target.digest if target is not None else None
+
+
+def report_as_pod(
+    cluster: Cluster,
+    distributor_url: str,
+    namespace: str,
+    pod: str,
+    *,
+    bundle: str,
+    digest: str,
+    healthy: bool = True,
+) -> None:
+    """Send the report ``pod``'s agent would (``digest`` active) to a distributor.
+
+    For suites whose pods have no agent process: the token is a real one,
+    bound to the pod, from the TokenRequest API.
+    """
+    body = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")
+    account = body["spec"].get("serviceAccountName") or "default"
+    token = cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [names.DISTRIBUTOR_AUDIENCE],
+                "expirationSeconds": 600,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": pod,
+                    "uid": body["metadata"]["uid"],
+                },
+            },
+        },
+    )["status"]["token"]
+    report = {"bundles": {bundle: {"active": digest, "healthy": healthy}}}
+    request = urllib.request.Request(
+        f"{distributor_url}/v1/reports",
+        data=json.dumps(report).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status != 204:
+            raise HarnessError(f"the distributor answered {response.status} to {pod}'s report")
+
+
+def published_state(cluster: Cluster, namespace: str, bundle: str) -> dict[str, Any] | None:
+    """The state the bundle's ConfigMap carries for the agents' slow path (None: no ConfigMap)."""
+    try:
+        cm = cluster.request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/configmaps/{contract.state_configmap_name(bundle)}",
+        )
+    except HarnessError as exc:
+        if "404" in str(exc):
+            return None
+        raise
+    value: dict[str, Any] = json.loads(cm["data"][contract.STATE_KEY])
+    return value
 
 
 def events(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str]]:

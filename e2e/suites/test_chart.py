@@ -45,10 +45,12 @@ from e2e.harness.operator import (
     EXAMPLES,
     KeyPair,
     apply,
+    assigned,
     logicbundle,
     opted_in_pod,
-    pod_annotations,
+    published_state,
     push_bundle,
+    report_as_pod,
     wait_condition,
 )
 from e2e.harness.proc import HarnessError, Process, free_port, wait_for
@@ -375,11 +377,11 @@ EXPECTED_RULES: dict[tuple[str, str, str, str], set[str]] = {
     ("cluster", "authentication.k8s.io", "tokenreviews", "*"): {"create"},
     ("workloads", "logicbundle.io", "logicbundles", "*"): {"list", "watch", "patch"},
     ("workloads", "logicbundle.io", "logicbundles/status", "*"): {"patch"},
-    ("workloads", "", "pods", "*"): {"list", "watch", "patch"},
+    ("workloads", "", "pods", "*"): {"list", "watch"},
     ("workloads", "", "pods/status", "*"): {"patch"},
     ("workloads", "", "events", "*"): {"create"},
     ("workloads", "", "secrets", "*"): {"get"},
-    ("workloads", "", "configmaps", "*"): {"get"},
+    ("workloads", "", "configmaps", "*"): {"get", "create", "patch", "delete"},
     ("webhook-certificate", "", "secrets", "*"): {"create"},
     ("webhook-certificate", "", "secrets", "logicbundle-webhook-tls"): {"get", "update"},
     ("leader-label", "", "pods", "*"): {"patch"},
@@ -613,7 +615,7 @@ def test_the_kubeconfig_really_carries_the_service_accounts_identity(
     ).stdout
     assert whoami == f"system:serviceaccount:{release.namespace}:{FULLNAME}"
     for verb, resource, allowed in (
-        ("patch", "pods", "yes"),
+        ("patch", "pods", "no"),
         ("delete", "pods", "no"),
         ("list", "secrets", "no"),
         ("create", "deployments", "no"),
@@ -631,35 +633,44 @@ def test_the_kubeconfig_really_carries_the_service_accounts_identity(
 def test_the_pod_write_policy_lets_the_operators_account_change_only_its_own_fields(
     cluster: Cluster, release: Release, tmp_path: Path
 ) -> None:
-    """Issue 11, defect 6: `patch` on pods must not let the operator change an image."""
-    ns = release.workload_namespace
-    cluster.request(
-        "POST",
-        f"/api/v1/namespaces/{ns}/pods",
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "guarded", "labels": {"app": "guarded"}},
-            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
-        },
-    )
+    """Issue 11, defect 6: the operator's pod writes cannot change an image.
+
+    In the served namespaces the operator has no `patch` on pods at all (what
+    a pod runs is never written on it), only on pods/status for its readiness
+    condition; in its own namespace it may label its own pod the leader. The
+    chart's admission policies narrow what those grants allow, and its
+    ConfigMap writes to the lb-state-<bundle> objects.
+    """
+    own, ns = release.namespace, release.workload_namespace
+    for namespace in (own, ns):
+        cluster.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "guarded", "labels": {"app": "guarded"}},
+                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
+            },
+        )
     kubeconfig = _service_account_kubeconfig(cluster, release, tmp_path / "sa.kubeconfig")
     token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
-    # Not kubectl patch: it reads the pod first, and the operator has no `get` on pods.
+    # Not kubectl: it reads objects first, and the operator has no `get` on pods.
     # The CA only, no client certificate: the request must carry the token's identity.
     context = ssl.create_default_context(cafile=str(cluster.ca_file))
 
-    def patch(body: dict[str, Any], *, status: bool = False) -> tuple[int, str]:
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
         # Strategic merge: containers merge by name, so an image change is a valid
         # pod update that only the policy can refuse.
-        path = f"/api/v1/namespaces/{ns}/pods/guarded" + ("/status" if status else "")
         request = urllib.request.Request(
             cluster.server + path,
-            data=json.dumps(body).encode(),
-            method="PATCH",
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method,
             headers={
                 "Authorization": f"Bearer {token}",
-                "Content-Type": "application/strategic-merge-patch+json",
+                "Content-Type": "application/strategic-merge-patch+json"
+                if method == "PATCH"
+                else "application/json",
             },
         )
         try:
@@ -667,6 +678,12 @@ def test_the_pod_write_policy_lets_the_operators_account_change_only_its_own_fie
                 return response.status, ""
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(errors="replace")
+
+    def patch(
+        body: dict[str, Any], *, namespace: str = own, status: bool = False
+    ) -> tuple[int, str]:
+        path = f"/api/v1/namespaces/{namespace}/pods/guarded" + ("/status" if status else "")
+        return call("PATCH", path, body)
 
     try:
         # The API server enforces a new policy once its informer has it (about a second
@@ -681,11 +698,14 @@ def test_the_pod_write_policy_lets_the_operators_account_change_only_its_own_fie
             what="the pod write policy in force",
             timeout=30,
         )
-        # The operator's own writes pass: a target annotation, the readiness condition.
-        target = {"logicbundle.io/target.x": "sha256:" + "a" * 64}
-        assert patch({"metadata": {"annotations": target}}) == (200, "")
+        # The operator's own pod writes pass: the readiness condition, its leader label.
         condition = {"type": "logicbundle.io/bundles-ready", "status": "True"}
         assert patch({"status": {"conditions": [condition]}}, status=True) == (200, "")
+        assert patch({"status": {"conditions": [condition]}}, namespace=ns, status=True) == (
+            200,
+            "",
+        )
+        assert patch({"metadata": {"labels": {"logicbundle.io/leader": "true"}}}) == (200, "")
         # Anything else is refused by the policy, with its message.
         for body, message in (
             (
@@ -694,10 +714,13 @@ def test_the_pod_write_policy_lets_the_operators_account_change_only_its_own_fie
             ),
             (
                 {"metadata": {"annotations": {"other.io/x": "1"}}},
-                "only logicbundle.io/ annotations",
+                "may not change a pod's annotations",
+            ),
+            (
+                {"metadata": {"annotations": {"logicbundle.io/target.x": "sha256:" + "a" * 64}}},
+                "may not change a pod's annotations",
             ),
             ({"metadata": {"labels": {"app": "hijacked"}}}, "no pod label"),
-            ({"metadata": {"labels": {"logicbundle.io/leader": "true"}}}, "no pod label"),
             ({"metadata": {"finalizers": ["example.com/stuck"]}}, "finalizers or owners"),
         ):
             code, text = patch(body)
@@ -708,13 +731,33 @@ def test_the_pod_write_policy_lets_the_operators_account_change_only_its_own_fie
         )
         assert code == 422, text
         assert "bundles-ready condition" in text, text
-        pod = cluster.request("GET", f"/api/v1/namespaces/{ns}/pods/guarded")
-        assert pod["spec"]["containers"][0]["image"] == "registry.example/app:1"
-        assert "other.io/x" not in pod["metadata"].get("annotations", {})
+        # In a served namespace RBAC refuses every pod write but the status one.
+        for body in (
+            {"spec": {"containers": [{"name": "app", "image": "evil.example/app:1"}]}},
+            {"metadata": {"annotations": {"logicbundle.io/target.x": "sha256:" + "a" * 64}}},
+            {"metadata": {"labels": {"logicbundle.io/leader": "true"}}},
+        ):
+            code, text = patch(body, namespace=ns)
+            assert code == 403, (body, code, text)
+        for namespace in (own, ns):
+            pod = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/guarded")
+            assert pod["spec"]["containers"][0]["image"] == "registry.example/app:1"
+            assert "other.io/x" not in pod["metadata"].get("annotations", {})
+        # ConfigMaps: only the lb-state-<bundle> ones, created, patched and deleted.
+        configmaps = f"/api/v1/namespaces/{ns}/configmaps"
+        state = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"state.json": "{}"}}
+        code, text = call("POST", configmaps, {**state, "metadata": {"name": "app-settings"}})
+        assert code == 422, text
+        assert "only its lb-state-<bundle> ConfigMaps" in text, text
+        assert call("POST", configmaps, {**state, "metadata": {"name": "lb-state-x"}})[0] == 201
+        assert call("PATCH", f"{configmaps}/lb-state-x", {"data": {"state.json": "[]"}})[0] == 200
+        assert call("DELETE", f"{configmaps}/lb-state-x")[0] == 200
         # The cluster admin is not bound by it.
-        cluster.kubectl("label", "pod", "guarded", "-n", ns, "app=relabelled", "--overwrite")
+        cluster.kubectl("label", "pod", "guarded", "-n", own, "app=relabelled", "--overwrite")
     finally:
-        _delete_if_present(cluster, f"/api/v1/namespaces/{ns}/pods/guarded")
+        for namespace in (own, ns):
+            _delete_if_present(cluster, f"/api/v1/namespaces/{namespace}/pods/guarded")
+        _delete_if_present(cluster, f"/api/v1/namespaces/{ns}/configmaps/lb-state-x")
 
 
 def test_the_operator_under_the_charts_service_account_installs_a_signed_bundle(
@@ -737,11 +780,12 @@ def test_the_operator_under_the_charts_service_account_installs_a_signed_bundle(
             "spec": {"containers": [{"name": "operator", "image": "registry.invalid/lb:e2e"}]},
         },
     )
+    distributor_port = free_port()
     process = _operator_as_chart_sa(
         "operator-chart-sa",
         kubeconfig=kubeconfig,
         run_dir=tmp_path,
-        distributor_port=free_port(),
+        distributor_port=distributor_port,
         extra=(
             "--webhook-port=0",
             "--webhook-host=127.0.0.1",
@@ -785,19 +829,28 @@ def test_the_operator_under_the_charts_service_account_installs_a_signed_bundle(
         }
         apply(cluster, ns, bundle)
         wait_condition(cluster, ns, "pricing", "Verified", "True", timeout=90, watch=(process,))
-        annotation = names.target_annotation("pricing")
         wait_for(
-            lambda: all(pod_annotations(cluster, ns, p).get(annotation) == digest for p in pods),
+            lambda: all(assigned(cluster, ns, "pricing", p) == digest for p in pods),
             what="every selected pod assigned under the chart's RBAC",
             timeout=60,
             watch=[process],
         )
-        # No agents run here: record what an agent's report would (the active digest).
+        # Its state ConfigMap written under the chart's RBAC and admission policy.
+        wait_for(
+            lambda: published_state(cluster, ns, "pricing") is not None,
+            what="the state ConfigMap",
+            timeout=60,
+            watch=[process],
+        )
+        # No agents run here: send what each agent's report would (the active digest).
         for pod in pods:
-            cluster.request(
-                "PATCH",
-                f"/api/v1/namespaces/{ns}/pods/{pod}",
-                {"metadata": {"annotations": {names.active_annotation("pricing"): digest}}},
+            report_as_pod(
+                cluster,
+                f"http://127.0.0.1:{distributor_port}",
+                ns,
+                pod,
+                bundle="pricing",
+                digest=digest,
             )
         wait_condition(cluster, ns, "pricing", "Ready", "True", timeout=60, watch=(process,))
         # The webhook ran with the chart's RBAC: its certificate Secret and the caBundle.

@@ -18,11 +18,13 @@ from e2e.harness.operator import (
     KeyPair,
     Operator,
     apply,
+    assigned,
     events,
     get_bundle,
     logicbundle,
     opted_in_pod,
     pod_annotations,
+    published_state,
     push_bundle,
     wait_condition,
 )
@@ -81,14 +83,22 @@ def test_the_first_verified_digest_goes_to_every_selected_pod_and_no_other(
     obj = wait_condition(
         cluster, namespace, "pricing", "Verified", "True", watch=(operator.process,)
     )
-    annotation = names.target_annotation("pricing")
     wait_for(
-        lambda: all(pod_annotations(cluster, namespace, p).get(annotation) == digest for p in pods),
+        lambda: all(assigned(cluster, namespace, "pricing", p) == digest for p in pods),
         what="every selected pod assigned",
         timeout=30,
     )
-    assert annotation not in pod_annotations(cluster, namespace, "other")
+    assert assigned(cluster, namespace, "pricing", "other") is None
     obj = get_bundle(cluster, namespace, "pricing")
+    # The slow path's copy: the state ConfigMap holds what the status published.
+    wait_for(
+        lambda: published_state(cluster, namespace, "pricing") == obj["status"]["targetState"],
+        what="the state ConfigMap written",
+        timeout=30,
+    )
+    for pod in [*pods, "other"]:
+        annotations = pod_annotations(cluster, namespace, pod)
+        assert not [k for k in annotations if k.startswith("logicbundle.io/target.")], pod
     status = obj["status"]
     assert status["stableDigest"] == digest
     assert status["observedGeneration"] == obj["metadata"]["generation"]
@@ -130,7 +140,7 @@ def test_an_unsigned_or_wrongly_signed_artifact_is_not_verified_and_no_pod_is_to
     assert (stalled["status"], ready["status"]) == ("True", "False")
     assert ("Warning", "VerificationFailed") in events(cluster, namespace, "pricing")
     for pod in pods:
-        assert names.target_annotation("pricing") not in pod_annotations(cluster, namespace, pod)
+        assert assigned(cluster, namespace, "pricing", pod) is None
     assert not obj["status"].get("stableDigest")
 
 
@@ -194,13 +204,17 @@ def test_deleting_a_logicbundle_leaves_its_pods_on_the_stable_version_unmanaged(
         cluster, namespace, "pricing", "Verified", "True", watch=(operator.process,)
     )
     assert names.FINALIZER in obj["metadata"].get("finalizers", [])
+    wait_for(
+        lambda: all(assigned(cluster, namespace, "pricing", p) == digest for p in pods),
+        what="every pod assigned",
+        timeout=30,
+    )
+    assert published_state(cluster, namespace, "pricing") is not None
     cluster.kubectl("delete", "lb", "pricing", "-n", namespace, "--wait=true", "--timeout=60s")
     with pytest.raises(HarnessError, match="404"):
         get_bundle(cluster, namespace, "pricing")
-    for pod in pods:
-        assert (
-            pod_annotations(cluster, namespace, pod)[names.target_annotation("pricing")] == digest
-        )
+    # Released: no state left for the agents' slow path, so they keep what is active.
+    assert published_state(cluster, namespace, "pricing") is None
 
 
 def test_a_missing_key_secret_is_reported_as_an_event(

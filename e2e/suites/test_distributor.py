@@ -1,10 +1,14 @@
-"""The distributor against the real API server: real pod-bound tokens, TokenReview, pod watch.
+"""The distributor against the real API server: real pod-bound tokens, TokenReview, the rule.
 
 Pods are created in the test namespace (kwok runs them), tokens come from the
 TokenRequest API bound to each pod with the distributor's audience, and the
 distributor runs in-process exactly as ``logicbundle distributor`` does
-(:func:`serve_distributor`: TokenReview authenticator, pod watcher fed by the
-target annotations, pod-status writer), with the harness's kubeconfig.
+(:func:`serve_distributor`: TokenReview authenticator, the watcher that
+computes each pod's targets from the LogicBundle's published state and the
+pod's own facts, the pod-status writer), with the harness's kubeconfig.
+
+No operator runs here: the test writes the LogicBundle and its
+``status.targetState`` itself, as the operator would, through the real CRD.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import pytest
 
 from e2e.harness.cluster import Cluster
 from e2e.harness.proc import wait_for
+from logicbundle import contract
 from logicbundle.api import names
 from logicbundle.artifact import oci_manifest
 from logicbundle.bundle import pack_directory_to
@@ -32,9 +37,19 @@ from logicbundle.distributor import BlobCache, DistributorSettings, serve_distri
 from logicbundle.oci import sha256_digest
 
 SA = "agent"
+BUNDLE = "pricing"
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
 DEADLINE = 30.0
+EVERY_POSITION = f"0x{contract.POSITION_LIMIT:x}"
+"""A percent threshold that takes every pod admitted by the seal."""
+
+INTERNAL_STAGE = {
+    "bundle": BUNDLE,
+    "stable": D1,
+    "candidate": D2,
+    "stage": {"internal": {"matchLabels": {"cohort": "internal"}}},
+}
 
 
 @dataclass(frozen=True)
@@ -44,11 +59,66 @@ class Pod:
 
 
 @dataclass(frozen=True)
+class Pods:
+    a: Pod
+    """app=web, admitted at 1000; no readiness gate (see :func:`_create_pod`)."""
+    b: Pod
+    """app=web, cohort=internal, admitted at 3000; the readiness gate, which kwok set True."""
+    other: Pod
+    """app=api: no bundle selects it."""
+    bare: Pod
+    """app=web, opted in but without the agent container: not served."""
+
+
+@dataclass(frozen=True)
 class Distributor:
     url: str
 
 
-def _create_pod(cluster: Cluster, namespace: str, name: str, annotations: dict[str, str]) -> Pod:
+def _bundles_path(namespace: str) -> str:
+    return f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{namespace}/{names.PLURAL}"
+
+
+def _publish(cluster: Cluster, namespace: str, state: dict[str, Any]) -> None:
+    """What the operator does at a rollout step: one write of the bundle's status."""
+    cluster.request(
+        "PATCH",
+        f"{_bundles_path(namespace)}/{BUNDLE}/status",
+        {"status": {"targetState": state}},
+    )
+
+
+def _create_pod(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    *,
+    labels: dict[str, str],
+    admitted: int,
+    agent: bool = True,
+    gate: bool = True,
+) -> Pod:
+    """An opted-in pod, as the webhook leaves it (agent, facts, readiness gate).
+
+    kwok plays the kubelet and sets every readiness-gate condition ``True``
+    itself when the pod runs; ``gate=False`` leaves the condition to the
+    distributor alone.
+    """
+    spec: dict[str, Any] = {
+        "serviceAccountName": SA,
+        "automountServiceAccountToken": False,
+        "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+    }
+    if gate:
+        spec["readinessGates"] = [{"conditionType": names.POD_CONDITION_READY}]
+    if agent:
+        spec["initContainers"] = [
+            {
+                "name": names.AGENT_CONTAINER,
+                "image": "registry.invalid/lb:1",
+                "restartPolicy": "Always",
+            }
+        ]
     body = cluster.request(
         "POST",
         f"/api/v1/namespaces/{namespace}/pods",
@@ -57,15 +127,13 @@ def _create_pod(cluster: Cluster, namespace: str, name: str, annotations: dict[s
             "kind": "Pod",
             "metadata": {
                 "name": name,
-                "labels": {names.LABEL_INJECT: names.LABEL_INJECT_ENABLED},
-                "annotations": annotations,
+                "labels": {names.LABEL_INJECT: names.LABEL_INJECT_ENABLED, **labels},
+                "annotations": {
+                    contract.ANNOTATION_COHORT_KEY: f"key-{name}",
+                    contract.ANNOTATION_ADMITTED_AT: str(admitted),
+                },
             },
-            "spec": {
-                "serviceAccountName": SA,
-                "automountServiceAccountToken": False,
-                "readinessGates": [{"conditionType": names.POD_CONDITION_READY}],
-                "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
-            },
+            "spec": spec,
         },
     )
     return Pod(name=name, uid=body["metadata"]["uid"])
@@ -115,19 +183,40 @@ def _call(
             return exc.code, raw
 
 
-def _poll_until_known(dist: Distributor, token: str) -> dict[str, Any]:
-    """What an agent does at start: poll, and long-poll until the distributor knows the pod."""
+def _targets(dist: Distributor, token: str) -> dict[str, Any]:
+    """What an agent gets at start.  The distributor listens only once it knows every pod."""
     status, body = _call(f"{dist.url}/v1/targets", token=token)
     assert status == 200, body
+    return dict(body)
+
+
+def _digests(body: dict[str, Any]) -> dict[str, str]:
+    return {bundle: target["digest"] for bundle, target in body["targets"].items()}
+
+
+def _follow_until(
+    dist: Distributor, token: str, body: dict[str, Any], want: dict[str, str]
+) -> dict[str, Any]:
+    """Long-poll, as the agent does, until the pod's targets are ``want``."""
     deadline = time.monotonic() + DEADLINE
-    while not body["known"]:
-        assert time.monotonic() < deadline, "the pod watcher never reported the pod"
+    while _digests(body) != want:
+        assert time.monotonic() < deadline, f"never got {want}; last {body}"
         status, fresh = _call(
             f"{dist.url}/v1/targets?wait=10&version={body['version']}", token=token
         )
         if status == 200:
             body = fresh
-    return dict(body)
+    return body
+
+
+def _metric(dist: Distributor, name: str) -> float:
+    with urllib.request.urlopen(f"{dist.url}/metrics", timeout=DEADLINE) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
 
 
 @pytest.fixture
@@ -141,9 +230,50 @@ def service_account(cluster: Cluster, namespace: str) -> str:
 
 
 @pytest.fixture
-def pods(cluster: Cluster, namespace: str, service_account: str) -> tuple[Pod, Pod]:
-    a = _create_pod(cluster, namespace, "web-a", {names.target_annotation("pricing"): D1})
-    b = _create_pod(cluster, namespace, "web-b", {names.target_annotation("pricing"): D2})
+def bundle(cluster: Cluster, logicbundle_crd: str, namespace: str) -> str:
+    """The LogicBundle ``pricing`` selecting app=web, published with every pod on D1."""
+    cluster.request(
+        "POST",
+        _bundles_path(namespace),
+        {
+            "apiVersion": names.API_VERSION,
+            "kind": "LogicBundle",
+            "metadata": {"name": BUNDLE},
+            "spec": {
+                "source": {"ref": "127.0.0.1:5000/team/pricing:v1"},
+                "verify": {
+                    "keyless": {
+                        "identities": [
+                            {"issuer": "https://issuer.example", "subject": "ci@example.com"}
+                        ]
+                    }
+                },
+                "target": {"podSelector": {"matchLabels": {"app": "web"}}},
+            },
+        },
+    )
+    _publish(cluster, namespace, {"bundle": BUNDLE, "stable": D1})
+    return BUNDLE
+
+
+@pytest.fixture
+def pods(cluster: Cluster, namespace: str, service_account: str) -> Pods:
+    made = Pods(
+        a=_create_pod(
+            cluster, namespace, "web-a", labels={"app": "web"}, admitted=1000, gate=False
+        ),
+        b=_create_pod(
+            cluster,
+            namespace,
+            "web-b",
+            labels={"app": "web", "cohort": "internal"},
+            admitted=3000,
+        ),
+        other=_create_pod(cluster, namespace, "api-0", labels={"app": "api"}, admitted=1000),
+        bare=_create_pod(
+            cluster, namespace, "bare", labels={"app": "web"}, admitted=1000, agent=False
+        ),
+    )
     cluster.kubectl(
         "wait",
         "-n",
@@ -152,13 +282,20 @@ def pods(cluster: Cluster, namespace: str, service_account: str) -> tuple[Pod, P
         "--timeout=60s",
         "pod/web-a",
         "pod/web-b",
+        "pod/api-0",
+        "pod/bare",
     )
-    return a, b
+    return made
 
 
 @pytest.fixture
-def distributor(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Distributor]:
-    """``serve_distributor`` on 127.0.0.1 in a thread of its own, stopped after the test."""
+def distributor(
+    cluster: Cluster, namespace: str, bundle: str, pods: Pods, tmp_path: Path
+) -> Iterator[Distributor]:
+    """``serve_distributor`` on 127.0.0.1 in a thread of its own, stopped after the test.
+
+    Ready once it listens, which is once it has listed the LogicBundles, then the pods.
+    """
     settings = DistributorSettings(
         cache_dir=tmp_path / "cache",
         host="127.0.0.1",
@@ -197,20 +334,61 @@ def distributor(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Di
     assert not failure, failure
 
 
-def test_a_pod_gets_its_own_targets_with_a_real_bound_token(
-    cluster: Cluster, namespace: str, pods: tuple[Pod, Pod], distributor: Distributor
+def test_each_pod_gets_the_target_its_rule_gives_with_a_real_bound_token(
+    cluster: Cluster, namespace: str, pods: Pods, distributor: Distributor
 ) -> None:
-    a, _ = pods
-    body = _poll_until_known(distributor, _token(cluster, namespace, a))
-    assert body["pod"] == {"namespace": namespace, "name": "web-a", "uid": a.uid}
-    assert body["targets"] == {"pricing": {"digest": D1}}
+    a = _targets(distributor, _token(cluster, namespace, pods.a))
+    assert a["pod"] == {"namespace": namespace, "name": "web-a", "uid": pods.a.uid}
+    assert (a["known"], _digests(a)) == (True, {BUNDLE: D1})
+    assert a["targets"][BUNDLE]["source"].startswith("127.0.0.1:5000/team/pricing")
+    other = _targets(distributor, _token(cluster, namespace, pods.other))
+    assert (other["known"], other["targets"]) == (True, {}), "selected by no bundle"
+    bare = _targets(distributor, _token(cluster, namespace, pods.bare))
+    assert bare["known"] is False, "no agent container: not served"
+
+
+def test_an_internal_stage_gives_the_candidate_to_the_matching_pods_only(
+    cluster: Cluster, namespace: str, pods: Pods, distributor: Distributor
+) -> None:
+    token_a, token_b = _token(cluster, namespace, pods.a), _token(cluster, namespace, pods.b)
+    _publish(cluster, namespace, INTERNAL_STAGE)
+    _follow_until(distributor, token_b, _targets(distributor, token_b), {BUNDLE: D2})
+    assert _digests(_targets(distributor, token_a)) == {BUNDLE: D1}
+
+
+def test_a_percent_stage_follows_the_admission_seal_on_the_pods(
+    cluster: Cluster, namespace: str, pods: Pods, distributor: Distributor
+) -> None:
+    token_a, token_b = _token(cluster, namespace, pods.a), _token(cluster, namespace, pods.b)
+    stage = {"percent": {"threshold": EVERY_POSITION, "sealed": 2000}}
+    _publish(cluster, namespace, {"bundle": BUNDLE, "stable": D1, "candidate": D2, "stage": stage})
+    _follow_until(distributor, token_a, _targets(distributor, token_a), {BUNDLE: D2})
+    assert _digests(_targets(distributor, token_b)) == {BUNDLE: D1}, "admitted after the seal"
+
+
+def test_a_state_that_cannot_be_followed_changes_nothing(
+    cluster: Cluster, namespace: str, pods: Pods, distributor: Distributor
+) -> None:
+    token = _token(cluster, namespace, pods.a)
+    first = _targets(distributor, token)
+    # The CRD's schema refuses most malformed states; a state published under another
+    # bundle's name passes it, and the distributor must not follow it.
+    _publish(cluster, namespace, {"bundle": "inventory", "stable": D2})
+    # A good state after the bad one: when it is served, the bad one was seen.
+    _publish(cluster, namespace, INTERNAL_STAGE)
+    token_b = _token(cluster, namespace, pods.b)
+    _follow_until(distributor, token_b, _targets(distributor, token_b), {BUNDLE: D2})
+    status, _ = _call(f"{distributor.url}/v1/targets?version={first['version']}", token=token)
+    assert status == 304, "pod a was never told anything else"
 
 
 def test_pod_a_naming_pod_b_is_refused_and_b_digest_is_refused_to_a(
-    cluster: Cluster, namespace: str, pods: tuple[Pod, Pod], distributor: Distributor
+    cluster: Cluster, namespace: str, pods: Pods, distributor: Distributor
 ) -> None:
-    a, _ = pods
-    token = _token(cluster, namespace, a)
+    _publish(cluster, namespace, INTERNAL_STAGE)
+    token_b = _token(cluster, namespace, pods.b)
+    _follow_until(distributor, token_b, _targets(distributor, token_b), {BUNDLE: D2})
+    token = _token(cluster, namespace, pods.a)
     status, body = _call(f"{distributor.url}/v1/targets?pod=web-b", token=token)
     assert status == 403, body
     status, body = _call(f"{distributor.url}/v1/manifests/{D2}", token=token)
@@ -218,10 +396,9 @@ def test_pod_a_naming_pod_b_is_refused_and_b_digest_is_refused_to_a(
 
 
 def test_a_token_for_another_audience_or_no_pod_is_refused(
-    cluster: Cluster, namespace: str, pods: tuple[Pod, Pod], distributor: Distributor
+    cluster: Cluster, namespace: str, pods: Pods, distributor: Distributor
 ) -> None:
-    a, _ = pods
-    wrong_audience = _token(cluster, namespace, a, audience="https://kubernetes.default.svc")
+    wrong_audience = _token(cluster, namespace, pods.a, audience="https://kubernetes.default.svc")
     status, body = _call(f"{distributor.url}/v1/targets", token=wrong_audience)
     assert status == 401, body
     unbound = cluster.request(
@@ -240,35 +417,54 @@ def test_a_token_for_another_audience_or_no_pod_is_refused(
     assert status == 401
 
 
-def test_an_annotation_change_answers_the_long_poll_within_the_deadline(
-    cluster: Cluster, namespace: str, pods: tuple[Pod, Pod], distributor: Distributor
+def test_a_published_state_answers_the_long_poll_within_the_deadline(
+    cluster: Cluster, namespace: str, pods: Pods, distributor: Distributor
 ) -> None:
-    a, _ = pods
-    token = _token(cluster, namespace, a)
-    first = _poll_until_known(distributor, token)
+    token = _token(cluster, namespace, pods.a)
+    first = _targets(distributor, token)
     url = f"{distributor.url}/v1/targets?wait={DEADLINE}&version={first['version']}"
     with ThreadPoolExecutor(max_workers=1) as pool:
         poll = pool.submit(_call, url, token=token)
         written = time.perf_counter()
-        cluster.request(
-            "PATCH",
-            f"/api/v1/namespaces/{namespace}/pods/web-a",
-            {"metadata": {"annotations": {names.target_annotation("pricing"): D2}}},
-        )
+        _publish(cluster, namespace, {"bundle": BUNDLE, "stable": D2})
         status, body = poll.result(timeout=DEADLINE)
         latency = time.perf_counter() - written
     assert status == 200, body
-    assert body["targets"] == {"pricing": {"digest": D2}}
-    print(f"annotation written -> long-poll answered: {latency * 1000:.1f} ms")
+    assert _digests(body) == {BUNDLE: D2}
+    print(f"targetState written -> long-poll answered: {latency * 1000:.1f} ms")
 
 
-def test_a_report_records_the_active_annotation_and_the_readiness_condition(
-    cluster: Cluster, namespace: str, pods: tuple[Pod, Pod], distributor: Distributor
+def _pod_changes(
+    cluster: Cluster, namespace: str, name: str, since: str, seconds: int
+) -> list[Any]:
+    """Every change of the pod after resourceVersion ``since``, watched for ``seconds``."""
+    query = (
+        f"watch=1&fieldSelector=metadata.name%3D{name}&resourceVersion={since}"
+        f"&timeoutSeconds={seconds}"
+    )
+    request = urllib.request.Request(
+        f"{cluster.server}/api/v1/namespaces/{namespace}/pods?{query}",
+        headers={"Accept": "application/json"},
+    )
+    events = []
+    with urllib.request.urlopen(
+        request, context=cluster.ssl_context(), timeout=seconds + DEADLINE
+    ) as resp:
+        for line in resp:
+            if line.strip():
+                events.append(json.loads(line))
+    return events
+
+
+def test_a_report_turns_the_readiness_condition_true_once_and_writes_nothing_else(
+    cluster: Cluster, namespace: str, pods: Pods, distributor: Distributor
 ) -> None:
-    a, _ = pods
-    token = _token(cluster, namespace, a)
-    _poll_until_known(distributor, token)
-    report = {"bundles": {"pricing": {"active": D1, "healthy": True}}}
+    token = _token(cluster, namespace, pods.a)
+    _targets(distributor, token)
+    before = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/web-a")
+    since = before["metadata"]["resourceVersion"]
+    report = {"bundles": {BUNDLE: {"active": D1, "healthy": True}}}
+    writes = "logicbundle_distributor_pod_status_writes_total"
     status, body = _call(f"{distributor.url}/v1/reports", token=token, method="POST", body=report)
     assert status == 204, body
 
@@ -276,23 +472,34 @@ def test_a_report_records_the_active_annotation_and_the_readiness_condition(
     def recorded() -> dict[str, Any] | None:
         pod = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/web-a")
         conditions = {c["type"]: c for c in pod["status"].get("conditions", [])}
-        condition = conditions.get(names.POD_CONDITION_READY, {})
-        annotations = pod["metadata"].get("annotations") or {}
-        if condition.get("reason") and annotations.get(names.active_annotation("pricing")):
+        if conditions.get(names.POD_CONDITION_READY, {}).get("status") == "True":
             return dict(pod)
         return None
 
-    pod = wait_for(recorded, what="the report recorded on the pod", timeout=DEADLINE)
-    assert pod["metadata"]["annotations"][names.active_annotation("pricing")] == D1
+    pod = wait_for(recorded, what="the readiness condition on the pod", timeout=DEADLINE)
     conditions = {c["type"]: c for c in pod["status"].get("conditions", [])}
     condition = conditions[names.POD_CONDITION_READY]
     assert (condition["status"], condition["reason"]) == ("True", "BundlesActive")
+    annotations = pod["metadata"].get("annotations") or {}
+    assert not [k for k in annotations if k.startswith(names.ANNOTATION_ACTIVE_PREFIX)]
+    written = _metric(distributor, writes)
+
+    # The same report again: decided before the 204, nothing to deliver.
+    status, body = _call(f"{distributor.url}/v1/reports", token=token, method="POST", body=report)
+    assert status == 204, body
+    assert _metric(distributor, writes) == written
+
+    changes = _pod_changes(cluster, namespace, "web-a", since, seconds=3)
+    assert [e["type"] for e in changes] == ["MODIFIED"], [
+        (e["type"], e["object"]["metadata"]["resourceVersion"]) for e in changes
+    ]
+    assert changes[0]["object"]["metadata"]["resourceVersion"] == pod["metadata"]["resourceVersion"]
 
 
 def test_a_cached_bundle_is_served_to_its_pod(
     cluster: Cluster,
     namespace: str,
-    pods: tuple[Pod, Pod],
+    pods: Pods,
     distributor: Distributor,
     tmp_path: Path,
 ) -> None:
@@ -314,21 +521,9 @@ def test_a_cached_bundle_is_served_to_its_pod(
     BlobCache(tmp_path / "cache").put(
         digest=digest, manifest=manifest, config=packed.config, layer=layer
     )
-    cluster.request(
-        "PATCH",
-        f"/api/v1/namespaces/{namespace}/pods/web-a",
-        {"metadata": {"annotations": {names.target_annotation("pricing"): digest}}},
-    )
-    a, _ = pods
-    token = _token(cluster, namespace, a)
-    body = _poll_until_known(distributor, token)
-    deadline = time.monotonic() + DEADLINE
-    while body["targets"]["pricing"]["digest"] != digest:
-        assert time.monotonic() < deadline, "the new target never arrived"
-        status, fresh = _call(
-            f"{distributor.url}/v1/targets?wait=10&version={body['version']}", token=token
-        )
-        body = fresh if status == 200 else body
+    _publish(cluster, namespace, {"bundle": BUNDLE, "stable": digest})
+    token = _token(cluster, namespace, pods.a)
+    _follow_until(distributor, token, _targets(distributor, token), {BUNDLE: digest})
     request = urllib.request.Request(
         f"{distributor.url}/v1/blobs/{packed.layer_digest}",
         headers={"Authorization": f"Bearer {token}", "Range": "bytes=10-"},
@@ -336,3 +531,20 @@ def test_a_cached_bundle_is_served_to_its_pod(
     with urllib.request.urlopen(request, timeout=DEADLINE) as resp:
         assert resp.status == 206
         assert resp.read() == layer.read_bytes()[10:]
+
+
+def test_a_pod_that_already_shows_ready_is_not_written(
+    cluster: Cluster, namespace: str, pods: Pods, distributor: Distributor
+) -> None:
+    """kwok set pod b's readiness gate True; the distributor's watch saw it, so a report
+    that says the same (a restarted distributor's first report) writes nothing."""
+    token = _token(cluster, namespace, pods.b)
+    _targets(distributor, token)
+    before = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/web-b")
+    conditions = {c["type"]: c for c in before["status"].get("conditions", [])}
+    assert conditions[names.POD_CONDITION_READY]["status"] == "True"
+    report = {"bundles": {BUNDLE: {"active": D1, "healthy": True}}}
+    status, body = _call(f"{distributor.url}/v1/reports", token=token, method="POST", body=report)
+    assert status == 204, body
+    since = before["metadata"]["resourceVersion"]
+    assert _pod_changes(cluster, namespace, "web-b", since, seconds=3) == []

@@ -34,16 +34,16 @@ from e2e.harness.operator import (
     KeyPair,
     Operator,
     apply,
+    assigned,
     get_bundle,
     logicbundle,
     opted_in_pod,
-    pod_annotations,
     push_bundle,
+    report_as_pod,
     wait_condition,
 )
 from e2e.harness.proc import wait_for
 from e2e.harness.services import Registry
-from logicbundle.api import names
 from tests.gitops import lua_runner, scenarios
 from tests.gitops.test_argocd_lua import EXPECTED_HEALTH
 
@@ -125,9 +125,8 @@ def test_a_first_install_is_in_progress_until_its_pods_run_it_then_current(
             "pricing", ref=f"{registry.host}/{ns}/pricing:v1", key=key, selector={"app": "web"}
         ),
     )
-    annotation = names.target_annotation("pricing")
     wait_for(
-        lambda: all(pod_annotations(cluster, ns, p).get(annotation) == digest for p in pods),
+        lambda: all(assigned(cluster, ns, "pricing", p) == digest for p in pods),
         what="every pod assigned",
         timeout=60,
         watch=[operator.process],
@@ -138,13 +137,9 @@ def test_a_first_install_is_in_progress_until_its_pods_run_it_then_current(
     assert kstatus(rolling)[0] == "InProgress"
     assert lua_runner.health(rolling)[0] == "Progressing"
 
-    # No agents here: record on each pod what its agent's report would.
+    # No agent processes here: send what each pod's agent would report.
     for pod in pods:
-        cluster.request(
-            "PATCH",
-            f"/api/v1/namespaces/{ns}/pods/{pod}",
-            {"metadata": {"annotations": {names.active_annotation("pricing"): digest}}},
-        )
+        report_as_pod(cluster, operator.distributor_url, ns, pod, bundle="pricing", digest=digest)
     ready = wait_condition(
         cluster, ns, "pricing", "Ready", "True", timeout=60, watch=(operator.process,)
     )

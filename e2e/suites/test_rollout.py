@@ -25,11 +25,11 @@ from e2e.harness.operator import (
     KeyPair,
     Operator,
     apply,
+    assigned,
     condition,
     events,
     get_bundle,
     logicbundle,
-    pod_annotations,
     push_bundle,
     wait_condition,
 )
@@ -189,11 +189,8 @@ def gitops_health(obj: dict[str, Any]) -> tuple[str, str]:
 
 
 def cohorts(cluster: Cluster, fleet: Fleet) -> dict[str, str]:
-    annotation = names.target_annotation("pricing")
-    return {
-        p.name: pod_annotations(cluster, fleet.namespace, p.name).get(annotation, "")
-        for p in fleet.pods
-    }
+    """What the published rule assigns each pod (what its agent is told)."""
+    return {p.name: assigned(cluster, fleet.namespace, "pricing", p.name) or "" for p in fleet.pods}
 
 
 @pytest.fixture(autouse=True)

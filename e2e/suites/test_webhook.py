@@ -25,6 +25,7 @@ from kubernetes import config
 
 from e2e.harness.cluster import Cluster
 from e2e.harness.proc import wait_for
+from logicbundle import contract
 from logicbundle.api import names
 from logicbundle.webhook import (
     SOCKET_DIR,
@@ -140,7 +141,10 @@ def _pod(name: str, labels: dict[str, str]) -> dict[str, Any]:
 def _check_injected(pod: dict[str, Any]) -> None:
     meta, spec = pod["metadata"], pod["spec"]
     annotations = meta["annotations"]
-    assert annotations[names.target_annotation("pricing")] == STABLE
+    # No target on the pod: it is a rule over the published state, evaluated elsewhere.
+    assert not any(key.startswith("logicbundle.io/target.") for key in annotations)
+    assert contract.admitted_at(annotations) > 0
+    assert names.ANNOTATION_COHORT_KEY in annotations
     record = json.loads(annotations[names.ANNOTATION_INJECTED])
     assert record["bundles"] == ["pricing"] and record["agentImage"] == IMAGE
     (agent,) = [c for c in spec["initContainers"] if c["name"] == names.AGENT_CONTAINER]
@@ -163,6 +167,21 @@ def _check_injected(pod: dict[str, Any]) -> None:
         for s in sources
     )
     assert "downwardAPI" in volumes[names.VOLUME_PODINFO]
+    # The API server accepts the optional ConfigMap source of a state not published yet.
+    assert volumes[names.VOLUME_STATE]["projected"]["sources"] == [
+        {
+            "configMap": {
+                "name": contract.state_configmap_name("pricing"),
+                "optional": True,
+                "items": [{"key": contract.STATE_KEY, "path": "pricing.json"}],
+            }
+        }
+    ]
+    assert {
+        "name": names.VOLUME_STATE,
+        "mountPath": contract.STATE_DIR,
+        "readOnly": True,
+    } in agent["volumeMounts"]
     (app,) = spec["containers"]
     assert {
         "name": names.VOLUME_BUNDLES,
@@ -178,7 +197,13 @@ def _check_injected(pod: dict[str, Any]) -> None:
 def _ours(pod: dict[str, Any]) -> dict[str, Any]:
     """What the webhook adds (the API server's own token volume has a random name)."""
     spec = pod["spec"]
-    ours = {names.VOLUME_BUNDLES, VOLUME_SOCKET, names.VOLUME_TOKEN, names.VOLUME_PODINFO}
+    ours = {
+        names.VOLUME_BUNDLES,
+        VOLUME_SOCKET,
+        names.VOLUME_TOKEN,
+        names.VOLUME_PODINFO,
+        names.VOLUME_STATE,
+    }
 
     def mine(container: dict[str, Any]) -> dict[str, Any]:
         mounts = [m for m in container.get("volumeMounts", []) if m["name"] in ours]

@@ -1,4 +1,9 @@
-"""A fake distributor (http.server in a thread), packed example bundles and a real SDK app."""
+"""A fake distributor (http.server in a thread), packed example bundles and a real SDK app.
+
+And the slow path's files as the kubelet writes them: the published rollout
+state of a bundle (:func:`publish`) and the pod's downward-API annotations and
+labels (:func:`write_pod`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,12 +25,63 @@ from typing import Any
 import pytest
 
 from examples.sample_app.bundles import ENTRYPOINT, EXAMPLES_DIR, INTERFACE, VERSIONS
-from logicbundle.agent import Agent, parse_config
+from logicbundle import contract
+from logicbundle.agent import Agent, format_annotations, parse_config
 from logicbundle.artifact import oci_manifest
 from logicbundle.bundle import pack_directory
 from logicbundle.sdk import AgentListener, LogicHost, serve
 
 DEADLINE = 20.0
+COHORT_KEY = "shop/web-0"
+ADMITTED = 1_700_000_000_000
+
+
+# --- the slow path's files -------------------------------------------------------------
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write ``path`` whole at once, like the kubelet's atomic writer (no reader sees half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+
+
+def stable_state(digest: str, *, bundle: str = "pricing") -> contract.RolloutState:
+    """A state with every pod on ``digest``."""
+    return contract.RolloutState(bundle=bundle, stable=digest)
+
+
+def publish(root: Path, state: contract.RolloutState | bytes, *, bundle: str = "pricing") -> Path:
+    """Write ``bundle``'s published state where the agent's ``stateDir`` (``<root>/state``) is.
+
+    ``state`` as bytes is written as it is (for states the agent must refuse).
+    """
+    data = state if isinstance(state, bytes) else json.dumps(contract.state_to_json(state)).encode()
+    path = root / "state" / contract.state_file_name(bundle)
+    replace_file(path, data)
+    return path
+
+
+def write_pod(
+    root: Path,
+    *,
+    key: str | None = COHORT_KEY,
+    admitted: int | None = ADMITTED,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> None:
+    """Write the pod's downward-API annotations and labels files, as the webhook leaves them.
+
+    ``key`` / ``admitted`` None: the pod lacks that annotation.
+    """
+    written = dict(annotations or {"other": 'x"y'})
+    if key is not None:
+        written[contract.ANNOTATION_COHORT_KEY] = key
+    if admitted is not None:
+        written[contract.ANNOTATION_ADMITTED_AT] = str(admitted)
+    replace_file(root / "annotations", format_annotations(written).encode())
+    replace_file(root / "labels", format_annotations(dict(labels or {})).encode())
 
 
 @dataclass(frozen=True)
@@ -257,6 +313,8 @@ def make_agent(root: Path) -> Iterator[MakeAgent]:
             "distributor": distributor,
             "tokenFile": str(root / "token"),
             "annotationsFile": str(root / "annotations"),
+            "labelsFile": str(root / "labels"),
+            "stateDir": str(root / "state"),
             "socket": str(root / "sdk.sock"),
             "listen": "127.0.0.1:0",
             "bundles": {"pricing": bundle or {"source": "registry.invalid/shop/pricing"}},

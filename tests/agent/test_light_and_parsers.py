@@ -13,12 +13,9 @@ import pytest
 from logicbundle.agent import ConfigError, format_annotations, parse_annotations, parse_config
 from logicbundle.agent._artifact import parse_bundle_manifest, parse_image_manifest
 from logicbundle.agent._errors import ArtifactInvalidError, DigestMismatchError
-from logicbundle.agent._targets import parse_target
-from logicbundle.rollout import parse_target as rollout_parse_target
 from tests.agent.conftest import Packed
 
 HEAVY = ("pydantic", "urllib3", "kopf", "kubernetes", "aiohttp", "yaml", "asyncio")
-D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
 
 def test_a_started_agent_has_loaded_none_of_the_heavy_modules(tmp_path: Path) -> None:
@@ -57,46 +54,36 @@ def test_the_bundle_package_imports_its_unpacker_without_pydantic() -> None:
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize(
-    "value",
-    [
-        D1,
-        f" {D1} ",
-        f"{D1};candidate={D2};weight=5",
-        f"{D1};candidate={D2};weight=100",
-        "sha256:abc",
-        f"{D1};candidate={D2}",
-        f"{D1};weight=5",
-        "",
-        f"{D1};candidate={D2};weight=101",
-    ],
-)
-def test_target_parsing_agrees_with_the_rollout_module(value: str) -> None:
-    try:
-        expected = rollout_parse_target(value)
-    except ValueError:
-        with pytest.raises(ValueError):
-            parse_target(value)
-        return
-    got = parse_target(value)
-    assert (got.digest, got.candidate, got.weight) == (
-        expected.digest,
-        expected.candidate,
-        expected.weight,
-    )
-
-
 def test_the_kubelet_annotations_format_round_trips_with_escapes() -> None:
     annotations = {
-        "logicbundle.io/target.pricing": D1,
+        "logicbundle.io/cohort-key": "uid/0b5c7e9a",
         "quote": 'say "hi"\\ok',
         "multi": "line1\nline2\ttab",
         "unicode": "café ✓",
     }
     text = format_annotations(annotations)
-    assert text.splitlines()[0].startswith("logicbundle.io/target.pricing=")
+    assert text.splitlines()[0].startswith("logicbundle.io/cohort-key=")
     assert parse_annotations(text) == annotations
     assert parse_annotations('a="\\x41\\u00e9\\101"\nbroken\nb="unterminated\n') == {"a": "AéA"}
+
+
+def test_the_slow_paths_files_default_to_where_the_webhook_mounts_them() -> None:
+    config = parse_config(json.dumps({"bundles": {"pricing": {"source": "r.example/p"}}}))
+    assert config.state_dir == Path("/etc/logicbundle/state")
+    assert config.annotations_file == Path("/etc/logicbundle/podinfo/annotations")
+    assert config.labels_file == Path("/etc/logicbundle/podinfo/labels")
+
+
+def test_the_labels_file_defaults_to_beside_the_annotations_file_and_both_can_be_set() -> None:
+    beside = parse_config(json.dumps({"annotationsFile": "/run/pod/annotations", "bundles": {}}))
+    assert beside.labels_file == Path("/run/pod/labels")
+    chosen = parse_config(
+        json.dumps({"labelsFile": "/x/labels", "stateDir": "/x/state", "bundles": {}})
+    )
+    assert (chosen.labels_file, chosen.state_dir) == (Path("/x/labels"), Path("/x/state"))
+    for bad in ({"stateDir": ""}, {"labelsFile": 3}):
+        with pytest.raises(ConfigError):
+            parse_config(json.dumps({**bad, "bundles": {}}))
 
 
 def test_the_configuration_refuses_unknown_keys_and_bad_settings() -> None:

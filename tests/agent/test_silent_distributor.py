@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from logicbundle.agent._agent import STOP_DEADLINE
-from tests.agent.conftest import MakeAgent, unused_port, wait_for
+from tests.agent.conftest import MakeAgent, publish, stable_state, unused_port, wait_for, write_pod
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -94,7 +94,8 @@ def test_bytes_come_from_the_registry_once_the_distributor_is_found_down(
     )
     # The first long-poll times out (10 s) before the file decides: the fast path is down.
     wait_for(lambda: agent.metrics.fast_path_up == 0 and agent._fast_decided.is_set(), "down")
-    (root / "annotations").write_text(f'logicbundle.io/target.pricing="{DIGEST}"\n')
+    write_pod(root)
+    publish(root, stable_state(DIGEST))
     status = wait_for(
         lambda: (s := agent.statuses()["pricing"]).last_error and s,
         "the registry fallback's failure",

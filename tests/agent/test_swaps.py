@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from logicbundle.agent import _seams, format_annotations
+from logicbundle.agent import _seams
 from logicbundle.distributor import Report
 from tests.agent.conftest import (
     App,
@@ -20,21 +20,16 @@ from tests.agent.conftest import (
     MakeAgent,
     Packed,
     hostile_bundle,
+    publish,
+    stable_state,
     wait_for,
+    write_pod,
 )
-
-TARGET = "logicbundle.io/target.pricing"
 
 
 def _current(root: Path) -> str | None:
     link = root / "pricing" / "current"
     return link.readlink().name if link.is_symlink() else None
-
-
-def _write_annotations(root: Path, value: str) -> None:
-    temporary = root / ".annotations.tmp"
-    temporary.write_text(format_annotations({TARGET: value, "other": 'x"y'}))
-    temporary.replace(root / "annotations")
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -71,7 +66,7 @@ def test_fast_path_swap_reaches_the_application_and_reports_valid_json(
     assert v2.digest in agent.report()["bundles"]["pricing"]["versions"]
 
 
-def test_slow_path_swap_follows_the_annotations_file(
+def test_slow_path_swap_follows_the_published_state(
     bundles: dict[str, Packed], app: App, make_agent: MakeAgent, root: Path
 ) -> None:
     v1 = bundles["pricing-v1"]
@@ -81,8 +76,9 @@ def test_slow_path_swap_follows_the_annotations_file(
 
     installed = install(EXAMPLES_DIR / "pricing-v1", root=root)
     make_agent()
-    _write_annotations(root, installed.digest)
-    wait_for(lambda: app.host.active_digest == installed.digest, "the file's target active")
+    write_pod(root)
+    publish(root, stable_state(installed.digest))
+    wait_for(lambda: app.host.active_digest == installed.digest, "the state's target active")
     assert v1.layer_digest == installed.digest  # install() names versions by layer digest
 
 
@@ -98,7 +94,8 @@ def test_distributor_down_falls_back_to_the_slow_path(
     installed = install(EXAMPLES_DIR / "pricing-v2", root=root)
     distributor.set_targets({}, known=False)  # known: false also means "use the file"
     agent = make_agent(distributor="http://127.0.0.1:9")  # nothing listens on port 9
-    _write_annotations(root, installed.digest)
+    write_pod(root)
+    publish(root, stable_state(installed.digest))
     wait_for(lambda: app.host.active_digest == installed.digest, "slow path active")
     assert agent.metrics.fast_path_up == 0
 

@@ -379,7 +379,7 @@ def _with(path: Sequence[str], value: object) -> Any:
     ("body", "message"),
     [
         ([], "state must be an object"),
-        ({"bundle": BUNDLE}, "lacks stable"),
+        ({"stable": None}, "lacks bundle"),
         (_with(["extra"], 1), "unknown field"),
         (_with(["bundle"], ""), "bundle must be a name"),
         (_with(["stable"], "sha256:XYZ"), "stable must be a digest"),
@@ -436,3 +436,10 @@ def test_a_published_state_that_is_not_json_or_too_big_is_refused() -> None:
         state_from_bytes(b"{")
     with pytest.raises(StateError, match="more than"):
         state_from_bytes(b" " * (MAX_STATE_BYTES + 1))
+
+
+def test_a_state_without_stable_means_nothing_verified_and_assigns_nothing() -> None:
+    # The status model drops null fields; an absent `stable` reads as none.
+    state = state_from_json({"bundle": BUNDLE})
+    assert state.stable is None
+    assert target_of(state, PodFacts(key="shop/web-0")) is None

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from logicbundle.controller._reconcile import Runtime, _analysis_step
+from logicbundle.distributor import BundleSummary
 from tests.controller.test_reconcile import _in_flight_at_internal, runtime  # noqa: F401
 from tests.rollout._fixtures import BUNDLE, D1, NS, T0, make_spec
 
@@ -105,7 +106,7 @@ def _verdict(rt: Runtime, spec: Any) -> Any:
             spec=spec,
             status=status,
             now=T0 + timedelta(minutes=5),
-            selected={"p000", "p001"},
+            summary=BundleSummary(),
         )
     )
     assert verdict is not None

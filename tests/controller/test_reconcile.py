@@ -1,15 +1,17 @@
 """One reconcile against fake Kubernetes I/O: what is written, in which order, and when not.
 
 The rollout core decides; these tests check the shell around it: the status
-is recorded before any pod is told, a refused status write tells no pod,
-a spec the models refuse becomes a condition, container restarts reach the
-analysis, and pods that are gone are forgotten.
+is recorded before any pod is told (the state ConfigMap and the distributor
+follow it), a step writes nothing per pod, a refused status write tells no
+pod, a spec the models refuse becomes a condition, container restarts reach
+the analysis, and only the reports of pods the bundle's rule assigns count.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -17,21 +19,31 @@ from typing import Any
 
 import pytest
 
-from logicbundle import rollout
+from logicbundle import contract, rollout
 from logicbundle.api import conditions, names
 from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
 from logicbundle.controller._kube import KubeError
 from logicbundle.controller._metrics import OperatorMetrics
 from logicbundle.controller._reconcile import (
+    REPORT_GRACE,
     PodSnapshot,
     Runtime,
+    _analysis_step,
     _builtin_sample,
     _SourceState,
+    pod_facts,
     reconcile,
 )
 from logicbundle.controller._restarts import RestartLedger
 from logicbundle.controller._source import BundleCache
-from logicbundle.distributor import BlobCache, BundleTarget, ReportStore, TargetStore
+from logicbundle.distributor import (
+    BlobCache,
+    BundleSummary,
+    ReportStore,
+    RuleTargets,
+    TargetStore,
+    bundle_rule,
+)
 from tests.rollout._fixtures import BUNDLE, D1, D2, INTERNAL, NS, T0, converge, installed, make_spec
 from tests.rollout._fixtures import ok as verified_ok
 from tests.rollout._fixtures import pods as pod_reports
@@ -76,6 +88,14 @@ class FakeKube:
     ) -> None:
         self.calls.append(("pod", (name, dict(annotations))))
 
+    def publish_state(
+        self, namespace: str, bundle: str, *, owner_uid: str | None, state: str
+    ) -> None:
+        self.calls.append(("state", (bundle, json.loads(state), set(self._targets()))))
+
+    def delete_state(self, namespace: str, bundle: str) -> None:
+        self.calls.append(("delete-state", bundle))
+
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> tuple[Runtime, FakeKube, list[tuple[str, str, str]]]:
@@ -85,12 +105,13 @@ def runtime(tmp_path: Path) -> tuple[Runtime, FakeKube, list[tuple[str, str, str
     rt = Runtime(
         kube=kube,  # type: ignore[arg-type]
         reader=None,  # type: ignore[arg-type]
-        targets=targets,
+        rules=RuleTargets(targets),
         reports=ReportStore(),
         cache=BundleCache(BlobCache(tmp_path)),
         metrics=OperatorMetrics(),
         post_event=lambda _body, type_, reason, message: events.append((type_, reason, message)),
     )
+    rt.started -= REPORT_GRACE  # a running operator; the start-up grace has its own test
     return rt, kube, events
 
 
@@ -112,24 +133,33 @@ def _in_flight_at_internal() -> tuple[LogicBundleStatus, list[rollout.PodReport]
 
 
 def _snapshots(reports: list[rollout.PodReport]) -> list[PodSnapshot]:
-    result = []
-    for report in reports:
-        annotations = {}
-        if report.assigned is not None:
-            annotations[names.target_annotation(BUNDLE)] = rollout.format_target(report.assigned)
-        if report.active is not None:
-            annotations[names.active_annotation(BUNDLE)] = report.active.digest
-        result.append(
-            PodSnapshot(
-                namespace=NS,
-                name=report.pod.name,
-                uid=f"uid-{report.pod.name}",
-                labels=dict(report.labels),
-                annotations=annotations,
-                has_agent=True,
-            )
+    """The pods as the operator's cache holds them: facts only, nothing about what they run."""
+    return [
+        PodSnapshot(
+            namespace=NS,
+            name=report.pod.name,
+            uid=f"uid-{report.pod.name}",
+            labels=dict(report.labels),
+            annotations={contract.ANNOTATION_ADMITTED_AT: str(report.admitted)},
+            has_agent=True,
         )
-    return result
+        for report in reports
+    ]
+
+
+def _agents_report(
+    rt: Runtime, reports: list[rollout.PodReport], status: LogicBundleStatus
+) -> None:
+    """The distributor knows the pods and the published state; each agent reports what it runs.
+
+    As in the operator: the bundle's watch event sets its rule from the stored status
+    before its daemon reconciles, and the pod watch sets each pod's facts.
+    """
+    rt.rules.set_bundle(NS, BUNDLE, bundle_rule(SPEC, rollout.published_state(status)))
+    for snapshot, report in zip(_snapshots(reports), reports, strict=True):
+        rt.rules.set_pod(NS, snapshot.name, uid=snapshot.uid, facts=pod_facts(snapshot))
+        if report.active is not None:
+            _report(rt, snapshot.name, digest=report.active.digest, calls=0, errors=0)
 
 
 def _body(spec: LogicBundleSpec | dict[str, Any], status: LogicBundleStatus) -> dict[str, Any]:
@@ -155,6 +185,7 @@ def test_the_status_is_written_before_any_pod_or_agent_is_told_of_an_advance(
     rt, kube, _ = runtime
     status, reports = _in_flight_at_internal()
     _source_checked_just_now(rt)
+    _agents_report(rt, reports, status)
 
     asyncio.run(
         reconcile(
@@ -166,12 +197,72 @@ def test_the_status_is_written_before_any_pod_or_agent_is_told_of_an_advance(
     )
 
     kinds = [kind for kind, _ in kube.calls]
-    assert kinds[0] == "status", kube.calls
-    written, targets_then = kube.calls[0][1]
+    assert kinds == ["status", "state"], kube.calls
+    written, _ = kube.calls[0][1]
     assert written["stage"] == "everyone"
-    assert targets_then == set(), "an agent learned a target before the status recorded it"
-    assert ("pod", ("p001", {names.target_annotation(BUNDLE): D2})) in kube.calls
-    assert rt.targets.pods() == {(NS, "p000"), (NS, "p001")}
+    bundle, state, _ = kube.calls[1][1]
+    assert bundle == BUNDLE and state == written["targetState"], "the ConfigMap follows the status"
+    assert state["stage"] == {"all": True} and state["candidate"] == D2
+    # The distributor follows the published state: every pod is told D2, no pod is written.
+    for pod in ("p000", "p001"):
+        snapshot = rt.targets.get(NS, pod, uid=f"uid-{pod}")
+        assert snapshot.known and snapshot.targets[BUNDLE].digest == D2, pod
+
+
+def test_a_step_that_changes_nothing_writes_nothing_and_the_state_once(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    rt, kube, _ = runtime
+    status, reports = _in_flight_at_internal()
+    _source_checked_just_now(rt)
+    _agents_report(rt, reports, status)
+    body = _body(SPEC, status)
+    asyncio.run(reconcile(rt, body=body, pods=_snapshots(reports), now=T0 + timedelta(seconds=3)))
+    stored = copy.deepcopy(body)
+    stored["status"] = kube.calls[0][1][0]
+    kube.calls.clear()
+
+    asyncio.run(reconcile(rt, body=stored, pods=_snapshots(reports), now=T0 + timedelta(seconds=4)))
+
+    assert [kind for kind, _ in kube.calls if kind != "status"] == [], (
+        "an unchanged state is not published again, and no pod is ever written"
+    )
+
+
+def test_the_writes_of_a_step_do_not_grow_with_the_pods(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    """Issue 10's headline, at the shell: one status write and one state write per step."""
+    rt, kube, _ = runtime
+    many = pod_reports(500, internal=[0])
+    status, many = installed(SPEC, many)
+    started = step(
+        spec=SPEC,
+        status=status,
+        reports=many,
+        now=T0 + timedelta(seconds=2),
+        verified=verified_ok(D2),
+    )
+    many = converge(started, many)
+    _source_checked_just_now(rt)
+    _agents_report(rt, many, started.status)
+
+    asyncio.run(
+        reconcile(
+            rt,
+            body=_body(SPEC, started.status),
+            pods=_snapshots(many),
+            now=T0 + timedelta(seconds=3),
+        )
+    )
+
+    assert [kind for kind, _ in kube.calls] == ["status", "state"]
+    told = sum(
+        1
+        for p in many
+        if rt.targets.get(NS, p.pod.name, uid=f"uid-{p.pod.name}").targets[BUNDLE].digest == D2
+    )
+    assert told == 500
 
 
 def test_a_refused_status_write_tells_no_pod_and_no_agent(
@@ -180,6 +271,7 @@ def test_a_refused_status_write_tells_no_pod_and_no_agent(
     rt, kube, events = runtime
     status, reports = _in_flight_at_internal()
     _source_checked_just_now(rt)
+    _agents_report(rt, reports, status)
     kube.refuse_status = True
 
     with pytest.raises(KubeError, match="409"):
@@ -193,7 +285,8 @@ def test_a_refused_status_write_tells_no_pod_and_no_agent(
         )
 
     assert [kind for kind, _ in kube.calls] == ["status"]
-    assert rt.targets.pods() == set()
+    told = rt.targets.get(NS, "p001", uid="uid-p001").targets[BUNDLE].digest
+    assert told == D1, "no agent learned of the advance that was not recorded"
     assert events == []
 
 
@@ -226,7 +319,7 @@ def test_a_spec_the_models_refuse_is_reported_as_stalled_invalid_spec_and_no_pod
         if c["type"] == conditions.VERIFIED
     ), "the other conditions are kept"
     assert [(t, r) for t, r, _ in events] == [("Warning", "InvalidSpec")]
-    assert rt.targets.pods() == set()
+    assert rt.targets.pods() == set(), "nothing is published for an invalid spec"
 
 
 def test_an_invalid_spec_seen_again_writes_and_warns_only_once(
@@ -250,32 +343,43 @@ def test_an_invalid_spec_seen_again_writes_and_warns_only_once(
     assert len(events) == 1
 
 
-def test_pods_that_are_gone_are_forgotten_by_the_target_store(
+def test_a_pod_that_is_gone_or_loses_its_labels_is_no_longer_told_anything(
     runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
 ) -> None:
     rt, _, _ = runtime
     status, reports = _in_flight_at_internal()
     _source_checked_just_now(rt)
-    target = BundleTarget(
-        digest=D1,
-        split=None,
-        notify=None,
-        health_check=None,
-        source="registry.example.com/team/rules:v1",
+    _agents_report(rt, reports, status)
+    rt.rules.set_pod(
+        NS, "stranger", uid="uid-stranger", facts=contract.PodFacts(key=f"{NS}/stranger")
     )
-    rt.pod_targets[(NS, "deleted-pod")] = {BUNDLE: target}
-    rt.targets.set_targets(NS, "deleted-pod", {BUNDLE: target})
-    rt.pod_targets[("elsewhere", "other-pod")] = {BUNDLE: target}
-
     asyncio.run(
         reconcile(
             rt, body=_body(SPEC, status), pods=_snapshots(reports), now=T0 + timedelta(seconds=3)
         )
     )
+    assert BUNDLE not in rt.targets.get(NS, "stranger", uid="uid-stranger").targets, (
+        "a pod the selector does not match is not the bundle's"
+    )
+    rt.rules.forget_pod(NS, "p001")
+    assert not rt.targets.get(NS, "p001", uid="uid-p001").known
 
-    assert (NS, "deleted-pod") not in rt.pod_targets
-    assert (NS, "deleted-pod") not in rt.targets.pods()
-    assert ("elsewhere", "other-pod") in rt.pod_targets, "another namespace is not this bundle's"
+
+def test_a_restarted_operator_waits_for_the_agents_re_reports_before_judging_its_pods(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    rt, kube, _ = runtime
+    status, reports = _in_flight_at_internal()
+    _source_checked_just_now(rt)
+    rt.started = rt.clock()  # just started: no report yet from pods that were told D1/D2
+    rt.rules.set_bundle(NS, BUNDLE, bundle_rule(SPEC, rollout.published_state(status)))
+
+    wait = asyncio.run(reconcile(rt, body=_body(SPEC, status), pods=_snapshots(reports), now=T0))
+
+    assert wait == 1.0 and kube.calls == [], "nothing judged (or written) without the reports"
+    _agents_report(rt, reports, status)
+    asyncio.run(reconcile(rt, body=_body(SPEC, status), pods=_snapshots(reports), now=T0))
+    assert [kind for kind, _ in kube.calls][:1] == ["status"], "the reports are in: it acts"
 
 
 # -- restarts ---------------------------------------------------------------------------------
@@ -333,7 +437,9 @@ def test_the_builtin_sample_carries_the_restarts_so_the_restarts_gate_can_fail(
             bundle=BUNDLE, namespace=NS, pod="p0", uid="u", restarts=restarts, digest=D2
         )
 
-    sample = _builtin_sample(rt, namespace=NS, bundle=BUNDLE, digest=D2, since=0)
+    sample = _builtin_sample(
+        rt, namespace=NS, bundle=BUNDLE, digest=D2, since=0, summary=BundleSummary()
+    )
 
     assert sample.restarts == 3
     spec = make_spec(
@@ -376,8 +482,6 @@ def test_builtin_metrics_are_judged_from_the_reports_under_the_prometheus_provid
     runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
 ) -> None:
     """A prometheus analysis with a builtin metric must not wait for data forever."""
-    from logicbundle.controller._reconcile import _analysis_step
-
     rt, _, _ = runtime
     spec = make_spec(
         analysis={
@@ -389,11 +493,13 @@ def test_builtin_metrics_are_judged_from_the_reports_under_the_prometheus_provid
             "metrics": [{"name": "error-rate", "builtin": "errorRate", "max": 0.05}],
         }
     )
-    status, _ = _in_flight_at_internal()
+    status, reports = _in_flight_at_internal()
+    _agents_report(rt, reports, status)
     for pod, digest in (("p000", D2), ("p001", D1)):
         _report(rt, pod, digest=digest, calls=0, errors=0)
     _report(rt, "p000", digest=D2, calls=100, errors=30)
     _report(rt, "p001", digest=D1, calls=100, errors=0)
+    summary = asyncio.run(rt.summaries.summary(NS, BUNDLE, since=None))
 
     verdict = asyncio.run(
         _analysis_step(
@@ -403,7 +509,7 @@ def test_builtin_metrics_are_judged_from_the_reports_under_the_prometheus_provid
             spec=spec,
             status=status,
             now=T0 + timedelta(minutes=5),
-            selected={"p000", "p001"},
+            summary=summary,
         )
     )
 
@@ -411,16 +517,49 @@ def test_builtin_metrics_are_judged_from_the_reports_under_the_prometheus_provid
     assert verdict.verdict == "Failed", verdict
 
 
-def test_counters_from_pods_the_bundle_does_not_select_or_from_another_namespace_are_ignored(
+def test_a_replica_that_does_not_answer_is_missing_data_never_a_pass(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    rt, _, _ = runtime
+    spec = make_spec(
+        analysis={
+            "interval": "1s",
+            "minSamples": 1,
+            "metrics": [{"name": "error-rate", "builtin": "errorRate", "max": 0.05}],
+        }
+    )
+    status, _ = _in_flight_at_internal()
+
+    verdict = asyncio.run(
+        _analysis_step(
+            rt,
+            namespace=NS,
+            name=BUNDLE,
+            spec=spec,
+            status=status,
+            now=T0 + timedelta(minutes=5),
+            summary=None,
+        )
+    )
+
+    assert verdict is not None and verdict.verdict == "NoData", verdict
+    assert "did not answer" in verdict.reason, verdict
+
+
+def test_counters_from_pods_the_bundle_does_not_assign_or_from_another_namespace_are_ignored(
     runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
 ) -> None:
     """Guards against skewing a verdict: any pod can get a token for the distributor."""
     rt, _, _ = runtime
+    status, reports = _in_flight_at_internal()
+    _agents_report(rt, reports, status)
     for pod, namespace in (("p000", NS), ("intruder", NS), ("p000", "other")):
         _report(rt, pod, digest=D2, calls=0, errors=0, namespace=namespace)
         _report(rt, pod, digest=D2, calls=100, errors=90, namespace=namespace)
     _report(rt, "p000", digest=D2, calls=200, errors=0)
 
-    sample = _builtin_sample(rt, namespace=NS, bundle=BUNDLE, digest=D2, since=0, pods={"p000"})
+    summary = asyncio.run(rt.summaries.summary(NS, BUNDLE, since=None))
+    assert summary is not None
+    sample = _builtin_sample(rt, namespace=NS, bundle=BUNDLE, digest=D2, since=0, summary=summary)
 
     assert (sample.calls, sample.errors, sample.pods) == (200, 90, 1)

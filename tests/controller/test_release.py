@@ -1,106 +1,160 @@
 """Deleting a LogicBundle releases its pods (issue 11, defect 8: ``release`` had no test).
 
-Mid-rollout, every pod that carried the candidate is told the stable digest,
-pods already on stable are not written again, the distributor forgets the
-bundle's targets (keeping those of other bundles), and the operator's
-per-bundle memory is cleared.
+Mid-rollout, the state "every pod on stable" is published first and the
+finalizer waits until no pod reports the candidate (bounded); then the
+distributor forgets the bundle's targets (keeping those of other bundles),
+the state ConfigMap is deleted and the operator's per-bundle memory is
+cleared.  Nothing is ever written on a pod.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import kopf
+import pytest
 
-from logicbundle import rollout
-from logicbundle.api import names
-from logicbundle.controller._handlers import ControllerSettings, Memo, release
-from logicbundle.controller._reconcile import PodSnapshot, Runtime
-from logicbundle.distributor import BundleTarget
-from tests.controller.test_reconcile import FakeKube, runtime  # noqa: F401
+from logicbundle import contract
+from logicbundle.controller._handlers import RELEASE_DEADLINE, ControllerSettings, Memo, release
+from logicbundle.controller._reconcile import PodSnapshot, Runtime, pod_facts
+from logicbundle.distributor import BundleReport, PodIdentity, Report, bundle_rule
+from tests.controller.test_reconcile import SPEC, FakeKube, runtime  # noqa: F401
 from tests.rollout._fixtures import BUNDLE, D1, D2, NS
 
 OTHER = "other-bundle"
 
 
-def _pod(name: str, targets: dict[str, str]) -> PodSnapshot:
+def _pod(name: str) -> PodSnapshot:
     return PodSnapshot(
         namespace=NS,
         name=name,
         uid=f"uid-{name}",
-        labels={},
-        annotations={names.target_annotation(b): v for b, v in targets.items()},
+        labels={"app": "shop"},
+        annotations={},
         has_agent=True,
     )
 
 
-def test_deleting_a_bundle_mid_rollout_puts_every_pod_back_on_stable(
-    runtime: tuple[Runtime, FakeKube, Any],  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    rt, kube, _ = runtime
-    stable, candidate = rollout.format_target(rollout.PodTarget(digest=D1)), D2
-    pods = [
-        _pod("on-candidate", {BUNDLE: candidate}),
-        _pod("on-stable", {BUNDLE: stable}),
-        _pod("both-bundles", {BUNDLE: candidate, OTHER: D1}),
-        _pod("other-only", {OTHER: D1}),
-    ]
-    for pod in pods:
-        targets = {
-            b: BundleTarget(digest=v.split(";")[0])
-            for b, v in (
-                (k.removeprefix(names.ANNOTATION_TARGET_PREFIX), v)
-                for k, v in pod.annotations.items()
-            )
-        }
-        rt.pod_targets[(NS, pod.name)] = dict(targets)
-        rt.targets.set_targets(NS, pod.name, targets, uid=pod.uid)
-    rt.sources[(NS, BUNDLE)] = object()  # type: ignore[assignment]
-    rt.written[(NS, BUNDLE)] = {}
-    memo = Memo(settings=ControllerSettings(cache_dir=tmp_path), runtime=rt)
-    body = kopf.Body(
+def _everyone_on(digest: str, bundle: str = BUNDLE) -> contract.RolloutState:
+    return contract.RolloutState(bundle=bundle, stable=digest)
+
+
+def _in_flight(bundle: str = BUNDLE) -> contract.RolloutState:
+    return contract.RolloutState(bundle=bundle, stable=D1, candidate=D2, stage=contract.Everyone())
+
+
+def _report(rt: Runtime, pod: str, digest: str) -> None:
+    rt.reports.record(
+        PodIdentity(namespace=NS, name=pod, uid=f"uid-{pod}", service_account="default"),
+        Report(bundles={BUNDLE: BundleReport(active=digest, healthy=True)}),
+        targets=None,
+    )
+
+
+def _body(deleted_ago: float) -> kopf.Body:
+    deleted = datetime.now(UTC) - timedelta(seconds=deleted_ago)
+    return kopf.Body(
         {
-            "metadata": {"namespace": NS, "name": BUNDLE},
+            "metadata": {
+                "namespace": NS,
+                "name": BUNDLE,
+                "uid": "lb-uid",
+                "deletionTimestamp": deleted.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+            "spec": SPEC.model_dump(mode="json", by_alias=True, exclude_none=True),
             "status": {
                 "stableDigest": D1,
                 "candidateDigest": D2,
-                "stage": "canary",
+                "stage": "everyone",
                 "stageIndex": 1,
             },
         }
     )
 
-    asyncio.run(
-        release(memo=memo, body=body, namespace=NS, name=BUNDLE, pods_by_namespace={NS: pods})
-    )
 
-    patched = {call[1][0]: call[1][1] for call in kube.calls if call[0] == "pod"}
-    annotation = names.target_annotation(BUNDLE)
-    # Each pod that carried the candidate is written once, back to stable; no other pod.
-    assert patched == {"on-candidate": {annotation: stable}, "both-bundles": {annotation: stable}}
-    # The distributor no longer answers for the bundle, and still does for the other one.
-    assert not rt.targets.get(NS, "on-candidate", uid="uid-on-candidate").known
-    kept = rt.targets.get(NS, "both-bundles", uid="uid-both-bundles")
-    assert kept.known and set(kept.targets) == {OTHER}
-    assert set(rt.targets.get(NS, "other-only", uid="uid-other-only").targets) == {OTHER}
-    assert (NS, BUNDLE) not in rt.sources and (NS, BUNDLE) not in rt.written
+def _set_up(rt: Runtime, tmp_path: Path) -> tuple[Memo, list[PodSnapshot]]:
+    pods = [_pod("on-candidate"), _pod("on-stable"), _pod("both-bundles")]
+    rt.rules.set_bundle(NS, BUNDLE, bundle_rule(SPEC, _in_flight()))
+    rt.rules.set_bundle(NS, OTHER, bundle_rule(SPEC, _everyone_on(D1, OTHER)))
+    for pod in pods:
+        rt.rules.set_pod(NS, pod.name, uid=pod.uid, facts=pod_facts(pod))
+    rt.sources[(NS, BUNDLE)] = object()  # type: ignore[assignment]
+    rt.written[(NS, BUNDLE)] = {}
+    return Memo(settings=ControllerSettings(cache_dir=tmp_path), runtime=rt), pods
 
 
-def test_deleting_a_bundle_that_never_had_a_stable_digest_writes_nothing_it_cannot_name(
+def test_deleting_a_bundle_mid_rollout_withdraws_the_candidate_then_lets_go(
     runtime: tuple[Runtime, FakeKube, Any],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     rt, kube, _ = runtime
-    pods = [_pod("p0", {BUNDLE: D2})]
+    memo, pods = _set_up(rt, tmp_path)
+    _report(rt, "on-candidate", D2)
+    _report(rt, "on-stable", D1)
+
+    with pytest.raises(kopf.TemporaryError, match="1 pod\\(s\\) still run the candidate"):
+        asyncio.run(
+            release(
+                memo=memo, body=_body(1), namespace=NS, name=BUNDLE, pods_by_namespace={NS: pods}
+            )
+        )
+
+    # "Every pod on stable" is published (one write), and the agents are told at once.
+    [(_, (bundle, state, _))] = [c for c in kube.calls if c[0] == "state"]
+    assert bundle == BUNDLE and state == {"bundle": BUNDLE, "stable": D1}
+    for pod in pods:
+        assert rt.targets.get(NS, pod.name, uid=pod.uid).targets[BUNDLE].digest == D1
+    assert not [c for c in kube.calls if c[0] == "pod"], "no pod is written"
+
+    _report(rt, "on-candidate", D1)  # the agent swapped back
+    asyncio.run(
+        release(memo=memo, body=_body(2), namespace=NS, name=BUNDLE, pods_by_namespace={NS: pods})
+    )
+
+    assert ("delete-state", BUNDLE) in kube.calls
+    # The distributor no longer answers for the bundle, and still does for the other one.
+    for pod in pods:
+        kept = rt.targets.get(NS, pod.name, uid=pod.uid)
+        assert kept.known and set(kept.targets) == {OTHER}, pod.name
+    assert (NS, BUNDLE) not in rt.sources and (NS, BUNDLE) not in rt.written
+    assert (NS, BUNDLE) not in rt.published
+
+
+def test_pods_that_never_go_back_do_not_hold_the_deletion_past_its_deadline(
+    runtime: tuple[Runtime, FakeKube, Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    rt, kube, _ = runtime
+    memo, pods = _set_up(rt, tmp_path)
+    _report(rt, "on-candidate", D2)
+
+    asyncio.run(
+        release(
+            memo=memo,
+            body=_body(RELEASE_DEADLINE + 1),
+            namespace=NS,
+            name=BUNDLE,
+            pods_by_namespace={NS: pods},
+        )
+    )
+
+    assert ("delete-state", BUNDLE) in kube.calls
+    assert BUNDLE not in rt.targets.get(NS, "on-candidate", uid="uid-on-candidate").targets
+
+
+def test_deleting_a_bundle_that_never_had_a_stable_digest_publishes_nothing_it_cannot_name(
+    runtime: tuple[Runtime, FakeKube, Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    rt, kube, _ = runtime
+    pods = [_pod("p0")]
     memo = Memo(settings=ControllerSettings(cache_dir=tmp_path), runtime=rt)
     body = kopf.Body({"metadata": {"namespace": NS, "name": BUNDLE}, "status": {}})
     asyncio.run(
         release(memo=memo, body=body, namespace=NS, name=BUNDLE, pods_by_namespace={NS: pods})
     )
-    # No stable digest to keep: the annotation is removed, the agent keeps what is active.
-    assert [c for c in kube.calls if c[0] == "pod"] == [
-        ("pod", ("p0", {names.target_annotation(BUNDLE): None}))
-    ]
+    # No stable digest to keep: nothing is published, the ConfigMap (if any) is deleted.
+    assert [c[0] for c in kube.calls] == ["delete-state"]

@@ -36,5 +36,7 @@ def test_an_unreachable_registry_is_ready_false_resolve_failed_with_an_event(
     assert (ready["status"], ready["reason"]) == ("False", conditions.RESOLVE_FAILED)
     assert "unreachable" in ready["message"]
     assert any(kind == "Warning" for kind, _, _ in events)
-    # No pod is written: the stable digest keeps serving.
-    assert [kind for kind, _ in kube.calls] == ["status"]
+    # No pod is written: the stable digest keeps serving (the state is published as it was).
+    assert [kind for kind, _ in kube.calls] == ["status", "state"]
+    state = next(call[1][1] for call in kube.calls if call[0] == "state")
+    assert state["stable"] == status.stable_digest

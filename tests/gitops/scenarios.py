@@ -23,7 +23,6 @@ from tests.rollout._fixtures import (
     INTERNAL,
     NS,
     T0,
-    assign_only,
     bad,
     converge,
     installed,
@@ -98,7 +97,7 @@ def started_stage(stages: list[dict[str, Any]], **spec_kw: Any) -> tuple[Any, ..
     spec = make_spec(stages=stages, **spec_kw)
     status, reports = installed(spec, pods(10, internal=(0, 1)))
     decision = run(spec=spec, status=status, reports=reports, now=T0 + 10 * S, verified=ok(D2))
-    return spec, decision.status, assign_only(decision, reports), decision
+    return spec, decision.status, list(reports), decision  # no agent has acted yet
 
 
 def active_stage(stages: list[dict[str, Any]], **spec_kw: Any) -> tuple[Any, ...]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from logicbundle import contract
 from logicbundle.api import LogicBundleSpec, LogicBundleStatus, RequestedAction, conditions
 from logicbundle.api.conditions import find_condition
 from logicbundle.rollout import (
@@ -22,6 +24,16 @@ from logicbundle.rollout import (
 BUNDLE: Final = "rules"
 NS: Final = "shop"
 T0: Final = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def ms(at: datetime) -> int:
+    """``at`` as a ``logicbundle.io/admitted-at`` value (milliseconds since the epoch)."""
+    return int(at.timestamp() * 1000)
+
+
+EARLY: Final = ms(T0 - timedelta(hours=1))
+"""When the pods of a test were admitted unless it says otherwise: long before any step,
+so every percent stage may seal them at once."""
 
 
 def digest(char: str) -> str:
@@ -65,60 +77,45 @@ INTERNAL: Final = {
 }
 
 
-def pod(name: str, *, internal: bool = False, has_agent: bool = True) -> PodReport:
+def pod(
+    name: str, *, internal: bool = False, has_agent: bool = True, admitted: int = EARLY
+) -> PodReport:
     labels = {"app": "shop"}
     if internal:
         labels["logicbundle.io/cohort"] = "internal"
-    return PodReport(pod=PodIdentity(namespace=NS, name=name), labels=labels, has_agent=has_agent)
+    return PodReport(
+        pod=PodIdentity(namespace=NS, name=name),
+        labels=labels,
+        has_agent=has_agent,
+        admitted=admitted,
+    )
 
 
-def pods(count: int, *, internal: Iterable[int] = ()) -> list[PodReport]:
+def pods(count: int, *, internal: Iterable[int] = (), admitted: int = EARLY) -> list[PodReport]:
     inside = set(internal)
-    return [pod(f"p{i:03d}", internal=i in inside) for i in range(count)]
+    return [pod(f"p{i:03d}", internal=i in inside, admitted=admitted) for i in range(count)]
 
 
 def converge(decision: Decision, reports: Sequence[PodReport]) -> list[PodReport]:
-    """Every agent applies its assignment and reports it active and healthy."""
+    """Every agent applies the target the published state gives it, active and healthy.
+
+    A pod the decision gives nothing (no agent, or a revoked stable digest) keeps
+    what it runs.
+    """
     result = []
     for report in reports:
-        target = decision.assignments.get(report.pod, report.assigned)
-        result.append(
-            PodReport(
-                pod=report.pod,
-                labels=report.labels,
-                has_agent=report.has_agent,
-                assigned=target,
-                active=target,
-                healthy=target is not None,
-                failure=report.failure,
-            )
-        )
+        target = decision.assignments.get(report.pod)
+        if target is None:
+            result.append(report)
+        else:
+            result.append(dataclasses.replace(report, active=target, healthy=True))
     return result
-
-
-def assign_only(decision: Decision, reports: Sequence[PodReport]) -> list[PodReport]:
-    """The annotations are written, but no agent has acted yet."""
-    return [
-        PodReport(
-            pod=r.pod,
-            labels=r.labels,
-            has_agent=r.has_agent,
-            assigned=decision.assignments.get(r.pod, r.assigned),
-            active=r.active,
-            healthy=r.healthy,
-            failure=r.failure,
-        )
-        for r in reports
-    ]
 
 
 def flip_back(report: PodReport, *, failed: str, to: str, at: datetime) -> PodReport:
     """The agent tried ``failed``, its health check failed, and it went back to ``to``."""
-    return PodReport(
-        pod=report.pod,
-        labels=report.labels,
-        has_agent=report.has_agent,
-        assigned=report.assigned,
+    return dataclasses.replace(
+        report,
         active=PodTarget(digest=to),
         healthy=True,
         failure=PodFailure(digest=failed, at=at, message="self-test raised"),
@@ -193,6 +190,12 @@ def installed(
     reports = converge(first, reports)
     second = run(spec=spec, status=first.status, reports=reports, now=T0 + timedelta(seconds=1))
     return second.status, reports
+
+
+def published(status: LogicBundleStatus) -> contract.RolloutState:
+    """``status.targetState`` as a distributor replica reads it off the stored object."""
+    body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return contract.state_from_json(body["targetState"])
 
 
 def reasons(decision: Decision) -> list[str]:

@@ -26,7 +26,6 @@ from logicbundle.rollout import (
     EVENT_SUPERSEDED,
     EVENT_SUSPENDED,
     EVENT_VERIFICATION_FAILED,
-    PodReport,
     PodTarget,
     analysis_due,
 )
@@ -39,7 +38,6 @@ from tests.rollout._fixtures import (
     NODATA,
     PASS,
     T0,
-    assign_only,
     bad,
     converge,
     digests_of,
@@ -65,11 +63,11 @@ def act(name: str, token: str = "t1", argument: str | None = None) -> RequestedA
 
 
 def started(spec_stages=TWO_STAGES, *, n=10, internal=(0, 1), **spec_kw):  # type: ignore[no-untyped-def]
-    """Stable D1 everywhere, and D2 just started (its assignments applied, not yet active)."""
+    """Stable D1 everywhere, and D2 just started (its state published, no agent acted yet)."""
     spec = make_spec(stages=spec_stages, **spec_kw)
     status, reports = installed(spec, pods(n, internal=internal))
     decision = run(spec=spec, status=status, reports=reports, now=T0 + 10 * S, verified=ok(D2))
-    return spec, decision, assign_only(decision, reports)
+    return spec, decision, reports
 
 
 # --- install ----------------------------------------------------------------------
@@ -544,7 +542,11 @@ def test_suspend_changes_nothing_and_says_so() -> None:
         action=act("abort"),
         verified=ok(D3),
     )
-    assert held.assignments == {r.pod: r.assigned for r in reports}
+    # The published state stays as it was: every pod keeps its target.
+    assert held.state == decision.state
+    assert held.status.target_state == decision.status.target_state
+    assert held.assignments == decision.assignments
+    assert digests_of(held.assignments) == {D2: 2, D1: 8}
     assert ready(held.status) == (FALSE, conditions.SUSPENDED)
     assert reconciling(held.status) == (FALSE, conditions.SUSPENDED)
     assert held.status.phase == "Suspended"
@@ -564,6 +566,7 @@ def test_a_restarted_operator_decides_the_same_from_the_stored_status() -> None:
     )
     a = run(spec=spec, status=decision.status, reports=reports, now=T0 + 20 * S, verdict=PASS)
     b = run(spec=spec, status=stored, reports=reports, now=T0 + 20 * S, verdict=PASS)
+    assert a.state == b.state
     assert a.assignments == b.assignments and a.events == b.events
     assert a.status.model_dump(mode="json") == b.status.model_dump(mode="json")
 
@@ -571,9 +574,7 @@ def test_a_restarted_operator_decides_the_same_from_the_stored_status() -> None:
 def test_status_counts_pods_per_digest_and_per_state() -> None:
     spec, decision, reports = started()
     reports = converge(decision, reports)
-    reports[9] = PodReport(
-        pod=reports[9].pod, labels=reports[9].labels, assigned=PodTarget(digest=D1)
-    )
+    reports[9] = dataclasses.replace(reports[9], active=None, healthy=False)
     counted = run(spec=spec, status=decision.status, reports=reports, now=T0 + 20 * S)
     counts = counted.status.pods
     assert counts is not None

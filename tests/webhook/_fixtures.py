@@ -20,6 +20,8 @@ NS: Final = "shop"
 UID: Final = "0b5c7e9a-0000-4000-8000-000000000001"
 STABLE: Final = "sha256:" + "a" * 64
 CANDIDATE: Final = "sha256:" + "b" * 64
+ADMITTED: Final = 1_700_000_000_123
+"""The admission instant the tests' clock gives, in milliseconds since the epoch."""
 IMAGE: Final = "registry.example.com/logicbundle:0.1.0"
 SETTINGS: Final = InjectionSettings(
     agent_image=IMAGE,
@@ -170,9 +172,9 @@ def mutate(
     target: Mapping[str, Any],
     bundles: Sequence[LogicBundle] = (),
     *,
-    pods: Sequence[Mapping[str, Any]] = (),
     settings: InjectionSettings = SETTINGS,
     uid: str = UID,
+    admitted_ms: int = ADMITTED,
 ) -> tuple[Mutation, dict[str, Any]]:
     """Mutate ``target`` and return the mutation with the patched pod."""
     mutation = mutate_pod(
@@ -180,7 +182,7 @@ def mutate(
         namespace=NS,
         request_uid=uid,
         bundles=bundles,
-        pods=pods,
+        admitted_ms=admitted_ms,
         settings=settings,
     )
     return mutation, apply_patch(target, mutation.patch)

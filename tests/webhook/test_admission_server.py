@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
 
+from logicbundle import contract
 from logicbundle.api import names
 from logicbundle.webhook import (
     CertificateManager,
@@ -24,7 +25,7 @@ from logicbundle.webhook import (
     create_app,
     has_agent,
 )
-from tests.webhook._fixtures import NS, OPTED_IN, SETTINGS, STABLE, apply_patch, logic_bundle, pod
+from tests.webhook._fixtures import NS, OPTED_IN, SETTINGS, apply_patch, logic_bundle, pod
 from tests.webhook.test_certificates import FakeClock, FakeStore
 
 
@@ -32,15 +33,12 @@ class FakeView:
     def __init__(
         self,
         bundles: Sequence[Mapping[str, Any]] = (),
-        pods: Sequence[Mapping[str, Any]] = (),
         error: Exception | None = None,
         block: asyncio.Event | None = None,
     ) -> None:
         self.bundles = bundles
-        self.pods = pods
         self.error = error
         self.block = block
-        self.pod_listings = 0
 
     async def logic_bundles(self, namespace: str) -> Sequence[Mapping[str, Any]]:
         assert namespace == NS
@@ -50,9 +48,8 @@ class FakeView:
             raise self.error
         return self.bundles
 
-    async def opted_in_pods(self, namespace: str) -> Sequence[Mapping[str, Any]]:
-        self.pod_listings += 1
-        return self.pods
+
+NOW_MS = 1_712_345_678_901
 
 
 def _bundle_body(**kwargs: Any) -> dict[str, Any]:
@@ -80,9 +77,10 @@ def _serve(
     view: FakeView,
     scenario: Callable[[TestClient[Any, Any]], Awaitable[None]],
     deadline: float = 4.0,
+    clock: Callable[[], int] = lambda: NOW_MS,
 ) -> None:
     async def main() -> None:
-        app = create_app(view=view, settings=SETTINGS, deadline=deadline)
+        app = create_app(view=view, settings=SETTINGS, deadline=deadline, clock=clock)
         async with TestClient(TestServer(app)) as client:
             await scenario(client)
 
@@ -109,22 +107,28 @@ def test_an_opted_in_pod_is_answered_with_an_allowed_json_patch() -> None:
         assert response["patchType"] == "JSONPatch"
         patched = apply_patch(target, _patch_of(response))
         assert has_agent(patched)
-        assert patched["metadata"]["annotations"][names.target_annotation("pricing")] == STABLE
+        annotations = patched["metadata"]["annotations"]
+        assert annotations[names.ANNOTATION_COHORT_KEY] == "uid/req-1"
+        assert not any(key.startswith("logicbundle.io/target.") for key in annotations)
 
     _serve(view, scenario)
-    assert view.pod_listings == 0  # nothing in flight: the cohort rule needs no other pods
 
 
-def test_other_pods_are_listed_only_while_a_candidate_is_in_flight() -> None:
+def test_the_pod_records_the_instant_the_webhook_admitted_it() -> None:
     bundle = _bundle_body(candidate="sha256:" + "c" * 64, stages=[{"name": "all", "all": True}])
     view = FakeView(bundles=[bundle])
+    instants = iter([NOW_MS, NOW_MS + 2500])
 
     async def scenario(client: TestClient[Any, Any]) -> None:
-        resp = await client.post("/mutate-pods", json=_review(pod(labels=OPTED_IN)))
-        assert (await resp.json())["response"]["allowed"] is True
+        for expected in (NOW_MS, NOW_MS + 2500):
+            resp = await client.post("/mutate-pods", json=_review(pod(labels=OPTED_IN)))
+            response = (await resp.json())["response"]
+            annotations = apply_patch(pod(labels=OPTED_IN), _patch_of(response))["metadata"][
+                "annotations"
+            ]
+            assert annotations[contract.ANNOTATION_ADMITTED_AT] == str(expected)
 
-    _serve(view, scenario)
-    assert view.pod_listings == 1
+    _serve(view, scenario, clock=lambda: next(instants))
 
 
 def test_an_already_injected_pod_is_allowed_without_a_patch() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from logicbundle import contract
 from logicbundle.api import names
 from logicbundle.webhook import (
     INJECTION_VERSION,
@@ -14,6 +15,7 @@ from logicbundle.webhook import (
     SKIPPED_RESERVED_NAME,
     SOCKET_DIR,
     SOCKET_FILE,
+    STATE_DIR,
     VOLUME_SOCKET,
     InjectionSettings,
     escape_pointer,
@@ -23,12 +25,12 @@ from logicbundle.webhook import (
     mutate_pod,
 )
 from tests.webhook._fixtures import (
+    ADMITTED,
     CANDIDATE,
     IMAGE,
     NS,
     OPTED_IN,
     SETTINGS,
-    STABLE,
     UID,
     agent_of,
     apply_patch,
@@ -37,7 +39,9 @@ from tests.webhook._fixtures import (
     pod,
 )
 
-TARGET = names.target_annotation("pricing")
+TARGET_PREFIX = "logicbundle.io/target."
+"""The per-pod target annotations the webhook wrote before the target became a rule."""
+STATE_MOUNT = {"name": names.VOLUME_STATE, "mountPath": STATE_DIR, "readOnly": True}
 BUNDLES_MOUNT = {
     "name": names.VOLUME_BUNDLES,
     "mountPath": "/var/run/logicbundle",
@@ -58,17 +62,37 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
 
 
+def _targets(patched: dict[str, Any]) -> list[str]:
+    return [k for k in patched["metadata"].get("annotations", {}) if k.startswith(TARGET_PREFIX)]
+
+
+def _state_sources(patched: dict[str, Any]) -> list[dict[str, Any]]:
+    (volume,) = [v for v in patched["spec"]["volumes"] if v["name"] == names.VOLUME_STATE]
+    return list(volume["projected"]["sources"])
+
+
+def _state_source(bundle: str) -> dict[str, Any]:
+    return {
+        "configMap": {
+            "name": f"lb-state-{bundle}",
+            "optional": True,
+            "items": [{"key": "state.json", "path": f"{bundle}.json"}],
+        }
+    }
+
+
 def test_one_bundle_injects_the_agent_volumes_gate_and_annotations() -> None:
     mutation, patched = mutate(pod(labels=OPTED_IN), [logic_bundle()])
 
     assert mutation.bundles == ("pricing",)
     assert mutation.skipped is None
     annotations = patched["metadata"]["annotations"]
-    assert annotations[TARGET] == STABLE
+    assert _targets(patched) == []  # a pod's target is a rule over the published state
     assert annotations[names.ANNOTATION_COHORT_KEY] == f"uid/{UID}"
+    assert annotations[contract.ANNOTATION_ADMITTED_AT] == str(ADMITTED)
     record = json.loads(annotations[names.ANNOTATION_INJECTED])
     assert record == {
-        "version": "2",
+        "version": "3",
         "bundles": ["pricing"],
         "agentImage": IMAGE,
         "operator": record["operator"],
@@ -86,8 +110,13 @@ def test_one_bundle_injects_the_agent_volumes_gate_and_annotations() -> None:
         "path": "token",
     }
     assert volumes[names.VOLUME_PODINFO]["downwardAPI"]["items"] == [
-        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
+        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
+        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
     ]
+    assert volumes[names.VOLUME_STATE] == {
+        "name": names.VOLUME_STATE,
+        "projected": {"sources": [_state_source("pricing")]},
+    }
     assert patched["spec"]["readinessGates"] == [{"conditionType": names.POD_CONDITION_READY}]
     (app,) = patched["spec"]["containers"]
     assert app["volumeMounts"] == [BUNDLES_MOUNT, SOCKET_MOUNT]
@@ -122,6 +151,7 @@ def test_the_agent_is_a_restricted_native_sidecar_that_gates_start_up() -> None:
         "/var/run/logicbundle-sdk": VOLUME_SOCKET,
         "/var/run/secrets/logicbundle": names.VOLUME_TOKEN,
         "/etc/logicbundle/podinfo": names.VOLUME_PODINFO,
+        "/etc/logicbundle/state": names.VOLUME_STATE,
     }
     env = _env(agent)
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
@@ -137,6 +167,8 @@ def test_the_agent_configuration_follows_the_documented_contract() -> None:
         "distributor": SETTINGS.distributor_url,
         "tokenFile": "/var/run/secrets/logicbundle/token",
         "annotationsFile": "/etc/logicbundle/podinfo/annotations",
+        "labelsFile": "/etc/logicbundle/podinfo/labels",
+        "stateDir": "/etc/logicbundle/state",
         "socket": "/var/run/logicbundle-sdk/sdk.sock",
         "listen": "0.0.0.0:9901",
         "bundles": {
@@ -162,6 +194,10 @@ def test_the_agent_parses_the_configuration_the_webhook_writes() -> None:
     _, patched = mutate(pod(labels=OPTED_IN), bundles)
     parsed = agent_config.parse_config(_env(agent_of(patched))["LOGICBUNDLE_AGENT_CONFIG"])
     assert sorted(parsed.bundles) == ["pricing", "routing"]
+    # Where the agent looks is where the webhook mounts: the state files and the labels.
+    assert str(parsed.state_dir) == STATE_MOUNT["mountPath"]
+    assert str(parsed.labels_file.parent) == "/etc/logicbundle/podinfo"
+    assert parsed.labels_file.name == contract.LABELS_FILE_NAME
 
 
 def test_a_distributor_ca_travels_in_an_annotation_projected_into_the_agent() -> None:
@@ -172,7 +208,7 @@ def test_a_distributor_ca_travels_in_an_annotation_projected_into_the_agent() ->
 
     assert patched["metadata"]["annotations"][names.ANNOTATION_DISTRIBUTOR_CA] == "PEM"
     volumes = {v["name"]: v for v in patched["spec"]["volumes"]}
-    assert volumes[names.VOLUME_PODINFO]["downwardAPI"]["items"][1] == {
+    assert volumes[names.VOLUME_PODINFO]["downwardAPI"]["items"][2] == {
         "path": "distributor-ca.crt",
         "fieldRef": {"fieldPath": "metadata.annotations['logicbundle.io/distributor-ca']"},
     }
@@ -194,8 +230,7 @@ def test_two_bundles_with_different_mount_paths_mount_the_whole_volume_twice() -
     assert all("subPath" not in m for m in app["volumeMounts"])
     assert "LOGICBUNDLE_ROOT" not in _env(app)  # two roots: the application chooses
     assert _env(app)["LOGICBUNDLE_SOCKET"] == SOCKET_FILE  # one socket whatever the roots
-    annotations = patched["metadata"]["annotations"]
-    assert annotations[names.target_annotation("routing")] == STABLE
+    assert _state_sources(patched) == [_state_source("pricing"), _state_source("routing")]
     assert len(patched["spec"]["initContainers"]) == 1
     config = json.loads(_env(agent_of(patched))["LOGICBUNDLE_AGENT_CONFIG"])
     assert sorted(config["bundles"]) == ["pricing", "routing"]
@@ -257,6 +292,7 @@ def test_every_application_container_gets_the_mount_and_keeps_its_own_mounts_and
         VOLUME_SOCKET,
         names.VOLUME_TOKEN,
         names.VOLUME_PODINFO,
+        names.VOLUME_STATE,
     ]
     paths = {op["path"] for op in mutation.patch}
     assert {"/spec/containers/0/volumeMounts/-", "/spec/containers/1/volumeMounts"} <= paths
@@ -333,7 +369,7 @@ def test_no_matching_bundle_records_the_opt_in_and_injects_nothing() -> None:
     assert not has_agent(patched)
     assert patched["spec"] == pod(labels=OPTED_IN)["spec"]
     assert injection_record(patched) == {
-        "version": "2",
+        "version": INJECTION_VERSION,
         "bundles": [],
         "skipped": SKIPPED_NOTHING_SELECTS,
     }
@@ -349,7 +385,7 @@ def test_only_the_bundles_that_select_the_pod_are_injected() -> None:
     bundles = [logic_bundle("pricing"), logic_bundle("other", selector={"matchLabels": {"x": "y"}})]
     mutation, patched = mutate(pod(labels=OPTED_IN), bundles)
     assert mutation.bundles == ("pricing",)
-    assert names.target_annotation("other") not in patched["metadata"]["annotations"]
+    assert _state_sources(patched) == [_state_source("pricing")]
 
 
 def test_a_pod_without_a_labels_map_is_selected_only_by_an_empty_selector() -> None:
@@ -429,11 +465,11 @@ def test_annotation_keys_are_escaped_in_json_pointers() -> None:
         pod("web-0", labels=OPTED_IN, annotations={"existing": "yes"}), [logic_bundle()]
     )
     paths = [op["path"] for op in mutation.patch if op["path"].startswith("/metadata")]
-    assert "/metadata/annotations/logicbundle.io~1target.pricing" in paths
+    assert "/metadata/annotations/logicbundle.io~1admitted-at" in paths
     assert "/metadata/annotations/logicbundle.io~1cohort-key" in paths
     assert all("logicbundle.io/" not in path for path in paths)
     assert patched["metadata"]["annotations"]["existing"] == "yes"
-    assert patched["metadata"]["annotations"][TARGET] == STABLE
+    assert patched["metadata"]["annotations"][contract.ANNOTATION_ADMITTED_AT] == str(ADMITTED)
     assert escape_pointer("a~b/c") == "a~0b~1c"
 
 
@@ -442,7 +478,7 @@ def test_a_pod_without_annotations_gets_one_annotations_map() -> None:
     annotation_ops = [op for op in mutation.patch if op["path"].startswith("/metadata")]
     assert [op["path"] for op in annotation_ops] == ["/metadata/annotations"]
     assert set(patched["metadata"]["annotations"]) == {
-        TARGET,
+        contract.ANNOTATION_ADMITTED_AT,
         names.ANNOTATION_COHORT_KEY,
         names.ANNOTATION_INJECTED,
     }
@@ -460,62 +496,77 @@ def test_a_cohort_key_the_pod_already_carries_is_kept() -> None:
     assert not any(op["path"].endswith("cohort-key") for op in mutation.patch)
 
 
-def test_no_stable_digest_yet_means_the_agent_but_no_target() -> None:
-    mutation, patched = mutate(pod(labels=OPTED_IN), [logic_bundle(stable=None)])
+def test_an_admission_instant_the_pod_already_carries_is_kept() -> None:
+    # Written once: percent stages are sealed by it, so a new value could move the pod.
+    target = pod(labels=OPTED_IN, annotations={contract.ANNOTATION_ADMITTED_AT: "1234"})
+    mutation, patched = mutate(target, [logic_bundle()], admitted_ms=ADMITTED)
+    assert patched["metadata"]["annotations"][contract.ANNOTATION_ADMITTED_AT] == "1234"
+    assert not any(op["path"].endswith("admitted-at") for op in mutation.patch)
+
+
+def test_the_admission_instant_is_recorded_in_milliseconds_as_a_decimal_string() -> None:
+    _, patched = mutate(pod(labels=OPTED_IN), [logic_bundle()], admitted_ms=1_700_000_000_456)
+    value = patched["metadata"]["annotations"][contract.ANNOTATION_ADMITTED_AT]
+    assert value == "1700000000456"
+    assert contract.admitted_at(patched["metadata"]["annotations"]) == 1_700_000_000_456
+
+
+@pytest.mark.parametrize(
+    "bundle",
+    [
+        logic_bundle(stable=None),
+        logic_bundle(),
+        logic_bundle(candidate=CANDIDATE, stages=[{"name": "all", "all": True}]),
+        logic_bundle(candidate=CANDIDATE, stages=[{"name": "canary", "percent": 10}]),
+        logic_bundle(candidate=CANDIDATE, stages=[{"name": "split", "requestPercent": 5}]),
+    ],
+    ids=["no-stable-yet", "stable", "all-stage", "percent-stage", "request-split"],
+)
+def test_the_injection_is_the_same_whatever_the_bundles_rollout(bundle: Any) -> None:
+    # No target at admission: the agent and the distributor evaluate the published state.
+    mutation, patched = mutate(pod(labels=OPTED_IN), [bundle])
+    plain, _ = mutate(pod(labels=OPTED_IN), [logic_bundle()])
     assert mutation.bundles == ("pricing",)
     assert has_agent(patched)
-    assert TARGET not in patched["metadata"]["annotations"]
+    assert _targets(patched) == []
+    assert mutation.patch == plain.patch
 
 
-def test_a_pod_joining_an_all_stage_gets_the_candidate() -> None:
-    bundle = logic_bundle(candidate=CANDIDATE, stages=[{"name": "all", "all": True}])
-    _, patched = mutate(pod(labels=OPTED_IN), [bundle])
-    assert patched["metadata"]["annotations"][TARGET] == CANDIDATE
+def test_the_state_volume_lists_exactly_the_injected_bundles_each_optional() -> None:
+    bundles = [
+        logic_bundle("routing", mount_path="/opt/r"),
+        logic_bundle("pricing"),
+        logic_bundle("other", selector={"matchLabels": {"x": "y"}}),
+    ]
+    mutation, patched = mutate(pod(labels=OPTED_IN), bundles)
+    assert mutation.bundles == ("pricing", "routing")
+    sources = _state_sources(patched)
+    assert sources == [_state_source("pricing"), _state_source("routing")]
+    for name, source in zip(mutation.bundles, sources, strict=True):
+        config_map = source["configMap"]
+        # A ConfigMap not published yet must not hold the pod in ContainerCreating.
+        assert config_map["optional"] is True
+        assert config_map["name"] == contract.state_configmap_name(name)
+        assert config_map["items"] == [
+            {"key": contract.STATE_KEY, "path": contract.state_file_name(name)}
+        ]
 
 
-def _existing(name: str, target: str) -> dict[str, Any]:
-    return pod(
-        name,
-        labels=OPTED_IN,
-        annotations={TARGET: target},
-        initContainers=[{"name": names.AGENT_CONTAINER, "image": IMAGE}],
+def test_the_state_is_mounted_read_only_in_the_agent_and_nowhere_else() -> None:
+    containers = [{"name": "app", "image": "a"}, {"name": "sidecar", "image": "s"}]
+    _, patched = mutate(
+        pod(labels=OPTED_IN, containers=containers, initContainers=[{"name": "m", "image": "m"}]),
+        [logic_bundle()],
     )
-
-
-def test_a_pod_joining_a_full_percent_stage_gets_stable() -> None:
-    # share(10%, 2 pods) = 1, and the existing canary keeps its place.
-    bundle = logic_bundle(candidate=CANDIDATE, stages=[{"name": "canary", "percent": 10}])
-    _, patched = mutate(pod(labels=OPTED_IN), [bundle], pods=[_existing("web-a", CANDIDATE)])
-    assert patched["metadata"]["annotations"][TARGET] == STABLE
-
-
-def test_a_pod_in_the_candidate_cohort_gets_the_candidate() -> None:
-    # share(50%, 2 pods) = 1; with the only other pod on stable, whichever ranks
-    # first takes the place: find a request uid whose pod ranks first.
-    bundle = logic_bundle(candidate=CANDIDATE, stages=[{"name": "half", "percent": 50}])
-    others = [_existing("web-a", STABLE)]
-    results = {
-        mutate(pod(labels=OPTED_IN), [bundle], pods=others, uid=f"uid-{i}")[1]["metadata"][
-            "annotations"
-        ][TARGET]
-        for i in range(20)
-    }
-    assert results == {STABLE, CANDIDATE}
-
-
-def test_a_request_split_stage_gives_the_new_pod_both_digests() -> None:
-    bundle = logic_bundle(candidate=CANDIDATE, stages=[{"name": "split", "requestPercent": 5}])
-    _, patched = mutate(pod(labels=OPTED_IN), [bundle])
-    assert patched["metadata"]["annotations"][TARGET] == f"{STABLE};candidate={CANDIDATE};weight=5"
-
-
-def test_other_pods_not_selected_by_the_bundle_do_not_count() -> None:
-    bundle = logic_bundle(candidate=CANDIDATE, stages=[{"name": "canary", "percent": 10}])
-    unrelated = pod("x", labels={"app": "other"}, annotations={TARGET: CANDIDATE})
-    unrelated["spec"]["initContainers"] = [{"name": names.AGENT_CONTAINER, "image": IMAGE}]
-    # Alone in its cohort, the new pod is the one pod a non-zero stage needs.
-    _, patched = mutate(pod(labels=OPTED_IN), [bundle], pods=[unrelated])
-    assert patched["metadata"]["annotations"][TARGET] == CANDIDATE
+    spec = patched["spec"]
+    mounting = [
+        (container["name"], mount)
+        for container in [*spec["initContainers"], *spec["containers"]]
+        for mount in container.get("volumeMounts", [])
+        if mount["name"] == names.VOLUME_STATE
+    ]
+    assert mounting == [(names.AGENT_CONTAINER, STATE_MOUNT)]
+    assert STATE_MOUNT["mountPath"] == contract.STATE_DIR
 
 
 def test_signal_notification_shares_the_process_namespace() -> None:
@@ -542,7 +593,7 @@ def test_the_mutation_does_not_modify_its_input() -> None:
         namespace=NS,
         request_uid=UID,
         bundles=[logic_bundle()],
-        pods=(),
+        admitted_ms=ADMITTED,
         settings=SETTINGS,
     )
     assert json.dumps(target, sort_keys=True) == snapshot
@@ -611,10 +662,12 @@ def test_the_recorded_injection_version_is_the_current_pod_shape() -> None:
     _, patched = mutate(pod(labels=OPTED_IN), [logic_bundle()])
     record = injection_record(patched)
     assert record is not None
-    assert record["version"] == INJECTION_VERSION == "2"
+    assert record["version"] == INJECTION_VERSION == "3"
 
 
-@pytest.mark.parametrize("volume", [VOLUME_SOCKET, names.VOLUME_BUNDLES])
+@pytest.mark.parametrize(
+    "volume", [VOLUME_SOCKET, names.VOLUME_BUNDLES, names.VOLUME_PODINFO, names.VOLUME_STATE]
+)
 def test_a_pod_using_any_reserved_volume_name_is_skipped(volume: str) -> None:
     target = pod(labels=OPTED_IN, volumes=[{"name": volume, "emptyDir": {}}])
     mutation, _ = mutate(target, [logic_bundle()])

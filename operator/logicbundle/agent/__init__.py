@@ -3,13 +3,16 @@
 It runs as a native sidecar in every opted-in pod, so it imports the standard
 library only at rest (about 20 MB of RSS): no kopf, no Kubernetes client, no
 pydantic, no urllib3, no asyncio.  It learns each bundle's target from the
-distributor's long-poll (fast path) or the downward-API annotations file
-(slow path), fetches the digest (distributor, else the registry through
-``logicbundle.oci``, imported only then), checks every byte, unpacks with the
-bundle package's hostile-input rules, swaps ``current`` with symlink +
-rename(2), tells the application (SDK socket, HTTP hook, signal or nothing),
-confirms health and flips back on failure.  It reports to the distributor and
-serves ``/healthz``, ``/readyz`` (the startup probe) and ``/metrics``.
+distributor's long-poll (fast path) or, when the distributor cannot answer,
+by evaluating the target rule of :mod:`logicbundle.contract` over the
+bundle's published rollout state (a ConfigMap mounted in the agent) and the
+pod's own downward-API annotations and labels (slow path).  It fetches the
+digest (distributor, else the registry through ``logicbundle.oci``, imported
+only then), checks every byte, unpacks with the bundle package's
+hostile-input rules, swaps ``current`` with symlink + rename(2), tells the
+application (SDK socket, HTTP hook, signal or nothing), confirms health and
+flips back on failure.  It reports to the distributor and serves
+``/healthz``, ``/readyz`` (the startup probe) and ``/metrics``.
 
 The configuration is ``docs/agent-config.md``; the behaviour ``docs/agent.md``.
 """
@@ -40,7 +43,6 @@ from logicbundle.agent._targets import (
     Target,
     format_annotations,
     parse_annotations,
-    parse_target,
 )
 from logicbundle.agent._worker import BundleStatus
 
@@ -67,7 +69,6 @@ __all__ = [
     "main",
     "parse_annotations",
     "parse_config",
-    "parse_target",
     "run",
     "versions_from_stats",
 ]

@@ -6,16 +6,18 @@ event loop, and a few idle threads cost less memory than an event loop plus
 an async HTTP stack.  Threads:
 
 * ``fast``: the long-poll to the distributor (``GET /v1/targets``);
-* ``slow``: polls the downward-API annotations file (mtime, size, inode);
+* ``slow``: polls the mounted rollout states and the pod's downward-API
+  files (mtime, size, inode) and evaluates the target rule over them
+  (:mod:`logicbundle.agent._slow`);
 * one worker per bundle (:mod:`logicbundle.agent._worker`);
 * ``report``: posts the report on every change and every 10 s;
 * ``http``: ``/healthz``, ``/readyz``, ``/metrics``.
 
 Which path wins: while the distributor answers with ``known: true`` its
 targets are the truth.  When it is unreachable, refuses us, or answers
-``known: false``, the annotations file is followed -- but a bundle's value in
-the file is taken only when it differs from what the file said while the
-fast path was in charge (the kubelet refreshes the file late, so an old value
+``known: false``, the slow path is followed -- but a bundle's slow target is
+taken only when it differs from what the slow path said while the fast path
+was in charge (the kubelet refreshes the mounted state late, so an old value
 there must not undo a newer assignment that came over the fast path).
 """
 
@@ -44,12 +46,9 @@ from logicbundle.agent._config import (
 from logicbundle.agent._errors import AgentError, FetchError
 from logicbundle.agent._fetch import DistributorClient, Fetcher
 from logicbundle.agent._metrics import AgentMetrics
+from logicbundle.agent._slow import SlowPath
 from logicbundle.agent._store import BundleStore
-from logicbundle.agent._targets import (
-    Target,
-    parse_annotations,
-    targets_from_annotations,
-)
+from logicbundle.agent._targets import Target
 from logicbundle.agent._worker import BundleStatus, BundleWorker, now_iso
 
 logger = logging.getLogger("logicbundle.agent")
@@ -57,6 +56,7 @@ logger = logging.getLogger("logicbundle.agent")
 LONG_POLL_WAIT: Final = 30.0
 REPORT_INTERVAL: Final = 10.0
 ANNOTATIONS_INTERVAL: Final = 1.0
+"""Seconds between two looks (a stat of each file) at the slow path's files."""
 MAX_VERSIONS: Final = 4
 STOP_DEADLINE: Final = 3.0
 """Seconds :meth:`Agent.stop` takes at most (SIGTERM to exit; a pod's grace is longer)."""
@@ -193,7 +193,10 @@ class Agent:
         with self._lock:
             told = (self._fast is not None) or self._slow_read
         if not told:
-            return False, "no target known yet (neither the distributor nor the annotations file)"
+            return (
+                False,
+                "no target known yet (neither from the distributor nor from the slow path)",
+            )
         waiting = [
             f"{name}: {s.active or 'nothing'} active, {s.target} assigned"
             + (f" ({s.last_error.reason})" if s.last_error else "")
@@ -261,8 +264,13 @@ class Agent:
             self._stop.wait(min(0.5 * 2 ** min(failures, 6), 30.0))
 
     def _fast_answer(self, body: Mapping[str, Any]) -> None:
+        back = self.metrics.fast_path_up != 1
         self.metrics.fast_path_up = 1
         self._fetcher.distributor_up = True
+        if back:
+            # A distributor that answers after a gap (a restarted operator or replica, or
+            # the first answer) knows nothing of this pod: report at once, not in 10 s.
+            self._report_due.set()
         targets: dict[str, Target] | None = None
         if body.get("known") is True and isinstance(body.get("targets"), dict):
             targets = {}
@@ -284,34 +292,20 @@ class Agent:
             self._fast = None
         self._fast_decided.set()
         if was is not None:
-            logger.warning("the distributor is unreachable; following the annotations file")
+            logger.warning("the distributor is unreachable; following the published rollout state")
             self._dispatch("slow")
 
     def _slow_loop(self) -> None:
-        path = self.config.annotations_file
-        seen: tuple[int, int, int] | None = None
-        # The first answer of the distributor (or its failure) decides; the file waits for it.
+        slow = SlowPath.of(self.config)
+        # The first answer of the distributor (or its failure) decides; the files wait for it.
         self._fast_decided.wait(15.0)
         while not self._stop.is_set():
-            try:
-                st = path.stat()
-                key = (st.st_mtime_ns, st.st_size, st.st_ino)
-            except OSError:
-                key = None
-            if key is not None and key != seen:
-                seen = key
-                try:
-                    text = path.read_text(encoding="utf-8", errors="replace")
-                except OSError:
-                    text = None
-                if text is not None:
-                    targets, errors = targets_from_annotations(parse_annotations(text))
-                    for name, error in errors.items():
-                        logger.warning("annotation target of %s is unusable: %s", name, error)
-                    with self._lock:
-                        self._slow = targets
-                        self._slow_read = True
-                    self._dispatch("slow")
+            if slow.changed():
+                reading = slow.read()
+                with self._lock:
+                    self._slow = dict(reading.targets)
+                    self._slow_read = self._slow_read or reading.told
+                self._dispatch("slow")
             self._stop.wait(self._annotations_interval)
 
     # --- reports ------------------------------------------------------------------------

@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from logicbundle import contract
 from logicbundle.agent._errors import ConfigError
 
 CONFIG_ENV: Final = "LOGICBUNDLE_AGENT_CONFIG"
 DEFAULT_ROOT: Final = "/var/run/logicbundle"
 DEFAULT_TOKEN_FILE: Final = "/var/run/secrets/logicbundle/token"  # noqa: S105 - a path
 DEFAULT_ANNOTATIONS_FILE: Final = "/etc/logicbundle/podinfo/annotations"
+DEFAULT_LABELS_FILE: Final = f"/etc/logicbundle/podinfo/{contract.LABELS_FILE_NAME}"
+DEFAULT_STATE_DIR: Final = contract.STATE_DIR
 DEFAULT_LISTEN: Final = "0.0.0.0:9901"
 DEFAULT_HEALTH_TIMEOUT: Final = 10.0
 DEFAULT_NOTIFY_TIMEOUT: Final = 5.0
@@ -81,6 +84,10 @@ class AgentConfig:
     distributor_ca: Path | None = None
     token_file: Path = Path(DEFAULT_TOKEN_FILE)
     annotations_file: Path = Path(DEFAULT_ANNOTATIONS_FILE)
+    labels_file: Path = Path(DEFAULT_LABELS_FILE)
+    """The downward-API file of the pod's labels (parsed default: beside ``annotationsFile``)."""
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    """Where each bundle's published rollout state is mounted, as ``<bundle>.json``."""
     socket: Path = Path(DEFAULT_ROOT) / "sdk.sock"
     listen: str = DEFAULT_LISTEN
     report_interval: float = 10.0
@@ -190,6 +197,8 @@ _TOP_KEYS: Final = (
     "distributorCA",
     "tokenFile",
     "annotationsFile",
+    "labelsFile",
+    "stateDir",
     "socket",
     "listen",
     "reportInterval",
@@ -214,14 +223,18 @@ def parse_config(data: str | bytes) -> AgentConfig:
         raise ConfigError("bundles must be an object keyed by bundle name")
     if len(bundles_raw) > 64:
         raise ConfigError("at most 64 bundles per pod")
+    annotations_file = Path(
+        _string(obj.get("annotationsFile", DEFAULT_ANNOTATIONS_FILE), "annotationsFile")
+    )
+    labels_default = str(annotations_file.with_name(contract.LABELS_FILE_NAME))
     config = AgentConfig(
         root=root,
         distributor=distributor,
         distributor_ca=Path(_string(ca, "distributorCA")) if ca else None,
         token_file=Path(_string(obj.get("tokenFile", DEFAULT_TOKEN_FILE), "tokenFile")),
-        annotations_file=Path(
-            _string(obj.get("annotationsFile", DEFAULT_ANNOTATIONS_FILE), "annotationsFile")
-        ),
+        annotations_file=annotations_file,
+        labels_file=Path(_string(obj.get("labelsFile", labels_default), "labelsFile")),
+        state_dir=Path(_string(obj.get("stateDir", DEFAULT_STATE_DIR), "stateDir")),
         socket=Path(_string(obj.get("socket", str(root / "sdk.sock")), "socket")),
         listen=_string(obj.get("listen", DEFAULT_LISTEN), "listen"),
         report_interval=parse_duration(obj.get("reportInterval", "10s"), "reportInterval"),

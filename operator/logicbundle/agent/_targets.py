@@ -1,12 +1,11 @@
-"""Targets: what each bundle of this pod should run, from either path.
+"""Targets: what each bundle of this pod should run, from either path; the downward-API format.
 
-The value format is the pod annotation ``logicbundle.io/target.<bundle>``:
-``sha256:S`` or ``sha256:S;candidate=sha256:C;weight=N``, parsed with the
-same grammar as :func:`logicbundle.rollout.parse_target` (that module imports
-pydantic, so the agent keeps its own copy; a unit test checks they agree).
-The slow path reads the downward-API file of the pod's annotations, which
-the kubelet writes as ``key="value"`` lines, the value quoted like Go's
-``%q``.
+A :class:`Target` is what the distributor sends (with its settings) or what
+the slow path computes from the published rollout state
+(:mod:`logicbundle.agent._slow`).  Printed, it reads ``sha256:S`` or
+``sha256:S;candidate=sha256:C;weight=N``.  The slow path reads the pod's
+annotations and labels from downward-API files, which the kubelet writes as
+``key="value"`` lines, the value quoted like Go's ``%q``.
 """
 
 from __future__ import annotations
@@ -18,12 +17,7 @@ from typing import Final
 
 from logicbundle.agent._config import HealthSettings, NotifySettings
 
-TARGET_PREFIX: Final = "logicbundle.io/target."
 DIGEST_RE: Final = re.compile(r"^sha256:[a-f0-9]{64}$")
-_TARGET_RE: Final = re.compile(
-    r"^(?P<digest>sha256:[a-f0-9]{64})"
-    r"(?:;candidate=(?P<candidate>sha256:[a-f0-9]{64});weight=(?P<weight>[0-9]{1,3}))?$"
-)
 
 
 def is_digest(value: object) -> bool:
@@ -67,19 +61,6 @@ class Target:
         if self.candidate is None:
             return self.digest
         return f"{self.digest};candidate={self.candidate};weight={self.weight}"
-
-
-def parse_target(value: str) -> Target:
-    """Parse a target annotation value, or raise :class:`ValueError` saying why."""
-    match = _TARGET_RE.fullmatch(value.strip())
-    if match is None:
-        raise ValueError(
-            f"target {value!r} is neither 'sha256:<hex>' nor "
-            "'sha256:<hex>;candidate=sha256:<hex>;weight=<0-100>'"
-        )
-    candidate = match.group("candidate")
-    weight = int(match.group("weight")) if candidate else 0
-    return Target(digest=match.group("digest"), candidate=candidate, weight=weight)
 
 
 # --- the downward-API file ---------------------------------------------------------------
@@ -176,7 +157,10 @@ def go_quote(value: str) -> str:
 
 
 def parse_annotations(text: str) -> dict[str, str]:
-    """``key="value"`` lines (the kubelet's downward-API format) -> a dict; bad lines skipped."""
+    """``key="value"`` lines (the kubelet's downward-API format) -> a dict; bad lines skipped.
+
+    The same format holds the pod's annotations and its labels.
+    """
     result: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, quoted = line.partition("=")
@@ -190,22 +174,5 @@ def parse_annotations(text: str) -> dict[str, str]:
 
 
 def format_annotations(annotations: Mapping[str, str]) -> str:
-    """What the kubelet writes for ``annotations`` (sorted ``key="value"`` lines)."""
+    """What the kubelet writes for ``annotations`` or labels (sorted ``key="value"`` lines)."""
     return "".join(f"{key}={go_quote(annotations[key])}\n" for key in sorted(annotations))
-
-
-def targets_from_annotations(
-    annotations: Mapping[str, str],
-) -> tuple[dict[str, Target], dict[str, str]]:
-    """``(targets by bundle, errors by bundle)`` from a pod's annotations."""
-    targets: dict[str, Target] = {}
-    errors: dict[str, str] = {}
-    for key, value in annotations.items():
-        if not key.startswith(TARGET_PREFIX):
-            continue
-        bundle = key[len(TARGET_PREFIX) :]
-        try:
-            targets[bundle] = parse_target(value)
-        except ValueError as exc:
-            errors[bundle] = str(exc)
-    return targets, errors

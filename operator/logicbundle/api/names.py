@@ -149,6 +149,13 @@ VOLUME_TOKEN: Final = "logicbundle-token"  # noqa: S105 - a volume name, not a s
 VOLUME_PODINFO: Final = "logicbundle-podinfo"
 """Name of the injected downward-API volume of the pod's annotations (the slow path)."""
 
+VOLUME_STATE: Final = "logicbundle-state"
+"""Name of the injected projected volume of the published rollout states (the slow path).
+
+One optional ``configMap`` source per injected bundle, mounted read-only in the
+agent only, at :data:`logicbundle.contract.STATE_DIR`.
+"""
+
 # --- The distributor -------------------------------------------------------------
 
 DISTRIBUTOR_AUDIENCE: Final = "logicbundle-distributor"

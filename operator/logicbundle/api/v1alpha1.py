@@ -18,6 +18,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
+from logicbundle import contract
 from logicbundle.api import names
 from logicbundle.api._base import CelRule, SpecModel, StatusModel, cel_rules
 from logicbundle.api.conditions import Condition
@@ -1021,6 +1022,76 @@ class PodCounts(StatusModel):
     )
 
 
+HashThreshold = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{1,33}$")]
+
+
+class CarriedPods(StatusModel):
+    """Pods an ``internal`` stage put on the candidate, kept in the percent stage after it."""
+
+    selector: LabelSelector = Field(description="The internal stage's selector. Required.")
+    threshold: HashThreshold = Field(
+        description="Hash positions below this (`0x` and hexadecimal digits) are carried. Required."
+    )
+
+
+class PercentState(StatusModel):
+    """A ``percent`` stage as published: a threshold over a stable hash, sealed by admission."""
+
+    threshold: HashThreshold = Field(
+        description=(
+            "Pods whose hash position (first 128 bits of sha256(bundle, candidate, cohort "
+            "key)) is below this number (`0x` and hexadecimal digits) carry the candidate. "
+            "Required."
+        )
+    )
+    sealed: NonNegativeInt = Field(
+        description=(
+            "Only pods admitted (annotation `logicbundle.io/admitted-at`, milliseconds) at or "
+            "before this instant may carry it. Required."
+        )
+    )
+    carry: CarriedPods | None = Field(
+        default=None, description="Pods carried over from an internal stage. Default: none."
+    )
+
+
+class StageState(StatusModel):
+    """The published stage: exactly one field is set."""
+
+    internal: LabelSelector | None = Field(
+        default=None,
+        description="The pods this selector matches carry the candidate. Default: unset.",
+    )
+    percent: PercentState | None = Field(
+        default=None, description="A percent stage. Default: unset."
+    )
+    all: bool | None = Field(
+        default=None, description="`true`: every pod carries the candidate. Default: unset."
+    )
+    request_percent: Percent | None = Field(
+        default=None,
+        description=(
+            "Every pod loads both digests; this percentage of calls goes to the candidate. "
+            "Default: unset."
+        ),
+    )
+
+
+class TargetState(StatusModel):
+    """The published rollout state: every pod's target follows from it and the pod's facts."""
+
+    bundle: str = Field(max_length=253, description="The LogicBundle's name. Required.")
+    stable: Digest | None = Field(
+        default=None, description="Every pod not selected by the stage runs this. Default: none."
+    )
+    candidate: Digest | None = Field(
+        default=None, description="What the stage's pods run. Default: none."
+    )
+    stage: StageState | None = Field(
+        default=None, description="Which pods run the candidate. Default: none (all on stable)."
+    )
+
+
 class HistoryEntry(StatusModel):
     """A digest that was stable once."""
 
@@ -1208,6 +1279,17 @@ class LogicBundleStatus(StatusModel):
     summary: StatusSummary | None = Field(
         default=None,
         description="Short copies for `kubectl get` columns. Default: unset.",
+    )
+    target_state: TargetState | None = Field(
+        default=None,
+        description=(
+            "The published rollout state every pod's target is computed from: `bundle`, "
+            "`stable`, `candidate` and the `stage` as data (`internal` with a selector, "
+            "`percent` with a hash threshold and an admission seal, `all`, or "
+            "`requestPercent`). Distributor replicas serve it, and the agents read a copy "
+            f"from the ConfigMap `{contract.STATE_CONFIGMAP_PREFIX}<name>` when no "
+            "replica answers. Default: unset (nothing verified yet)."
+        ),
     )
 
     def with_summary(self) -> LogicBundleStatus:

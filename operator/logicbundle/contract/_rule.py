@@ -454,11 +454,11 @@ def state_to_json(state: RolloutState) -> dict[str, object]:
 
 def state_from_json(value: object) -> RolloutState:
     """Read a published state, refusing anything outside the grammar (:class:`StateError`)."""
-    body = _object(value, "state", {"bundle", "stable", "candidate", "stage"}, {"bundle", "stable"})
+    body = _object(value, "state", {"bundle", "stable", "candidate", "stage"}, {"bundle"})
     bundle = body["bundle"]
     if not isinstance(bundle, str) or not bundle or len(bundle) > 253:
         raise StateError("state.bundle must be a name")
-    stable = None if body["stable"] is None else _digest(body["stable"], "state.stable")
+    stable = None if body.get("stable") is None else _digest(body["stable"], "state.stable")
     candidate = (
         None if body.get("candidate") is None else _digest(body["candidate"], "state.candidate")
     )

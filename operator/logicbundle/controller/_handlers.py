@@ -8,8 +8,8 @@ of its namespace's opted-in pods, or a report from an agent.
 
 Deletion: a finalizer holds the LogicBundle until its pods are released. Each
 pod keeps the last stable version, unmanaged: in-flight candidates go back to
-stable, the target annotations are removed, and the distributor forgets the
-pods (agents keep what is active; nothing is deleted inside the pods).
+stable, the distributor forgets the bundle and its state ConfigMap is deleted
+(agents keep what is active; nothing is deleted inside the pods).
 """
 
 from __future__ import annotations
@@ -19,16 +19,18 @@ import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import kopf
 import kubernetes.client
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
-from logicbundle import rollout
+from logicbundle import contract
 from logicbundle.api import names
-from logicbundle.api.v1alpha1 import LogicBundleStatus
+from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
 from logicbundle.controller._kube import Kube, api_client
 from logicbundle.controller._leader import LeaderLabeler, LeaderSettings
 from logicbundle.controller._metrics import OperatorMetrics
@@ -36,6 +38,8 @@ from logicbundle.controller._reconcile import (
     RETRY_REQUEUE,
     PodSnapshot,
     Runtime,
+    pod_facts,
+    publish_state,
     reconcile,
     snapshot_pod,
 )
@@ -49,9 +53,11 @@ from logicbundle.distributor import (
     PodActivity,
     PodStatusWriter,
     ReportStore,
+    RuleTargets,
     TargetStore,
     TokenReviewAuthenticator,
     create_app,
+    rule_of,
 )
 
 logger = logging.getLogger("logicbundle.operator")
@@ -74,6 +80,8 @@ class ControllerSettings:
     metrics_host: str = "127.0.0.1"
     webhook: WebhookSettings | None = None
     """None: no webhook in this process."""
+    namespaces: tuple[str, ...] = ()
+    """The namespaces watched (empty: the whole cluster)."""
     leader: LeaderSettings | None = None
     """None: the pod is not known (a local run), so no pod is labelled as the leader."""
 
@@ -90,6 +98,14 @@ class Memo:
     certificate: asyncio.Task[None] | None = None
     """Follows renewals of the distributor's certificate (see :mod:`._tls`)."""
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    readiness: dict[tuple[str, str], tuple[str, bool | None]] = field(default_factory=dict)
+    """Per opted-in pod, its uid and readiness condition as the watch saw it last."""
+
+    def current_readiness(self, namespace: str, name: str, uid: str) -> bool | None:
+        seen = self.readiness.get((namespace, name))
+        if seen is None or seen[0] != uid:
+            return None
+        return seen[1]
 
     def wake(self, namespace: str, name: str | None = None) -> None:
         for (ns, bundle), event in self.wakeups.items():
@@ -116,10 +132,11 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
     targets, reports = TargetStore(), ReportStore()
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     blobs = BlobCache(settings.cache_dir)
+    rules = RuleTargets(targets)
     memo.runtime = Runtime(
         kube=kube,
         reader=kube,
-        targets=targets,
+        rules=rules,
         reports=reports,
         cache=BundleCache(blobs),
         metrics=metrics,
@@ -132,6 +149,9 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
     if settings.webhook is not None:
         memo.webhook = await start_webhook(settings.webhook, client)
         logger.info("webhook listening on port %d", memo.webhook.server.port)
+    # The published states first: a pod's targets are computed as soon as it is seen.
+    loaded = await kube.run(_load_rules, kube, rules, settings.namespaces)
+    logger.info("loaded the published state of %d LogicBundles", loaded)
     if settings.distributor_port is not None:
         await _start_distributor(
             memo,
@@ -148,6 +168,33 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
         await memo.leader.start()
 
 
+def _load_rules(kube: Kube, rules: RuleTargets, namespaces: tuple[str, ...]) -> int:
+    """Read every LogicBundle's published state into ``rules`` (blocking)."""
+    items: list[Mapping[str, Any]] = []
+    if namespaces:
+        for ns in namespaces:
+            found: Any = kube.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+            items.extend(found.get("items") or [])
+    else:
+        everything: Any = kube.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        items.extend(everything.get("items") or [])
+    loaded = 0
+    for item in items:
+        if _set_rule(rules, item):
+            loaded += 1
+    return loaded
+
+
+def _set_rule(rules: RuleTargets, body: Mapping[str, Any]) -> bool:
+    """Feed one LogicBundle's published state to ``rules``; False when it cannot be read."""
+    meta = body.get("metadata") or {}
+    rule = rule_of(body)
+    if rule is None:
+        return False  # the reconcile reports the invalid spec
+    rules.set_bundle(meta.get("namespace", ""), meta.get("name", ""), rule)
+    return True
+
+
 async def _start_distributor(
     memo: Memo,
     *,
@@ -162,7 +209,9 @@ async def _start_distributor(
     # Its own threads: hundreds of reports after a swap must not queue behind the
     # reconcile's calls (the default pool has CPU count + 4 threads).
     writer = PodStatusWriter(
-        api_client=client, executor=ThreadPoolExecutor(32, thread_name_prefix="pod-status")
+        api_client=client,
+        executor=ThreadPoolExecutor(32, thread_name_prefix="pod-status"),
+        current=memo.current_readiness,
     )
 
     async def on_activity(activity: PodActivity) -> None:
@@ -214,11 +263,34 @@ def pods_by_namespace(body: kopf.Body, namespace: str | None, **_: Any) -> dict[
     return {namespace or "": snapshot_pod(body)}
 
 
-def pod_changed(memo: Memo, namespace: str | None, **_: Any) -> None:
-    memo.wake(namespace or "")
+def pod_changed(
+    memo: Memo, body: kopf.Body, namespace: str | None, name: str, type: str | None, **_: Any
+) -> None:
+    ns = namespace or ""
+    key = (ns, name)
+    pod = snapshot_pod(body)
+    runtime = memo.runtime
+    if type == "DELETED" or not pod.has_agent or pod.deleting:
+        memo.readiness.pop(key, None)
+        if runtime is not None:
+            runtime.rules.forget_pod(ns, name)
+            if type == "DELETED":
+                runtime.reports.forget(ns, name)
+    else:
+        memo.readiness[key] = (pod.uid, pod.bundles_ready)
+        if runtime is not None:
+            runtime.rules.set_pod(ns, name, uid=pod.uid or None, facts=pod_facts(pod))
+    memo.wake(ns)
 
 
-def bundle_changed(memo: Memo, namespace: str | None, name: str, **_: Any) -> None:
+def bundle_changed(
+    memo: Memo, body: kopf.Body, namespace: str | None, name: str, type: str | None, **_: Any
+) -> None:
+    # The published state as stored: the distributor follows it even before the
+    # bundle's daemon reconciles (an operator that just started, a status written
+    # by another replica).
+    if memo.runtime is not None and type != "DELETED":
+        _set_rule(memo.runtime.rules, _plain(body))
     memo.wake(namespace or "", name)
 
 
@@ -265,46 +337,75 @@ async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: floa
         await asyncio.gather(*waiters, return_exceptions=True)
 
 
+RELEASE_DEADLINE = 60.0
+"""Seconds a deleted LogicBundle waits for its pods to leave a candidate before letting go."""
+
+
 async def release(
     memo: Memo, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any
 ) -> None:
-    """Deletion: pods keep the last stable version, unmanaged (see the module docstring)."""
+    """Deletion: pods keep the last stable version, unmanaged (see the module docstring).
+
+    A candidate in flight is withdrawn first: the state "every pod on stable" is
+    published and the finalizer waits (up to :data:`RELEASE_DEADLINE`) until no
+    pod reports the candidate.  Then the distributor forgets the bundle and its
+    state ConfigMap is deleted, so agents keep what is active.
+    """
     runtime = memo.runtime
     if runtime is None:
         raise kopf.TemporaryError("the operator is starting", delay=1)
     index: kopf.Index[str, PodSnapshot] = kwargs["pods_by_namespace"]
     ns = namespace or ""
-    status = LogicBundleStatus.model_validate(_thaw(body.status) or {})
-    annotation = names.target_annotation(name)
-    pods = [p for p in index.get(ns, []) if annotation in p.annotations]
-    stable = status.stable_digest
-    # The annotation records what each pod keeps (no candidate); the distributor stops
-    # answering for this bundle, so agents keep what is active.
-    value = rollout.format_target(rollout.PodTarget(digest=stable)) if stable else None
-    tasks = []
-    for pod in pods:
-        key = (pod.namespace, pod.name)
-        per_pod = runtime.pod_targets.get(key, {})
-        per_pod.pop(name, None)
-        if per_pod:
-            runtime.targets.set_targets(pod.namespace, pod.name, per_pod, uid=pod.uid)
-        else:
-            runtime.pod_targets.pop(key, None)
-            runtime.targets.forget(pod.namespace, pod.name)
-        if pod.annotations.get(annotation) != value:
-            tasks.append(
-                runtime.kube.run(
-                    runtime.kube.patch_pod_annotations, pod.namespace, pod.name, {annotation: value}
-                )
+    plain = _plain(body)
+    meta = plain["metadata"] or {}
+    status = LogicBundleStatus.model_validate(plain["status"] or {})
+    stable, candidate = status.stable_digest, status.candidate_digest
+    pods = [p for p in index.get(ns, []) if p.has_agent]
+    if stable is not None and candidate is not None and candidate != stable:
+        try:
+            spec = LogicBundleSpec.model_validate(plain["spec"] or {})
+        except ValidationError:
+            spec = None
+        if spec is not None:
+            await publish_state(
+                runtime,
+                namespace=ns,
+                name=name,
+                owner_uid=meta.get("uid"),
+                spec=spec,
+                state=contract.RolloutState(bundle=name, stable=stable),
             )
-    await asyncio.gather(*tasks)
+            still = [p.name for p in pods if _reports_active(runtime, p, name, candidate)]
+            waited = _seconds_since(meta.get("deletionTimestamp"))
+            if still and waited < RELEASE_DEADLINE:
+                raise kopf.TemporaryError(
+                    f"{len(still)} pod(s) still run the candidate; waiting for them to go back",
+                    delay=1,
+                )
+    runtime.rules.set_bundle(ns, name, None)
+    await runtime.kube.run(runtime.kube.delete_state, ns, name)
     runtime.metrics.forget(namespace=ns, name=name)
     runtime.restarts.forget_bundle(bundle=name, namespace=ns)
     runtime.sources.pop((ns, name), None)
     runtime.written.pop((ns, name), None)
-    logger.info(
-        "%s/%s deleted: %d pods released, keeping %s", ns, name, len(pods), value or "what they run"
-    )
+    runtime.published.pop((ns, name), None)
+    logger.info("%s/%s deleted: pods released, keeping %s", ns, name, stable or "what they run")
+
+
+def _reports_active(runtime: Runtime, pod: PodSnapshot, bundle: str, digest: str) -> bool:
+    stored = runtime.reports.latest(pod.namespace, pod.name)
+    report = stored.report.bundles.get(bundle) if stored is not None else None
+    return report is not None and report.active == digest
+
+
+def _seconds_since(timestamp: Any) -> float:
+    if not isinstance(timestamp, str):
+        return 0.0
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return (datetime.now(UTC) - then).total_seconds()
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import kubernetes.client
 import kubernetes.config
 from kubernetes.client.exceptions import ApiException
 
+from logicbundle import contract
 from logicbundle.controller._source import ConfigError
 from logicbundle.errors import LogicBundleError
 
@@ -159,6 +160,64 @@ class Kube:
                 f"cannot write the status of {namespace}/{name}: {_describe(exc)}"
             ) from None
         return stored if isinstance(stored, Mapping) else None
+
+    def publish_state(
+        self, namespace: str, bundle: str, *, owner_uid: str | None, state: str
+    ) -> None:
+        """Write ``bundle``'s published state into its ConfigMap, creating it when absent.
+
+        Owned by the LogicBundle (``owner_uid``), so deleting the bundle deletes it.
+        """
+        name = contract.state_configmap_name(bundle)
+        data = {contract.STATE_KEY: state}
+        try:
+            self.core.patch_namespaced_config_map(name, namespace, {"data": data})
+            return
+        except ApiException as exc:
+            if exc.status != 404:
+                raise KubeError(
+                    f"cannot write ConfigMap {namespace}/{name}: {_describe(exc)}"
+                ) from None
+        body: dict[str, Any] = {
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "app.kubernetes.io/managed-by": "logicbundle-operator",
+                    "logicbundle.io/bundle": bundle,
+                },
+            },
+            "data": data,
+        }
+        if owner_uid:
+            body["metadata"]["ownerReferences"] = [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "LogicBundle",
+                    "name": bundle,
+                    "uid": owner_uid,
+                    "controller": True,
+                }
+            ]
+        try:
+            self.core.create_namespaced_config_map(namespace, body)  # type: ignore[arg-type]
+        except ApiException as exc:
+            if exc.status == 409:  # created meanwhile (another replica): write over it
+                self.publish_state(namespace, bundle, owner_uid=owner_uid, state=state)
+                return
+            raise KubeError(
+                f"cannot create ConfigMap {namespace}/{name}: {_describe(exc)}"
+            ) from None
+
+    def delete_state(self, namespace: str, bundle: str) -> None:
+        """Delete ``bundle``'s state ConfigMap; one already gone is not an error."""
+        name = contract.state_configmap_name(bundle)
+        try:
+            self.core.delete_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise KubeError(
+                    f"cannot delete ConfigMap {namespace}/{name}: {_describe(exc)}"
+                ) from None
 
     def annotate_bundle(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
         try:

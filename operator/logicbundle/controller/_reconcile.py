@@ -4,27 +4,34 @@
 2. source: resolve the reference and verify it, every ``interval`` or when
    the spec changed (``_source``), caching the verified bytes for the
    distributor;
-3. pods: what each selected pod is assigned (its annotation), runs (the
-   agents' reports, else the ``active.<bundle>`` annotation the operator wrote
-   earlier, so a restarted operator knows too) and whether it failed;
+3. pods: each selected pod's facts (cohort key, labels, admission time) and
+   what its agent reports it runs, and whether it failed;
 4. analysis, when due: the agents' counters (``builtin``) or Prometheus;
-5. the pure :func:`logicbundle.rollout.step`;
-6. status, written in one place;
-7. apply: the distributor's target store (agents learn in milliseconds),
-   then the pods' target annotations (the durable record), in parallel;
+5. the pure :func:`logicbundle.rollout.step`, which decides the next status
+   and the one rollout state to publish;
+6. status, written in one place (``status.targetState`` is the published
+   state);
+7. publish: the state's ConfigMap (the agents' slow path) and the
+   distributor's targets (agents learn in milliseconds);
 8. an event for every transition.
 
-The status is written before any pod is told anything, so that what pods are
-told is always what the stored status implies.  Were it the other way round,
-an operator killed between the two (or a status write refused) would resume
-from the older status: a rollback decided but not recorded would put the
-failed candidate back on its pods, and an advance not recorded would move
-pods back and forth.  Written first, the worst a crash leaves is a status
-ahead of the pods, which the next reconcile brings the pods up to.
+A rollout step therefore costs a constant number of writes (the status, the
+ConfigMap, the events), whatever the number of pods: every pod's target is a
+rule over the published state (:func:`logicbundle.contract.target_of`).
 
-All state lives in the resource's status and the pods' annotations; the
-in-memory caches here only save work, so the operator may be killed at any
-instant and resume.
+The status is written before the state is published anywhere else, so that
+what pods are told is always what the stored status implies.  Were it the
+other way round, an operator killed between the two (or a status write
+refused) would resume from the older status: a rollback decided but not
+recorded would put the failed candidate back on its pods, and an advance not
+recorded would move pods back and forth.  Written first, the worst a crash
+leaves is a ConfigMap behind the status, which the next reconcile brings up
+to it.
+
+All state lives in the resource's status; the in-memory caches here only save
+work, so the operator may be killed at any instant and resume.  A restarted
+operator waits up to :data:`REPORT_GRACE` for the agents' re-reports before
+it judges what pods run.
 """
 
 from __future__ import annotations
@@ -37,12 +44,12 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from logicbundle import rollout
+from logicbundle import contract, rollout
 from logicbundle.api import conditions as cond
 from logicbundle.api import names
 from logicbundle.api.actions import InvalidActionError, RequestedAction, parse_action
@@ -60,7 +67,15 @@ from logicbundle.controller._source import (
     SourceOutcome,
     resolve_and_verify,
 )
-from logicbundle.distributor import BundleTarget, ReportStore, Split, TargetStore
+from logicbundle.controller._summaries import LocalSummaries, SummarySource, observed
+from logicbundle.distributor import (
+    BundleSummary,
+    Counters,
+    ReportStore,
+    RuleTargets,
+    TargetStore,
+    bundle_rule,
+)
 from logicbundle.errors import LogicBundleError
 from logicbundle.trust import TrustVerifier
 
@@ -70,6 +85,13 @@ IN_FLIGHT_REQUEUE = 2.0
 """Seconds between reconciles while a rollout runs (reports also wake it at once)."""
 RETRY_REQUEUE = 15.0
 """Seconds before retrying after a temporary failure (registry down, missing Secret)."""
+REPORT_GRACE = 15.0
+"""Seconds a started operator waits for every agent's first report before judging pods.
+
+Agents report when they reconnect to the distributor (about a second after
+it comes up) and every 10 s; a pod without a report is not known to run
+anything, so judging earlier would mark a converged bundle not Ready.
+"""
 
 
 @dataclass(frozen=True)
@@ -84,6 +106,8 @@ class PodSnapshot:
     has_agent: bool
     restarts: int = 0
     deleting: bool = False
+    bundles_ready: bool | None = None
+    """The pod's ``logicbundle.io/bundles-ready`` condition (None: not set yet)."""
 
 
 def snapshot_pod(body: Mapping[str, Any]) -> PodSnapshot:
@@ -92,6 +116,14 @@ def snapshot_pod(body: Mapping[str, Any]) -> PodSnapshot:
     status = body.get("status", {})
     containers = [c.get("name") for c in spec.get("initContainers", []) or []]
     restarts = sum(int(c.get("restartCount", 0)) for c in status.get("containerStatuses", []) or [])
+    ready = next(
+        (
+            c.get("status") == "True"
+            for c in status.get("conditions", []) or []
+            if c.get("type") == names.POD_CONDITION_READY
+        ),
+        None,
+    )
     return PodSnapshot(
         namespace=meta.get("namespace", ""),
         name=meta.get("name", ""),
@@ -101,6 +133,7 @@ def snapshot_pod(body: Mapping[str, Any]) -> PodSnapshot:
         has_agent=names.AGENT_CONTAINER in containers,
         restarts=restarts,
         deleting=bool(meta.get("deletionTimestamp")),
+        bundles_ready=ready,
     )
 
 
@@ -118,7 +151,8 @@ class Runtime:
 
     kube: Kube
     reader: ObjectReader
-    targets: TargetStore
+    rules: RuleTargets
+    """Every pod's targets from the published states (the embedded distributor serves them)."""
     reports: ReportStore
     cache: BundleCache
     metrics: OperatorMetrics
@@ -126,12 +160,26 @@ class Runtime:
     clients: RegistryClients = field(default_factory=RegistryClients)
     verifiers: dict[bytes | None, TrustVerifier] = field(default_factory=dict)
     sources: dict[tuple[str, str], _SourceState] = field(default_factory=dict)
-    pod_targets: dict[tuple[str, str], dict[str, BundleTarget]] = field(default_factory=dict)
     last_warnings: dict[tuple[str, str], str] = field(default_factory=dict)
     written: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     """Per LogicBundle, the object as our last status patch left it (see :func:`_freshest`)."""
     restarts: RestartLedger = field(default_factory=RestartLedger)
+    summary_source: SummarySource | None = None
+    """Where the agents' reports are read, summed (default: this process's report store)."""
+    published: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Per LogicBundle, the state its ConfigMap holds (as written by this process)."""
     clock: Callable[[], float] = time.monotonic
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def summaries(self) -> SummarySource:
+        if self.summary_source is None:
+            self.summary_source = LocalSummaries(self.reports, self.rules)
+        return self.summary_source
+
+    @property
+    def targets(self) -> TargetStore:
+        return self.rules.store
 
 
 # -- step 2: the source ---------------------------------------------------------------------
@@ -226,32 +274,18 @@ def _warn_once(rt: Runtime, key: tuple[str, str], message: str) -> bool:
 # -- step 3: the pods -----------------------------------------------------------------------
 
 
-def _pod_report(rt: Runtime, pod: PodSnapshot, *, bundle: str) -> rollout.PodReport:
-    assigned_text = pod.annotations.get(names.target_annotation(bundle))
-    assigned = _parse_target(assigned_text)
-    active: rollout.PodTarget | None = None
-    healthy = False
-    failure: rollout.PodFailure | None = None
-    stored = rt.reports.latest(pod.namespace, pod.name)
-    report = stored.report.bundles.get(bundle) if stored else None
-    if report is not None:
-        if report.active:
-            if assigned is not None and assigned.digest == report.active:
-                active = assigned  # the split rides along with its primary
-            else:
-                active = rollout.PodTarget(digest=report.active)
-        healthy = bool(report.healthy) and report.active is not None
-        error = report.last_error
-        if error is not None and error.digest:
-            at = error.at or datetime.now(UTC)
-            failure = rollout.PodFailure(digest=error.digest, at=at, message=error.message)
-    else:
-        # No report yet (a restarted operator): what the operator last recorded on the pod.
-        recorded = pod.annotations.get(names.active_annotation(bundle))
-        if recorded:
-            active = assigned if assigned and assigned.digest == recorded else None
-            active = active or rollout.PodTarget(digest=recorded)
-            healthy = True
+def pod_facts(pod: PodSnapshot) -> contract.PodFacts:
+    """What the target rule knows of ``pod``."""
+    annotations = dict(pod.annotations)
+    return contract.PodFacts(
+        key=annotations.get(names.ANNOTATION_COHORT_KEY) or f"{pod.namespace}/{pod.name}",
+        labels=pod.labels,
+        admitted=contract.admitted_at(annotations),
+    )
+
+
+def _pod_report(pod: PodSnapshot) -> rollout.PodReport:
+    """The pod's facts as the core reads them (what its agent reports comes summed)."""
     return rollout.PodReport(
         pod=rollout.PodIdentity(
             namespace=pod.namespace,
@@ -260,20 +294,27 @@ def _pod_report(rt: Runtime, pod: PodSnapshot, *, bundle: str) -> rollout.PodRep
         ),
         labels=pod.labels,
         has_agent=pod.has_agent,
-        assigned=assigned,
-        active=active,
-        healthy=healthy,
-        failure=failure,
+        admitted=contract.admitted_at(dict(pod.annotations)),
     )
 
 
-def _parse_target(text: str | None) -> rollout.PodTarget | None:
-    if not text:
-        return None
-    try:
-        return rollout.parse_target(text)
-    except ValueError:
-        return None
+def _reports_pending(
+    rt: Runtime,
+    pods: Collection[PodSnapshot],
+    summary: BundleSummary | None,
+    published: contract.RolloutState | None,
+) -> bool:
+    """A started operator still waits for the first reports of the bundle's pods.
+
+    Only when the pods were told something before (a published stable digest):
+    a new bundle's pods have nothing of it to report.
+    """
+    if rt.clock() - rt.started >= REPORT_GRACE:
+        return False
+    if published is None or published.stable is None:
+        return False
+    agents = sum(1 for p in pods if p.has_agent)
+    return summary is None or summary.reporting < agents
 
 
 # -- step 4: analysis -----------------------------------------------------------------------
@@ -286,22 +327,22 @@ def _builtin_sample(
     bundle: str,
     digest: str,
     since: float,
-    pods: Collection[str] | None = None,
+    summary: BundleSummary,
 ) -> rollout.BuiltinSample:
-    """One digest's figures from the reports of ``pods`` (the bundle's selected pods)."""
-    window = rt.reports.version_window(bundle, digest, since=since, namespace=namespace, pods=pods)
+    """One digest's figures: its counters summed by the distributors, its restarts here."""
+    counters = summary.versions.get(digest, Counters())
     cumulative, buckets = 0, []
-    for k, count in enumerate(window.latency_buckets):
+    for k, count in enumerate(counters.latency_buckets):
         cumulative += count
         buckets.append(((2**k) / 1e9, cumulative))
     return rollout.BuiltinSample(
-        calls=window.calls,
-        errors=window.errors,
+        calls=counters.calls,
+        errors=counters.errors,
         latency_buckets=tuple(buckets),
         restarts=rt.restarts.restarts(
             bundle=bundle, namespace=namespace, digest=digest, since=since
         ),
-        pods=window.pods,
+        pods=counters.pods,
     )
 
 
@@ -312,9 +353,10 @@ def _observe_restarts(
     bundle: str,
     pods: Sequence[PodSnapshot],
     reports: Sequence[rollout.PodReport],
+    published: contract.RolloutState | None,
 ) -> None:
-    """Charge new container restarts to the digest each pod runs (see :mod:`._restarts`)."""
-    running = {r.pod.name: (r.active or r.assigned) for r in reports}
+    """Charge new container restarts to the digest each pod is told (see :mod:`._restarts`)."""
+    running = {r.pod.name: rollout.pod_target(published, r) if published else None for r in reports}
     for pod in pods:
         target = running.get(pod.name)
         rt.restarts.observe(
@@ -350,36 +392,58 @@ async def _analysis_step(
     spec: LogicBundleSpec,
     status: LogicBundleStatus | None,
     now: datetime,
-    selected: Collection[str],
+    summary: BundleSummary | None,
 ) -> rollout.AnalysisVerdict | None:
-    """The verdict on the candidate, when one is due; builtin figures from ``selected`` only."""
+    """The verdict on the candidate, when one is due; builtin figures from ``summary``.
+
+    ``summary`` counts only the pods the bundle's rule assigns (the
+    distributors select them); None (a replica did not answer) is missing
+    data for every builtin metric: the stage does not pass on it.
+    """
     if status is None or not status.candidate_digest or not status.stable_digest:
         return None
     if not rollout.analysis_due(spec=spec, status=status, now=now):
         return None
     analysis = spec.rollout.analysis
-    start = (
-        status.analysis.last_measured_at if status.analysis else None
-    ) or status.stage_started_at
-    age = (now - start).total_seconds() if start else analysis_window_default(spec)
-    since = rt.clock() - max(age, 0.0)
+    start = _window_start(spec, status, now)
+    since = rt.clock() - max((now - start).total_seconds(), 0.0)
     candidate, stable = status.candidate_digest, status.stable_digest
     # Builtin metrics always come from the agents' reports, whatever the provider;
     # with `prometheus`, the metrics with a query are asked of Prometheus as well.
-    candidate_sample = _builtin_sample(
-        rt, namespace=namespace, bundle=name, digest=candidate, since=since, pods=selected
-    )
-    stable_sample = _builtin_sample(
-        rt, namespace=namespace, bundle=name, digest=stable, since=since, pods=selected
-    )
-    values: dict[str, rollout.MetricValues] = {
-        metric.name: rollout.MetricValues(
-            candidate=rollout.builtin_value(metric, candidate_sample),
-            stable=rollout.builtin_value(metric, stable_sample),
+    values: dict[str, rollout.MetricValues] = {}
+    for metric in analysis.effective_metrics():
+        if metric.builtin is None:
+            continue
+        if summary is None:
+            missing = rollout.MetricValue(
+                value=None, error="a distributor replica did not answer for its agents"
+            )
+            values[metric.name] = rollout.MetricValues(candidate=missing, stable=missing)
+            continue
+        values[metric.name] = rollout.MetricValues(
+            candidate=rollout.builtin_value(
+                metric,
+                _builtin_sample(
+                    rt,
+                    namespace=namespace,
+                    bundle=name,
+                    digest=candidate,
+                    since=since,
+                    summary=summary,
+                ),
+            ),
+            stable=rollout.builtin_value(
+                metric,
+                _builtin_sample(
+                    rt,
+                    namespace=namespace,
+                    bundle=name,
+                    digest=stable,
+                    since=since,
+                    summary=summary,
+                ),
+            ),
         )
-        for metric in analysis.effective_metrics()
-        if metric.builtin is not None
-    }
     if analysis.provider == "prometheus" and analysis.prometheus is not None:
         address = str(analysis.prometheus.address)
         timeout = parse_duration(analysis.prometheus.timeout).total_seconds()
@@ -415,6 +479,14 @@ def analysis_window_default(spec: LogicBundleSpec) -> float:
     return parse_duration(spec.rollout.analysis.interval).total_seconds()
 
 
+def _window_start(spec: LogicBundleSpec, status: LogicBundleStatus, now: datetime) -> datetime:
+    """Where the analysis window starts: the last measurement, else the stage's start."""
+    start = (
+        status.analysis.last_measured_at if status.analysis else None
+    ) or status.stage_started_at
+    return start or now - timedelta(seconds=analysis_window_default(spec))
+
+
 # -- the whole reconcile --------------------------------------------------------------------
 
 
@@ -435,54 +507,34 @@ def _requested_action(
         return None
 
 
-def _bundle_target(spec: LogicBundleSpec, name: str, target: rollout.PodTarget) -> BundleTarget:
-    split = (
-        Split(candidate=target.candidate, weight=target.weight)
-        if target.candidate is not None
-        else None
-    )
-    # No mount path: volumes are fixed when the pod is created, so the layout the webhook
-    # wrote into the agent's configuration is the one the application sees.
-    return BundleTarget(
-        digest=target.digest,
-        split=split,
-        notify=spec.target.notify,
-        health_check=spec.target.health_check,
-        source=spec.source.ref.split("@", 1)[0],
-    )
+def state_text(state: contract.RolloutState) -> str:
+    """The published state as the ConfigMap holds it."""
+    return json.dumps(contract.state_to_json(state), sort_keys=True, separators=(",", ":"))
 
 
-async def _apply(
+async def publish_state(
     rt: Runtime,
     *,
+    namespace: str,
     name: str,
+    owner_uid: str | None,
     spec: LogicBundleSpec,
-    pods: Mapping[tuple[str, str], PodSnapshot],
-    assignments: Mapping[rollout.PodIdentity, rollout.PodTarget],
-) -> int:
-    """Push assignments: target store first, then pod annotations in parallel. Returns patches."""
-    annotation = names.target_annotation(name)
-    patches = []
-    for identity, target in assignments.items():
-        key = (identity.namespace, identity.name)
-        pod = pods.get(key)
-        if pod is None:
-            continue
-        per_pod = rt.pod_targets.setdefault(key, {})
-        per_pod[name] = _bundle_target(spec, name, target)
-        rt.targets.set_targets(identity.namespace, identity.name, per_pod, uid=pod.uid or None)
-        value = rollout.format_target(target)
-        if pod.annotations.get(annotation) != value:
-            patches.append(
-                rt.kube.run(
-                    rt.kube.patch_pod_annotations,
-                    identity.namespace,
-                    identity.name,
-                    {annotation: value},
-                )
+    state: contract.RolloutState | None,
+) -> None:
+    """Publish ``state``: its ConfigMap when it changed (one write), then the distributor.
+
+    The distributor's targets live in memory (no API write).  ``state`` None
+    (nothing published yet): no pod is told anything for this bundle.
+    """
+    if state is not None:
+        text = state_text(state)
+        key = (namespace, name)
+        if rt.published.get(key) != text:
+            await rt.kube.run(
+                rt.kube.publish_state, namespace, name, owner_uid=owner_uid, state=text
             )
-    await asyncio.gather(*patches)
-    return len(patches)
+            rt.published[key] = text
+    rt.rules.set_bundle(namespace, name, bundle_rule(spec, state))
 
 
 async def reconcile(
@@ -518,11 +570,26 @@ async def reconcile(
         and not p.deleting
         and spec.target.pod_selector.matches(dict(p.labels))
     }
-    reports = [_pod_report(rt, p, bundle=name) for p in selected.values()]
-    _observe_restarts(
-        rt, namespace=namespace, bundle=name, pods=list(selected.values()), reports=reports
+    window = (
+        _window_start(spec, status, now)
+        if status is not None and status.candidate_digest and status.stage_index is not None
+        else None
     )
-    _forget_gone_pods(rt, namespace=namespace, bundle=name, pods=pods)
+    summary = await rt.summaries.summary(
+        namespace, name, since=window.timestamp() if window is not None else None
+    )
+    published = rollout.published_state(status)
+    if _reports_pending(rt, selected.values(), summary, published):
+        return 1.0
+    reports = [_pod_report(p) for p in selected.values()]
+    _observe_restarts(
+        rt,
+        namespace=namespace,
+        bundle=name,
+        pods=list(selected.values()),
+        reports=reports,
+        published=published,
+    )
     verdict = await _analysis_step(
         rt,
         namespace=namespace,
@@ -530,7 +597,7 @@ async def reconcile(
         spec=spec,
         status=status,
         now=now,
-        selected={pod_name for _, pod_name in selected},
+        summary=summary,
     )
     decision = rollout.step(
         bundle_name=name,
@@ -543,6 +610,7 @@ async def reconcile(
         verified=verified,
         now=now,
         source_error=_source_error(rt, key, generation),
+        observed=observed(summary),
     )
     new_status = decision.status.with_summary()
     dumped = new_status.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -555,7 +623,14 @@ async def reconcile(
         if stored is None:
             return 60.0  # the LogicBundle is gone; its deletion releases the pods
         rt.written[key] = stored
-    await _apply(rt, name=name, spec=spec, pods=selected, assignments=decision.assignments)
+    await publish_state(
+        rt,
+        namespace=namespace,
+        name=name,
+        owner_uid=meta.get("uid"),
+        spec=spec,
+        state=decision.state,
+    )
     for event in decision.events:
         rt.post_event(body, event.type, event.reason, event.message)
     _report_pods_without_agent(rt, body, status, new_status, selected)
@@ -631,27 +706,6 @@ async def _invalid_spec(
         stored = await rt.kube.run(rt.kube.patch_status, namespace, name, patch)
         if stored is not None:
             rt.written[(namespace, name)] = stored
-
-
-def _forget_gone_pods(
-    rt: Runtime, *, namespace: str, bundle: str, pods: Sequence[PodSnapshot]
-) -> None:
-    """Drop this bundle's targets for pods of ``namespace`` that no longer exist.
-
-    The pod index loses a pod when it is deleted; without this, the target
-    store and the per-pod targets would grow with every pod ever created.
-    """
-    present = {p.name for p in pods if p.namespace == namespace and not p.deleting}
-    for key in [k for k in rt.pod_targets if k[0] == namespace and k[1] not in present]:
-        per_pod = rt.pod_targets[key]
-        if per_pod.pop(bundle, None) is None:
-            continue
-        if per_pod:
-            rt.targets.set_targets(key[0], key[1], per_pod)
-        else:
-            del rt.pod_targets[key]
-            rt.targets.forget(key[0], key[1])
-            rt.reports.forget(key[0], key[1])
 
 
 def _report_pods_without_agent(

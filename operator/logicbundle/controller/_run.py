@@ -102,6 +102,7 @@ def run_operator(config: OperatorSettings) -> int:
             metrics_port=config.metrics_port,
             webhook=config.webhook,
             leader=leader,
+            namespaces=config.namespaces,
         )
     )
     logger.info(

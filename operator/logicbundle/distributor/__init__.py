@@ -10,7 +10,8 @@ the controller without the agent ever writing to the Kubernetes API.
 It runs in the operator's event loop (the controller feeds
 :class:`TargetStore` and reads :class:`ReportStore`) or alone as
 ``logicbundle distributor`` (:func:`run_distributor`), where a
-:class:`PodTargetWatcher` reads the target annotations instead.  The wire
+:class:`RuleWatcher` feeds a :class:`RuleTargets` from the LogicBundles'
+published states and the pods' own facts instead.  The wire
 protocol is in ``docs/distributor-protocol.md``.
 
 Embedding::
@@ -58,6 +59,14 @@ from logicbundle.distributor._models import (
     VersionCounters,
 )
 from logicbundle.distributor._reports import PodActivity, ReportStore, StoredReport, VersionWindow
+from logicbundle.distributor._rules import (
+    BundleRule,
+    RuleTargets,
+    bundle_rule,
+    bundle_target,
+    facts_of,
+    rule_of,
+)
 from logicbundle.distributor._run import (
     DistributorConfigError,
     DistributorServer,
@@ -65,10 +74,19 @@ from logicbundle.distributor._run import (
     kubernetes_client,
     run_distributor,
     serve_distributor,
+    serve_when_synced,
 )
 from logicbundle.distributor._status import PodStatusWriter
+from logicbundle.distributor._summary import (
+    BundleSummary,
+    Counters,
+    Failure,
+    SummaryError,
+    combine,
+    summary_from_json,
+)
 from logicbundle.distributor._targets import TargetSnapshot, TargetStore
-from logicbundle.distributor._watcher import PodTargetWatcher, pod_targets
+from logicbundle.distributor._watcher import KubeSource, RuleWatcher, WatchSource
 
 __all__ = [
     "DEFAULT_MAX_REPORT_BYTES",
@@ -82,22 +100,29 @@ __all__ = [
     "BlobCache",
     "BlobCacheError",
     "BundleReport",
+    "BundleRule",
+    "BundleSummary",
     "BundleTarget",
     "CachedBundle",
     "CachingAuthenticator",
+    "Counters",
     "DistributorConfigError",
     "DistributorMetrics",
     "DistributorServer",
     "DistributorSettings",
+    "Failure",
+    "KubeSource",
     "LastError",
     "PodActivity",
     "PodIdentity",
     "PodStatusWriter",
-    "PodTargetWatcher",
     "Report",
     "ReportStore",
+    "RuleTargets",
+    "RuleWatcher",
     "Split",
     "StoredReport",
+    "SummaryError",
     "SwapTimings",
     "TargetSnapshot",
     "TargetStore",
@@ -105,10 +130,17 @@ __all__ = [
     "TokenReviewAuthenticator",
     "VersionCounters",
     "VersionWindow",
+    "WatchSource",
+    "bundle_rule",
+    "bundle_target",
+    "combine",
     "create_app",
+    "facts_of",
     "identity_from_user",
     "kubernetes_client",
-    "pod_targets",
+    "rule_of",
     "run_distributor",
     "serve_distributor",
+    "serve_when_synced",
+    "summary_from_json",
 ]

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,10 @@ class _Deps:
     on_activity: ActivityCallback | None
     max_wait: float
     audience: str
+    assigns: Callable[[str, str, str], bool] | None = None
+    """``(namespace, pod, bundle)``: the bundle's rule gives the pod a target (summaries)."""
+    peers: frozenset[tuple[str, str]] = frozenset()
+    """``(namespace, service account)`` of the operator, who may read summaries."""
     deliveries: set[asyncio.Task[None]] = field(default_factory=set)
     """Background pod writes in flight (kept referenced until done)."""
     pod_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
@@ -374,6 +379,41 @@ async def _deliver(deps: _Deps, activity: PodActivity) -> None:
         deps.reports.mark_delivered(activity)
 
 
+# --- the leader's reads -------------------------------------------------------------------
+
+
+async def _get_summary(request: web.Request, identity: PodIdentity) -> web.StreamResponse:
+    """One bundle's reports summed per digest, for the operator (see :mod:`._summary`)."""
+    deps = _deps(request)
+    if (identity.namespace, identity.service_account) not in deps.peers:
+        deps.metrics.auth_failures.labels("not_a_peer").inc()
+        return _error(403, "Forbidden", "only the operator reads summaries")
+    namespace = request.query.get("bundleNamespace", "")
+    bundle = request.query.get("bundle", "")
+    if not namespace or not bundle or len(namespace) > 63 or len(bundle) > 253:
+        return _error(400, "InvalidRequest", "bundleNamespace and bundle are required")
+    since: float | None = None
+    raw = request.query.get("since")
+    if raw is not None:
+        try:
+            since_wall = float(raw)
+        except ValueError:
+            return _error(400, "InvalidRequest", "since must be seconds since the epoch")
+        if not math.isfinite(since_wall):
+            return _error(400, "InvalidRequest", "since must be seconds since the epoch")
+        since = deps.reports.clock() - max(0.0, time.time() - since_wall)
+    assigns = deps.assigns
+    summary = deps.reports.summary(
+        namespace,
+        bundle,
+        since=since,
+        assigned=(lambda pod: assigns(namespace, pod, bundle))
+        if assigns is not None
+        else (lambda _pod: True),
+    )
+    return web.json_response(summary.to_json())
+
+
 # --- unauthenticated ----------------------------------------------------------------------
 
 
@@ -397,6 +437,8 @@ def create_app(
     on_activity: ActivityCallback | None = None,
     max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
     max_report_bytes: int = DEFAULT_MAX_REPORT_BYTES,
+    assigns: Callable[[str, str, str], bool] | None = None,
+    peers: frozenset[tuple[str, str]] = frozenset(),
 ) -> web.Application:
     """The distributor's aiohttp application; run it with :class:`DistributorServer`.
 
@@ -412,11 +454,14 @@ def create_app(
         on_activity=on_activity,
         max_wait=max_wait_seconds,
         audience=audience,
+        assigns=assigns,
+        peers=peers,
     )
     app.router.add_get("/v1/targets", _guard(_get_targets))
     app.router.add_get("/v1/manifests/{digest}", _guard(_get_manifest))
     app.router.add_get("/v1/blobs/{digest}", _guard(_get_blob))
     app.router.add_post("/v1/reports", _guard(_post_report))
+    app.router.add_get("/v1/summary", _guard(_get_summary))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
 

@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Final
 
 from logicbundle.distributor._models import PodIdentity, Report, TargetMap, VersionCounters
+from logicbundle.distributor._summary import BundleSummary, Counters, Failure
 
 DEFAULT_WINDOW_SECONDS: Final = 600.0
 MAX_SAMPLES: Final = 512
@@ -111,6 +112,7 @@ class ReportStore:
         self.window_seconds = window_seconds
         self._clock = clock
         self._latest: dict[tuple[str, str], StoredReport] = {}
+        self._by_namespace: dict[str, set[str]] = {}
         self._series: dict[tuple[str, str], dict[tuple[str, str], _Series]] = {}
         self._delivered: dict[tuple[str, str], _Delivered] = {}
 
@@ -129,6 +131,7 @@ class ReportStore:
         if previous is not None and previous.identity.uid != identity.uid:
             self.forget(identity.namespace, identity.name)
         self._latest[pod] = StoredReport(identity=identity, received_at=now, report=report)
+        self._by_namespace.setdefault(identity.namespace, set()).add(identity.name)
         for bundle, bundle_report in report.bundles.items():
             for digest, counters in bundle_report.versions.items():
                 per_pod = self._series.setdefault((bundle, digest), {})
@@ -147,11 +150,20 @@ class ReportStore:
         """The pod is gone: drop its reports and counters."""
         pod = (namespace, name)
         self._latest.pop(pod, None)
+        names_ = self._by_namespace.get(namespace)
+        if names_ is not None:
+            names_.discard(name)
+            if not names_:
+                del self._by_namespace[namespace]
         self._delivered.pop(pod, None)
         for per_pod in self._series.values():
             per_pod.pop(pod, None)
 
     # -- reading ------------------------------------------------------------------
+
+    def clock(self) -> float:
+        """The store's clock (what ``since`` is measured on)."""
+        return self._clock()
 
     def latest(self, namespace: str, name: str) -> StoredReport | None:
         return self._latest.get((namespace, name))
@@ -212,6 +224,59 @@ class ReportStore:
             total_ns=total_ns,
             latency_buckets=tuple(buckets),
             pods=reporting,
+        )
+
+    def summary(
+        self,
+        namespace: str,
+        bundle: str,
+        *,
+        since: float | None,
+        assigned: Callable[[str], bool],
+    ) -> BundleSummary:
+        """``bundle``'s reports summed per digest (see :mod:`._summary`).
+
+        ``assigned(pod name)``: whether the bundle's rule gives the pod a target
+        (only those pods count).  ``since`` (the store's clock) is the start of
+        the counters' window.
+        """
+        pods = sorted(name for name in self._by_namespace.get(namespace, ()) if assigned(name))
+        active: dict[str, int] = {}
+        failures: dict[str, Failure] = {}
+        digests: set[str] = set()
+        reporting = 0
+        for name in pods:
+            stored = self._latest[(namespace, name)]
+            report = stored.report.bundles.get(bundle)
+            if report is None:
+                continue
+            reporting += 1
+            digests.update(report.versions)
+            if report.active is not None and report.healthy:
+                active[report.active] = active.get(report.active, 0) + 1
+            error = report.last_error
+            if error is not None and error.digest and error.at is not None:
+                seen = Failure(pods=1, pod=name, at=error.at, message=error.message)
+                known = failures.get(error.digest)
+                failures[error.digest] = seen if known is None else known + seen
+        versions = {}
+        chosen = set(pods)
+        for digest in sorted(digests):
+            window = self.version_window(
+                bundle, digest, since=since, namespace=namespace, pods=chosen
+            )
+            versions[digest] = Counters(
+                calls=window.calls,
+                errors=window.errors,
+                total_ns=window.total_ns,
+                latency_buckets=window.latency_buckets,
+                pods=window.pods,
+            )
+        return BundleSummary(
+            reporting=reporting,
+            versions=versions,
+            active=active,
+            failures=failures,
         )
 
     # -- internals ----------------------------------------------------------------

@@ -3,8 +3,14 @@
 :class:`DistributorServer` serves an app on a port and stops it cleanly (every
 long-poll is answered at shutdown).  :func:`run_distributor` is the standalone
 ``logicbundle distributor``: it builds a Kubernetes client, the TokenReview
-authenticator, the pod watcher that feeds the targets from annotations and
-the pod-status writer, and serves until SIGTERM or SIGINT.
+authenticator, the watcher that computes every pod's targets by the rule
+(LogicBundles' published states and the pods' own facts) and the pod-status
+writer, and serves, once the first lists are in, until SIGTERM or SIGINT.
+
+What the standalone distributor may do in the API (its RBAC, nothing more):
+``list``/``watch`` on ``logicbundles.logicbundle.io`` and on ``pods``,
+``patch`` on ``pods/status`` (the readiness condition), ``create`` on
+``tokenreviews.authentication.k8s.io``.
 """
 
 from __future__ import annotations
@@ -35,9 +41,10 @@ from logicbundle.distributor._auth import CachingAuthenticator, TokenReviewAuthe
 from logicbundle.distributor._blobs import BlobCache
 from logicbundle.distributor._metrics import DistributorMetrics
 from logicbundle.distributor._reports import DEFAULT_WINDOW_SECONDS, ReportStore
+from logicbundle.distributor._rules import RuleTargets
 from logicbundle.distributor._status import PodStatusWriter
 from logicbundle.distributor._targets import TargetStore
-from logicbundle.distributor._watcher import PodTargetWatcher
+from logicbundle.distributor._watcher import KubeSource, RuleWatcher
 from logicbundle.errors import LogicBundleError
 
 logger = logging.getLogger("logicbundle.distributor")
@@ -64,11 +71,11 @@ class DistributorSettings:
     """Serve plain HTTP: bearer tokens cross the network in clear. Tests and meshes only."""
     audience: str = names.DISTRIBUTOR_AUDIENCE
     namespaces: tuple[str, ...] = ()
-    """Namespaces whose pods are watched; empty watches the whole cluster."""
+    """Namespaces whose LogicBundles and pods are watched; empty watches the whole cluster."""
     kubeconfig: Path | None = None
     """None: in-cluster configuration when in a pod, else the default kubeconfig."""
     write_pod_status: bool = True
-    """Record reported active digests on the pods (annotation and readiness condition)."""
+    """Write the pods' readiness condition (``logicbundle.io/bundles-ready``) when it changes."""
     max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS
     max_report_bytes: int = DEFAULT_MAX_REPORT_BYTES
     auth_cache_seconds: float = 60.0
@@ -159,13 +166,24 @@ async def serve_distributor(
     stop: asyncio.Event,
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
-    """Run a standalone distributor until ``stop`` is set; ``on_ready`` gets the bound port."""
+    """Run a standalone distributor until ``stop`` is set; ``on_ready`` gets the bound port.
+
+    It listens only once the LogicBundles, then the pods, have been listed (see
+    :func:`serve_when_synced`).
+    """
     ssl_context = settings.ssl_context()
     api_client = kubernetes_client(settings.kubeconfig)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="distributor-k8s")
     loop = asyncio.get_running_loop()
     targets = TargetStore()
     reports = ReportStore(window_seconds=settings.report_window_seconds)
+    watcher = RuleWatcher(
+        source=KubeSource(api_client),
+        rules=RuleTargets(targets),
+        loop=loop,
+        namespaces=settings.namespaces,
+        reports=reports,
+    )
     authenticator = CachingAuthenticator(
         TokenReviewAuthenticator(
             api_client=api_client, audience=settings.audience, executor=executor
@@ -174,16 +192,10 @@ async def serve_distributor(
         negative_ttl=settings.auth_negative_cache_seconds,
     )
     writer = (
-        PodStatusWriter(api_client=api_client, executor=executor)
+        PodStatusWriter(api_client=api_client, executor=executor, current=watcher.current_readiness)
         if settings.write_pod_status
         else None
     )
-    watchers = [
-        PodTargetWatcher(
-            api_client=api_client, store=targets, loop=loop, namespace=ns, reports=reports
-        )
-        for ns in (settings.namespaces or (None,))
-    ]
     app = create_app(
         targets=targets,
         blobs=BlobCache(settings.cache_dir),
@@ -197,19 +209,55 @@ async def serve_distributor(
     )
     server = DistributorServer(app, host=settings.host, port=settings.port, ssl_context=ssl_context)
     try:
-        for watcher in watchers:
-            watcher.start()
-        await server.start()
-        logger.info("distributor serving on port %d", server.port)
-        if on_ready is not None:
-            on_ready(server.port)
-        await stop.wait()
+        await serve_when_synced(server, watcher=watcher, stop=stop, on_ready=on_ready)
     finally:
-        await server.stop()
-        for watcher in watchers:
-            await asyncio.to_thread(watcher.stop)
         executor.shutdown(wait=True, cancel_futures=True)
         api_client.close()
+
+
+async def serve_when_synced(
+    server: DistributorServer,
+    *,
+    watcher: RuleWatcher,
+    stop: asyncio.Event,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Start ``watcher``; serve with ``server`` once it has synced, until ``stop`` is set.
+
+    Not listening before: a replica that has not loaded the bundles and the
+    pods would answer every agent "unknown" (its readiness probe fails instead,
+    so the Service routes the agents to replicas that know).  Stops the watcher
+    and the server on the way out.
+    """
+    watcher.start()
+    try:
+        if not watcher.synced:
+            logger.info("listing LogicBundles, then pods, before serving")
+            if not await _first_of(stop, watcher):
+                return
+        await server.start()
+        try:
+            logger.info("distributor serving on port %d", server.port)
+            if on_ready is not None:
+                on_ready(server.port)
+            await stop.wait()
+        finally:
+            await server.stop()
+    finally:
+        await asyncio.to_thread(watcher.stop)
+
+
+async def _first_of(stop: asyncio.Event, watcher: RuleWatcher) -> bool:
+    """Wait until ``watcher`` synced (True) or ``stop`` is set (False)."""
+    synced = asyncio.ensure_future(watcher.wait_synced())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({synced, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (synced, stopped):
+            waiter.cancel()
+        await asyncio.gather(synced, stopped, return_exceptions=True)
+    return watcher.synced and not stop.is_set()
 
 
 def run_distributor(settings: DistributorSettings) -> int:

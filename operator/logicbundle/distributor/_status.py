@@ -1,13 +1,19 @@
-"""Record on the pod what its agent reported active: an annotation and a pod condition.
+"""Record on the pod that its bundles are active: the readiness-gate condition, on change only.
 
-The agent never writes to the API; the operator does it for it, here.  Each
-``logicbundle.io/active.<bundle>`` annotation holds the digest the agent
-reports active, and the pod condition that the webhook lists as a readiness
-gate turns ``True`` once every assigned bundle is active, so the pod only
-receives traffic after its first activation.  The condition goes through the
-``pods/status`` subresource (the only way to set a readiness-gate condition).
+The agent never writes to the API; the distributor does it for it, here.  The
+pod condition that the webhook lists as a readiness gate turns ``True`` once
+every assigned bundle is active, so the pod only receives traffic after its
+first activation.  It goes through the ``pods/status`` subresource (the only
+way to set a readiness-gate condition).
 
-Both patches carry the pod's uid, which the API server treats as a
+This is the one per-pod write left: a pod's first activation and a change of
+its readiness.  What each pod runs is not written anywhere (the agents report
+it to the distributor, which sums it per bundle and digest), so a rollout step
+writes nothing per pod.  ``current`` (optional) tells the writer what the pod
+already shows, from a watch cache, so a restarted distributor does not
+rewrite a condition every pod already has.
+
+The patch carries the pod's uid, which the API server treats as a
 precondition: a pod recreated under the same name is never given another
 pod's state.  Kept apart from the HTTP service and injected as its activity
 callback, so tests and other deployments can swap it.
@@ -30,11 +36,6 @@ REASON_ACTIVE: Final = "BundlesActive"
 REASON_PENDING: Final = "BundlesPending"
 
 
-def active_annotations(activity: PodActivity) -> dict[str, str | None]:
-    """The annotation patch (None deletes) for a pod's reported bundles."""
-    return {names.active_annotation(b): digest for b, digest in sorted(activity.active.items())}
-
-
 def ready_condition(activity: PodActivity, *, now: datetime) -> dict[str, str] | None:
     """The pod condition to write, or None when readiness is unknown."""
     if activity.ready is None:
@@ -50,10 +51,14 @@ def ready_condition(activity: PodActivity, *, now: datetime) -> dict[str, str] |
     return condition
 
 
-class PodStatusWriter:
-    """Patches a pod's active annotations and readiness condition (sync client, in a thread).
+CurrentReadiness = Callable[[str, str, str], bool | None]
+"""``(namespace, name, uid)`` -> the pod's readiness condition now (None: unknown)."""
 
-    Needs ``patch`` on ``pods`` and on ``pods/status``.
+
+class PodStatusWriter:
+    """Patches a pod's readiness condition when it changes (sync client, in a thread).
+
+    Needs ``patch`` on ``pods/status``.
     """
 
     def __init__(
@@ -63,33 +68,41 @@ class PodStatusWriter:
         executor: Executor | None = None,
         request_timeout: float = 10.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        current: CurrentReadiness | None = None,
     ) -> None:
         self._core = client.CoreV1Api(api_client)
         self._executor = executor
         self._timeout = request_timeout
         self._now = now
+        self._current = current
+        self.writes = 0
 
     async def __call__(self, activity: PodActivity) -> None:
+        if not self.needed(activity):
+            return
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.write, activity)
 
+    def needed(self, activity: PodActivity) -> bool:
+        """Whether ``activity`` changes what the pod shows."""
+        if activity.ready is None:
+            return False
+        if self._current is not None:
+            shown = self._current(activity.namespace, activity.name, activity.uid)
+            if shown is not None:
+                return shown != activity.ready
+        return activity.ready_changed
+
     def write(self, activity: PodActivity) -> None:
-        """Blocking: patch the annotations, then the condition when readiness is known."""
-        annotations = active_annotations(activity)
-        if annotations:
-            self._core.patch_namespaced_pod(
-                activity.name,
-                activity.namespace,
-                {"metadata": {"uid": activity.uid, "annotations": annotations}},
-                _content_type="application/merge-patch+json",
-                _request_timeout=self._timeout,
-            )
+        """Blocking: patch the condition (when readiness is known)."""
         condition = ready_condition(activity, now=self._now())
-        if condition is not None:
-            self._core.patch_namespaced_pod_status(
-                activity.name,
-                activity.namespace,
-                {"metadata": {"uid": activity.uid}, "status": {"conditions": [condition]}},
-                _content_type="application/strategic-merge-patch+json",
-                _request_timeout=self._timeout,
-            )
+        if condition is None:
+            return
+        self._core.patch_namespaced_pod_status(
+            activity.name,
+            activity.namespace,
+            {"metadata": {"uid": activity.uid}, "status": {"conditions": [condition]}},
+            _content_type="application/strategic-merge-patch+json",
+            _request_timeout=self._timeout,
+        )
+        self.writes += 1

@@ -1,24 +1,16 @@
 """The rollout core: which digest each pod runs, and when a rollout moves on.
 
 Pure: no I/O, no Kubernetes client, no clock (``now`` is always passed in).
-The controller and the webhook are thin shells around these calls, and the
-state they need lives in the ``LogicBundle`` status and the pods'
-annotations, so the decisions are fast to test and survive an operator
-restart.
+The controller is a thin shell around these calls, and the state they need
+lives in the ``LogicBundle`` status and on the pods themselves, so the
+decisions are fast to test and survive an operator restart.
 
-The webhook asks one question, for a pod being created::
-
-    target = rollout.desired_target(
-        bundle_name=lb.metadata.name, spec=lb.spec, status=lb.status,
-        pod=rollout.PodReport(pod=rollout.PodIdentity(namespace=ns, name=name,
-                                                       cohort_key=key), labels=labels),
-        pods=other_selected_pods,
-    )
-    if target is not None:
-        annotations[names.target_annotation(lb.metadata.name)] = rollout.format_target(target)
-
-(``key`` is :func:`cohort_key`, written to the ``logicbundle.io/cohort-key``
-annotation; pod names are unknown at admission for ``generateName`` pods.)
+What a pod should run is not recorded per pod: it is a rule over one
+published :class:`~logicbundle.contract.RolloutState` and the pod's own facts
+(:func:`logicbundle.contract.target_of`).  The webhook only records, once, the
+facts the rule needs and cannot learn later: the ``logicbundle.io/cohort-key``
+annotation (:func:`cohort_key`; pod names are unknown at admission for
+``generateName`` pods) and ``logicbundle.io/admitted-at``.
 
 The controller, at every reconcile::
 
@@ -29,11 +21,27 @@ The controller, at every reconcile::
     decision = rollout.step(bundle_name=name, generation=generation, spec=spec,
                             status=status, pods=reports, verdict=verdict,
                             action=parsed_action, verified=verification, now=now)
-    # patch decision.assignments onto pods (format_target), write decision.status,
-    # post decision.events, requeue after decision.requeue_after.
+    # write decision.status (its targetState is decision.state, from which the next
+    # step continues), then publish decision.state: the ConfigMap
+    # contract.state_configmap_name(name) and the distributor's targets; post
+    # decision.events, requeue after decision.requeue_after.
+    # decision.assignments is every pod's target under decision.state, for counting.
 
-The cohort rule and share are explained in :mod:`logicbundle.rollout._cohort`;
-the state diagram in :mod:`logicbundle.rollout._machine`; the verdicts in
+(``reports`` are :class:`PodReport` values: the pod's cohort key, labels and
+``admitted`` instant, and what its agent reports it runs.)  Each distributor
+replica, for a long-poll, and each agent, from the mounted ConfigMap on its
+slow path, evaluate the same rule::
+
+    target = contract.target_of(state, contract.PodFacts(key=key, labels=labels,
+                                                         admitted=admitted_ms))
+
+so a rollout step is one write of the state whatever the number of pods, and
+a pod admitted after the step learns its target before the controller has
+seen it.
+
+How percent stages pick their pods (and keep them) is explained in
+:mod:`logicbundle.contract` and :mod:`logicbundle.rollout._cohort`; the state
+diagram in :mod:`logicbundle.rollout._machine`; the verdicts in
 :mod:`logicbundle.rollout._analysis`.
 """
 
@@ -51,12 +59,16 @@ from logicbundle.rollout._analysis import (
     render_query,
 )
 from logicbundle.rollout._cohort import (
+    ADMISSION_LAG_MS,
+    assignments,
     candidate_cohort,
     cohort_key,
-    cohort_position,
     current_stage,
-    desired_target,
-    plan_assignments,
+    facts,
+    pod_target,
+    publish,
+    published_state,
+    selector,
     share,
 )
 from logicbundle.rollout._machine import (
@@ -84,16 +96,19 @@ from logicbundle.rollout._model import (
     Decision,
     Event,
     EventType,
+    Observed,
     PodFailure,
     PodIdentity,
     PodReport,
     PodTarget,
     VerifiedDigest,
     format_target,
+    observe,
     parse_target,
 )
 
 __all__ = [
+    "ADMISSION_LAG_MS",
     "EVENT_ABORTED",
     "EVENT_ACTION_IGNORED",
     "EVENT_ANALYSIS_FAILED",
@@ -118,27 +133,32 @@ __all__ = [
     "EventType",
     "MetricValue",
     "MetricValues",
+    "Observed",
     "PodFailure",
     "PodIdentity",
     "PodReport",
     "PodTarget",
     "VerifiedDigest",
     "analysis_due",
+    "assignments",
     "builtin_value",
     "candidate_cohort",
     "cohort_key",
-    "cohort_position",
     "current_stage",
-    "desired_target",
     "escape_label_value",
+    "facts",
     "format_target",
     "histogram_quantile",
     "judge",
     "judge_builtin",
     "judge_metric",
+    "observe",
     "parse_target",
-    "plan_assignments",
+    "pod_target",
+    "publish",
+    "published_state",
     "render_query",
+    "selector",
     "share",
     "step",
 ]

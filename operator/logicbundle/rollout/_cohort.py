@@ -1,53 +1,49 @@
-"""Which digest each pod should carry: the one cohort rule.
+"""Which digest each pod should carry: the published state, from which every pod's target follows.
 
-The webhook (for a pod being created) and the controller (for every pod, at
-every reconcile) call the same functions here, so a pod that joins
-mid-rollout lands where the controller would have put it.
+The rule itself lives in :mod:`logicbundle.contract` (standard library only,
+so the agent evaluates it in the pod on the slow path, and every distributor
+replica for the long-polls).  This module is the operator's half: from the
+stage in flight, the previous published state and the pods it sees, the next
+:class:`~logicbundle.contract.RolloutState`.
 
-The rule for a ``percent`` stage, and why:
-
-* **Share.**  ``share(N, p) = max(1, floor(p * N / 100))`` for ``0 < p``
-  and ``N > 0`` pods with the agent (``0`` when ``p`` or ``N`` is 0).  The
-  percentage is a ceiling on the blast radius, so it is rounded *down*; the
-  only exception is the one pod without which there is nothing to judge.
-  A stage carries the candidate on exactly ``min(share, N)`` pods.
-* **Position.**  Pods are ranked by ``sha256(bundle, candidate, key)``
-  where ``key`` is the pod's cohort key (:func:`cohort_key`).  Hashing with
-  the candidate gives every rollout a fresh canary set; hashing with the
-  bundle keeps bundles independent.  No clock, no randomness and no operator
-  memory are involved, so a restarted operator computes the same ranks.
-* **Stickiness.**  Pods whose target annotation already names the candidate
-  keep it, all of them (the ``internal`` stage's pods included); the
-  remaining places, if the share has any left, go to the lowest-ranked other
-  pods.  A pod leaves the candidate only by a rollback, an abort or a
-  promotion, never by a stage change or pods coming and going, so no pod goes
-  candidate -> stable -> candidate within a rollout.  The state it reads
-  lives in the pods' annotations, so it, too, survives an operator restart.
-  Consequences (all property-tested): a stage never grows past its share (it
-  may start above it when the pods that already had the candidate are more);
-  it has at least one pod when ``p > 0`` and there are pods; no pod on the
-  candidate is ever moved out of it by the plan.
+* ``internal`` stages publish their selector; ``all`` publishes "every pod";
+  ``requestPercent`` publishes the weight (every pod loads both digests and
+  the SDK splits calls).
+* ``percent`` stages publish a threshold over a stable hash of the pod's
+  cohort key, sealed by admission time (:func:`logicbundle.contract.plan_percent`).
+  Thresholds and the seal only move up within a rollout, so no pod leaves
+  the candidate when pods come and go or the stage advances, and pods that
+  an ``internal`` stage put on the candidate are carried over; without any
+  per-pod record.  The previous state is the one in the status
+  (``status.targetState``), so a restarted operator plans the same.
 
 The cohort key: pods of a Deployment get their name from ``generateName``
 *after* mutating admission, so the webhook cannot hash the name.  It writes
 the ``logicbundle.io/cohort-key`` annotation instead (``namespace/name``
 when the name is known, else the admission request's uid) and the pod keeps
-it for life; a pod without it is hashed by ``namespace/name``, which is
-stable across operator restarts (the uid would be too, but is unknown at
-admission as well).  A re-created pod is a new pod with a new position.
-
-``internal`` stages take exactly the pods their selector matches; ``all``
-takes every pod; ``requestPercent`` gives every pod both digests and a
-weight, and the SDK splits calls.
+it for life, with ``logicbundle.io/admitted-at``.  A re-created pod is a new
+pod with a new position.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Final
 
-from logicbundle.api import LogicBundleSpec, LogicBundleStatus, Stage
+from logicbundle import contract
+from logicbundle.api import LabelSelector, LogicBundleSpec, LogicBundleStatus, Stage
 from logicbundle.rollout._model import PodIdentity, PodReport, PodTarget
+
+ADMISSION_LAG_MS: Final = 5_000
+"""How far behind the pods the operator sees may be (cache lag plus clock skew).
+
+A percent stage never seals pods admitted within this much of ``now``: a pod
+admitted but not yet in the operator's cache would otherwise join the
+candidate unaccounted for.  They are sealed at a later reconcile.  The one
+exception: entering a percent stage from an ``internal`` one seals every pod
+seen that the internal stage put on the candidate, so that it keeps it.
+"""
 
 
 def cohort_key(*, namespace: str, name: str | None, request_uid: str) -> str:
@@ -55,19 +51,9 @@ def cohort_key(*, namespace: str, name: str | None, request_uid: str) -> str:
     return f"{namespace}/{name}" if name else f"uid/{request_uid}"
 
 
-def cohort_position(*, bundle_name: str, candidate: str, pod: PodIdentity) -> int:
-    """The pod's rank for ``candidate``: a 64-bit integer, lower joins earlier."""
-    material = f"{bundle_name}\n{candidate}\n{pod.key}".encode()
-    return int.from_bytes(hashlib.sha256(material).digest()[:8], "big")
-
-
 def share(*, percent: int, pods: int) -> int:
-    """How many of ``pods`` a ``percent`` stage gives the candidate to (see the module doc)."""
-    if percent <= 0 or pods <= 0:
-        return 0
-    if percent >= 100:
-        return pods
-    return max(1, percent * pods // 100)
+    """How many of ``pods`` a ``percent`` stage gives the candidate to."""
+    return contract.share(percent=percent, pods=pods)
 
 
 def _eligible(pods: Iterable[PodReport]) -> list[PodReport]:
@@ -82,72 +68,98 @@ def _eligible(pods: Iterable[PodReport]) -> list[PodReport]:
     return result
 
 
-def _percent_cohort(
-    *, bundle_name: str, candidate: str, percent: int, pods: Sequence[PodReport]
-) -> set[PodIdentity]:
-    places = share(percent=percent, pods=len(pods))
-
-    def rank(report: PodReport) -> tuple[int, str]:
-        position = cohort_position(bundle_name=bundle_name, candidate=candidate, pod=report.pod)
-        return position, report.pod.key
-
-    ranked = sorted(pods, key=rank)
-    # Every pod already on the candidate keeps it (only a rollback, an abort or a promotion
-    # moves it): no pod goes candidate -> stable -> candidate within a rollout.  The share
-    # counts them, so the stage takes more only while it is below its share.
-    keepers = [r for r in ranked if r.assigned is not None and r.assigned.digest == candidate]
-    chosen = [r.pod for r in keepers]
-    taken = set(chosen)
-    for report in ranked:
-        if len(chosen) >= places:
-            break
-        if report.pod not in taken:
-            chosen.append(report.pod)
-            taken.add(report.pod)
-    return taken
+def selector(value: LabelSelector) -> contract.Selector:
+    """The rule's form of a label selector from the spec."""
+    return contract.Selector(
+        match_labels=dict(value.match_labels or {}),
+        match_expressions=tuple(
+            contract.Requirement(key=r.key, operator=r.operator, values=tuple(r.values or ()))
+            for r in value.match_expressions or ()
+        ),
+    )
 
 
-def plan_assignments(
+def facts(report: PodReport) -> contract.PodFacts:
+    """What the rule knows of a pod."""
+    return contract.PodFacts(key=report.pod.key, labels=report.labels, admitted=report.admitted)
+
+
+def publish(
     *,
     bundle_name: str,
     stage: Stage | None,
     stable: str | None,
     candidate: str | None,
+    previous: contract.RolloutState | None,
     pods: Sequence[PodReport],
-) -> dict[PodIdentity, PodTarget]:
-    """The target of every pod with the agent, for ``stage`` of ``candidate``'s rollout.
+    now: datetime,
+) -> contract.RolloutState:
+    """The state to publish for ``stage`` of ``candidate``'s rollout.
 
-    ``stage`` None (or no candidate) puts every pod on ``stable``.  With no
-    stable digest there is nothing verified to fall back on and nothing is
-    assigned.  Pods without the agent are left out.
+    ``stage`` None (or no candidate): every pod on ``stable``.  ``previous``:
+    the state published before (``status.targetState``); a percent stage
+    continues from it when it is the same candidate's.  Pods without the
+    agent are not counted.
     """
-    eligible = _eligible(pods)
-    if stable is None:
-        return {}
-    on_stable = PodTarget(digest=stable)
-    if stage is None or candidate is None or candidate == stable:
-        return {report.pod: on_stable for report in eligible}
-    on_candidate = PodTarget(digest=candidate)
+    if stable is None or stage is None or candidate is None or candidate == stable:
+        return contract.RolloutState(bundle=bundle_name, stable=stable)
+    published: contract.Stage
     if stage.request_percent is not None:
-        weight = stage.request_percent
-        split = PodTarget(digest=stable, candidate=candidate, weight=weight) if weight else None
-        return {report.pod: split or on_stable for report in eligible}
-    chosen = _stage_cohort(bundle_name=bundle_name, stage=stage, candidate=candidate, pods=eligible)
-    return {report.pod: on_candidate if report.pod in chosen else on_stable for report in eligible}
-
-
-def _stage_cohort(
-    *, bundle_name: str, stage: Stage, candidate: str, pods: Sequence[PodReport]
-) -> set[PodIdentity]:
-    """The pods of a pod-level stage (``all``, ``internal`` or ``percent``)."""
-    if stage.all_pods:
-        return {report.pod for report in pods}
-    if stage.internal is not None:
-        selector = stage.internal
-        return {report.pod for report in pods if selector.matches(dict(report.labels))}
-    return _percent_cohort(
-        bundle_name=bundle_name, candidate=candidate, percent=stage.percent or 0, pods=pods
+        published = contract.Split(stage.request_percent)
+    elif stage.all_pods:
+        published = contract.Everyone()
+    elif stage.internal is not None:
+        published = contract.Internal(selector(stage.internal))
+    else:
+        before = (
+            previous.stage
+            if previous is not None
+            and previous.bundle == bundle_name
+            and previous.candidate == candidate
+            else None
+        )
+        seen = [facts(report) for report in _eligible(pods)]
+        carry_from = before.selector if isinstance(before, contract.Internal) else None
+        horizon = int(now.timestamp() * 1000) - ADMISSION_LAG_MS
+        if carry_from is not None:
+            # The internal stage gave the candidate to every pod its selector matched,
+            # however recently admitted; the carry keeps only sealed pods, so the seal
+            # must cover them, or the newest would go back to stable.
+            horizon = max([horizon, *(p.admitted for p in seen if carry_from.matches(p.labels))])
+        published = contract.plan_percent(
+            bundle=bundle_name,
+            candidate=candidate,
+            percent=stage.percent or 0,
+            pods=seen,
+            previous=before if isinstance(before, contract.Percent) else None,
+            carry_from=carry_from,
+            horizon=horizon,
+        )
+    return contract.RolloutState(
+        bundle=bundle_name, stable=stable, candidate=candidate, stage=published
     )
+
+
+def pod_target(state: contract.RolloutState, report: PodReport) -> PodTarget | None:
+    """What one pod should run under ``state`` (None: nothing, or a pod without the agent)."""
+    if not report.has_agent:
+        return None
+    target = contract.target_of(state, facts(report))
+    if target is None:
+        return None
+    return PodTarget(digest=target.digest, candidate=target.candidate, weight=target.weight)
+
+
+def assignments(
+    state: contract.RolloutState, pods: Sequence[PodReport]
+) -> dict[PodIdentity, PodTarget]:
+    """Every pod's target under ``state`` (pods without the agent are left out)."""
+    result: dict[PodIdentity, PodTarget] = {}
+    for report in _eligible(pods):
+        target = pod_target(state, report)
+        if target is not None:
+            result[report.pod] = target
+    return result
 
 
 def current_stage(*, spec: LogicBundleSpec, status: LogicBundleStatus | None) -> Stage | None:
@@ -165,31 +177,16 @@ def current_stage(*, spec: LogicBundleSpec, status: LogicBundleStatus | None) ->
     return stages[min(status.stage_index, len(stages) - 1)]
 
 
-def desired_target(
-    *,
-    bundle_name: str,
-    spec: LogicBundleSpec,
-    status: LogicBundleStatus | None,
-    pod: PodReport,
-    pods: Sequence[PodReport],
-) -> PodTarget | None:
-    """The target of one pod (the webhook's question for a pod being created).
-
-    ``pods`` are the other selected pods with their current assignments;
-    ``pod`` may or may not be among them.  The answer is what
-    :func:`plan_assignments` gives that pod with everyone else in place, so
-    the webhook and the controller agree.  None: nothing verified to assign
-    yet (or the pod has no agent).
-    """
-    others = [report for report in pods if report.pod != pod.pod]
-    plan = plan_assignments(
-        bundle_name=bundle_name,
-        stage=current_stage(spec=spec, status=status),
-        stable=status.stable_digest if status else None,
-        candidate=status.candidate_digest if status else None,
-        pods=[*others, pod],
-    )
-    return plan.get(pod.pod)
+def published_state(status: LogicBundleStatus | None) -> contract.RolloutState | None:
+    """The state ``status`` published (None: none, or one that does not parse)."""
+    if status is None or status.target_state is None:
+        return None
+    try:
+        return contract.state_from_json(
+            status.target_state.model_dump(mode="json", by_alias=True, exclude_none=True)
+        )
+    except contract.StateError:
+        return None
 
 
 def candidate_cohort(

@@ -62,17 +62,29 @@ from logicbundle.api import (
     short_digest,
     with_condition,
 )
-from logicbundle.api.v1alpha1 import HISTORY_LIMIT
+from logicbundle.api.v1alpha1 import HISTORY_LIMIT, TargetState
+from logicbundle.contract import RolloutState, state_to_json
 from logicbundle.rollout._analysis import AnalysisVerdict
-from logicbundle.rollout._cohort import candidate_cohort, current_stage, plan_assignments
+from logicbundle.rollout._cohort import (
+    assignments as targets_under,
+)
+from logicbundle.rollout._cohort import (
+    candidate_cohort,
+    current_stage,
+    publish,
+    published_state,
+)
 from logicbundle.rollout._model import (
     Decision,
     Event,
     EventType,
+    Observed,
+    PodFailure,
     PodIdentity,
     PodReport,
     PodTarget,
     VerifiedDigest,
+    observe,
 )
 
 # --- event reasons --------------------------------------------------------------
@@ -394,13 +406,15 @@ def _rollback_to(d: _Draft, digest: str, revoked: bool, now: datetime) -> None:
 # --- the stage in flight --------------------------------------------------------
 
 
-def _fresh_failure(d: _Draft, pods: Sequence[PodReport]) -> PodReport | None:
-    for report in pods:
-        failure = report.failure
-        if failure is None or failure.digest != d.candidate or not report.has_agent:
-            continue
-        if d.stage_started_at is None or failure.at >= d.stage_started_at:
-            return report
+def _fresh_failure(d: _Draft, observed: Observed) -> PodFailure | None:
+    """The candidate's failure reported since its stage started, if any."""
+    if d.candidate is None:
+        return None
+    failure = observed.failures.get(d.candidate)
+    if failure is None:
+        return None
+    if d.stage_started_at is None or failure.at >= d.stage_started_at:
+        return failure
     return None
 
 
@@ -448,50 +462,66 @@ def _progress(
     bundle_name: str,
     spec: LogicBundleSpec,
     pods: Sequence[PodReport],
+    observed: Observed,
     verdict: AnalysisVerdict | None,
+    previous: RolloutState | None,
     now: datetime,
-) -> None:
-    """Run the stage in flight as far as it can go in this instant."""
+) -> RolloutState | None:
+    """Run the stage in flight as far as it can go in this instant.
+
+    Returns the state published for the stage it stopped in (None when the
+    rollout ended or rolled back: the caller publishes "every pod on stable").
+    """
     if verdict is not None and not spec.rollout.skip_analysis:
         _apply_verdict(d, spec, verdict, now)
         if not d.in_flight:
-            return
+            return None
     stages = _stages(spec)
+    state = previous
     for _ in range(len(stages) + 1):
         if not d.in_flight:
-            return
+            return None
         assert d.candidate is not None and d.stage_index is not None  # noqa: S101
-        failed = _fresh_failure(d, pods)
-        if failed is not None and failed.failure is not None:
+        failed = _fresh_failure(d, observed)
+        if failed is not None:
+            who = f"pod {failed.pod}" if failed.pod else "a pod"
+            if failed.pods > 1:
+                who += f" (and {failed.pods - 1} more)"
             _roll_back(
                 d,
                 conditions.HEALTH_CHECK_FAILED,
-                f"pod {failed.pod.namespace}/{failed.pod.name} flipped back from "
-                f"{_short(d.candidate)}: {failed.failure.message or 'health check failed'}; "
+                f"{who} flipped back from "
+                f"{_short(d.candidate)}: {failed.message or 'health check failed'}; "
                 f"every pod back on {_short(d.stable)}",
             )
-            return
+            return None
         stage = stages[d.stage_index]
-        plan = plan_assignments(
+        state = publish(
             bundle_name=bundle_name,
             stage=stage,
             stable=d.stable,
             candidate=d.candidate,
+            previous=state,
             pods=pods,
+            now=now,
         )
+        plan = targets_under(state, pods)
         cohort = candidate_cohort(plan, candidate=d.candidate)
         if not cohort:
             _advance(d, spec, now, "it selects no pods, nothing to judge")
             continue
-        by_pod = {report.pod: report for report in pods}
-        ready = sum(1 for pod in cohort if by_pod[pod].runs(plan[pod]))
+        # The cohort is the only set of pods told the candidate (it never shrinks within a
+        # rollout), so the pods reporting it active are the cohort's; a split's pods
+        # report their primary digest.
+        primary = d.stable if stage.request_percent is not None else d.candidate
+        ready = min(len(cohort), observed.active.get(primary or "", 0))
         label = f"stage {stage.name} ({d.stage_index + 1}/{len(stages)})"
-        if ready < len(cohort):
+        if ready < len(cohort) or not observed.complete:
             d.wait = (
                 conditions.WAITING_FOR_PODS,
                 f"{label}: {ready}/{len(cohort)} pods run {_short(d.candidate)}",
             )
-            return
+            return state
         if d.stage_active_at is None:
             d.stage_active_at = now
         active_at = d.stage_active_at
@@ -499,8 +529,8 @@ def _progress(
             d, spec=spec, stage=stage, label=label, pods=len(cohort), active_at=active_at, now=now
         )
         if d.wait is not None:
-            return
-    return
+            return state
+    return state if d.in_flight else None
 
 
 def _decide_stage(
@@ -568,10 +598,14 @@ def step(
     verified: VerifiedDigest | None,
     now: datetime,
     source_error: str | None = None,
+    observed: Observed | None = None,
 ) -> Decision:
     """Decide the next assignments, status and events.
 
-    ``pods``: every pod the bundle's selector matches, with the agent or not.
+    ``pods``: every pod the bundle's selector matches, with the agent or not:
+    their facts (identity, labels, admission time).  ``observed``: what their
+    agents report, summed (the distributor replicas' summaries); None sums
+    the per-pod reports in ``pods`` (:func:`observe`).
     ``verdict``: the analysis of the candidate measured since the last step,
     or None when nothing was measured (see :func:`analysis_due`).
     ``action``: the parsed ``logicbundle.io/requested-action`` annotation, or
@@ -585,9 +619,10 @@ def step(
     the last verified digest still serving.
     """
     old = status or LogicBundleStatus()
+    seen = observed if observed is not None else observe(pods)
     was_verified = _condition_bool(old, conditions.VERIFIED)
     if spec.suspend:
-        return _suspended(generation=generation, old=old, pods=pods, now=now)
+        return _suspended(generation=generation, old=old, pods=pods, observed=seen, now=now)
     d = _draft(old)
     running = current_stage(spec=spec, status=old)
     if running is not None:
@@ -605,31 +640,45 @@ def step(
     if action is not None and str(action) != old.last_handled_action:
         _apply_action(d, spec, action, revoked, now)
 
+    previous = published_state(old)
+    state: RolloutState | None = None
     if d.in_flight:
         applies = old.candidate_digest == d.candidate and old.stage_index == d.stage_index
-        _progress(
+        state = _progress(
             d,
             bundle_name=bundle_name,
             spec=spec,
             pods=pods,
+            observed=seen,
             verdict=verdict if applies else None,
+            previous=previous,
             now=now,
         )
 
     stage = _stages(spec)[d.stage_index] if d.in_flight and d.stage_index is not None else None
     if revoked:
-        assignments: dict[PodIdentity, PodTarget] = {}
-    else:
-        assignments = plan_assignments(
-            bundle_name=bundle_name, stage=stage, stable=d.stable, candidate=d.candidate, pods=pods
+        # The stable digest itself no longer verifies: no pod is told anything.
+        state = RolloutState(bundle=bundle_name, stable=None)
+    elif state is None or not d.in_flight:
+        state = publish(
+            bundle_name=bundle_name,
+            stage=stage,
+            stable=d.stable,
+            candidate=d.candidate,
+            previous=previous,
+            pods=pods,
+            now=now,
         )
+    assignments = targets_under(state, pods)
     return _finish(
         d,
         stage_name=stage.name if stage is not None else None,
         generation=generation,
         old=old,
         pods=pods,
+        state=state,
         assignments=assignments,
+        observed=seen,
         verification=verification,
         now=now,
         source_error=source_error,
@@ -676,45 +725,54 @@ def _set(
 def _counts(
     pods: Sequence[PodReport],
     assignments: Mapping[PodIdentity, PodTarget],
+    observed: Observed,
     *,
     stable: str | None,
     candidate: str | None,
-) -> PodCounts:
-    active = pending = failed = without_agent = 0
+) -> tuple[PodCounts, bool]:
+    """The pod counts, and whether every pod with a target reports running it.
+
+    From sums: pods are grouped by what they are told; a group runs its target
+    as far as pods report its primary digest active (the rule tells each pod
+    one group, so the sums split exactly when every pod reports).
+    """
+    without_agent = sum(1 for report in pods if not report.has_agent)
+    agent_pods = len(pods) - without_agent
+    groups: dict[PodTarget, int] = {}
+    for target in assignments.values():
+        groups[target] = groups.get(target, 0) + 1
     per_digest: dict[str, list[int]] = {}
-    for report in pods:
-        if not report.has_agent:
-            without_agent += 1
-            continue
-        target = assignments.get(report.pod, report.assigned)
-        if target is None:
-            pending += 1
-            continue
-        runs = report.runs(target)
+    running = 0
+    for target, told in groups.items():
+        runs = min(told, observed.active.get(target.digest, 0))
+        running += runs
         for digest in target.digests:
             entry = per_digest.setdefault(digest, [0, 0])
-            entry[0] += 1
-            entry[1] += 1 if runs else 0
-        if runs:
-            active += 1
-        elif report.failure is not None and report.failure.digest in (*target.digests, candidate):
-            failed += 1
-        else:
-            pending += 1
+            entry[0] += told
+            entry[1] += runs
+    behind = len(assignments) - running
+    failing = sum(
+        failure.pods
+        for digest, failure in observed.failures.items()
+        if digest == candidate or digest in per_digest
+    )
+    failed = min(behind, failing)
     first = [digest for digest in (stable, candidate) if digest in per_digest]
     rest = sorted(digest for digest in per_digest if digest not in first)
     by_digest = tuple(
         DigestCount(digest=digest, assigned=per_digest[digest][0], active=per_digest[digest][1])
         for digest in [*first, *rest][: HISTORY_LIMIT + 2]
     )
-    return PodCounts(
+    counts = PodCounts(
         total=len(pods),
-        active=active,
-        pending=pending,
+        active=running,
+        pending=agent_pods - running - failed,
         failed=failed,
         without_agent=without_agent,
         by_digest=by_digest,
     )
+    converged = (bool(assignments) or not agent_pods) and behind == 0 and observed.complete
+    return counts, converged
 
 
 def _finish(
@@ -724,17 +782,15 @@ def _finish(
     generation: int,
     old: LogicBundleStatus,
     pods: Sequence[PodReport],
+    state: RolloutState,
     assignments: Mapping[PodIdentity, PodTarget],
+    observed: Observed,
     verification: tuple[bool, str, str] | None,
     now: datetime,
     source_error: str | None = None,
 ) -> Decision:
-    counts = _counts(pods, assignments, stable=d.stable, candidate=d.candidate)
+    counts, converged = _counts(pods, assignments, observed, stable=d.stable, candidate=d.candidate)
     agent_pods = [report for report in pods if report.has_agent]
-    converged = bool(assignments) or not agent_pods
-    converged = converged and all(
-        report.runs(assignments[report.pod]) for report in agent_pods if report.pod in assignments
-    )
     cur = old.conditions
 
     def put(type_: str, value: bool, reason: str, message: str) -> None:
@@ -748,7 +804,7 @@ def _finish(
         )
         put(conditions.VERIFIED, ok, reason, text)
 
-    stall = _stall(d, verification, agent_pods)
+    stall = _stall(d, verification, agent_pods, observed)
     wanted, phase = _state_conditions(
         d, stall=stall, active=counts.active, agent_pods=len(agent_pods), converged=converged
     )
@@ -775,9 +831,11 @@ def _finish(
             "history": tuple(d.history),
             "last_handled_action": d.last_handled_action,
             "analysis": d.analysis,
+            "target_state": TargetState.model_validate(state_to_json(state)),
         }
     ).with_summary()
     return Decision(
+        state=state,
         assignments=dict(assignments),
         status=status,
         events=tuple(d.events),
@@ -789,7 +847,10 @@ _Wanted = tuple[str, bool, str, str]
 
 
 def _stall(
-    d: _Draft, verification: tuple[bool, str, str] | None, agent_pods: Sequence[PodReport]
+    d: _Draft,
+    verification: tuple[bool, str, str] | None,
+    agent_pods: Sequence[PodReport],
+    observed: Observed,
 ) -> tuple[str, str] | None:
     """Why progress stopped (Stalled reason, message), or None."""
     if (
@@ -804,7 +865,7 @@ def _stall(
             + (f": {verification[2]}" if verification[2] else ""),
         )
     if d.held and d.hold is not None:
-        back = sum(1 for report in agent_pods if report.runs(PodTarget(digest=d.stable or "")))
+        back = min(len(agent_pods), observed.active.get(d.stable or "", 0))
         return d.hold[0], f"{d.hold[1]} ({back}/{len(agent_pods)} pods back)"
     return None
 
@@ -886,6 +947,7 @@ def _suspended(
     generation: int,
     old: LogicBundleStatus,
     pods: Sequence[PodReport],
+    observed: Observed,
     now: datetime,
 ) -> Decision:
     events: tuple[Event, ...] = ()
@@ -897,8 +959,9 @@ def _suspended(
                 message="spec.suspend is true: nothing changes until it is false",
             ),
         )
-    keep = {report.pod: report.assigned for report in pods if report.has_agent and report.assigned}
-    assignments = {pod: target for pod, target in keep.items() if target is not None}
+    # The published state stays as it is: pods keep what they run.
+    state = published_state(old)
+    assignments = targets_under(state, pods) if state is not None else {}
     message = "spec.suspend is true: pods keep what they run and actions wait"
     cur = old.conditions
     for type_ in (conditions.READY, conditions.RECONCILING):
@@ -913,7 +976,9 @@ def _suspended(
             generation=generation,
             now=now,
         )
-    counts = _counts(pods, assignments, stable=old.stable_digest, candidate=old.candidate_digest)
+    counts, _ = _counts(
+        pods, assignments, observed, stable=old.stable_digest, candidate=old.candidate_digest
+    )
     status = old.model_copy(
         update={
             "observed_generation": generation,
@@ -922,7 +987,7 @@ def _suspended(
             "pods": counts,
         }
     ).with_summary()
-    return Decision(assignments=assignments, status=status, events=events)
+    return Decision(state=state, assignments=assignments, status=status, events=events)
 
 
 def analysis_due(*, spec: LogicBundleSpec, status: LogicBundleStatus | None, now: datetime) -> bool:

@@ -8,13 +8,14 @@ sees a raw body and never has to guess what a missing key means.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from logicbundle.api import LogicBundleStatus, names
 from logicbundle.api.formats import DIGEST_PATTERN
+from logicbundle.contract import RolloutState
 
 _DIGEST_RE: Final = re.compile(DIGEST_PATTERN)
 
@@ -118,27 +119,34 @@ def parse_target(value: str) -> PodTarget:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PodFailure:
-    """The agent's report that a digest failed its swap or health check (and was flipped back)."""
+    """Agents' reports that a digest failed its swap or health check (and was flipped back).
+
+    One pod's report, or several summed: ``pods`` failed, the latest being ``pod``
+    at ``at`` with ``message``.
+    """
 
     digest: str
     at: datetime
     message: str = ""
+    pod: str = ""
+    pods: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
 class PodReport:
-    """One pod selected by the bundle, with what it is told and what it reports.
+    """One pod selected by the bundle, with its facts and what its agent reports.
 
-    ``assigned`` is the pod's target annotation now (None: never assigned);
-    ``active`` is what the agent last reported active and ``healthy`` whether
-    the application confirmed it.  Pods without the agent (``has_agent``
-    false) are counted but never assigned anything.
+    ``labels`` and ``admitted`` (its ``logicbundle.io/admitted-at``, in
+    milliseconds; 0 when absent) are what the target rule reads; ``active``
+    is what the agent last reported active and ``healthy`` whether the
+    application confirmed it.  Pods without the agent (``has_agent`` false)
+    are counted but never assigned anything.
     """
 
     pod: PodIdentity
     labels: Mapping[str, str] = field(default_factory=dict)
     has_agent: bool = True
-    assigned: PodTarget | None = None
+    admitted: int = 0
     active: PodTarget | None = None
     healthy: bool = False
     failure: PodFailure | None = None
@@ -146,6 +154,54 @@ class PodReport:
     def runs(self, target: PodTarget) -> bool:
         """Whether the agent reports exactly ``target`` active and healthy."""
         return self.healthy and self.active == target
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observed:
+    """What a bundle's agents report, summed over its pods: all the core reads of them.
+
+    The distributor replicas keep the reports and answer with sums per digest
+    (:class:`logicbundle.distributor.BundleSummary`), so the operator never
+    holds per-pod state.  ``active``: pods that report a digest active and
+    healthy (a request split's pods report their primary digest).
+    ``failures``: per digest, the failed swaps or health checks.
+    ``complete``: every replica answered; a partial view never advances a stage.
+    """
+
+    active: Mapping[str, int] = field(default_factory=dict)
+    failures: Mapping[str, PodFailure] = field(default_factory=dict)
+    complete: bool = True
+
+
+def observe(pods: Sequence[PodReport]) -> Observed:
+    """The sum of per-pod reports (what a distributor computes; tests build pods this way)."""
+    active: dict[str, int] = {}
+    failures: dict[str, PodFailure] = {}
+    for report in pods:
+        if not report.has_agent:
+            continue
+        if report.healthy and report.active is not None:
+            active[report.active.digest] = active.get(report.active.digest, 0) + 1
+        failure = report.failure
+        if failure is not None:
+            seen = PodFailure(
+                digest=failure.digest,
+                at=failure.at,
+                message=failure.message,
+                pod=f"{report.pod.namespace}/{report.pod.name}",
+            )
+            known = failures.get(failure.digest)
+            if known is not None:
+                latest = seen if seen.at >= known.at else known
+                seen = PodFailure(
+                    digest=failure.digest,
+                    at=latest.at,
+                    message=latest.message,
+                    pod=latest.pod,
+                    pods=known.pods + 1,
+                )
+            failures[failure.digest] = seen
+    return Observed(active=active, failures=failures)
 
 
 VerificationReason = Literal["VerificationSucceeded", "VerificationFailed", "AuditRejected"]
@@ -192,12 +248,15 @@ class Event:
 class Decision:
     """What :func:`~logicbundle.rollout.step` decided.
 
-    ``assignments`` holds the target of every pod that should have one; a
-    pod absent from it is left as it is (a pod without the agent, or any pod
-    while the bundle is suspended).  ``requeue_after`` is when something
-    time-based (a pause, the next measurement) may change the decision.
+    ``state`` is the rollout state to publish (also in ``status.targetState``):
+    every pod's target follows from it.  ``assignments`` is that target for
+    each pod seen, for counting; a pod absent from it is left as it is (a pod
+    without the agent, or every pod while the stable digest is revoked).
+    ``requeue_after`` is when something time-based (a pause, the next
+    measurement) may change the decision.
     """
 
+    state: RolloutState | None
     assignments: Mapping[PodIdentity, PodTarget]
     status: LogicBundleStatus
     events: tuple[Event, ...] = ()

@@ -6,8 +6,11 @@ whose ``spec.target.podSelector`` matches a pod labelled
 to the application) and a small socket volume for the SDK, the
 agent as a native sidecar whose startup probe holds the application back
 until its logic is active, a projected token for the distributor, a
-downward-API view of the pod's annotations, the readiness gate, the cohort
-key and the first target of each bundle.  The decision is one pure function
+downward-API view of the pod's annotations and labels, each bundle's published
+rollout state (for the agent's slow path), the readiness gate, and the two
+facts the target rule needs from admission: the cohort key and the admission
+instant.  It writes no target: a pod's target is a rule over the published
+state (:mod:`logicbundle.contract`).  The decision is one pure function
 (:func:`mutate_pod`); the rest is a thin aiohttp shell, a self-managed
 certificate, and the report of pods that slipped through without the agent.
 Design and decisions: ``docs/webhook.md``.
@@ -93,8 +96,10 @@ from logicbundle.webhook._settings import (
     ANNOTATIONS_FILE,
     DISTRIBUTOR_CA_FILE,
     INJECTION_VERSION,
+    LABELS_FILE,
     SOCKET_DIR,
     SOCKET_FILE,
+    STATE_DIR,
     TOKEN_FILE,
     InjectionSettings,
 )
@@ -112,6 +117,7 @@ __all__ = [
     "DISTRIBUTOR_CA_FILE",
     "EVENT_PODS_WITHOUT_AGENT",
     "INJECTION_VERSION",
+    "LABELS_FILE",
     "RENEW_AT",
     "ROOT_ENV",
     "SKIPPED_NOTHING_SELECTS",
@@ -119,6 +125,7 @@ __all__ = [
     "SOCKET_DIR",
     "SOCKET_ENV",
     "SOCKET_FILE",
+    "STATE_DIR",
     "SYSTEM_NAMESPACES",
     "TOKEN_FILE",
     "VOLUME_SOCKET",

@@ -2,7 +2,7 @@
 
 Kept apart from the decisions so that everything else is tested without an
 API server; the e2e suite runs these against the real one.  Raw JSON is read
-(``_preload_content=False``): the webhook needs a few fields of each pod, and
+(``_preload_content=False``): the webhook needs a few fields of each object, and
 the client's models are slow to build and lose unknown fields.
 """
 
@@ -29,10 +29,9 @@ def _raw(response: Any) -> Any:
 
 
 class KubernetesClusterView:
-    """Lists on every admission (two LISTs at most, in a thread)."""
+    """Lists the namespace's ``LogicBundle`` objects on every admission (in a thread)."""
 
     def __init__(self, api_client: Any) -> None:
-        self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
 
     async def logic_bundles(self, namespace: str) -> Sequence[Mapping[str, Any]]:
@@ -42,15 +41,6 @@ class KubernetesClusterView:
             names.VERSION,
             namespace,
             names.PLURAL,
-            _preload_content=False,
-        )
-        return list(_raw(response).get("items") or ())
-
-    async def opted_in_pods(self, namespace: str) -> Sequence[Mapping[str, Any]]:
-        response = await asyncio.to_thread(
-            self._core.list_namespaced_pod,
-            namespace,
-            label_selector=f"{names.LABEL_INJECT}={names.LABEL_INJECT_ENABLED}",
             _preload_content=False,
         )
         return list(_raw(response).get("items") or ())

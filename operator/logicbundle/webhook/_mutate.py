@@ -1,9 +1,19 @@
 """The injection itself: one pure function from a pod being created to a JSONPatch.
 
-No I/O, no clock: the admission handler lists the ``LogicBundle`` objects and
-the opted-in pods of the namespace and passes them in, so every rule of the
-injection is tested without an API server, and a second call on the patched
-pod is provably a no-op.
+No I/O, no clock: the admission handler lists the ``LogicBundle`` objects of
+the namespace and passes them in with the admission instant, so every rule of
+the injection is tested without an API server, and a second call on the
+patched pod is provably a no-op.
+
+The webhook writes no target: what a pod runs is a rule over the bundle's one
+published rollout state and the pod's own facts (:mod:`logicbundle.contract`).
+It records the facts the rule needs and cannot learn later -- the cohort key
+and the admission instant, as annotations written once -- and gives the agent
+what its slow path evaluates the rule with: the pod's labels and annotations
+through the downward API, and each bundle's published state (the ConfigMap
+``lb-state-<bundle>``, optional, so a pod admitted before the operator has
+published one still starts) through a projected volume mounted in the agent
+only.
 
 Where the bundles appear in the application containers: the shared emptyDir
 is mounted *whole* and read-only (never a ``subPath``: a subPath is resolved
@@ -30,28 +40,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from logicbundle import __version__
+from logicbundle import __version__, contract
 from logicbundle.api import LogicBundle, names
 from logicbundle.oci import InvalidReferenceError, Reference
-from logicbundle.rollout import (
-    PodIdentity,
-    PodReport,
-    PodTarget,
-    cohort_key,
-    desired_target,
-    format_target,
-    parse_target,
-)
+from logicbundle.rollout import cohort_key
 from logicbundle.sdk import ROOT_ENV, SOCKET_ENV
 from logicbundle.webhook._settings import (
     AGENT_ROOT,
     ANNOTATIONS_FILE,
     DISTRIBUTOR_CA_FILE,
     INJECTION_VERSION,
+    LABELS_FILE,
     PODINFO_DIR,
     SOCKET_DIR,
     SOCKET_FILE,
     SOCKET_VOLUME_SIZE_LIMIT,
+    STATE_DIR,
     TOKEN_DIR,
     TOKEN_FILE,
     InjectionSettings,
@@ -77,6 +81,7 @@ RESERVED_VOLUMES: Final = (
     names.VOLUME_SOCKET,
     names.VOLUME_TOKEN,
     names.VOLUME_PODINFO,
+    names.VOLUME_STATE,
 )
 
 
@@ -135,61 +140,14 @@ def mount_root(bundle: LogicBundle) -> str:
     return parent if last == name and parent != "/" else path
 
 
-def pod_report(pod: Pod, *, namespace: str) -> PodReport:
-    """The rollout core's view of one existing pod: identity, labels, whether it has the agent."""
-    meta = pod.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    identity = PodIdentity(
-        namespace=meta.get("namespace") or namespace,
-        name=meta.get("name") or "",
-        cohort_key=annotations.get(names.ANNOTATION_COHORT_KEY),
-    )
-    return PodReport(pod=identity, labels=dict(meta.get("labels") or {}), has_agent=has_agent(pod))
-
-
-def _assigned(pod: Pod, bundle_name: str) -> PodTarget | None:
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    value = annotations.get(names.target_annotation(bundle_name))
-    if not value:
-        return None
-    try:
-        return parse_target(value)
-    except ValueError:
-        return None
-
-
-def _reports_for(
-    bundle: LogicBundle, pods: Sequence[Pod], *, namespace: str, exclude: PodIdentity
-) -> list[PodReport]:
-    seen: set[PodIdentity] = set()
-    reports: list[PodReport] = []
-    for other in pods:
-        if not selects(bundle, other):
-            continue
-        report = pod_report(other, namespace=namespace)
-        # A pod without a name or key cannot be ranked (and cannot exist outside admission).
-        if not (report.pod.name or report.pod.cohort_key) or report.pod in seen:
-            continue
-        if report.pod == exclude:
-            continue
-        seen.add(report.pod)
-        reports.append(
-            PodReport(
-                pod=report.pod,
-                labels=report.labels,
-                has_agent=report.has_agent,
-                assigned=_assigned(other, bundle.metadata.name),
-            )
-        )
-    return reports
-
-
 def _agent_config(bundles: Sequence[LogicBundle], settings: InjectionSettings) -> str:
     config: dict[str, Any] = {
         "root": AGENT_ROOT,
         "distributor": settings.distributor_url,
         "tokenFile": TOKEN_FILE,
         "annotationsFile": ANNOTATIONS_FILE,
+        "labelsFile": LABELS_FILE,
+        "stateDir": STATE_DIR,
         "socket": SOCKET_FILE,
         "listen": f"0.0.0.0:{settings.listen_port}",
         "bundles": {},
@@ -267,13 +225,46 @@ def _agent_container(bundles: Sequence[LogicBundle], settings: InjectionSettings
             {"name": names.VOLUME_SOCKET, "mountPath": SOCKET_DIR},
             {"name": names.VOLUME_TOKEN, "mountPath": TOKEN_DIR, "readOnly": True},
             {"name": names.VOLUME_PODINFO, "mountPath": PODINFO_DIR, "readOnly": True},
+            {"name": names.VOLUME_STATE, "mountPath": STATE_DIR, "readOnly": True},
         ],
     }
 
 
-def _volumes(settings: InjectionSettings) -> list[dict[str, Any]]:
+def _state_volume(bundle_names: Sequence[str]) -> dict[str, Any]:
+    """Each bundle's published state, ``<STATE_DIR>/<bundle>.json`` in the agent.
+
+    Optional sources: the ConfigMap may not exist yet (a bundle the operator
+    has not published), and a missing required ConfigMap would hold the whole
+    pod in ``ContainerCreating``; the agent reads a missing file as "no
+    target from the slow path".  The kubelet refreshes the files when the
+    ConfigMap changes, within its sync period plus its cache TTL.
+    """
+    return {
+        "name": names.VOLUME_STATE,
+        "projected": {
+            "sources": [
+                {
+                    "configMap": {
+                        "name": contract.state_configmap_name(name),
+                        "optional": True,
+                        "items": [
+                            {"key": contract.STATE_KEY, "path": contract.state_file_name(name)}
+                        ],
+                    }
+                }
+                for name in bundle_names
+            ]
+        },
+    }
+
+
+def _volumes(settings: InjectionSettings, bundle_names: Sequence[str]) -> list[dict[str, Any]]:
     podinfo: list[dict[str, Any]] = [
-        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
+        {
+            "path": posixpath.basename(ANNOTATIONS_FILE),
+            "fieldRef": {"fieldPath": "metadata.annotations"},
+        },
+        {"path": posixpath.basename(LABELS_FILE), "fieldRef": {"fieldPath": "metadata.labels"}},
     ]
     if settings.distributor_ca_pem:
         podinfo.append(
@@ -305,6 +296,7 @@ def _volumes(settings: InjectionSettings) -> list[dict[str, Any]]:
             },
         },
         {"name": names.VOLUME_PODINFO, "downwardAPI": {"items": podinfo}},
+        _state_volume(bundle_names),
     ]
 
 
@@ -407,17 +399,18 @@ def mutate_pod(
     namespace: str,
     request_uid: str,
     bundles: Sequence[LogicBundle],
-    pods: Sequence[Pod],
+    admitted_ms: int,
     settings: InjectionSettings,
 ) -> Mutation:
     """The JSONPatch that injects the agent into ``pod`` for every bundle that selects it.
 
     ``namespace`` and ``request_uid`` come from the admission request (a pod
     being created may carry neither its namespace nor its name);
-    ``bundles`` are the namespace's ``LogicBundle`` objects, ``pods`` the
-    other opted-in pods of the namespace (for the cohort rule).  A pod that
-    already has the agent, or already carries the injection record, gets an
-    empty patch, so a reinvocation changes nothing.
+    ``bundles`` are the namespace's ``LogicBundle`` objects; ``admitted_ms``
+    is the admission instant in milliseconds since the epoch, recorded as
+    ``logicbundle.io/admitted-at`` unless the pod already carries one.  A pod
+    that already has the agent, or already carries the injection record, gets
+    an empty patch, so a reinvocation changes nothing.
     """
     if has_agent(pod) or injection_record(pod) is not None:
         return Mutation()
@@ -452,35 +445,22 @@ def mutate_pod(
         return Mutation(patch=tuple(patch.ops), skipped=SKIPPED_RESERVED_NAME, warnings=(warning,))
 
     annotations = meta.get("annotations") or {}
-    key = annotations.get(names.ANNOTATION_COHORT_KEY) or cohort_key(
-        namespace=namespace, name=meta.get("name") or None, request_uid=request_uid
-    )
-    me = PodIdentity(namespace=namespace, name=meta.get("name") or "", cohort_key=key)
-    report = PodReport(pod=me, labels=dict(meta.get("labels") or {}))
-    targets: dict[str, str] = {}
-    for bundle in selected:
-        name = bundle.metadata.name
-        target = desired_target(
-            bundle_name=name,
-            spec=bundle.spec,
-            status=bundle.status,
-            pod=report,
-            pods=_reports_for(bundle, pods, namespace=namespace, exclude=me),
-        )
-        if target is not None:
-            targets[name] = format_target(target)
-
     bundle_names = [bundle.metadata.name for bundle in selected]
+    # Both facts are written once and never changed: the rule hashes the key and seals
+    # percent stages by the instant, so rewriting either could move the pod.
     if names.ANNOTATION_COHORT_KEY not in annotations:
+        key = cohort_key(
+            namespace=namespace, name=meta.get("name") or None, request_uid=request_uid
+        )
         patch.annotate(names.ANNOTATION_COHORT_KEY, key)
-    for name, value in targets.items():
-        patch.annotate(names.target_annotation(name), value)
+    if contract.ANNOTATION_ADMITTED_AT not in annotations:
+        patch.annotate(contract.ANNOTATION_ADMITTED_AT, str(admitted_ms))
     if settings.distributor_ca_pem:
         patch.annotate(names.ANNOTATION_DISTRIBUTOR_CA, settings.distributor_ca_pem)
     patch.annotate(
         names.ANNOTATION_INJECTED, _record(settings=settings, bundles=bundle_names, skipped=None)
     )
-    patch.append("/spec/volumes", spec.get("volumes"), _volumes(settings))
+    patch.append("/spec/volumes", spec.get("volumes"), _volumes(settings, bundle_names))
     patch.append(
         "/spec/initContainers", spec.get("initContainers"), [_agent_container(selected, settings)]
     )

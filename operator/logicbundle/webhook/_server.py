@@ -23,7 +23,8 @@ import json
 import logging
 import ssl
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol
@@ -34,7 +35,7 @@ from pydantic import ValidationError
 from logicbundle.api import LogicBundle
 from logicbundle.webhook._certs import CertificateBundle
 from logicbundle.webhook._config import WEBHOOK_PATH
-from logicbundle.webhook._mutate import Mutation, mutate_pod, selects
+from logicbundle.webhook._mutate import Mutation, mutate_pod
 from logicbundle.webhook._settings import InjectionSettings
 
 logger = logging.getLogger("logicbundle.webhook")
@@ -47,6 +48,14 @@ MAX_REVIEW_BYTES: Final = 3 * 1024 * 1024
 
 _SETTINGS_KEY: Final = web.AppKey("settings", InjectionSettings)
 
+Clock = Callable[[], int]
+"""The current instant in milliseconds since the epoch (tests pass a fixed one)."""
+
+
+def epoch_ms() -> int:
+    """The wall clock in milliseconds since the epoch: the admission instant a pod records."""
+    return time.time_ns() // 1_000_000
+
 
 class ClusterView(Protocol):
     """What the webhook reads from the cluster: raw bodies, newest the view has.
@@ -58,12 +67,10 @@ class ClusterView(Protocol):
     async def logic_bundles(self, namespace: str) -> Sequence[Mapping[str, Any]]:
         """The ``LogicBundle`` objects of ``namespace``."""
 
-    async def opted_in_pods(self, namespace: str) -> Sequence[Mapping[str, Any]]:
-        """The pods of ``namespace`` labelled ``logicbundle.io/inject: "true"``."""
-
 
 _VIEW_KEY: Final = web.AppKey("view", ClusterView)
 _DEADLINE_KEY: Final = web.AppKey("deadline", float)
+_CLOCK_KEY: Final[web.AppKey[Clock]] = web.AppKey("clock")
 
 
 def _parse_bundles(raw: Sequence[Mapping[str, Any]]) -> list[LogicBundle]:
@@ -82,8 +89,13 @@ async def decide(
     request: Mapping[str, Any],
     view: ClusterView,
     settings: InjectionSettings,
+    clock: Clock = epoch_ms,
 ) -> Mutation:
-    """The mutation for one AdmissionReview ``request`` (lists what it needs from ``view``)."""
+    """The mutation for one AdmissionReview ``request`` (lists what it needs from ``view``).
+
+    ``clock`` gives the admission instant the pod records (read once the
+    bundles are listed, so it is never earlier than what the listing saw).
+    """
     if request.get("operation") != "CREATE" or (request.get("kind") or {}).get("kind") != "Pod":
         return Mutation()
     pod = request.get("object")
@@ -93,17 +105,12 @@ async def decide(
     if not namespace:
         raise ValueError("the admission request names no namespace")
     bundles = _parse_bundles(await view.logic_bundles(namespace))
-    # Other pods matter only to the cohort rule, i.e. while a candidate is in flight.
-    in_flight = any(
-        b.status is not None and b.status.candidate_digest and selects(b, pod) for b in bundles
-    )
-    pods = await view.opted_in_pods(namespace) if in_flight else ()
     return mutate_pod(
         pod=pod,
         namespace=namespace,
         request_uid=str(request.get("uid")),
         bundles=bundles,
-        pods=pods,
+        admitted_ms=clock(),
         settings=settings,
     )
 
@@ -130,7 +137,10 @@ async def _mutate(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(app[_DEADLINE_KEY]):
             mutation = await decide(
-                request=admission, view=app[_VIEW_KEY], settings=app[_SETTINGS_KEY]
+                request=admission,
+                view=app[_VIEW_KEY],
+                settings=app[_SETTINGS_KEY],
+                clock=app[_CLOCK_KEY],
             )
     except Exception as error:
         meta = (admission.get("object") or {}).get("metadata") or {}
@@ -166,12 +176,14 @@ def create_app(
     view: ClusterView,
     settings: InjectionSettings,
     deadline: float = DEFAULT_DEADLINE_SECONDS,
+    clock: Clock = epoch_ms,
 ) -> web.Application:
     """The webhook's aiohttp application: ``POST /mutate-pods`` and ``GET /healthz``."""
     app = web.Application(client_max_size=MAX_REVIEW_BYTES)
     app[_VIEW_KEY] = view
     app[_SETTINGS_KEY] = settings
     app[_DEADLINE_KEY] = deadline
+    app[_CLOCK_KEY] = clock
     app.router.add_post(WEBHOOK_PATH, _mutate)
     app.router.add_get("/healthz", _healthz)
     return app

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from logicbundle import contract
+
 AGENT_ROOT: Final = "/var/run/logicbundle"
 """Where the shared volume appears in the agent container (the config's ``root``)."""
 
@@ -20,6 +22,12 @@ TOKEN_FILE: Final = f"{TOKEN_DIR}/token"
 PODINFO_DIR: Final = "/etc/logicbundle/podinfo"
 ANNOTATIONS_FILE: Final = f"{PODINFO_DIR}/annotations"
 """The downward-API file of the pod's annotations (the config's ``annotationsFile``)."""
+
+LABELS_FILE: Final = f"{PODINFO_DIR}/{contract.LABELS_FILE_NAME}"
+"""The downward-API file of the pod's labels (the config's ``labelsFile``), for the slow path."""
+
+STATE_DIR: Final = contract.STATE_DIR
+"""Where the agent sees each bundle's published rollout state (the config's ``stateDir``)."""
 
 DISTRIBUTOR_CA_FILE: Final = f"{PODINFO_DIR}/distributor-ca.crt"
 """The distributor's CA, projected from the pod annotation ``logicbundle.io/distributor-ca``."""
@@ -44,13 +52,16 @@ DEFAULT_LISTEN_PORT: Final = 9901
 DEFAULT_RUN_AS: Final = 65532
 """The non-root user and group of the logicbundle image (its Dockerfile's ``USER``)."""
 
-INJECTION_VERSION: Final = "2"
+INJECTION_VERSION: Final = "3"
 """Version of the injected pod shape, recorded in the ``logicbundle.io/injected`` annotation.
 
 Bumped whenever the shape changes in a way the controller must know about
 (it tells which pods to restart after an operator upgrade).  ``2``: the SDK
 socket moved out of the read-only bundles volume into its own volume
-(pods of version ``1`` cannot use the ``sdk`` notify mode).
+(pods of version ``1`` cannot use the ``sdk`` notify mode).  ``3``: the
+slow path evaluates the published rollout state (the state volume, the
+labels file, the ``logicbundle.io/admitted-at`` annotation); pods of version
+``2`` have none of these, so their agents follow the distributor only.
 """
 
 
@@ -70,7 +81,7 @@ class InjectionSettings:
     """The operator-wide settings of the injection.
 
     ``distributor_url`` empty means the agents use only the slow path (the
-    downward-API annotations).  ``distributor_ca_pem``, when set, is written
+    published rollout states mounted from ConfigMaps).  ``distributor_ca_pem``, when set, is written
     into each pod as the ``logicbundle.io/distributor-ca`` annotation and
     projected into the agent as a file, because a ConfigMap would have to
     exist in every tenant namespace; None means the system roots.

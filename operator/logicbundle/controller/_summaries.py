@@ -1,0 +1,218 @@
+"""Where the controller reads what the agents reported: sums per bundle and digest.
+
+The operator's leader holds no per-pod state of the agents.  Each reconcile
+asks a :class:`SummarySource` for one bundle's
+:class:`~logicbundle.distributor.BundleSummary` (the SDK counters' increase
+since the analysis window started, the pods active per digest, the failures)
+and turns it into the rollout core's :class:`~logicbundle.rollout.Observed`
+and builtin analysis samples.
+
+* :class:`LocalSummaries`: the distributor embedded in this process (one
+  replica; its report store is read in memory).
+* A source that asks every distributor replica over HTTP sums their answers
+  with :func:`~logicbundle.distributor.combine`; when one does not answer it
+  returns None, and a stage never advances (nor passes an analysis) on a
+  partial view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+import kubernetes.client
+
+from logicbundle import rollout
+from logicbundle.controller._kube import Kube
+from logicbundle.distributor import (
+    BundleSummary,
+    ReportStore,
+    RuleTargets,
+    SummaryError,
+    combine,
+    summary_from_json,
+)
+
+logger = logging.getLogger("logicbundle.controller")
+
+
+class SummarySource(Protocol):
+    async def summary(
+        self, namespace: str, bundle: str, *, since: float | None
+    ) -> BundleSummary | None:
+        """``bundle``'s summary; ``since`` in seconds since the epoch; None: incomplete."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalSummaries:
+    """The embedded distributor's reports, summed in memory."""
+
+    reports: ReportStore
+    rules: RuleTargets
+
+    async def summary(
+        self, namespace: str, bundle: str, *, since: float | None
+    ) -> BundleSummary | None:
+        start = None
+        if since is not None:
+            start = self.reports.clock() - max(0.0, time.time() - since)
+        return self.reports.summary(
+            namespace,
+            bundle,
+            since=start,
+            assigned=lambda pod: self.rules.assigns(namespace, pod, bundle),
+        )
+
+
+def observed(summary: BundleSummary | None) -> rollout.Observed:
+    """The core's view of a summary (None: incomplete, nothing counted)."""
+    if summary is None:
+        return rollout.Observed(complete=False)
+    return rollout.Observed(
+        active=dict(summary.active),
+        failures={
+            digest: rollout.PodFailure(
+                digest=digest, at=f.at, message=f.message, pod=f.pod, pods=f.pods
+            )
+            for digest, f in summary.failures.items()
+        },
+    )
+
+
+Endpoints = Callable[[], Awaitable[list[str]]]
+"""The base URLs of the distributor replicas now (``https://10.0.0.7:8443``)."""
+
+
+def static_endpoints(urls: Sequence[str]) -> Endpoints:
+    """A fixed list of replicas (local runs, tests)."""
+    fixed = [url.rstrip("/") for url in urls]
+
+    async def endpoints() -> list[str]:
+        return list(fixed)
+
+    return endpoints
+
+
+def endpoint_slice_endpoints(
+    kube: Kube, *, namespace: str, service: str, port_name: str = "https", scheme: str = "https"
+) -> Endpoints:
+    """The ready endpoints of a Service, from its EndpointSlices (a list per call)."""
+
+    def read() -> list[str]:
+        discovery = kubernetes.client.DiscoveryV1Api(kube.client)
+        slices = discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}"
+        )
+        urls = []
+        for item in slices.items or []:
+            ports = [p.port for p in item.ports or [] if p.port and p.name in (port_name, None)]
+            if not ports:
+                continue
+            for endpoint in item.endpoints or []:
+                if endpoint.conditions is not None and endpoint.conditions.ready is False:
+                    continue
+                for address in endpoint.addresses or []:
+                    host = f"[{address}]" if ":" in address else address
+                    urls.append(f"{scheme}://{host}:{ports[0]}")
+        return sorted(set(urls))
+
+    async def endpoints() -> list[str]:
+        return await kube.run(read)
+
+    return endpoints
+
+
+class ReplicaSummaries:
+    """Asks every distributor replica for a bundle's summary and sums the answers.
+
+    Reads grow with the replicas, never with the pods.  A replica that does
+    not answer, answers an error or something malformed makes the whole
+    summary None (incomplete): a stage never advances, and an analysis never
+    passes, on part of the pods.  No replica at all is incomplete too.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoints: Endpoints,
+        token_file: Path,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self._endpoints = endpoints
+        self._token_file = token_file
+        self._ssl = ssl_context
+        self._server_hostname = server_hostname
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self.failures = 0
+        """Reads that found the view incomplete (for the operator's metrics and tests)."""
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def summary(
+        self, namespace: str, bundle: str, *, since: float | None
+    ) -> BundleSummary | None:
+        try:
+            urls = await self._endpoints()
+        except Exception as exc:
+            logger.warning("cannot list the distributor replicas: %s", type(exc).__name__)
+            self.failures += 1
+            return None
+        if not urls:
+            self.failures += 1
+            return None
+        try:
+            token = self._token_file.read_text().strip()
+        except OSError as exc:
+            logger.warning("cannot read the operator's distributor token: %s", exc.strerror)
+            self.failures += 1
+            return None
+        query: dict[str, str] = {"bundleNamespace": namespace, "bundle": bundle}
+        if since is not None:
+            query["since"] = f"{since:.3f}"
+        answers = await asyncio.gather(
+            *(self._ask(url, query, token) for url in urls), return_exceptions=True
+        )
+        found = []
+        for url, answer in zip(urls, answers, strict=True):
+            if isinstance(answer, BaseException):
+                logger.warning("distributor replica %s did not answer: %s", url, _why(answer))
+                self.failures += 1
+                return None
+            found.append(answer)
+        return combine(found)
+
+    async def _ask(self, url: str, query: Mapping[str, str], token: str) -> BundleSummary:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        async with self._session.get(
+            f"{url}/v1/summary",
+            params=query,
+            headers={"Authorization": f"Bearer {token}"},
+            ssl=self._ssl if self._ssl is not None else False,
+            server_hostname=self._server_hostname,
+        ) as response:
+            if response.status != 200:
+                raise SummaryError(f"HTTP {response.status}")
+            body = await response.json(content_type=None)
+        return summary_from_json(body)
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason that never echoes a body (which could carry anything)."""
+    if isinstance(exc, SummaryError):
+        return str(exc)[:200]
+    return type(exc).__name__
