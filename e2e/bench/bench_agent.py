@@ -9,9 +9,10 @@
   mechanism's own cost shows apart from the bundle's work (the example's
   self-test calls ``price()``, which sleeps 1 ms);
 - rollback: flip ``current`` back + the application's ack;
-- target propagation, target written -> agent knows: the fast path (a
-  PATCH of the pod on the real control plane, the distributor's pod watch and
-  long-poll, the agent's poller; ``--no-cluster`` skips it) and the slow path
+- target propagation, target written -> agent knows: the fast path (a write
+  of the LogicBundle's ``status.targetState`` on the real control plane, the
+  distributor's watch, the rule evaluated for the pod, the long-poll, the
+  agent's poller; ``--no-cluster`` skips it) and the slow path
   (the published rollout state's file, as the kubelet swaps it in, polled
   every second by default; the kubelet's own delay is not part of it);
 - the agent's RSS and CPU at rest, as a separate process (``python -m
@@ -209,13 +210,22 @@ def bench_slow_path(*, rounds: int, interval: float) -> None:
 
 def bench_fast_path(*, rounds: int) -> None:
     from e2e.harness.cluster import Cluster
-    from e2e.suites.test_agent import SA, RunningDistributor, create_pod, pod_token, set_target
+    from e2e.harness.operator import install_crd
+    from e2e.suites.test_agent import (
+        SA,
+        RunningDistributor,
+        create_bundle,
+        create_pod,
+        pod_token,
+        set_target,
+    )
     from logicbundle.distributor import DistributorSettings
 
     run_dir = Path(tempfile.mkdtemp(prefix="lbb-cluster-"))
     root = Path(tempfile.mkdtemp(prefix="lbb-", dir="/tmp"))
     try:
         with Cluster.start(run_dir, nodes=1) as cluster:
+            install_crd(cluster)
             ns = "bench-agent"
             cluster.request(
                 "POST",
@@ -227,7 +237,10 @@ def bench_fast_path(*, rounds: int) -> None:
                 f"/api/v1/namespaces/{ns}/serviceaccounts",
                 {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA}},
             )
-            pod = create_pod(cluster, ns, "web-0", f"sha256:{0:064x}")
+            create_bundle(
+                cluster, ns, source="registry.invalid/shop/pricing:v1", stable=f"sha256:{0:064x}"
+            )
+            pod = create_pod(cluster, ns, "web-0")
             (root / "token").write_text(pod_token(cluster, ns, pod))
             dist = RunningDistributor(
                 DistributorSettings(
@@ -260,12 +273,12 @@ def bench_fast_path(*, rounds: int) -> None:
                 for i in range(1, rounds + 1):
                     digest = f"sha256:{i:064x}"
                     start = time.perf_counter()
-                    set_target(cluster, ns, "web-0", digest)
+                    set_target(cluster, ns, digest)
                     with changed:
                         assert changed.wait_for(functools.partial(latest.__contains__, digest), 30)
                     samples.append((latest[digest] - start) * 1000)
                 agent.stop()
-                _stats("propagation fast path (PATCH -> agent knows)", samples)
+                _stats("propagation fast path (targetState written -> agent knows)", samples)
             finally:
                 dist.stop()
     finally:

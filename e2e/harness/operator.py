@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from logicbundle.trust import attach_signature, sign_with_key
 
 LB_PATH = "/apis/logicbundle.io/v1alpha1/namespaces/{namespace}/logicbundles"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "logicbundle.io_logicbundles.yaml"
 
 
 @dataclass
@@ -414,6 +416,50 @@ def published_state(cluster: Cluster, namespace: str, bundle: str) -> dict[str, 
         raise
     value: dict[str, Any] = json.loads(cm["data"][contract.STATE_KEY])
     return value
+
+
+def write_target_state(
+    cluster: Cluster, namespace: str, *, bundle: str, state: Mapping[str, Any]
+) -> None:
+    """What the operator does at a rollout step: one write of ``status.targetState``.
+
+    For suites that run no operator.  A JSON patch, so ``state`` replaces the
+    published one whole (a merge patch would merge a new stage into the old);
+    one request once the bundle has a status (benchmarks time it).
+    """
+    path = LB_PATH.format(namespace=namespace) + f"/{bundle}/status"
+    value = dict(state)
+    try:
+        _json_patch(cluster, path, {"op": "add", "path": "/status/targetState", "value": value})
+    except urllib.error.HTTPError as exc:
+        if exc.code != 422:  # 422: no status yet, so no member to add the state to
+            raise HarnessError(f"PATCH {path}: HTTP {exc.code}: {exc.read()[:500]!r}") from exc
+        try:
+            _json_patch(
+                cluster, path, {"op": "add", "path": "/status", "value": {"targetState": value}}
+            )
+        except urllib.error.HTTPError as again:
+            raise HarnessError(
+                f"PATCH {path}: HTTP {again.code}: {again.read()[:500]!r}"
+            ) from again
+
+
+def _json_patch(cluster: Cluster, path: str, operation: Mapping[str, Any]) -> None:
+    request = urllib.request.Request(
+        cluster.server + path,
+        data=json.dumps([operation]).encode(),
+        method="PATCH",
+        headers={"Content-Type": "application/json-patch+json", "Accept": "application/json"},
+    )
+    with urllib.request.urlopen(request, context=cluster.ssl_context(), timeout=30) as response:
+        response.read()
+
+
+def install_crd(cluster: Cluster) -> str:
+    """Apply the generated LogicBundle CRD and wait until it is Established; its name."""
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
+    cluster.wait_established("logicbundles.logicbundle.io")
+    return "logicbundles.logicbundle.io"
 
 
 def events(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str]]:

@@ -271,18 +271,30 @@ def exec_in(
 @contextlib.contextmanager
 def watching_pods(cluster: Cluster, namespace: str, selector: str) -> Iterator[list[Any]]:
     """Every pod version a watch delivers while the block runs: ``(monotonic time, pod)``."""
+    with watching(
+        cluster, f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": selector}
+    ) as seen:
+        yield seen
+
+
+@contextlib.contextmanager
+def watching(cluster: Cluster, collection: str, query: Mapping[str, str]) -> Iterator[list[Any]]:
+    """Every object version a watch of ``collection`` delivers while the block runs.
+
+    ``collection`` is an API path and ``query`` narrows it (``labelSelector``,
+    ``fieldSelector``); each entry is ``(monotonic time, object)``, the opening
+    list first.
+    """
     seen: list[Any] = []
     stop = threading.Event()
 
     def follow() -> None:
         version = ""
         while not stop.is_set():
-            query = {"watch": "1", "labelSelector": selector, "timeoutSeconds": "30"}
+            params = {**query, "watch": "1", "timeoutSeconds": "30"}
             if version:
-                query["resourceVersion"] = version
-            url = f"{cluster.server}/api/v1/namespaces/{namespace}/pods?" + urllib.parse.urlencode(
-                query
-            )
+                params["resourceVersion"] = version
+            url = f"{cluster.server}{collection}?" + urllib.parse.urlencode(params)
             try:
                 with urllib.request.urlopen(url, context=cluster.ssl_context(), timeout=1.0) as s:
                     for line in s:
@@ -298,7 +310,7 @@ def watching_pods(cluster: Cluster, namespace: str, selector: str) -> Iterator[l
             except (OSError, ValueError):
                 stop.wait(0.2)
 
-    thread = threading.Thread(target=follow, name="pod-watch", daemon=True)
+    thread = threading.Thread(target=follow, name="watch", daemon=True)
     thread.start()
     try:
         yield seen

@@ -4,9 +4,17 @@ For each kwok pod the test runs the agent (``python -m logicbundle.agent``)
 and the sample application (``python -m examples.sample_app.app``) as local
 processes bound to that Pod: the agent's token comes from a TokenRequest bound
 to the pod with the distributor's audience, and the distributor runs
-in-process as ``logicbundle distributor`` does (TokenReview, pod watcher).
-kwok runs no kubelet, so the test writes the downward-API annotations file
-itself, from the Pod's annotations, the way the kubelet would.
+in-process as ``logicbundle distributor`` does (TokenReview, the watch of the
+LogicBundles and the pods, the readiness writer).
+
+No operator runs: the test creates the LogicBundle through the real CRD and
+writes its ``status.targetState`` itself, as the operator does at a rollout
+step; each pod's target is the rule over that state and the pod's own facts
+(the cohort key and admission instant the webhook writes, its labels).
+kwok runs no kubelet, so the test writes the slow path's files itself, the
+way the kubelet would: the pod's downward-API annotations and labels, and
+the published state under the agent's ``stateDir`` (the ConfigMap the
+operator mirrors the state into, projected).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -32,9 +41,11 @@ from typing import Any
 import pytest
 
 from e2e.harness.cluster import Cluster
+from e2e.harness.operator import LB_PATH, assigned, get_bundle, write_target_state
 from e2e.harness.proc import Process, free_port, wait_for
 from e2e.harness.services import Registry
 from examples.sample_app.bundles import ENTRYPOINT, EXAMPLES_DIR, INTERFACE
+from logicbundle import contract
 from logicbundle.agent import format_annotations
 from logicbundle.api import names
 from logicbundle.artifact import oci_manifest, push_directory
@@ -46,7 +57,11 @@ from logicbundle.sdk import SOCKET_ENV
 SA = "agent"
 DEADLINE = 60.0
 REPO = Path(__file__).resolve().parents[2]
-TARGET = names.target_annotation("pricing")
+BUNDLE = "pricing"
+LABELS = {"app": "web"}
+"""The labels of every pod here; the LogicBundle selects them."""
+POD_LABEL = "e2e.logicbundle.io/pod"
+"""And one label naming the pod, for a stage that takes one pod alone."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +115,43 @@ def variant(base: str, tag: str, work: Path) -> Path:
     return target
 
 
-def create_pod(cluster: Cluster, namespace: str, name: str, digest: str) -> dict[str, Any]:
+def create_bundle(cluster: Cluster, namespace: str, *, source: str, stable: str) -> None:
+    """The LogicBundle selecting :data:`LABELS`, published with every pod on ``stable``.
+
+    Its health check is the agents' own (the distributor sends it with each target).
+    """
+    cluster.request(
+        "POST",
+        LB_PATH.format(namespace=namespace),
+        {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "metadata": {"name": BUNDLE},
+            "spec": {
+                "source": {"ref": source, "insecure": True},
+                "verify": {
+                    "keyless": {
+                        "identities": [
+                            {"issuer": "https://issuer.example", "subject": "ci@example.com"}
+                        ]
+                    }
+                },
+                "target": {
+                    "podSelector": {"matchLabels": LABELS},
+                    "healthCheck": {"mode": "sdk", "timeout": "10s"},
+                },
+            },
+        },
+    )
+    set_target(cluster, namespace, stable)
+
+
+def create_pod(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    """An opted-in pod as the webhook leaves it: the agent container and the rule's facts.
+
+    No readiness gate: kwok would set its condition itself; here only the
+    distributor writes it.
+    """
     body = cluster.request(
         "POST",
         f"/api/v1/namespaces/{namespace}/pods",
@@ -109,12 +160,26 @@ def create_pod(cluster: Cluster, namespace: str, name: str, digest: str) -> dict
             "kind": "Pod",
             "metadata": {
                 "name": name,
-                "labels": {names.LABEL_INJECT: names.LABEL_INJECT_ENABLED},
-                "annotations": {TARGET: digest},
+                "labels": {
+                    names.LABEL_INJECT: names.LABEL_INJECT_ENABLED,
+                    **LABELS,
+                    POD_LABEL: name,
+                },
+                "annotations": {
+                    contract.ANNOTATION_COHORT_KEY: f"{namespace}/{name}",
+                    contract.ANNOTATION_ADMITTED_AT: str(time.time_ns() // 1_000_000),
+                },
             },
             "spec": {
                 "serviceAccountName": SA,
                 "automountServiceAccountToken": False,
+                "initContainers": [
+                    {
+                        "name": names.AGENT_CONTAINER,
+                        "image": "registry.invalid/agent:1",
+                        "restartPolicy": "Always",
+                    }
+                ],
                 "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
             },
         },
@@ -144,13 +209,41 @@ def pod_token(cluster: Cluster, namespace: str, pod: dict[str, Any]) -> str:
     return str(body["status"]["token"])
 
 
-def set_target(cluster: Cluster, namespace: str, pod: str, digest: str) -> None:
-    """What the operator does: patch the pod's target annotation."""
-    cluster.request(
-        "PATCH",
-        f"/api/v1/namespaces/{namespace}/pods/{pod}",
-        {"metadata": {"annotations": {TARGET: digest}}},
-    )
+def set_target(cluster: Cluster, namespace: str, digest: str) -> None:
+    """What the operator does: publish the bundle's state, every pod on ``digest``."""
+    state = contract.RolloutState(bundle=BUNDLE, stable=digest)
+    write_target_state(cluster, namespace, bundle=BUNDLE, state=contract.state_to_json(state))
+
+
+def set_candidate(cluster: Cluster, namespace: str, digest: str, *, pod: str) -> None:
+    """What the operator does at an internal stage whose selector matches ``pod`` alone."""
+    stable = target_state(cluster, namespace)["stable"]
+    stage = contract.Internal(contract.Selector(match_labels={POD_LABEL: pod}))
+    state = contract.RolloutState(bundle=BUNDLE, stable=stable, candidate=digest, stage=stage)
+    write_target_state(cluster, namespace, bundle=BUNDLE, state=contract.state_to_json(state))
+
+
+def target_state(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    """The state the bundle publishes now (what the operator mirrors into its ConfigMap)."""
+    state: dict[str, Any] = get_bundle(cluster, namespace, BUNDLE)["status"]["targetState"]
+    return state
+
+
+def ready_condition(cluster: Cluster, namespace: str, pod: str) -> dict[str, Any] | None:
+    """The pod's ``logicbundle.io/bundles-ready`` condition (None: not written)."""
+    body = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")
+    for found in body["status"].get("conditions") or []:
+        if found["type"] == names.POD_CONDITION_READY:
+            return dict(found)
+    return None
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` whole at once, as the kubelet's AtomicWriter does (a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
 
 
 class RunningDistributor:
@@ -275,12 +368,18 @@ class PodProcesses:
         assert status == 200, body
         return dict(body["bundles"]["pricing"])
 
-    def write_annotations(self, annotations: dict[str, str]) -> None:
-        """The kubelet's downward-API file (AtomicWriter: a new file renamed into place)."""
-        path = Path(self.config["annotationsFile"])
-        temporary = path.with_name(".annotations.tmp")
-        temporary.write_text(format_annotations(annotations))
-        temporary.replace(path)
+    def write_pod(self, pod: Mapping[str, Any]) -> None:
+        """The kubelet's downward-API files of the pod: its annotations and its labels."""
+        meta = pod["metadata"]
+        annotations = format_annotations(meta.get("annotations") or {})
+        _replace(Path(self.config["annotationsFile"]), annotations.encode())
+        labels = format_annotations(meta.get("labels") or {})
+        _replace(Path(self.config["labelsFile"]), labels.encode())
+
+    def write_state(self, state: Mapping[str, Any]) -> None:
+        """The kubelet's projection of the bundle's state ConfigMap into ``stateDir``."""
+        path = Path(self.config["stateDir"]) / contract.state_file_name(BUNDLE)
+        _replace(path, json.dumps(state).encode())
 
     def stop(self) -> None:
         for proc in (self.agent, self.app):
@@ -352,6 +451,17 @@ def _serves(pod: PodProcesses, digest: str) -> bool:
     return pod.served_digest() == digest
 
 
+def _shows_ready(cluster: Cluster, namespace: str, pod: str) -> dict[str, Any] | None:
+    found = ready_condition(cluster, namespace, pod)
+    return found if found is not None and found["status"] == "True" else None
+
+
+def _fast_path_down(pod: PodProcesses) -> bool:
+    status, body = http_get(f"http://127.0.0.1:{pod.agent_port}/metrics")
+    assert status == 200, body
+    return "\nlogicbundle_agent_fast_path_up 0\n" in f"\n{body}"
+
+
 def _failed_status(pod: PodProcesses) -> dict[str, Any] | None:
     status = pod.agent_status()
     return status if status.get("lastError") else None
@@ -390,7 +500,28 @@ def published(registry: Registry, cache: BlobCache, work: Path) -> dict[str, Pub
 
 
 @pytest.fixture
-def distributor(cluster: Cluster, namespace: str, work: Path) -> Iterator[RunningDistributor]:
+def bundle(
+    cluster: Cluster,
+    logicbundle_crd: str,
+    namespace: str,
+    registry: Registry,
+    published: dict[str, Published],
+) -> str:
+    """The LogicBundle ``pricing``, published with every pod on v1."""
+    create_bundle(
+        cluster,
+        namespace,
+        source=f"{registry.host}/shop/pricing:pricing-v1-1.0.0",
+        stable=published["pricing-v1"].digest,
+    )
+    return BUNDLE
+
+
+@pytest.fixture
+def distributor(
+    cluster: Cluster, namespace: str, bundle: str, work: Path
+) -> Iterator[RunningDistributor]:
+    """Listening once it has listed the LogicBundles (``bundle`` among them), then the pods."""
     running = RunningDistributor(
         DistributorSettings(
             cache_dir=work / "cache",
@@ -412,13 +543,14 @@ def start_pods(
     registry: Registry,
     distributor: RunningDistributor,
     work: Path,
-    digest: str,
     count: int,
 ) -> list[PodProcesses]:
+    """``count`` pods with their files as the kubelet writes them at start (state included)."""
     pods: list[PodProcesses] = []
+    state = target_state(cluster, namespace)
     for i in range(count):
         name = f"web-{i}"
-        body = create_pod(cluster, namespace, name, digest)
+        body = create_pod(cluster, namespace, name)
         run_dir = work / name
         root = run_dir / "root"  # the pod's bundles volume
         root.mkdir(parents=True)
@@ -429,7 +561,9 @@ def start_pods(
             "root": str(root),
             "distributor": distributor.url,
             "tokenFile": str(run_dir / "token"),
-            "annotationsFile": str(run_dir / "annotations"),
+            "annotationsFile": str(run_dir / "podinfo" / "annotations"),
+            "labelsFile": str(run_dir / "podinfo" / "labels"),
+            "stateDir": str(run_dir / "state"),
             "socket": str(run_dir / "sdk" / "sdk.sock"),
             "listen": f"127.0.0.1:{port}",
             "bundles": {
@@ -448,7 +582,8 @@ def start_pods(
         pod = PodProcesses(
             name=name, root=root, run_dir=run_dir, config=config, env=env, agent_port=port
         )
-        pod.write_annotations(body["metadata"].get("annotations", {}))
+        pod.write_pod(body)
+        pod.write_state(state)
         pods.append(pod)
     return pods
 
@@ -460,7 +595,6 @@ def pods(
     registry: Registry,
     service_account: str,
     distributor: RunningDistributor,
-    published: dict[str, Published],
     work: Path,
 ) -> Iterator[list[PodProcesses]]:
     started = start_pods(
@@ -469,7 +603,6 @@ def pods(
         registry=registry,
         distributor=distributor,
         work=work,
-        digest=published["pricing-v1"].digest,
         count=2,
     )
     try:
@@ -489,14 +622,13 @@ def pods(
             pod.stop()
 
 
-def test_every_app_serves_the_digest_written_into_its_pod_annotation(
+def test_every_app_serves_the_digest_its_bundle_publishes_and_the_pod_shows_ready(
     cluster: Cluster, namespace: str, pods: list[PodProcesses], published: dict[str, Published]
 ) -> None:
     v1, v2 = published["pricing-v1"].digest, published["pricing-v2"].digest
     for pod in pods:
         assert pod.served_digest() == v1
-    for pod in pods:
-        set_target(cluster, namespace, pod.name, v2)
+    set_target(cluster, namespace, v2)
     for pod in pods:
         wait_for(pod.served_digest, what="an answer", timeout=DEADLINE)
         wait_for(
@@ -507,26 +639,28 @@ def test_every_app_serves_the_digest_written_into_its_pod_annotation(
         )
         status = pod.agent_status()
         assert (status["active"], status["previous"]) == (v2, v1)
-    pod = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/web-0")
-    wait_for(
-        lambda: (
-            cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/web-0")["metadata"][
-                "annotations"
-            ].get(names.active_annotation("pricing"))
-            == v2
-        ),
-        what="the report recorded on the pod",
-        timeout=DEADLINE,
-    )
-    assert pod["metadata"]["name"] == "web-0"
+    # What a report records on the pod now: the readiness condition, written by the
+    # distributor (the pods have no readiness gate, so kwok does not set it) when it
+    # changes; what each pod runs is written nowhere on it.
+    for pod in pods:
+        condition = wait_for(
+            functools.partial(_shows_ready, cluster, namespace, pod.name),
+            what=f"the report of {pod.name} recorded on the pod",
+            timeout=DEADLINE,
+        )
+        assert condition["reason"] == "BundlesActive", condition
+        body = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod.name}")
+        ours = sorted(
+            key for key in body["metadata"].get("annotations") or {} if key.startswith(names.PREFIX)
+        )
+        assert ours == [contract.ANNOTATION_ADMITTED_AT, contract.ANNOTATION_COHORT_KEY], ours
 
 
 def test_a_bundle_whose_self_test_fails_stays_on_the_old_one_and_the_report_says_why(
     cluster: Cluster, namespace: str, pods: list[PodProcesses], published: dict[str, Published]
 ) -> None:
     v1, bad = published["pricing-v1"].digest, published["pricing-bad-selftest"].digest
-    for pod in pods:
-        set_target(cluster, namespace, pod.name, bad)
+    set_target(cluster, namespace, bad)
     for pod in pods:
         status = wait_for(
             functools.partial(_failed_status, pod),
@@ -547,15 +681,21 @@ def test_with_the_distributor_stopped_the_slow_path_converges(
     published: dict[str, Published],
     distributor: RunningDistributor,
 ) -> None:
-    v2 = published["pricing-v2"].digest
-    # Bytes first (the slow path still needs them on disk or from the registry).
+    v1, v2 = published["pricing-v1"].digest, published["pricing-v2"].digest
     distributor.stop()
+    set_target(cluster, namespace, v2)  # the operator's write, which nobody serves now
+    state = target_state(cluster, namespace)
     for pod in pods:
-        set_target(cluster, namespace, pod.name, v2)
-        annotations = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod.name}")[
-            "metadata"
-        ]["annotations"]
-        pod.write_annotations(annotations)  # what the kubelet does, later
+        assert assigned(cluster, namespace, BUNDLE, pod.name) == v2, "the rule moves every pod"
+        # The kubelet refreshes the file a minute late, long after the agent saw the
+        # distributor go; a state seen while the fast path was in charge is not news.
+        wait_for(
+            functools.partial(_fast_path_down, pod),
+            what=f"the agent of {pod.name} noticing the distributor is gone",
+            timeout=DEADLINE,
+        )
+        assert pod.agent_status()["active"] == v1
+        pod.write_state(state)  # what the kubelet does, later: the ConfigMap projected
     for pod in pods:
         wait_for(
             functools.partial(_serves, pod, v2),
@@ -619,7 +759,7 @@ def test_an_agent_killed_at_each_step_of_a_swap_recovers_and_readers_see_whole_v
                     "LOGICBUNDLE_AGENT_TEST_PAUSE_DIR": str(pause_dir),
                 }
             )
-            set_target(cluster, namespace, pod.name, fresh.digest)
+            set_candidate(cluster, namespace, fresh.digest, pod=pod.name)
             wait_for(
                 (pause_dir / step).exists,
                 what=f"the agent paused at {step}",

@@ -748,7 +748,7 @@ def test_the_pod_write_policy_lets_the_operators_account_change_only_its_own_fie
         state = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"state.json": "{}"}}
         code, text = call("POST", configmaps, {**state, "metadata": {"name": "app-settings"}})
         assert code == 422, text
-        assert "only its lb-state-<bundle> ConfigMaps" in text, text
+        assert "only its lb-state-" in text and "ConfigMaps" in text, text
         assert call("POST", configmaps, {**state, "metadata": {"name": "lb-state-x"}})[0] == 201
         assert call("PATCH", f"{configmaps}/lb-state-x", {"data": {"state.json": "[]"}})[0] == 200
         assert call("DELETE", f"{configmaps}/lb-state-x")[0] == 200

@@ -302,6 +302,11 @@ def test_a_pod_without_the_label_is_untouched_and_a_dry_run_twice_injects_alike(
     second = cluster.request("POST", f"{pods}?dryRun=All", _pod("named", OPTED_IN))
     _check_injected(first)
     assert _ours(first) == _ours(second)
+    # Alike but for the admission instant, which is the moment each was admitted.
+    admitted = contract.ANNOTATION_ADMITTED_AT
+    first_at = int(first["metadata"]["annotations"].pop(admitted))
+    second_at = int(second["metadata"]["annotations"].pop(admitted))
+    assert 0 < first_at <= second_at
     assert first["metadata"]["annotations"] == second["metadata"]["annotations"]
     # A named pod is keyed by its name, so the cohort survives its re-creation.
     assert first["metadata"]["annotations"][names.ANNOTATION_COHORT_KEY] == f"{namespace}/named"

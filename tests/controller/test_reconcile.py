@@ -201,7 +201,8 @@ def test_the_status_is_written_before_any_pod_or_agent_is_told_of_an_advance(
     written, _ = kube.calls[0][1]
     assert written["stage"] == "everyone"
     bundle, state, _ = kube.calls[1][1]
-    assert bundle == BUNDLE and state == written["targetState"], "the ConfigMap follows the status"
+    stored = _merge(status.model_dump(mode="json", by_alias=True, exclude_none=True), written)
+    assert bundle == BUNDLE and state == stored["targetState"], "the ConfigMap follows the status"
     assert state["stage"] == {"all": True} and state["candidate"] == D2
     # The distributor follows the published state: every pod is told D2, no pod is written.
     for pod in ("p000", "p001"):
@@ -563,3 +564,37 @@ def test_counters_from_pods_the_bundle_does_not_assign_or_from_another_namespace
     sample = _builtin_sample(rt, namespace=NS, bundle=BUNDLE, digest=D2, since=0, summary=summary)
 
     assert (sample.calls, sample.errors, sample.pods) == (200, 90, 1)
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 applied, as the API server applies a merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # A rollback: the published state loses its candidate and stage.
+        (
+            {"targetState": {"bundle": "b", "stable": D1, "candidate": D2, "stage": {"all": True}}},
+            {"targetState": {"bundle": "b", "stable": D1}},
+        ),
+        ({"a": {"b": {"c": 1, "d": 2}}, "e": [1, 2]}, {"a": {"b": {"c": 1}}, "e": [1]}),
+        ({"a": 1, "b": {"c": 1}}, {"b": 2}),
+        ({"a": {"x": 1}}, {"a": {"y": 2}}),
+    ],
+)
+def test_the_status_merge_patch_reaches_what_was_decided_even_inside_objects(
+    old: dict[str, Any], new: dict[str, Any]
+) -> None:
+    from logicbundle.controller._reconcile import _with_nulls
+
+    assert _merge(old, _with_nulls(old, new)) == new

@@ -17,7 +17,8 @@ What a user does on a cluster of their own, against the harness's real kubelet
    no container restarted; a bad v3 caught and rolled back on every pod;
 5. the faults a real node adds: an agent killed in the middle of a swap, the
    leader's pod deleted mid-rollout, the distributor unreachable (the slow
-   path, with the kubelet's real downward-API delay measured), an app
+   path, with the kubelet's real delay in projecting the published rollout
+   state's ConfigMap measured), an app
    container restarted in the middle of a request split;
 6. the hardening the security docs promise, checked inside the containers.
 
@@ -64,11 +65,12 @@ from e2e.harness.realpods import (
     restart_counts,
     served,
     wait_all_serving,
-    watching_pods,
+    watching,
 )
 from e2e.suites.node.conftest import RealCluster
-from logicbundle.agent import parse_annotations
+from logicbundle import contract
 from logicbundle.api import names
+from logicbundle.distributor import facts_of
 
 REPO = Path(__file__).resolve().parents[3]
 QUICKSTART = REPO / "docs" / "quickstart.md"
@@ -403,10 +405,10 @@ def test_an_app_container_restart_comes_back_on_its_version_with_its_request_spl
     installed.set_ref("v1", rollout=installed.rollout)
 
 
-def test_with_the_distributor_unreachable_agents_converge_through_the_downward_api(
+def test_with_the_distributor_unreachable_agents_converge_through_the_slow_path(
     real_cluster: RealCluster, installed: Installed, record_property: Any
 ) -> None:
-    """The slow path: the operator's pod annotations, as the kubelet projects them."""
+    """The slow path: the bundle's published state, as the kubelet projects its ConfigMap."""
     cluster = installed.cluster
     service = f"/api/v1/namespaces/{OPERATOR_NS}/services/{RELEASE}-distributor"
     selector = cluster.request("GET", service)["spec"]["selector"]
@@ -414,50 +416,67 @@ def test_with_the_distributor_unreachable_agents_converge_through_the_downward_a
     try:
         found = pods(cluster, SHOP, APP_SELECTOR)
         files = {
-            p["metadata"]["name"]: _pod_volume(
-                real_cluster, p, "downward-api", names.VOLUME_PODINFO
-            )
-            / "annotations"
+            p["metadata"]["name"]: _pod_volume(real_cluster, p, "projected", names.VOLUME_STATE)
+            / contract.state_file_name("pricing")
             for p in found
         }
+        facts = {p["metadata"]["name"]: facts_of(p) for p in found}
         v2 = installed.digests["v2"]
-        target = names.target_annotation("pricing")
+
+        def gives_v2(pod_name: str, data: bytes) -> bool:
+            """Whether the state in ``data`` gives the pod v2 (the agent's own evaluation)."""
+            try:
+                target = contract.target_of(contract.state_from_bytes(data), facts[pod_name])
+            except contract.StateError:
+                return False
+            return target is not None and target.digest == v2
+
         projected: dict[str, float] = {}
-        with watching_pods(cluster, SHOP, APP_SELECTOR) as versions:
+        configmap = contract.state_configmap_name("pricing")
+        with watching(
+            cluster,
+            f"/api/v1/namespaces/{SHOP}/configmaps",
+            {"fieldSelector": f"metadata.name={configmap}"},
+        ) as versions:
             # The watch's opening list first, so every later write is seen when it lands.
-            wait_for(lambda: len(versions) >= PODS, what="the pod watch listing", timeout=30)
+            wait_for(lambda: len(versions) >= 1, what="the state ConfigMap's listing", timeout=30)
             installed.set_ref(
                 "v2", rollout={"stages": [{"name": "all", "all": True}], "skipAnalysis": True}
             )
 
-            def files_name_v2() -> bool:
+            def files_give_v2() -> bool:
                 # Only local file reads here, so the poll is fine-grained (see wait_for).
                 now = time.monotonic()
                 for pod_name, path in files.items():
-                    projected_target = parse_annotations(path.read_text()).get(target, "")
-                    if pod_name not in projected and projected_target.startswith(v2):
+                    if pod_name in projected:
+                        continue
+                    try:
+                        data = path.read_bytes()
+                    except FileNotFoundError:
+                        continue
+                    if gives_v2(pod_name, data):
                         projected[pod_name] = now
                 return len(projected) == len(files)
 
             wait_for(
-                files_name_v2,
-                what="every pod's downward-API file naming v2",
+                files_give_v2,
+                what="every pod's projected state giving it v2",
                 timeout=300,
                 interval=0.02,
             )
         written: dict[str, float] = {}
-        for at, pod in versions:
-            pod_name = pod["metadata"]["name"]
-            assigned = (pod["metadata"].get("annotations") or {}).get(target, "")
-            if pod_name not in written and assigned.startswith(v2):
-                written[pod_name] = at
+        for at, obj in versions:
+            data = (obj.get("data") or {}).get(contract.STATE_KEY, "").encode()
+            for pod_name in files:
+                if pod_name not in written and gives_v2(pod_name, data):
+                    written[pod_name] = at
         assert set(written) == set(projected), (written, projected)
         wait_all_serving(cluster, SHOP, APP_SELECTOR, v2, count=PODS, timeout=120)
         delays = sorted(projected[p] - written[p] for p in projected)
-        record_property("downward_api_delay_median_s", statistics.median(delays))
-        record_property("downward_api_delay_max_s", delays[-1])
+        record_property("state_projection_delay_median_s", statistics.median(delays))
+        record_property("state_projection_delay_max_s", delays[-1])
         print(
-            f"\ndownward-API delay over {len(delays)} pods: "
+            f"\nstate ConfigMap -> projected file delay over {len(delays)} pods: "
             f"median {statistics.median(delays):.2f}s, max {delays[-1]:.2f}s"
         )
     finally:

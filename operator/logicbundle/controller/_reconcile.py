@@ -761,8 +761,19 @@ def _freshest(body: Mapping[str, Any], written: Mapping[str, Any] | None) -> Map
 
 
 def _with_nulls(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """A merge patch from ``old`` to ``new``: fields that disappeared become null."""
-    patch: dict[str, Any] = dict(new)
+    """A merge patch (RFC 7386) from ``old`` to ``new``: fields that disappeared become null.
+
+    Recursive: a merge patch merges objects, so a field gone from a nested
+    object (``targetState.stage`` after a rollback) must be nulled there too.
+    Lists are replaced whole.
+    """
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[key] = _with_nulls(before, value)
+        else:
+            patch[key] = value
     for key in old:
         if key not in new:
             patch[key] = None
