@@ -21,6 +21,7 @@ import json
 import random
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,8 @@ from typing import Any
 
 from e2e.harness.cluster import Cluster
 from e2e.harness.proc import Process, free_port, wait_for
+from logicbundle import contract
+from logicbundle.agent import format_annotations
 from logicbundle.api import names
 from logicbundle.sdk import SOCKET_ENV
 
@@ -103,6 +106,11 @@ class Fleet:
     labels: Mapping[str, str]
     pods: list[FleetPod] = field(default_factory=list)
     report_interval: str = "1s"
+    replica_urls: Sequence[str] = ()
+    """Distributor replicas: pod i talks to ``replica_urls[i % n]`` (as a Service would
+    spread them); empty: every pod talks to ``distributor_url``."""
+    _projector: threading.Thread | None = None
+    _projecting: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         with contextlib.suppress(Exception):  # it may exist from an earlier fleet
@@ -136,6 +144,11 @@ class Fleet:
                             **(extra_labels or {}),
                             names.LABEL_INJECT: names.LABEL_INJECT_ENABLED,
                         },
+                        # What the webhook stamps (it keeps values already there).
+                        "annotations": {
+                            contract.ANNOTATION_COHORT_KEY: f"{self.namespace}/{name}",
+                            contract.ANNOTATION_ADMITTED_AT: str(int(time.time() * 1000)),
+                        },
                     },
                     "spec": {
                         "serviceAccountName": SERVICE_ACCOUNT,
@@ -160,7 +173,13 @@ class Fleet:
             pod.root.mkdir(parents=True)
             pod.socket.parent.mkdir()
             (pod.run_dir / "token").write_text(self._token(pod))
-            (pod.run_dir / "annotations").write_text("")
+            # The downward-API files the kubelet projects into the agent container.
+            meta = body["metadata"]
+            (pod.run_dir / "annotations").write_text(
+                format_annotations(meta.get("annotations") or {})
+            )
+            (pod.run_dir / "labels").write_text(format_annotations(meta.get("labels") or {}))
+            (pod.run_dir / "state").mkdir()
             self._start_agent(pod)
             self.pods.append(pod)
             added.append(pod)
@@ -195,11 +214,16 @@ class Fleet:
         }
 
     def _start_agent(self, pod: FleetPod) -> None:
+        url = self.distributor_url
+        if self.replica_urls:
+            url = self.replica_urls[len(self.pods) % len(self.replica_urls)]
         config = {
             "root": str(pod.root),
-            "distributor": self.distributor_url,
+            "distributor": url,
             "tokenFile": str(pod.run_dir / "token"),
             "annotationsFile": str(pod.run_dir / "annotations"),
+            "labelsFile": str(pod.run_dir / "labels"),
+            "stateDir": str(pod.run_dir / "state"),
             "socket": str(pod.socket),
             "listen": f"127.0.0.1:{pod.agent_port}",
             "reportInterval": self.report_interval,
@@ -270,7 +294,48 @@ class Fleet:
             watch=[p for pod in self.pods for p in (pod.agent, pod.app) if p],
         )
 
+    # -- the slow path: what the kubelet does with the state ConfigMaps --------------------
+
+    def project_states(self, *, every: float = 1.0) -> None:
+        """Copy the ``lb-state-*`` ConfigMaps into every pod's state folder, like the kubelet.
+
+        The kubelet refreshes a projected ConfigMap on its sync loop (about a
+        minute); here every ``every`` seconds, written atomically (a new file
+        renamed over the old one).  Runs until :meth:`stop`.
+        """
+        if self._projector is not None:
+            return
+
+        def run() -> None:
+            while not self._projecting.wait(every):
+                with contextlib.suppress(Exception):  # the API server may be busy: next round
+                    self._project_once()
+
+        self._projector = threading.Thread(target=run, name="state-projector", daemon=True)
+        self._projector.start()
+
+    def _project_once(self) -> None:
+        items = self.cluster.request("GET", f"/api/v1/namespaces/{self.namespace}/configmaps")
+        for item in items.get("items") or []:
+            name = item["metadata"]["name"]
+            if not name.startswith(contract.STATE_CONFIGMAP_PREFIX):
+                continue
+            bundle = name.removeprefix(contract.STATE_CONFIGMAP_PREFIX)
+            data = (item.get("data") or {}).get(contract.STATE_KEY)
+            if data is None:
+                continue
+            for pod in list(self.pods):
+                target = pod.run_dir / "state" / contract.state_file_name(bundle)
+                if target.exists() and target.read_text() == data:
+                    continue
+                tmp = target.with_suffix(".tmp")
+                tmp.write_text(data)
+                tmp.replace(target)
+
     def stop(self) -> None:
+        self._projecting.set()
+        if self._projector is not None:
+            self._projector.join(10)
         for pod in self.pods:
             pod.stop()
 

@@ -13,9 +13,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from logicbundle import __version__
 from logicbundle.cli import _actions, _bundles
+
+if TYPE_CHECKING:
+    from logicbundle.controller import ReplicaSettings
 from logicbundle.errors import LogicBundleError
 
 __all__ = ["main"]
@@ -44,20 +48,24 @@ def _is_resources(value: object) -> bool:
     )
 
 
-def _cmd_operator(args: argparse.Namespace) -> int:
+def _paired_flags(args: argparse.Namespace) -> str | None:
+    """What is wrong with flags that go in pairs (None: nothing)."""
     if bool(args.pod_name) != bool(args.pod_namespace):
-        print(
-            "error: --pod-name and --pod-namespace ($POD_NAME, $POD_NAMESPACE) go together",
-            file=sys.stderr,
-        )
+        return "--pod-name and --pod-namespace ($POD_NAME, $POD_NAMESPACE) go together"
+    if bool(args.distributor_tls_cert) != bool(args.distributor_tls_key):
+        return "--distributor-tls-cert and --distributor-tls-key go together"
+    return None
+
+
+def _cmd_operator(args: argparse.Namespace) -> int:
+    problem = _paired_flags(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     from logicbundle.controller import OperatorSettings, WebhookSettings, run_operator
 
     tls = None
-    if args.distributor_tls_cert or args.distributor_tls_key:
-        if not (args.distributor_tls_cert and args.distributor_tls_key):
-            print("error: --distributor-tls-cert and --distributor-tls-key go together")
-            return EXIT_USAGE
+    if args.distributor_tls_cert:
         tls = (Path(args.distributor_tls_cert), Path(args.distributor_tls_key))
     webhook = None
     if args.webhook_port is not None:
@@ -97,6 +105,9 @@ def _cmd_operator(args: argparse.Namespace) -> int:
             distributor_ca_pem=ca,
             url=args.webhook_url,
         )
+    replicas = _replica_settings(args)
+    if isinstance(replicas, int):
+        return replicas
     return run_operator(
         OperatorSettings(
             namespaces=tuple(args.namespace),
@@ -112,6 +123,77 @@ def _cmd_operator(args: argparse.Namespace) -> int:
             metrics_host=args.metrics_host,
             metrics_port=args.metrics_port,
             webhook=webhook,
+            replicas=replicas,
+        )
+    )
+
+
+def _replica_settings(args: argparse.Namespace) -> ReplicaSettings | int | None:
+    """The operator's distributor-replica flags (an exit code when they are wrong)."""
+    from logicbundle.controller import ReplicaSettings
+
+    accounts = []
+    for value in args.distributor_service_account:
+        found = _identity(value, "--distributor-service-account")
+        if found is None:
+            return EXIT_USAGE
+        accounts.append(found)
+    if args.distributor_replica and args.distributor_service:
+        print(
+            "error: --distributor-replica and --distributor-service exclude each other",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if not (args.distributor_replica or args.distributor_service or accounts):
+        return None
+    return ReplicaSettings(
+        urls=tuple(args.distributor_replica),
+        service=args.distributor_service,
+        namespace=args.operator_namespace,
+        accounts=tuple(accounts),
+        token_file=Path(args.replica_token_file),
+        ca_file=Path(args.replica_ca_file) if args.replica_ca_file else None,
+        server_name=args.replica_server_name,
+    )
+
+
+def _identity(value: str, flag: str) -> tuple[str, str] | None:
+    """``namespace:serviceaccount``, or None (and a message) when it is not that."""
+    namespace, sep, account = value.partition(":")
+    if not sep or not namespace or not account or ":" in account:
+        print(f"error: {flag} wants NAMESPACE:SERVICEACCOUNT, not {value!r}", file=sys.stderr)
+        return None
+    return namespace, account
+
+
+def _cmd_distributor(args: argparse.Namespace) -> int:
+    from logicbundle.distributor import DistributorSettings, run_distributor
+
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        print("error: --tls-cert-file and --tls-key-file go together", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.tls_cert_file and not args.insecure_http:
+        print("error: the distributor needs --tls-cert-file and --tls-key-file", file=sys.stderr)
+        return EXIT_USAGE
+    operators = []
+    for value in args.operator_service_account:
+        found = _identity(value, "--operator-service-account")
+        if found is None:
+            return EXIT_USAGE
+        operators.append(found)
+    return run_distributor(
+        DistributorSettings(
+            cache_dir=Path(args.cache_dir),
+            host=args.host,
+            port=args.port,
+            tls_cert_file=Path(args.tls_cert_file) if args.tls_cert_file else None,
+            tls_key_file=Path(args.tls_key_file) if args.tls_key_file else None,
+            insecure_http=args.insecure_http,
+            namespaces=tuple(args.namespace),
+            upstream_url=args.upstream or None,
+            upstream_ca_file=Path(args.upstream_ca_file) if args.upstream_ca_file else None,
+            token_file=Path(args.token_file),
+            operator_identities=tuple(operators),
         )
     )
 
@@ -121,6 +203,90 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
     result: int = run(args.config)
     return result
+
+
+def _add_distributor_parser(sub: Any) -> None:  # argparse's subparsers action is private
+    dist = sub.add_parser(
+        "distributor",
+        help="run a distributor replica: agents' long-polls, bytes and reports (scales out)",
+        description="Serve agents until SIGTERM or SIGINT. Stateless: every replica computes "
+        "each pod's targets from the LogicBundles' published states and the pods' own facts, "
+        "fetches verified bytes from the operator once per digest, and keeps the reports of "
+        "the agents that talk to it, summed for the operator.",
+    )
+    dist.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; default: the whole cluster)",
+    )
+    dist.add_argument("--host", default=None, help="address to bind (default: all)")
+    dist.add_argument("--port", type=int, default=8443, help="port (default %(default)s)")
+    dist.add_argument("--tls-cert-file", help="PEM certificate served to agents")
+    dist.add_argument("--tls-key-file", help="PEM private key of that certificate")
+    dist.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="serve plain HTTP (tokens in clear: local tests only)",
+    )
+    dist.add_argument(
+        "--cache-dir", required=True, help="where verified bundles are cached (an emptyDir)"
+    )
+    dist.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="the operator's distributor, where the bytes of published digests come from",
+    )
+    dist.add_argument("--upstream-ca-file", help="PEM CA of the operator's distributor")
+    dist.add_argument(
+        "--token-file",
+        default="/var/run/secrets/logicbundle/token",
+        help="this replica's projected token, shown to the operator (default %(default)s)",
+    )
+    dist.add_argument(
+        "--operator-service-account",
+        action="append",
+        default=[],
+        metavar="NAMESPACE:NAME",
+        help="the operator's ServiceAccount, which may read the agents' summed reports "
+        "(repeatable)",
+    )
+    dist.set_defaults(func=_cmd_distributor)
+
+
+def _add_replica_flags(operator: argparse.ArgumentParser) -> None:
+    replicas = operator.add_argument_group("distributor replicas (logicbundle distributor)")
+    replicas.add_argument(
+        "--distributor-replica",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a distributor replica whose agents' reports the operator reads (repeatable; "
+        "local runs)",
+    )
+    replicas.add_argument(
+        "--distributor-service",
+        metavar="NAME",
+        help="the replicas' Service in --operator-namespace, found through its EndpointSlices",
+    )
+    replicas.add_argument(
+        "--distributor-service-account",
+        action="append",
+        default=[],
+        metavar="NAMESPACE:NAME",
+        help="the replicas' ServiceAccount, which may fetch published digests (repeatable)",
+    )
+    replicas.add_argument(
+        "--replica-token-file",
+        default="/var/run/secrets/logicbundle/token",
+        help="the operator's projected token shown to the replicas (default %(default)s)",
+    )
+    replicas.add_argument("--replica-ca-file", help="PEM CA of the replicas' certificate")
+    replicas.add_argument(
+        "--replica-server-name",
+        help="the name in the replicas' certificate (they are reached by address)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,7 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--agent-distributor-url", help="the distributor URL written into agents' configuration"
     )
     hook.add_argument("--distributor-ca-file", help="PEM CA agents use to check the distributor")
+    _add_replica_flags(operator)
     operator.set_defaults(func=_cmd_operator)
+
+    _add_distributor_parser(sub)
 
     agent = sub.add_parser(
         "agent",

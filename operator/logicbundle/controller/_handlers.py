@@ -44,6 +44,7 @@ from logicbundle.controller._reconcile import (
     snapshot_pod,
 )
 from logicbundle.controller._source import BundleCache
+from logicbundle.controller._summaries import ReplicaSettings
 from logicbundle.controller._tls import ReloadingCertificate
 from logicbundle.controller._webhook import RunningWebhook, WebhookSettings, start_webhook
 from logicbundle.distributor import (
@@ -82,6 +83,8 @@ class ControllerSettings:
     """None: no webhook in this process."""
     namespaces: tuple[str, ...] = ()
     """The namespaces watched (empty: the whole cluster)."""
+    replicas: ReplicaSettings | None = None
+    """Distributor replicas serve the agents (their reports are read from them)."""
     leader: LeaderSettings | None = None
     """None: the pod is not known (a local run), so no pod is labelled as the leader."""
 
@@ -149,6 +152,10 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
     if settings.webhook is not None:
         memo.webhook = await start_webhook(settings.webhook, client)
         logger.info("webhook listening on port %d", memo.webhook.server.port)
+    if settings.replicas is not None:
+        memo.runtime.summary_source = settings.replicas.source(kube)
+        if memo.runtime.summary_source is not None:
+            logger.info("reading the agents' reports from the distributor replicas")
     # The published states first: a pod's targets are computed as soon as it is seen.
     loaded = await kube.run(_load_rules, kube, rules, settings.namespaces)
     logger.info("loaded the published state of %d LogicBundles", loaded)
@@ -206,6 +213,8 @@ async def _start_distributor(
     log: kopf.Logger,
 ) -> None:
     settings = memo.settings
+    assert memo.runtime is not None  # noqa: S101 - started just before
+    rules = memo.runtime.rules
     # Its own threads: hundreds of reports after a swap must not queue behind the
     # reconcile's calls (the default pool has CPU count + 4 threads).
     writer = PodStatusWriter(
@@ -227,6 +236,9 @@ async def _start_distributor(
         authenticator=CachingAuthenticator(TokenReviewAuthenticator(api_client=client)),
         audience=names.DISTRIBUTOR_AUDIENCE,
         on_activity=on_activity,
+        assigns=rules.assigns,
+        replicas=frozenset(settings.replicas.accounts) if settings.replicas else frozenset(),
+        published=rules.published_digests,
     )
     context = None
     if settings.distributor_tls is not None:

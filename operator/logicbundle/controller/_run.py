@@ -15,6 +15,7 @@ import kopf
 from logicbundle.api import names
 from logicbundle.controller._handlers import ControllerSettings, Memo, register
 from logicbundle.controller._leader import LeaderSettings, OwnPod
+from logicbundle.controller._summaries import ReplicaSettings
 from logicbundle.controller._webhook import WebhookSettings
 
 logger = logging.getLogger("logicbundle.operator")
@@ -60,6 +61,8 @@ class OperatorSettings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     webhook: WebhookSettings | None = None
+    replicas: ReplicaSettings | None = None
+    """Distributor replicas serve the agents; None: only this process's distributor."""
 
 
 def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -103,6 +106,7 @@ def run_operator(config: OperatorSettings) -> int:
             webhook=config.webhook,
             leader=leader,
             namespaces=config.namespaces,
+            replicas=config.replicas,
         )
     )
     logger.info(

@@ -87,6 +87,47 @@ def observed(summary: BundleSummary | None) -> rollout.Observed:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReplicaSettings:
+    """The distributor replicas this operator works with (``logicbundle distributor``).
+
+    ``urls`` (local runs) or ``service`` (its EndpointSlices in ``namespace``)
+    say where the agents' reports are read; ``accounts`` are the replicas'
+    ServiceAccounts, which may fetch the bytes of published digests from this
+    operator's distributor.
+    """
+
+    urls: tuple[str, ...] = ()
+    service: str | None = None
+    namespace: str = "logicbundle-system"
+    accounts: tuple[tuple[str, str], ...] = ()
+    token_file: Path = Path("/var/run/secrets/logicbundle/token")
+    ca_file: Path | None = None
+    server_name: str | None = None
+
+    def source(self, kube: Kube) -> ReplicaSummaries | None:
+        """Where the leader reads the agents' reports (None: this process's own distributor)."""
+        if self.urls:
+            endpoints = static_endpoints(self.urls)
+            https = all(url.startswith("https://") for url in self.urls)
+        elif self.service:
+            endpoints = endpoint_slice_endpoints(
+                kube, namespace=self.namespace, service=self.service
+            )
+            https = True
+        else:
+            return None
+        context = None
+        if https:
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        return ReplicaSummaries(
+            endpoints=endpoints,
+            token_file=self.token_file,
+            ssl_context=context,
+            server_hostname=self.server_name,
+        )
+
+
 Endpoints = Callable[[], Awaitable[list[str]]]
 """The base URLs of the distributor replicas now (``https://10.0.0.7:8443``)."""
 

@@ -86,6 +86,7 @@ from logicbundle.distributor._summary import (
     summary_from_json,
 )
 from logicbundle.distributor._targets import TargetSnapshot, TargetStore
+from logicbundle.distributor._upstream import Upstream, UpstreamError
 from logicbundle.distributor._watcher import KubeSource, RuleWatcher, WatchSource
 
 __all__ = [
@@ -128,6 +129,8 @@ __all__ = [
     "TargetStore",
     "TargetsResponse",
     "TokenReviewAuthenticator",
+    "Upstream",
+    "UpstreamError",
     "VersionCounters",
     "VersionWindow",
     "WatchSource",

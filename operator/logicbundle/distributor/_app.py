@@ -38,6 +38,7 @@ from logicbundle.distributor._models import (
 )
 from logicbundle.distributor._reports import PodActivity, ReportStore
 from logicbundle.distributor._targets import TargetSnapshot, TargetStore
+from logicbundle.distributor._upstream import Upstream, UpstreamError
 from logicbundle.oci import OCI_MANIFEST, is_digest
 
 logger = logging.getLogger("logicbundle.distributor")
@@ -65,6 +66,13 @@ class _Deps:
     """``(namespace, pod, bundle)``: the bundle's rule gives the pod a target (summaries)."""
     peers: frozenset[tuple[str, str]] = frozenset()
     """``(namespace, service account)`` of the operator, who may read summaries."""
+    replicas: frozenset[tuple[str, str]] = frozenset()
+    """``(namespace, service account)`` of distributor replicas, who may fetch the bytes of
+    any published digest (the operator's side)."""
+    published: Callable[[], set[str]] | None = None
+    """The digests the bundles' published states name (the operator verified each)."""
+    upstream: Upstream | None = None
+    """Where a replica fills its cache from (the operator); None: serve what is cached."""
     deliveries: set[asyncio.Task[None]] = field(default_factory=set)
     """Background pod writes in flight (kept referenced until done)."""
     pod_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
@@ -200,9 +208,17 @@ async def _get_targets(request: web.Request, identity: PodIdentity) -> web.Strea
 
 
 def _allowed(deps: _Deps, identity: PodIdentity) -> tuple[set[str], set[str]]:
-    """The manifest digests the pod is assigned, and the blobs those manifests name."""
-    snapshot = deps.targets.get(identity.namespace, identity.name, uid=identity.uid)
-    manifests = {d for target in snapshot.targets.values() for d in target.digests()}
+    """The manifest digests the caller may fetch, and the blobs those manifests name.
+
+    A pod: the digests it is assigned.  A distributor replica: every digest a
+    published state names (each was verified by the operator before it was
+    published).
+    """
+    if (identity.namespace, identity.service_account) in deps.replicas and deps.published:
+        manifests = set(deps.published())
+    else:
+        snapshot = deps.targets.get(identity.namespace, identity.name, uid=identity.uid)
+        manifests = {d for target in snapshot.targets.values() for d in target.digests()}
     blobs: set[str] = set()
     for digest in manifests:
         entry = deps.blobs.get(digest)
@@ -230,6 +246,12 @@ async def _get_manifest(request: web.Request, identity: PodIdentity) -> web.Stre
     if digest not in manifests:
         return _forbidden(deps, digest)
     data = deps.blobs.manifest_bytes(digest)
+    if data is None and deps.upstream is not None:
+        try:
+            await deps.upstream.fill(digest)
+        except UpstreamError as exc:
+            logger.warning("cannot fill %s from the operator: %s", digest, exc)
+        data = deps.blobs.manifest_bytes(digest)
     if data is None:
         return _error(404, "NotCached", f"{digest} is not cached; pull it from the registry")
     etag = f'"{digest}"'
@@ -439,6 +461,9 @@ def create_app(
     max_report_bytes: int = DEFAULT_MAX_REPORT_BYTES,
     assigns: Callable[[str, str, str], bool] | None = None,
     peers: frozenset[tuple[str, str]] = frozenset(),
+    replicas: frozenset[tuple[str, str]] = frozenset(),
+    published: Callable[[], set[str]] | None = None,
+    upstream: Upstream | None = None,
 ) -> web.Application:
     """The distributor's aiohttp application; run it with :class:`DistributorServer`.
 
@@ -456,6 +481,9 @@ def create_app(
         audience=audience,
         assigns=assigns,
         peers=peers,
+        replicas=replicas,
+        published=published,
+        upstream=upstream,
     )
     app.router.add_get("/v1/targets", _guard(_get_targets))
     app.router.add_get("/v1/manifests/{digest}", _guard(_get_manifest))

@@ -184,6 +184,16 @@ class RuleTargets:
     def pods(self) -> set[tuple[str, str]]:
         return {(ns, name) for ns, pods in self._pods.items() for name in pods}
 
+    def published_digests(self) -> set[str]:
+        """Every digest a bundle's published state names (stable or candidate)."""
+        digests: set[str] = set()
+        for bundles in self._bundles.values():
+            for rule in bundles.values():
+                if rule.state is None:
+                    continue
+                digests.update(d for d in (rule.state.stable, rule.state.candidate) if d)
+        return digests
+
     def assigns(self, namespace: str, name: str, bundle: str) -> bool:
         """Whether ``bundle``'s rule gives the pod a target now (its reports then count)."""
         pod = self._pods.get(namespace, {}).get(name)

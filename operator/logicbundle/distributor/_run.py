@@ -44,6 +44,7 @@ from logicbundle.distributor._reports import DEFAULT_WINDOW_SECONDS, ReportStore
 from logicbundle.distributor._rules import RuleTargets
 from logicbundle.distributor._status import PodStatusWriter
 from logicbundle.distributor._targets import TargetStore
+from logicbundle.distributor._upstream import Upstream
 from logicbundle.distributor._watcher import KubeSource, RuleWatcher
 from logicbundle.errors import LogicBundleError
 
@@ -81,6 +82,14 @@ class DistributorSettings:
     auth_cache_seconds: float = 60.0
     auth_negative_cache_seconds: float = 5.0
     report_window_seconds: float = DEFAULT_WINDOW_SECONDS
+    upstream_url: str | None = None
+    """The operator's distributor, where this replica gets the bytes of published digests."""
+    upstream_ca_file: Path | None = None
+    """The CA that signed the operator's distributor certificate (None: system CAs)."""
+    token_file: Path = Path("/var/run/secrets/logicbundle/token")
+    """This replica's own pod-bound token (audience: the distributor's), shown upstream."""
+    operator_identities: tuple[tuple[str, str], ...] = ()
+    """``(namespace, service account)`` allowed to read summaries: the operator's."""
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The server TLS context, or None for plain HTTP (only with ``insecure_http``)."""
@@ -177,9 +186,24 @@ async def serve_distributor(
     loop = asyncio.get_running_loop()
     targets = TargetStore()
     reports = ReportStore(window_seconds=settings.report_window_seconds)
+    rules = RuleTargets(targets)
+    blobs = BlobCache(settings.cache_dir)
+    upstream = None
+    if settings.upstream_url:
+        upstream_ssl = None
+        if settings.upstream_url.startswith("https://"):
+            upstream_ssl = ssl.create_default_context(
+                cafile=str(settings.upstream_ca_file) if settings.upstream_ca_file else None
+            )
+        upstream = Upstream(
+            url=settings.upstream_url,
+            token_file=settings.token_file,
+            blobs=blobs,
+            ssl_context=upstream_ssl,
+        )
     watcher = RuleWatcher(
         source=KubeSource(api_client),
-        rules=RuleTargets(targets),
+        rules=rules,
         loop=loop,
         namespaces=settings.namespaces,
         reports=reports,
@@ -198,7 +222,7 @@ async def serve_distributor(
     )
     app = create_app(
         targets=targets,
-        blobs=BlobCache(settings.cache_dir),
+        blobs=blobs,
         reports=reports,
         authenticator=authenticator,
         audience=settings.audience,
@@ -206,11 +230,16 @@ async def serve_distributor(
         on_activity=writer,
         max_wait_seconds=settings.max_wait_seconds,
         max_report_bytes=settings.max_report_bytes,
+        assigns=rules.assigns,
+        peers=frozenset(settings.operator_identities),
+        upstream=upstream,
     )
     server = DistributorServer(app, host=settings.host, port=settings.port, ssl_context=ssl_context)
     try:
         await serve_when_synced(server, watcher=watcher, stop=stop, on_ready=on_ready)
     finally:
+        if upstream is not None:
+            await upstream.close()
         executor.shutdown(wait=True, cancel_futures=True)
         api_client.close()
 
