@@ -298,7 +298,11 @@ def test_every_rendered_manifest_passes_a_server_side_dry_run(
         assert tls["secret"]["secretName"] == "corp-distributor-tls"
     if combination == "namespaced-fail-closed":
         assert f"--namespace={namespace}" in args
-        assert "ClusterRoleBinding" in kinds and len(kinds["ClusterRoleBinding"]) == 1
+        # Cluster-wide only what must be: the operator's and the replicas' cluster roles.
+        assert {b["roleRef"]["name"] for b in kinds["ClusterRoleBinding"]} == {
+            f"{FULLNAME}-cluster",
+            f"{FULLNAME}-distributor-cluster",
+        }
         assert {b["metadata"]["namespace"] for b in kinds["RoleBinding"]} == {namespace}
         (hook,) = kinds["MutatingWebhookConfiguration"][0]["webhooks"]
         assert (hook["failurePolicy"], hook["timeoutSeconds"]) == ("Fail", 10)
@@ -337,11 +341,49 @@ def test_the_default_deployment_is_hardened_and_wired_to_the_operator_flags(tmp_
     parsed = build_parser().parse_args(args)
     assert parsed.peering == "logicbundle"
     assert parsed.webhook_service == f"{FULLNAME}-webhook"
+    assert parsed.distributor_service == f"{FULLNAME}-distributor"
+    assert parsed.distributor_service_account == [f"logicbundle-system:{FULLNAME}-distributor"]
     services_ = {s["metadata"]["name"]: s for s in _kinds(objects)["Service"]}
+    # The agents reach the replicas; the replicas reach the leader for bytes.
+    agents = services_[f"{FULLNAME}-distributor"]["spec"]["selector"]
+    assert agents["app.kubernetes.io/component"] == "distributor"
+    assert "logicbundle.io/leader" not in agents
+    assert services_[f"{FULLNAME}-upstream"]["spec"]["selector"]["logicbundle.io/leader"] == "true"
+    assert "logicbundle.io/leader" not in services_[f"{FULLNAME}-webhook"]["spec"]["selector"]
+
+
+def test_the_distributor_replicas_are_a_hardened_deployment_of_their_own(tmp_path: Path) -> None:
+    """Issue 10: the distributor scales out, 2 replicas by default, on its own account."""
+    objects = render(tmp_path, "logicbundle-system", {})
+    (deployment,) = [
+        d for d in _kinds(objects)["Deployment"] if d["metadata"]["name"].endswith("-distributor")
+    ]
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == f"{FULLNAME}-distributor"
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True and context["runAsNonRoot"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert "livenessProbe" not in container, "a replica that cannot list yet must not restart"
+    assert container["readinessProbe"]["tcpSocket"]["port"] == "distributor"
+    token = next(v for v in pod["volumes"] if v["name"] == "token")
+    (source,) = token["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == names.DISTRIBUTOR_AUDIENCE
+    from logicbundle.cli import build_parser
+
+    parsed = build_parser().parse_args(container["args"])
+    assert parsed.command == "distributor"
+    assert parsed.upstream == f"https://{FULLNAME}-upstream.logicbundle-system.svc:8443"
+    assert parsed.operator_service_account == [f"logicbundle-system:{FULLNAME}"]
+    # No replicas: the leader serves the agents itself, as before.
+    (tmp_path / "alone").mkdir()
+    alone = render(tmp_path / "alone", "logicbundle-system", {"distributor": {"replicas": 0}})
+    assert [d["metadata"]["name"] for d in _kinds(alone)["Deployment"]] == [FULLNAME]
+    services_ = {s["metadata"]["name"]: s for s in _kinds(alone)["Service"]}
     assert (
         services_[f"{FULLNAME}-distributor"]["spec"]["selector"]["logicbundle.io/leader"] == "true"
     )
-    assert "logicbundle.io/leader" not in services_[f"{FULLNAME}-webhook"]["spec"]["selector"]
 
 
 def test_the_chart_renders_the_same_webhook_configuration_as_the_operator(tmp_path: Path) -> None:
@@ -385,6 +427,14 @@ EXPECTED_RULES: dict[tuple[str, str, str, str], set[str]] = {
     ("webhook-certificate", "", "secrets", "*"): {"create"},
     ("webhook-certificate", "", "secrets", "logicbundle-webhook-tls"): {"get", "update"},
     ("leader-label", "", "pods", "*"): {"patch"},
+    # The operator finds the distributor replicas through their EndpointSlices.
+    ("replicas", "discovery.k8s.io", "endpointslices", "*"): {"list"},
+    # The distributor replicas' own ServiceAccount: read the published states and
+    # the pods, write a pod's readiness condition, check tokens.
+    ("distributor-cluster", "authentication.k8s.io", "tokenreviews", "*"): {"create"},
+    ("distributor", "logicbundle.io", "logicbundles", "*"): {"list", "watch"},
+    ("distributor", "", "pods", "*"): {"list", "watch"},
+    ("distributor", "", "pods/status", "*"): {"patch"},
 }
 
 

@@ -64,6 +64,8 @@ app.kubernetes.io/part-of: logicbundle
 {{- define "logicbundle.webhookSecretName" -}}logicbundle-webhook-tls{{- end -}}
 {{- define "logicbundle.webhookServiceName" -}}{{ include "logicbundle.fullname" . }}-webhook{{- end -}}
 {{- define "logicbundle.distributorServiceName" -}}{{ include "logicbundle.fullname" . }}-distributor{{- end -}}
+{{- define "logicbundle.upstreamServiceName" -}}{{ include "logicbundle.fullname" . }}-upstream{{- end -}}
+{{- define "logicbundle.distributorAccountName" -}}{{ include "logicbundle.fullname" . }}-distributor{{- end -}}
 {{- define "logicbundle.metricsServiceName" -}}{{ include "logicbundle.fullname" . }}-metrics{{- end -}}
 
 {{- define "logicbundle.distributorTlsSecretName" -}}

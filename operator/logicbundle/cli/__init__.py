@@ -192,6 +192,7 @@ def _cmd_distributor(args: argparse.Namespace) -> int:
             namespaces=tuple(args.namespace),
             upstream_url=args.upstream or None,
             upstream_ca_file=Path(args.upstream_ca_file) if args.upstream_ca_file else None,
+            upstream_server_name=args.upstream_server_name,
             token_file=Path(args.token_file),
             operator_identities=tuple(operators),
         )
@@ -239,6 +240,10 @@ def _add_distributor_parser(sub: Any) -> None:  # argparse's subparsers action i
         help="the operator's distributor, where the bytes of published digests come from",
     )
     dist.add_argument("--upstream-ca-file", help="PEM CA of the operator's distributor")
+    dist.add_argument(
+        "--upstream-server-name",
+        help="the name in the operator's certificate, when --upstream uses another",
+    )
     dist.add_argument(
         "--token-file",
         default="/var/run/secrets/logicbundle/token",

@@ -86,6 +86,8 @@ class DistributorSettings:
     """The operator's distributor, where this replica gets the bytes of published digests."""
     upstream_ca_file: Path | None = None
     """The CA that signed the operator's distributor certificate (None: system CAs)."""
+    upstream_server_name: str | None = None
+    """The name the operator's certificate carries, when it is reached by another one."""
     token_file: Path = Path("/var/run/secrets/logicbundle/token")
     """This replica's own pod-bound token (audience: the distributor's), shown upstream."""
     operator_identities: tuple[tuple[str, str], ...] = ()
@@ -200,6 +202,7 @@ async def serve_distributor(
             token_file=settings.token_file,
             blobs=blobs,
             ssl_context=upstream_ssl,
+            server_hostname=settings.upstream_server_name,
         )
     watcher = RuleWatcher(
         source=KubeSource(api_client),

@@ -48,12 +48,14 @@ class Upstream:
         token_file: Path,
         blobs: BlobCache,
         ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
         timeout: float = 120.0,
     ) -> None:
         self._url = url.rstrip("/")
         self._token_file = token_file
         self._blobs = blobs
         self._ssl = ssl_context
+        self._server_hostname = server_hostname
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         self._session: aiohttp.ClientSession | None = None
         self._inflight: dict[str, asyncio.Future[CachedBundle]] = {}
@@ -132,6 +134,7 @@ class Upstream:
                 self._url + path,
                 headers={"Authorization": f"Bearer {token}", "Accept": OCI_MANIFEST},
                 ssl=self._ssl if self._ssl is not None else False,
+                server_hostname=self._server_hostname,
             ) as response:
                 if response.status != 200:
                     raise UpstreamError(f"the operator answered HTTP {response.status} for {path}")
@@ -148,6 +151,7 @@ class Upstream:
                 self._url + path,
                 headers={"Authorization": f"Bearer {token}"},
                 ssl=self._ssl if self._ssl is not None else False,
+                server_hostname=self._server_hostname,
             ) as response:
                 if response.status != 200:
                     raise UpstreamError(f"the operator answered HTTP {response.status} for {path}")
