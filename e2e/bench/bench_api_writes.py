@@ -306,8 +306,9 @@ class PodChanges:
             None,
         )
         return (
-            annotations.get(names.target_annotation(BUNDLE)),
-            annotations.get(names.active_annotation(BUNDLE)),
+            # The per-pod record pods carried before issue 10 (never written now).
+            annotations.get(f"logicbundle.io/target.{BUNDLE}"),
+            annotations.get(f"logicbundle.io/active.{BUNDLE}"),
             ready,
         )
 

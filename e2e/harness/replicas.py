@@ -24,6 +24,7 @@ from logicbundle.api import names
 
 OPERATOR_ACCOUNT = "lb-operator"
 REPLICA_ACCOUNT = "lb-distributor"
+READER_ACCOUNT = "lb-status-reader"
 
 
 def stand_in(cluster: Cluster, namespace: str, pod: str, account: str, token_file: Path) -> None:
@@ -119,6 +120,8 @@ class Replica:
                 str(token_file),
                 "--operator-service-account",
                 f"{operator_namespace}:{OPERATOR_ACCOUNT}",
+                "--status-reader-service-account",
+                f"{operator_namespace}:{READER_ACCOUNT}",
             ],
             run_dir=run_dir,
             env=cluster.env(),

@@ -435,6 +435,11 @@ EXPECTED_RULES: dict[tuple[str, str, str, str], set[str]] = {
     ("distributor", "logicbundle.io", "logicbundles", "*"): {"list", "watch"},
     ("distributor", "", "pods", "*"): {"list", "watch"},
     ("distributor", "", "pods/status", "*"): {"patch"},
+    # What `logicbundle status --pods` needs, for rbac.statusReaders (bound to none by default).
+    ("status-reader", "", "serviceaccounts/token", f"{FULLNAME}-status-reader"): {"create"},
+    ("status-reader", "", "serviceaccounts", "*"): {"list"},
+    ("status-reader", "", "pods", "*"): {"list"},
+    ("status-reader", "", "pods/proxy", "*"): {"get"},
 }
 
 

@@ -481,7 +481,7 @@ def test_a_report_turns_the_readiness_condition_true_once_and_writes_nothing_els
     condition = conditions[names.POD_CONDITION_READY]
     assert (condition["status"], condition["reason"]) == ("True", "BundlesActive")
     annotations = pod["metadata"].get("annotations") or {}
-    assert not [k for k in annotations if k.startswith(names.ANNOTATION_ACTIVE_PREFIX)]
+    assert not [k for k in annotations if k.startswith("logicbundle.io/active.")]
     written = _metric(distributor, writes)
 
     # The same report again: decided before the 204, nothing to deliver.

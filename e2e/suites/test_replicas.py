@@ -19,7 +19,10 @@ Checked here:
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,7 +45,13 @@ from e2e.harness.operator import (
     wait_condition,
 )
 from e2e.harness.proc import free_port, wait_for
-from e2e.harness.replicas import OPERATOR_ACCOUNT, REPLICA_ACCOUNT, Replica, stand_in
+from e2e.harness.replicas import (
+    OPERATOR_ACCOUNT,
+    READER_ACCOUNT,
+    REPLICA_ACCOUNT,
+    Replica,
+    stand_in,
+)
 from e2e.harness.services import Registry
 from logicbundle.api import actions, names
 
@@ -103,6 +112,11 @@ def stack(
     namespace: str,
     tmp_path: Path,
 ) -> Iterator[Stack]:
+    cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": READER_ACCOUNT}},
+    )
     operator_token = tmp_path / "operator.token"
     stand_in(cluster, namespace, "operator-0", OPERATOR_ACCOUNT, operator_token)
     tokens = []
@@ -232,6 +246,15 @@ def test_two_replicas_serve_a_staged_rollout_and_the_leader_reads_only_their_sum
         stack.operator.distributor_url, "logicbundle_distributor_reports_received_total"
     )
     assert operator_reports == 0
+    # `logicbundle status --pods`: each pod's report, from both replicas, with a token of
+    # the status-reader account (any other account is refused).
+    listed = _status_pods(cluster, stack, reader=f"{stack.namespace}:{READER_ACCOUNT}")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [r["pod"] for r in rows] == sorted(p.name for p in fleet.pods)
+    assert all(r["active"] == digests["v2"] and r["healthy"] for r in rows), rows
+    refused = _status_pods(cluster, stack, reader=f"{stack.namespace}:{REPLICA_ACCOUNT}")
+    assert refused.returncode == 1 and "HTTP 403" in refused.stderr, refused.stderr
     for replica in stack.replicas:
         assert _metric(replica.url, "logicbundle_distributor_reports_received_total") > 0
         # The verified bytes, from the operator, once per digest per replica.
@@ -308,6 +331,32 @@ def test_every_replica_killed_mid_rollout_agents_converge_through_the_slow_path(
     status = get_bundle(cluster, stack.namespace, "pricing")["status"]
     assert status["stableDigest"] == digests["v2"]
     assert status["pods"]["active"] == len(fleet.pods)
+
+
+def _status_pods(cluster: Cluster, stack: Stack, *, reader: str) -> Any:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "logicbundle.cli",
+            "status",
+            "pricing",
+            "-n",
+            stack.namespace,
+            "--pods",
+            "-o",
+            "json",
+            "--reader",
+            reader,
+            *[f"--distributor={replica.url}" for replica in stack.replicas],
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def _agent_fast_path(port: int) -> float | None:

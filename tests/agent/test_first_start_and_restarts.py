@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from examples.sample_app.bundles import INTERFACE
-from logicbundle.agent import Agent
-from logicbundle.agent._store import SPLIT
+from logicbundle.agent import Agent, BundleStore
 from logicbundle.sdk import SPLIT_FILE, AgentListener, LogicHost, serve
 from tests.agent.conftest import (
     App,
@@ -239,7 +238,7 @@ def test_after_the_split_ends_a_restarted_application_serves_the_promoted_digest
     dist.set_targets({"pricing": _split_target(v1, v2, 30)})
     make_agent(distributor=dist.url)
     wait_for(lambda: app.host.candidate_digest == v2.digest, "the split")
-    assert json.loads((root / "pricing" / SPLIT).read_text()) == {
+    assert json.loads((root / "pricing" / SPLIT_FILE).read_text()) == {
         "digest": v1.digest,
         "candidate": v2.digest,
         "weight": 30,
@@ -249,7 +248,7 @@ def test_after_the_split_ends_a_restarted_application_serves_the_promoted_digest
         lambda: (app.host.active_digest, app.host.candidate_digest) == (v2.digest, None),
         "the promotion",
     )
-    assert not (root / "pricing" / SPLIT).exists()
+    assert not (root / "pricing" / SPLIT_FILE).exists()
 
     restarted = restart()
     assert (restarted.host.active_digest, restarted.host.candidate_digest) == (v2.digest, None)
@@ -310,12 +309,12 @@ def test_a_split_descriptor_left_for_another_primary_is_removed_at_start(
     wait_for(lambda: app.host.active_digest == v1.digest, "v1")
     first.stop()
     descriptor = {"digest": v2.digest, "candidate": v1.digest, "weight": 5}
-    (root / "pricing" / SPLIT).write_text(json.dumps(descriptor))
+    (root / "pricing" / SPLIT_FILE).write_text(json.dumps(descriptor))
 
     second: Agent = make_agent(distributor=dist.url, start=False)
     assert second.statuses()["pricing"].candidate is None
-    assert not (root / "pricing" / SPLIT).exists()
+    assert not (root / "pricing" / SPLIT_FILE).exists()
 
 
-def test_the_agent_and_the_sdk_name_the_split_descriptor_alike() -> None:
-    assert SPLIT == SPLIT_FILE
+def test_the_agent_and_the_sdk_name_the_split_descriptor_alike(tmp_path: Path) -> None:
+    assert BundleStore(tmp_path, "pricing").split.name == SPLIT_FILE

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
+from logicbundle import contract
 from logicbundle.api import (
     Condition,
     InvalidActionError,
@@ -84,11 +85,10 @@ def test_a_template_may_use_only_the_documented_placeholders() -> None:
     assert unknown_placeholders(template) == ["pod"]
 
 
-def test_annotation_keys_embed_the_bundle_name() -> None:
-    assert names.target_annotation("rules") == "logicbundle.io/target.rules"
-    assert names.active_annotation("rules") == "logicbundle.io/active.rules"
-    longest = names.target_annotation("a" * names.MAX_BUNDLE_NAME_LENGTH)
-    assert len(longest.split("/", 1)[1]) == 63
+def test_the_longest_bundle_name_names_a_configmap_and_a_state_file() -> None:
+    longest = "a" * names.MAX_BUNDLE_NAME_LENGTH
+    assert len(contract.state_configmap_name(longest)) <= 253  # a DNS subdomain
+    assert contract.state_file_name(longest) == longest + ".json"
 
 
 @pytest.mark.parametrize(

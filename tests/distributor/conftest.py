@@ -37,7 +37,9 @@ T = TypeVar("T")
 
 POD_A = PodIdentity(namespace="shop", name="web-a", uid="uid-a", service_account="web")
 POD_B = PodIdentity(namespace="shop", name="web-b", uid="uid-b", service_account="web")
-TOKENS = {"token-a": POD_A, "token-b": POD_B}
+READER = PodIdentity(namespace="lb-system", name="", uid="", service_account="status-reader")
+"""A ServiceAccount token bound to no pod (``logicbundle status --pods``)."""
+TOKENS = {"token-a": POD_A, "token-b": POD_B, "token-reader": READER}
 AUTH_A = {"Authorization": "Bearer token-a"}
 AUTH_B = {"Authorization": "Bearer token-b"}
 
@@ -104,6 +106,8 @@ class Harness:
     fail_activity: bool = False
     max_wait_seconds: float = 30.0
     max_report_bytes: int = 64 * 1024
+    peers: frozenset[tuple[str, str]] = frozenset()
+    viewers: frozenset[tuple[str, str]] = frozenset()
 
     def __post_init__(self) -> None:
         self.blobs = BlobCache(self.cache_dir)
@@ -125,6 +129,8 @@ class Harness:
             on_activity=self.record_activity,
             max_wait_seconds=self.max_wait_seconds,
             max_report_bytes=self.max_report_bytes,
+            peers=self.peers,
+            viewers=self.viewers,
         )
         # limit=0: one connection per concurrent long-poll (aiohttp's default is 100).
         connector = aiohttp.TCPConnector(limit=0)

@@ -66,6 +66,7 @@ app.kubernetes.io/part-of: logicbundle
 {{- define "logicbundle.distributorServiceName" -}}{{ include "logicbundle.fullname" . }}-distributor{{- end -}}
 {{- define "logicbundle.upstreamServiceName" -}}{{ include "logicbundle.fullname" . }}-upstream{{- end -}}
 {{- define "logicbundle.distributorAccountName" -}}{{ include "logicbundle.fullname" . }}-distributor{{- end -}}
+{{- define "logicbundle.statusReaderName" -}}{{ include "logicbundle.fullname" . }}-status-reader{{- end -}}
 {{- define "logicbundle.metricsServiceName" -}}{{ include "logicbundle.fullname" . }}-metrics{{- end -}}
 
 {{- define "logicbundle.distributorTlsSecretName" -}}

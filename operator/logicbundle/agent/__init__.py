@@ -19,7 +19,6 @@ The configuration is ``docs/agent-config.md``; the behaviour ``docs/agent.md``.
 
 from logicbundle.agent._agent import Agent, versions_from_stats
 from logicbundle.agent._config import (
-    CONFIG_ENV,
     AgentConfig,
     BundleSettings,
     HealthSettings,
@@ -45,6 +44,7 @@ from logicbundle.agent._targets import (
     parse_annotations,
 )
 from logicbundle.agent._worker import BundleStatus
+from logicbundle.contract import AGENT_CONFIG_ENV as CONFIG_ENV
 
 __all__ = [
     "CONFIG_ENV",

@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
 
-from logicbundle import __version__
+from logicbundle import __version__, contract
 from logicbundle.agent import _notify
 from logicbundle.agent._config import (
     AgentConfig,
@@ -373,7 +373,8 @@ def versions_from_stats(stats: object) -> dict[str, Any]:
 
     The SDK exports cumulative buckets at powers of four; the report takes
     non-cumulative power-of-two buckets, index ``k`` meaning ``< 2**k`` ns, so
-    each exported bound ``2**k`` lands at index ``k``.
+    each exported bound ``2**k`` lands at index ``k`` (the schema of
+    :mod:`logicbundle.contract`: :func:`~logicbundle.contract.bucket_of_upper_ns`).
     """
     if not isinstance(stats, dict) or not isinstance(stats.get("versions"), list):
         return {}
@@ -395,8 +396,8 @@ def versions_from_stats(stats: object) -> dict[str, Any]:
                 bound, count = int(pair[0]), int(pair[1])
             except (TypeError, ValueError, IndexError):
                 continue
-            k = bound.bit_length() - 1
-            if k < 0 or k >= 64:
+            k = contract.bucket_of_upper_ns(bound)
+            if k < 0 or k >= contract.MAX_LATENCY_BUCKETS:
                 continue
             if len(buckets) <= k:
                 buckets.extend([0] * (k + 1 - len(buckets)))

@@ -19,8 +19,7 @@ from typing import Any, Final
 from logicbundle import contract
 from logicbundle.agent._errors import ConfigError
 
-CONFIG_ENV: Final = "LOGICBUNDLE_AGENT_CONFIG"
-DEFAULT_ROOT: Final = "/var/run/logicbundle"
+DEFAULT_ROOT: Final = contract.DEFAULT_ROOT
 DEFAULT_TOKEN_FILE: Final = "/var/run/secrets/logicbundle/token"  # noqa: S105 - a path
 DEFAULT_ANNOTATIONS_FILE: Final = "/etc/logicbundle/podinfo/annotations"
 DEFAULT_LABELS_FILE: Final = f"/etc/logicbundle/podinfo/{contract.LABELS_FILE_NAME}"
@@ -88,7 +87,7 @@ class AgentConfig:
     """The downward-API file of the pod's labels (parsed default: beside ``annotationsFile``)."""
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     """Where each bundle's published rollout state is mounted, as ``<bundle>.json``."""
-    socket: Path = Path(DEFAULT_ROOT) / "sdk.sock"
+    socket: Path = Path(DEFAULT_ROOT) / contract.SOCKET_FILE_NAME
     listen: str = DEFAULT_LISTEN
     report_interval: float = 10.0
     """Seconds between periodic reports (counters for analysis); a swap reports at once."""
@@ -235,7 +234,7 @@ def parse_config(data: str | bytes) -> AgentConfig:
         annotations_file=annotations_file,
         labels_file=Path(_string(obj.get("labelsFile", labels_default), "labelsFile")),
         state_dir=Path(_string(obj.get("stateDir", DEFAULT_STATE_DIR), "stateDir")),
-        socket=Path(_string(obj.get("socket", str(root / "sdk.sock")), "socket")),
+        socket=Path(_string(obj.get("socket", str(root / contract.SOCKET_FILE_NAME)), "socket")),
         listen=_string(obj.get("listen", DEFAULT_LISTEN), "listen"),
         report_interval=parse_duration(obj.get("reportInterval", "10s"), "reportInterval"),
         bundles={name: _bundle(name, value) for name, value in bundles_raw.items()},
@@ -256,9 +255,10 @@ def load_config(
         except OSError as exc:
             raise ConfigError(f"cannot read the agent configuration {str(path)!r}: {exc}") from None
     env = os.environ if environ is None else environ
-    text = env.get(CONFIG_ENV)
+    name = contract.AGENT_CONFIG_ENV
+    text = env.get(name)
     if not text:
         raise ConfigError(
-            f"no configuration: pass --config FILE or set {CONFIG_ENV} (the webhook sets it)"
+            f"no configuration: pass --config FILE or set {name} (the webhook sets it)"
         )
     return parse_config(text)

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from logicbundle.agent._config import CONFIG_ENV
 from logicbundle.agent._errors import AgentError
+from logicbundle.contract import AGENT_CONFIG_ENV
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -28,7 +28,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         type=Path,
         default=None,
         metavar="FILE",
-        help=f"the configuration document (wins over ${CONFIG_ENV})",
+        help=f"the configuration document (wins over ${AGENT_CONFIG_ENV})",
     )
     return parser
 

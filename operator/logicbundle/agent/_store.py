@@ -1,6 +1,6 @@
 """One bundle's directory in the shared volume, and the AtomicWriter swap of ``current``.
 
-Layout (what the SDK reads)::
+Layout (what the SDK reads; the names are :mod:`logicbundle.contract`'s)::
 
     <root>/<bundle>/.versions/<digest>/                 one unpacked, checked version
     <root>/<bundle>/.versions/<digest>.manifest.json    its bundle manifest (config blob)
@@ -36,12 +36,8 @@ from typing import Final
 
 from logicbundle.agent import _seams
 from logicbundle.agent._targets import DIGEST_RE
+from logicbundle.contract import CURRENT_LINK, MANIFEST_SUFFIX, SPLIT_FILE, VERSIONS_DIR
 
-MANIFEST_SUFFIX: Final = ".manifest.json"
-VERSIONS: Final = ".versions"
-CURRENT: Final = "current"
-SPLIT: Final = "split.json"
-"""The split descriptor next to ``current`` (the SDK reads the same name)."""
 MAX_SPLIT_BYTES: Final = 4096
 
 
@@ -59,9 +55,9 @@ class BundleStore:
     def __init__(self, root: Path, name: str) -> None:
         self.name = name
         self.dir = root / name
-        self.versions = self.dir / VERSIONS
-        self.current = self.dir / CURRENT
-        self.split = self.dir / SPLIT
+        self.versions = self.dir / VERSIONS_DIR
+        self.current = self.dir / CURRENT_LINK
+        self.split = self.dir / SPLIT_FILE
 
     def version_path(self, digest: str) -> Path:
         return self.versions / digest
@@ -77,7 +73,7 @@ class BundleStore:
         self.versions.mkdir(parents=True, exist_ok=True)
         removed: list[str] = []
         for entry in self.dir.iterdir():
-            if entry.name in (CURRENT, VERSIONS, SPLIT):
+            if entry.name in (CURRENT_LINK, VERSIONS_DIR, SPLIT_FILE):
                 continue
             removed.append(entry.name)
             _remove(entry)
@@ -94,14 +90,14 @@ class BundleStore:
                 and self.manifest_path(name).is_file()
             ):
                 continue
-            removed.append(f"{VERSIONS}/{name}")
+            removed.append(f"{VERSIONS_DIR}/{name}")
             _remove(entry)
         active = self.active()
         if active is None and self.current.is_symlink():
-            removed.append(CURRENT)  # points at nothing we hold: useless to any reader
+            removed.append(CURRENT_LINK)  # points at nothing we hold: useless to any reader
             self.current.unlink()
         if self.active_split() is None and (self.split.exists() or self.split.is_symlink()):
-            removed.append(SPLIT)  # of another primary, or naming what we do not hold
+            removed.append(SPLIT_FILE)  # of another primary, or naming what we do not hold
             _remove(self.split)
         return removed
 
@@ -112,7 +108,7 @@ class BundleStore:
         except OSError:
             return None
         name = target.name
-        if str(target.parent) != VERSIONS or not DIGEST_RE.fullmatch(name):
+        if str(target.parent) != VERSIONS_DIR or not DIGEST_RE.fullmatch(name):
             return None
         return name if self.has(name) else None
 
@@ -151,7 +147,7 @@ class BundleStore:
         ).encode()
         if self._read_split() == data:
             return
-        temporary = self.dir / f".{SPLIT}.{os.getpid()}.tmp"
+        temporary = self.dir / f".{SPLIT_FILE}.{os.getpid()}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -186,10 +182,10 @@ class BundleStore:
             with contextlib.suppress(FileNotFoundError):
                 self.current.unlink()
             return
-        temporary = self.dir / f".current.{os.getpid()}.tmp"
+        temporary = self.dir / f".{CURRENT_LINK}.{os.getpid()}.tmp"
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
-        temporary.symlink_to(f"{VERSIONS}/{digest}")
+        temporary.symlink_to(f"{VERSIONS_DIR}/{digest}")
         _seams.step("symlink-created")
         temporary.replace(self.current)
         if durable:

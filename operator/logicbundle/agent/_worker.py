@@ -34,6 +34,7 @@ from logicbundle.agent._fetch import Fetcher
 from logicbundle.agent._metrics import AgentMetrics
 from logicbundle.agent._store import BundleStore
 from logicbundle.agent._targets import Target
+from logicbundle.contract import VERSIONS_DIR
 from logicbundle.errors import LogicBundleError
 
 logger = logging.getLogger("logicbundle.agent")
@@ -416,7 +417,7 @@ class BundleWorker:
 
     def _path(self, target: Target, digest: str | None = None) -> str:
         base = target.mount_path or str(self.store.dir)
-        return f"{base.rstrip('/')}/.versions/{digest or target.digest}"
+        return f"{base.rstrip('/')}/{VERSIONS_DIR}/{digest or target.digest}"
 
     def _activate_sdk(self, target: Target, timeout: float, *, first: bool) -> bool:
         """Activate over the SDK socket; False when skipped (first, and no application yet)."""

@@ -78,28 +78,13 @@ LABEL_LEADER_VALUE: Final = "true"
 
 # --- Pod annotations ----------------------------------------------------------
 
-ANNOTATION_TARGET_PREFIX: Final = f"{PREFIX}target."
-"""Prefix of the pod annotation that assigns a digest to a pod.
+MAX_BUNDLE_NAME_LENGTH: Final = 56
+"""The longest ``LogicBundle`` name accepted.
 
-The operator writes ``logicbundle.io/target.<bundle-name>: sha256:...``; it is
-the source of truth for what a pod should run, and always holds a digest.
-"""
-
-ANNOTATION_ACTIVE_PREFIX: Final = f"{PREFIX}active."
-"""Prefix of the pod annotation recording the digest the agent reports active.
-
-Written by the operator (the agent never writes to the API) as
-``logicbundle.io/active.<bundle-name>: sha256:...``.
-"""
-
-MAX_BUNDLE_NAME_LENGTH: Final = 63 - max(
-    len(ANNOTATION_TARGET_PREFIX.removeprefix(PREFIX)),
-    len(ANNOTATION_ACTIVE_PREFIX.removeprefix(PREFIX)),
-)
-"""The longest ``LogicBundle`` name that still fits in an annotation key.
-
-The name part of a Kubernetes annotation key is at most 63 characters, and
-the bundle name is embedded in it after ``target.`` or ``active.``.
+It was what fit in a pod annotation key after ``target.`` (the name part of
+an annotation key is at most 63 characters) when each pod carried its target;
+kept, so that names valid before stay valid and nothing longer appears, and
+the state ConfigMap's name (``lb-state-<name>``) stays short.
 """
 
 ANNOTATION_COHORT_KEY: Final = contract.ANNOTATION_COHORT_KEY
@@ -180,13 +165,3 @@ annotation, not a spec field, so GitOps tools see no drift in ``spec``.
 
 FINALIZER: Final = f"{PREFIX}finalizer"
 """Finalizer the operator puts on every ``LogicBundle`` it manages."""
-
-
-def target_annotation(bundle: str) -> str:
-    """The pod annotation key that assigns ``bundle``'s digest to a pod."""
-    return f"{ANNOTATION_TARGET_PREFIX}{bundle}"
-
-
-def active_annotation(bundle: str) -> str:
-    """The pod annotation key that records ``bundle``'s active digest on a pod."""
-    return f"{ANNOTATION_ACTIVE_PREFIX}{bundle}"

@@ -144,7 +144,7 @@ NAME_LENGTH_RULE: Final = CelRule(
     rule=f"self.metadata.name.size() <= {names.MAX_BUNDLE_NAME_LENGTH}",
     message=(
         f"metadata.name must be at most {names.MAX_BUNDLE_NAME_LENGTH} characters: "
-        f"it becomes part of the pod annotation key {names.ANNOTATION_TARGET_PREFIX}<name>"
+        "it names the state ConfigMap and the pods' state files"
     ),
 )
 
@@ -975,7 +975,7 @@ class DigestCount(StatusModel):
 
     digest: Digest = Field(description="A digest assigned to some pods. Required.")
     assigned: NonNegativeInt = Field(
-        description="Pods whose target annotation names this digest. Required."
+        description="Pods whose target (the published rule) names this digest. Required."
     )
     active: NonNegativeInt = Field(
         default=0,

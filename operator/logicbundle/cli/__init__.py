@@ -132,25 +132,31 @@ def _replica_settings(args: argparse.Namespace) -> ReplicaSettings | int | None:
     """The operator's distributor-replica flags (an exit code when they are wrong)."""
     from logicbundle.controller import ReplicaSettings
 
-    accounts = []
+    accounts, readers = [], []
     for value in args.distributor_service_account:
         found = _identity(value, "--distributor-service-account")
         if found is None:
             return EXIT_USAGE
         accounts.append(found)
+    for value in args.status_reader_service_account:
+        found = _identity(value, "--status-reader-service-account")
+        if found is None:
+            return EXIT_USAGE
+        readers.append(found)
     if args.distributor_replica and args.distributor_service:
         print(
             "error: --distributor-replica and --distributor-service exclude each other",
             file=sys.stderr,
         )
         return EXIT_USAGE
-    if not (args.distributor_replica or args.distributor_service or accounts):
+    if not (args.distributor_replica or args.distributor_service or accounts or readers):
         return None
     return ReplicaSettings(
         urls=tuple(args.distributor_replica),
         service=args.distributor_service,
         namespace=args.operator_namespace,
         accounts=tuple(accounts),
+        readers=tuple(readers),
         token_file=Path(args.replica_token_file),
         ca_file=Path(args.replica_ca_file) if args.replica_ca_file else None,
         server_name=args.replica_server_name,
@@ -175,12 +181,16 @@ def _cmd_distributor(args: argparse.Namespace) -> int:
     if not args.tls_cert_file and not args.insecure_http:
         print("error: the distributor needs --tls-cert-file and --tls-key-file", file=sys.stderr)
         return EXIT_USAGE
-    operators = []
-    for value in args.operator_service_account:
-        found = _identity(value, "--operator-service-account")
-        if found is None:
-            return EXIT_USAGE
-        operators.append(found)
+    identities: dict[str, list[tuple[str, str]]] = {"operator": [], "reader": []}
+    for kind, values, flag in (
+        ("operator", args.operator_service_account, "--operator-service-account"),
+        ("reader", args.status_reader_service_account, "--status-reader-service-account"),
+    ):
+        for value in values:
+            found = _identity(value, flag)
+            if found is None:
+                return EXIT_USAGE
+            identities[kind].append(found)
     return run_distributor(
         DistributorSettings(
             cache_dir=Path(args.cache_dir),
@@ -194,7 +204,8 @@ def _cmd_distributor(args: argparse.Namespace) -> int:
             upstream_ca_file=Path(args.upstream_ca_file) if args.upstream_ca_file else None,
             upstream_server_name=args.upstream_server_name,
             token_file=Path(args.token_file),
-            operator_identities=tuple(operators),
+            operator_identities=tuple(identities["operator"]),
+            reader_identities=tuple(identities["reader"]),
         )
     )
 
@@ -257,6 +268,14 @@ def _add_distributor_parser(sub: Any) -> None:  # argparse's subparsers action i
         help="the operator's ServiceAccount, which may read the agents' summed reports "
         "(repeatable)",
     )
+    dist.add_argument(
+        "--status-reader-service-account",
+        action="append",
+        default=[],
+        metavar="NAMESPACE:NAME",
+        help="a ServiceAccount whose tokens may read each pod's report (`logicbundle status "
+        "--pods`; repeatable)",
+    )
     dist.set_defaults(func=_cmd_distributor)
 
 
@@ -281,6 +300,14 @@ def _add_replica_flags(operator: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAMESPACE:NAME",
         help="the replicas' ServiceAccount, which may fetch published digests (repeatable)",
+    )
+    replicas.add_argument(
+        "--status-reader-service-account",
+        action="append",
+        default=[],
+        metavar="NAMESPACE:NAME",
+        help="a ServiceAccount whose tokens may read each pod's report from this operator's "
+        "distributor (`logicbundle status --pods`; repeatable)",
     )
     replicas.add_argument(
         "--replica-token-file",

@@ -119,6 +119,7 @@ class KubeCluster:
         from kubernetes import client
 
         self.namespace = namespace
+        self.api_client = api_client
         self._api = client.CustomObjectsApi(api_client)
 
     def get(self, name: str) -> dict[str, Any] | None:
@@ -788,9 +789,59 @@ def _cmd_action(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    cluster = connect(args)
+    if args.pods:
+        return show_pods(cluster, args)
     return show_status(
-        connect(args), args.name, output=args.output, watch=args.watch, timeout=args.timeout
+        cluster, args.name, output=args.output, watch=args.watch, timeout=args.timeout
     )
+
+
+def show_pods(cluster: KubeCluster, args: argparse.Namespace) -> int:
+    """``status NAME --pods``: the status, then each pod's report, from the distributor."""
+    import ssl
+
+    from logicbundle.cli import _pods
+
+    obj = cluster.get(args.name)
+    if obj is None:
+        raise _not_found(args.name, cluster.namespace)
+    reader = None
+    if args.reader:
+        ns, sep, account = args.reader.partition(":")
+        if not sep or not ns or not account:
+            print(f"error: --reader wants NAMESPACE:NAME, not {args.reader!r}", file=sys.stderr)
+            return 2
+        reader = (ns, account)
+    token = _pods.reader_token(
+        cluster.api_client, account=reader, namespace=args.operator_namespace
+    )
+    if args.distributor:
+        context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
+        answers = [
+            _pods.ask_direct(
+                url, token=token, namespace=cluster.namespace, bundle=args.name, context=context
+            )
+            for url in args.distributor
+        ]
+    else:
+        answers = [
+            _pods.ask_proxied(
+                cluster.api_client, path, token=token, namespace=cluster.namespace, bundle=args.name
+            )
+            for path in _pods.replica_paths(
+                cluster.api_client, namespace=args.operator_namespace, port=args.distributor_port
+            )
+        ]
+    rows = _pods.merge(answers)
+    if args.output == "json":
+        _print(_pods.as_json(rows))
+        return EXIT_OK
+    total = (_status(obj).get("pods") or {}).get("total")
+    _print(render_status(obj))
+    _print("  Pods (as their agents last reported):")
+    _print(_pods.render(rows, assigned=total if isinstance(total, int) else None))
+    return EXIT_OK
 
 
 _ACTION_HELP: Final = {
@@ -870,5 +921,37 @@ def add_parsers(sub: Any) -> None:
         default=None,
         metavar="DURATION",
         help="give up --watch after this long, e.g. 10m (default: no limit)",
+    )
+    pods = status.add_argument_group("--pods: each pod's report, from the distributor")
+    pods.add_argument(
+        "--pods",
+        action="store_true",
+        help="list each pod's active digest and health, asking every distributor replica",
+    )
+    pods.add_argument(
+        "--operator-namespace",
+        default="logicbundle-system",
+        help="where the operator and its distributor replicas run (default %(default)s)",
+    )
+    pods.add_argument(
+        "--reader",
+        metavar="NAMESPACE:NAME",
+        help="the ServiceAccount whose token the replicas accept (default: the one labelled "
+        "app.kubernetes.io/component=status-reader in --operator-namespace)",
+    )
+    pods.add_argument(
+        "--distributor",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="ask this replica directly (repeatable; default: every replica, through the API "
+        "server's pod proxy)",
+    )
+    pods.add_argument("--ca-file", help="PEM CA of the distributor, with an https --distributor")
+    pods.add_argument(
+        "--distributor-port",
+        type=int,
+        default=8443,
+        help="the replicas' port, through the proxy (default %(default)s)",
     )
     status.set_defaults(func=_cmd_status)

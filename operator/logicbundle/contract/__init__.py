@@ -1,11 +1,39 @@
 """logicbundle.contract: what crosses the pod boundary, defined once.
 
 Standard library only, imported by the agent and the SDK in every pod, and by
-the distributor, the webhook and the controller.  Today: the target rule (what
-a pod should run, computed from one published rollout state and the pod's
-own facts) and its published form.
+the distributor, the webhook and the controller.  It holds:
+
+* the target rule (what a pod should run, computed from one published
+  rollout state and the pod's own facts) and its published form
+  (``_rule``);
+* the names of the annotations, of the published state's ConfigMap and of
+  the files the agent reads them from (``_names``);
+* the shared volume's layout: the default root, ``.versions``, ``current``,
+  ``split.json``, the manifest beside each version, the socket's file name
+  (``_layout``);
+* the environment variables the webhook sets for the agent and the SDK
+  (``_env``);
+* the latency-bucket schema the SDK counts in, the agent reports, the
+  distributor caps and the controller reads (``_buckets``).
 """
 
+from logicbundle.contract._buckets import (
+    LATENCY_BUCKETS_SCHEMA,
+    MAX_LATENCY_BUCKETS,
+    bucket_of,
+    bucket_of_upper_ns,
+    bucket_upper_ns,
+    bucket_upper_seconds,
+)
+from logicbundle.contract._env import AGENT_CONFIG_ENV, ROOT_ENV, SOCKET_ENV
+from logicbundle.contract._layout import (
+    CURRENT_LINK,
+    DEFAULT_ROOT,
+    MANIFEST_SUFFIX,
+    SOCKET_FILE_NAME,
+    SPLIT_FILE,
+    VERSIONS_DIR,
+)
 from logicbundle.contract._names import (
     ANNOTATION_ADMITTED_AT,
     ANNOTATION_COHORT_KEY,
@@ -44,15 +72,26 @@ from logicbundle.contract._rule import (
 )
 
 __all__ = [
+    "AGENT_CONFIG_ENV",
     "ANNOTATION_ADMITTED_AT",
     "ANNOTATION_COHORT_KEY",
+    "CURRENT_LINK",
+    "DEFAULT_ROOT",
     "LABELS_FILE_NAME",
+    "LATENCY_BUCKETS_SCHEMA",
+    "MANIFEST_SUFFIX",
+    "MAX_LATENCY_BUCKETS",
     "MAX_STATE_BYTES",
     "POSITION_BITS",
     "POSITION_LIMIT",
+    "ROOT_ENV",
+    "SOCKET_ENV",
+    "SOCKET_FILE_NAME",
+    "SPLIT_FILE",
     "STATE_CONFIGMAP_PREFIX",
     "STATE_DIR",
     "STATE_KEY",
+    "VERSIONS_DIR",
     "Carry",
     "Everyone",
     "Internal",
@@ -66,6 +105,10 @@ __all__ = [
     "StateError",
     "Target",
     "admitted_at",
+    "bucket_of",
+    "bucket_of_upper_ns",
+    "bucket_upper_ns",
+    "bucket_upper_seconds",
     "cohort",
     "plan_percent",
     "position",

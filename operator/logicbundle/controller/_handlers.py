@@ -238,6 +238,7 @@ async def _start_distributor(
         on_activity=on_activity,
         assigns=rules.assigns,
         replicas=frozenset(settings.replicas.accounts) if settings.replicas else frozenset(),
+        viewers=frozenset(settings.replicas.readers) if settings.replicas else frozenset(),
         published=rules.published_digests,
     )
     context = None

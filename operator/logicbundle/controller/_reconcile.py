@@ -334,7 +334,7 @@ def _builtin_sample(
     cumulative, buckets = 0, []
     for k, count in enumerate(counters.latency_buckets):
         cumulative += count
-        buckets.append(((2**k) / 1e9, cumulative))
+        buckets.append((contract.bucket_upper_seconds(k), cumulative))
     return rollout.BuiltinSample(
         calls=counters.calls,
         errors=counters.errors,

@@ -101,6 +101,8 @@ class ReplicaSettings:
     service: str | None = None
     namespace: str = "logicbundle-system"
     accounts: tuple[tuple[str, str], ...] = ()
+    readers: tuple[tuple[str, str], ...] = ()
+    """ServiceAccounts whose tokens may read each pod's report (``status --pods``)."""
     token_file: Path = Path("/var/run/secrets/logicbundle/token")
     ca_file: Path | None = None
     server_name: str | None = None

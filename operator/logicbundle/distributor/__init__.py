@@ -33,6 +33,7 @@ from logicbundle.api.names import DISTRIBUTOR_AUDIENCE
 from logicbundle.distributor._app import (
     DEFAULT_MAX_REPORT_BYTES,
     DEFAULT_MAX_WAIT_SECONDS,
+    TOKEN_HEADER,
     ActivityCallback,
     create_app,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "DEFAULT_MAX_REPORT_BYTES",
     "DEFAULT_MAX_WAIT_SECONDS",
     "DISTRIBUTOR_AUDIENCE",
+    "TOKEN_HEADER",
     "ActivityCallback",
     "AgentInfo",
     "AuthenticationFailedError",

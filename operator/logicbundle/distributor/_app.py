@@ -48,6 +48,9 @@ DEFAULT_MAX_REPORT_BYTES: Final = 256 * 1024
 _CHUNK: Final = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
+TOKEN_HEADER: Final = "X-Logicbundle-Token"  # noqa: S105 - a header name
+"""Where a token may travel instead of ``Authorization`` (through the API server's proxy)."""
+
 ActivityCallback = Callable[[PodActivity], Awaitable[None]]
 """Called with a pod's new active digests / readiness; raising leaves it to be retried."""
 
@@ -66,6 +69,8 @@ class _Deps:
     """``(namespace, pod, bundle)``: the bundle's rule gives the pod a target (summaries)."""
     peers: frozenset[tuple[str, str]] = frozenset()
     """``(namespace, service account)`` of the operator, who may read summaries."""
+    viewers: frozenset[tuple[str, str]] = frozenset()
+    """``(namespace, service account)`` who may read each pod's report (``status --pods``)."""
     replicas: frozenset[tuple[str, str]] = frozenset()
     """``(namespace, service account)`` of distributor replicas, who may fetch the bytes of
     any published digest (the operator's side)."""
@@ -104,6 +109,11 @@ async def _identify(request: web.Request) -> PodIdentity:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
+    forwarded = request.headers.get(TOKEN_HEADER, "").strip()
+    if forwarded:
+        # Through the API server's proxy (``logicbundle status --pods``), which answers
+        # for the Authorization header itself: the token travels in a header of ours.
+        scheme, token = "bearer", forwarded
     if scheme.lower() != "bearer" or not token:
         deps.metrics.auth_failures.labels("missing").inc()
         raise _Refused(
@@ -135,10 +145,25 @@ async def _identify(request: web.Request) -> PodIdentity:
 
 def _guard(
     handler: Callable[[web.Request, PodIdentity], Awaitable[web.StreamResponse]],
+    *,
+    pod: bool = True,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Authenticate, then call ``handler``; ``pod``: the caller must be a pod (its token bound
+    to it), as every agent endpoint requires."""
+
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             identity = await _identify(request)
+            if pod and not (identity.name and identity.uid):
+                deps = _deps(request)
+                deps.metrics.auth_failures.labels("invalid").inc()
+                return _error(
+                    401,
+                    "AuthenticationFailed",
+                    "the token is not bound to a pod: the agent must present a projected "
+                    "service-account token bound to its pod",
+                    **{"WWW-Authenticate": f'Bearer realm="{deps.audience}"'},
+                )
             return await handler(request, identity)
         except _Refused as refused:
             return refused.response
@@ -436,6 +461,28 @@ async def _get_summary(request: web.Request, identity: PodIdentity) -> web.Strea
     return web.json_response(summary.to_json())
 
 
+async def _get_pods(request: web.Request, identity: PodIdentity) -> web.StreamResponse:
+    """Each pod's latest report for one bundle: what ``logicbundle status --pods`` lists."""
+    deps = _deps(request)
+    caller = (identity.namespace, identity.service_account)
+    if caller not in deps.peers and caller not in deps.viewers:
+        deps.metrics.auth_failures.labels("not_a_peer").inc()
+        return _error(403, "Forbidden", "only the operator and its status readers read pods")
+    namespace = request.query.get("bundleNamespace", "")
+    bundle = request.query.get("bundle", "")
+    if not namespace or not bundle or len(namespace) > 63 or len(bundle) > 253:
+        return _error(400, "InvalidRequest", "bundleNamespace and bundle are required")
+    assigns = deps.assigns
+    pods = deps.reports.pods(
+        namespace,
+        bundle,
+        assigned=(lambda pod: assigns(namespace, pod, bundle))
+        if assigns is not None
+        else (lambda _pod: True),
+    )
+    return web.json_response({"pods": pods})
+
+
 # --- unauthenticated ----------------------------------------------------------------------
 
 
@@ -461,6 +508,7 @@ def create_app(
     max_report_bytes: int = DEFAULT_MAX_REPORT_BYTES,
     assigns: Callable[[str, str, str], bool] | None = None,
     peers: frozenset[tuple[str, str]] = frozenset(),
+    viewers: frozenset[tuple[str, str]] = frozenset(),
     replicas: frozenset[tuple[str, str]] = frozenset(),
     published: Callable[[], set[str]] | None = None,
     upstream: Upstream | None = None,
@@ -481,6 +529,7 @@ def create_app(
         audience=audience,
         assigns=assigns,
         peers=peers,
+        viewers=viewers,
         replicas=replicas,
         published=published,
         upstream=upstream,
@@ -489,7 +538,8 @@ def create_app(
     app.router.add_get("/v1/manifests/{digest}", _guard(_get_manifest))
     app.router.add_get("/v1/blobs/{digest}", _guard(_get_blob))
     app.router.add_post("/v1/reports", _guard(_post_report))
-    app.router.add_get("/v1/summary", _guard(_get_summary))
+    app.router.add_get("/v1/summary", _guard(_get_summary, pod=False))
+    app.router.add_get("/v1/pods", _guard(_get_pods, pod=False))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
 

@@ -61,8 +61,16 @@ class Authenticator(Protocol):
     async def authenticate(self, token: str) -> PodIdentity: ...
 
 
-def identity_from_user(*, username: str | None, extra: dict[str, list[str]] | None) -> PodIdentity:
-    """The pod a TokenReview's ``status.user`` names; :class:`AuthenticationFailedError` if none."""
+def identity_from_user(
+    *, username: str | None, extra: dict[str, list[str]] | None, pod: bool = True
+) -> PodIdentity:
+    """The pod a TokenReview's ``status.user`` names; :class:`AuthenticationFailedError` if none.
+
+    ``pod`` False also accepts a ServiceAccount token bound to no pod (the
+    identity's ``name`` and ``uid`` are then empty): what the read-only
+    endpoints take from an operator's tool (``logicbundle status --pods``).
+    The pod endpoints never see such an identity.
+    """
     if not username or not username.startswith(SERVICE_ACCOUNT_PREFIX):
         raise AuthenticationFailedError("the token does not belong to a service account")
     parts = username.removeprefix(SERVICE_ACCOUNT_PREFIX).split(":")
@@ -70,6 +78,8 @@ def identity_from_user(*, username: str | None, extra: dict[str, list[str]] | No
         raise AuthenticationFailedError("the token's service-account name is malformed")
     pod_names = (extra or {}).get(POD_NAME_EXTRA) or []
     pod_uids = (extra or {}).get(POD_UID_EXTRA) or []
+    if not pod_names and not pod_uids and not pod:
+        return PodIdentity(namespace=parts[0], name="", uid="", service_account=parts[1])
     if len(pod_names) != 1 or len(pod_uids) != 1 or not pod_names[0] or not pod_uids[0]:
         raise AuthenticationFailedError(
             "the token is not bound to a pod",
@@ -134,8 +144,11 @@ class TokenReviewAuthenticator:
         if self.audience not in (status.audiences or []):
             raise AuthenticationFailedError(f"the token is not valid for {self.audience!r}")
         user = status.user
+        # Pod-bound or not: the endpoints decide (the pod ones refuse a pod-less token).
         return identity_from_user(
-            username=getattr(user, "username", None), extra=getattr(user, "extra", None)
+            username=getattr(user, "username", None),
+            extra=getattr(user, "extra", None),
+            pod=False,
         )
 
 

@@ -21,15 +21,13 @@ from pydantic import ConfigDict, Field, StringConstraints
 from logicbundle.api import SpecModel
 from logicbundle.api.formats import ContainerPath, Digest, DnsLabel, OciReference, Percent
 from logicbundle.api.v1alpha1 import HealthCheck, Notify
+from logicbundle.contract import LATENCY_BUCKETS_SCHEMA, MAX_LATENCY_BUCKETS
 
 MAX_BUNDLES_PER_POD: Final = 64
 """A pod with more bundles than this is refused; the agent reports at most this many."""
 
 MAX_VERSIONS_PER_BUNDLE: Final = 4
 """A bundle has at most a stable, a candidate and a draining version loaded at once."""
-
-MAX_LATENCY_BUCKETS: Final = 64
-"""The SDK's power-of-two latency buckets (``logicbundle.sdk``: bucket ``k`` is ``< 2**k`` ns)."""
 
 MAX_MESSAGE_LENGTH: Final = 1024
 
@@ -64,9 +62,8 @@ class BundleTarget(SpecModel):
     """What one bundle of one pod should run, and how the agent applies it.
 
     Only ``digest`` is always present.  The optional settings come from the
-    ``LogicBundle`` when the operator feeds the store; a standalone
-    distributor that only reads the pods' target annotations leaves them out,
-    and the agent then uses the settings it was started with.
+    ``LogicBundle``'s spec; when one is absent the agent uses the settings it
+    was started with.
     """
 
     digest: Digest = Field(description="The OCI manifest digest the pod should run.")
@@ -140,7 +137,7 @@ class VersionCounters(_ReportModel):
     total_ns: Count = Field(default=0, description="Sum of call durations, nanoseconds.")
     latency_buckets: Annotated[list[Count], Field(max_length=MAX_LATENCY_BUCKETS)] = Field(
         default_factory=list,
-        description="Non-cumulative counts; bucket k holds calls with 2**(k-1) <= ns < 2**k.",
+        description=f"Latency buckets (logicbundle.contract): {LATENCY_BUCKETS_SCHEMA}.",
     )
 
 

@@ -279,6 +279,35 @@ class ReportStore:
             failures=failures,
         )
 
+    def pods(
+        self, namespace: str, bundle: str, *, assigned: Callable[[str], bool]
+    ) -> list[dict[str, object]]:
+        """Each assigned pod's latest report of ``bundle``: active digest, health, last error."""
+        now = self._clock()
+        listed: list[dict[str, object]] = []
+        for name in sorted(self._by_namespace.get(namespace, ())):
+            if not assigned(name):
+                continue
+            stored = self._latest[(namespace, name)]
+            report = stored.report.bundles.get(bundle)
+            if report is None:
+                continue
+            entry: dict[str, object] = {
+                "pod": name,
+                "active": report.active,
+                "healthy": bool(report.healthy),
+                "target": report.target,
+                "reportedSecondsAgo": round(now - stored.received_at, 1),
+            }
+            if report.last_error is not None:
+                entry["lastError"] = {
+                    "reason": report.last_error.reason,
+                    "message": report.last_error.message,
+                    "digest": report.last_error.digest,
+                }
+            listed.append(entry)
+        return listed
+
     # -- internals ----------------------------------------------------------------
 
     def _trim(self, now: float) -> None:

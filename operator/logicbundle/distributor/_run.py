@@ -92,6 +92,8 @@ class DistributorSettings:
     """This replica's own pod-bound token (audience: the distributor's), shown upstream."""
     operator_identities: tuple[tuple[str, str], ...] = ()
     """``(namespace, service account)`` allowed to read summaries: the operator's."""
+    reader_identities: tuple[tuple[str, str], ...] = ()
+    """``(namespace, service account)`` allowed to read each pod's report (``status --pods``)."""
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The server TLS context, or None for plain HTTP (only with ``insecure_http``)."""
@@ -235,6 +237,7 @@ async def serve_distributor(
         max_report_bytes=settings.max_report_bytes,
         assigns=rules.assigns,
         peers=frozenset(settings.operator_identities),
+        viewers=frozenset(settings.reader_identities),
         upstream=upstream,
     )
     server = DistributorServer(app, host=settings.host, port=settings.port, ssl_context=ssl_context)

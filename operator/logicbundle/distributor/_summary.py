@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from logicbundle.contract import LATENCY_BUCKETS_SCHEMA, MAX_LATENCY_BUCKETS
+
 MAX_DIGESTS: Final = 64
 """More digests than this in one bundle's summary is refused as malformed."""
 
@@ -134,8 +136,8 @@ def summary_from_json(value: object) -> BundleSummary:
         if not isinstance(raw, dict):
             raise SummaryError("versions entries must be objects")
         buckets = raw.get("latencyBuckets", [])
-        if not isinstance(buckets, list) or len(buckets) > 64:
-            raise SummaryError("latencyBuckets must be a list of at most 64 counts")
+        if not isinstance(buckets, list) or len(buckets) > MAX_LATENCY_BUCKETS:
+            raise SummaryError(f"latencyBuckets must be a list of {LATENCY_BUCKETS_SCHEMA}")
         versions[digest] = Counters(
             calls=_count(raw.get("calls", 0), "calls"),
             errors=_count(raw.get("errors", 0), "errors"),

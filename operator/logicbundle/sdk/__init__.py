@@ -44,6 +44,14 @@ interface's functions as attributes, and optionally these hooks:
     Called once the version is drained.
 """
 
+from logicbundle.contract import (
+    DEFAULT_ROOT,
+    MANIFEST_SUFFIX,
+    ROOT_ENV,
+    SOCKET_ENV,
+    SPLIT_FILE,
+)
+from logicbundle.contract import SOCKET_FILE_NAME as DEFAULT_SOCKET_NAME
 from logicbundle.sdk._errors import (
     ActivationRefusedError,
     CompilerUnavailableError,
@@ -57,7 +65,6 @@ from logicbundle.sdk._errors import (
     StateImportError,
 )
 from logicbundle.sdk._host import (
-    SPLIT_FILE,
     SPLIT_RESOLUTION,
     Activation,
     AsyncBundleFunction,
@@ -69,14 +76,10 @@ from logicbundle.sdk._host import (
     read_split_descriptor,
 )
 from logicbundle.sdk._interface import canonical_json, interface_hash, normalize_interface
-from logicbundle.sdk._manifest import MANIFEST_SUFFIX, ManifestInfo, manifest_path_for
+from logicbundle.sdk._manifest import ManifestInfo, manifest_path_for
 from logicbundle.sdk._metrics import PrometheusCollector, prometheus_text, register_prometheus
 from logicbundle.sdk._protocol import (
-    DEFAULT_ROOT,
-    DEFAULT_SOCKET_NAME,
     PROTOCOL_VERSION,
-    ROOT_ENV,
-    SOCKET_ENV,
     AgentListener,
     default_root,
     default_socket_path,

@@ -8,8 +8,9 @@ on the reference machine); parameters with defaults, which the interface does
 not spell out, fall back to the generic ``*args, **kwargs`` form.  The body
 reads the route once, counts the call as started on the version it picked
 (in the calling thread's own counters), runs it, and files the duration in a
-power-of-two bucket.  The retired check after ``started += 1`` is what makes
-draining safe without a lock (see :mod:`logicbundle.sdk._host`).
+power-of-two bucket (:data:`logicbundle.contract.bucket_of`, a C call).  The
+retired check after ``started += 1`` is what makes draining safe without a
+lock (see :mod:`logicbundle.sdk._host`).
 
 The generated source is built only from names the interface validation has
 checked against ``[A-Za-z_][A-Za-z0-9_]*``.
@@ -23,6 +24,8 @@ import zlib
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
+
+from logicbundle.contract import bucket_of
 
 if TYPE_CHECKING:
     from logicbundle.sdk._host import LogicHost, _Version
@@ -50,7 +53,7 @@ def {fn}({params}):
         raise
     finally:
         elapsed = perf_counter_ns() - start
-        stats.buckets[elapsed.bit_length()] += 1
+        stats.buckets[bucket_of(elapsed)] += 1
         stats.total_ns += elapsed
         if version.retired:
             version.wake.set()
@@ -79,7 +82,7 @@ def by_key({key}, /, {params}):
         raise
     finally:
         elapsed = perf_counter_ns() - start
-        stats.buckets[elapsed.bit_length()] += 1
+        stats.buckets[bucket_of(elapsed)] += 1
         stats.total_ns += elapsed
         if version.retired:
             version.wake.set()
@@ -140,6 +143,7 @@ def make_proxies(
             "name": name,
             "perf_counter_ns": perf_counter_ns,
             "crc32": zlib.crc32,
+            "bucket_of": bucket_of,
             "resolution": resolution,
         }
         try:
@@ -172,7 +176,7 @@ def _enter(host: LogicHost, key: str | bytes | None) -> tuple[_Version, ThreadSt
 
 def _leave(version: _Version, stats: ThreadStats, start: int) -> None:
     elapsed = perf_counter_ns() - start
-    stats.buckets[elapsed.bit_length()] += 1
+    stats.buckets[bucket_of(elapsed)] += 1
     stats.total_ns += elapsed
     if version.retired:
         version.wake.set()

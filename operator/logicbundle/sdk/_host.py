@@ -31,6 +31,7 @@ from time import perf_counter_ns
 from types import ModuleType
 from typing import Any, Final, Protocol, cast
 
+from logicbundle.contract import CURRENT_LINK, SPLIT_FILE
 from logicbundle.sdk import _loader
 from logicbundle.sdk._calls import make_async_proxies, make_proxies
 from logicbundle.sdk._errors import (
@@ -50,8 +51,6 @@ logger = logging.getLogger("logicbundle.sdk")
 SPLIT_RESOLUTION: Final = 10_000
 """Keys hash into this many slots; a weight of ``w`` percent routes ``w * 100`` of them."""
 
-SPLIT_FILE: Final = "split.json"
-"""The agent's split descriptor next to ``current`` (``docs/sdk-protocol.md``, "On disk")."""
 _MAX_SPLIT_BYTES: Final = 4096
 
 STEP_PAUSE_SECONDS: Final = 20e-6
@@ -351,7 +350,7 @@ class LogicHost:
         if self.root is None:
             raise ValueError("load_current() needs the host's root (the shared volume)")
         bundle_dir = self.root / self.name
-        current = (bundle_dir / "current").resolve(strict=True)
+        current = (bundle_dir / CURRENT_LINK).resolve(strict=True)
         digest = digest_from_dirname(current.name)
         split = read_split_descriptor(bundle_dir, primary=digest)
         if split is not None:

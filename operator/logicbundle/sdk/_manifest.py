@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from logicbundle.contract import MANIFEST_SUFFIX
 from logicbundle.sdk._errors import ManifestError
 from logicbundle.sdk._interface import interface_hash
-
-MANIFEST_SUFFIX: Final = ".manifest.json"
-"""Suffix of the manifest file written next to each version directory."""
 
 _ENTRYPOINT: Final = re.compile(
     r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"

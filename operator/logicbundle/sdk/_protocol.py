@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
+from logicbundle.contract import DEFAULT_ROOT, ROOT_ENV, SOCKET_ENV, SOCKET_FILE_NAME
 from logicbundle.sdk._errors import ActivationRefusedError, ProtocolError, SdkError
 from logicbundle.sdk._host import Event, LogicHost, Split
 
@@ -57,18 +58,10 @@ logger = logging.getLogger("logicbundle.sdk")
 
 PROTOCOL_VERSION: Final = 1
 MAX_LINE: Final = 64 * 1024
-SOCKET_ENV: Final = "LOGICBUNDLE_SOCKET"
-"""Environment variable naming the socket path.
-
-The webhook sets it in every application container, to a file in the small
-read-write socket volume it mounts (``/var/run/logicbundle-sdk/sdk.sock``).
-"""
-ROOT_ENV: Final = "LOGICBUNDLE_ROOT"
-"""Environment variable naming the shared volume's root."""
-DEFAULT_ROOT: Final = "/var/run/logicbundle"
-DEFAULT_SOCKET_NAME: Final = "sdk.sock"
-"""The socket's file name in the root when ``$LOGICBUNDLE_SOCKET`` is unset (outside a pod:
-in an injected pod the root is read-only and the variable is always set)."""
+# SOCKET_ENV, ROOT_ENV, DEFAULT_ROOT and the socket's file name are logicbundle.contract's:
+# the webhook sets the variables and mounts the volumes they name.  Outside a pod, with
+# $LOGICBUNDLE_SOCKET unset, the socket is <root>/sdk.sock (in an injected pod the root is
+# read-only and the variable is always set).
 _MAX_RELEASE_WAIT: Final = 60.0
 _MAX_SUN_PATH: Final = 107
 
@@ -81,7 +74,7 @@ def default_root() -> Path:
 def default_socket_path() -> Path:
     """``$LOGICBUNDLE_SOCKET``, or ``<root>/sdk.sock``."""
     explicit = os.environ.get(SOCKET_ENV)
-    return Path(explicit) if explicit else default_root() / DEFAULT_SOCKET_NAME
+    return Path(explicit) if explicit else default_root() / SOCKET_FILE_NAME
 
 
 class _Connection:

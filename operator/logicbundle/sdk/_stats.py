@@ -3,8 +3,9 @@
 A call touches only counters owned by its own thread (a :class:`ThreadStats`
 reached through a ``threading.local``), so the call path takes no lock and
 shares no cache line with other threads' writes.  Latency goes into fixed
-power-of-two buckets: the bucket of a duration of ``d`` nanoseconds is
-``d.bit_length()``, one C call, and its upper bound is ``2**k`` ns.  Nothing
+power-of-two buckets (the schema of :mod:`logicbundle.contract`): the bucket
+of a duration of ``d`` nanoseconds is ``bucket_of(d)``, one C call, and its
+upper bound is ``bucket_upper_ns(k) == 2**k`` ns.  Nothing
 is aggregated until somebody asks: :meth:`VersionStats.snapshot` sums the
 threads' counters when Prometheus scrapes or the agent asks for a report.
 
@@ -19,8 +20,7 @@ import threading
 from dataclasses import dataclass
 from typing import Final
 
-N_BUCKETS: Final = 64
-"""Bucket ``k`` counts calls that took ``2**(k-1) <= d < 2**k`` nanoseconds."""
+from logicbundle.contract import MAX_LATENCY_BUCKETS, bucket_upper_ns
 
 EXPORTED_BUCKET_BITS: Final = tuple(range(10, 37, 2))
 """Bucket bounds exported to Prometheus: ``2**k`` ns for these ``k`` (about 1 µs to 69 s)."""
@@ -37,7 +37,7 @@ class ThreadStats:
         """Calls begun; those in flight are ``started - sum(buckets)``."""
         self.errors = 0
         self.total_ns = 0
-        self.buckets = [0] * N_BUCKETS
+        self.buckets = [0] * MAX_LATENCY_BUCKETS
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class StatsSnapshot:
     inflight: int
     total_ns: int
     buckets: tuple[int, ...]
-    """Non-cumulative counts per power-of-two bucket (see :data:`N_BUCKETS`)."""
+    """Non-cumulative counts per power-of-two bucket (:func:`logicbundle.contract.bucket_of`)."""
 
     def cumulative(self, bits: tuple[int, ...] = EXPORTED_BUCKET_BITS) -> list[tuple[int, int]]:
         """``(upper bound in ns, calls at or below it)`` for each exported bound."""
@@ -59,10 +59,10 @@ class StatsSnapshot:
         running = 0
         index = 0
         for k in bits:
-            while index <= k and index < N_BUCKETS:
+            while index <= k and index < MAX_LATENCY_BUCKETS:
                 running += self.buckets[index]
                 index += 1
-            out.append((1 << k, running))
+            out.append((bucket_upper_ns(k), running))
         return out
 
     def quantile_ns(self, q: float) -> int | None:
@@ -74,8 +74,8 @@ class StatsSnapshot:
         for k, count in enumerate(self.buckets):
             running += count
             if running >= rank and count:
-                return 1 << k
-        return 1 << (N_BUCKETS - 1)
+                return bucket_upper_ns(k)
+        return bucket_upper_ns(MAX_LATENCY_BUCKETS - 1)
 
 
 class VersionStats:
@@ -137,7 +137,7 @@ class VersionStats:
         with self._lock:
             self._fold_dead()
             parts = [self._folded, *self._threads]
-        buckets = [0] * N_BUCKETS
+        buckets = [0] * MAX_LATENCY_BUCKETS
         errors = total = inflight = 0
         for part in parts:
             finished = 0

@@ -39,7 +39,8 @@ And in the controller, per bundle::
 """
 
 from logicbundle.api.names import VOLUME_SOCKET
-from logicbundle.sdk import ROOT_ENV, SOCKET_ENV
+from logicbundle.contract import AGENT_CONFIG_ENV as CONFIG_ENV
+from logicbundle.contract import ROOT_ENV, SOCKET_ENV
 from logicbundle.webhook._certs import (
     DEFAULT_CA_VALIDITY,
     DEFAULT_CERT_VALIDITY,
@@ -64,7 +65,6 @@ from logicbundle.webhook._config import (
 )
 from logicbundle.webhook._kube import KubernetesClusterView, SecretCertificateStore
 from logicbundle.webhook._mutate import (
-    CONFIG_ENV,
     SKIPPED_NOTHING_SELECTS,
     SKIPPED_RESERVED_NAME,
     Mutation,

@@ -44,13 +44,14 @@ from logicbundle import __version__, contract
 from logicbundle.api import LogicBundle, names
 from logicbundle.oci import InvalidReferenceError, Reference
 from logicbundle.rollout import cohort_key
-from logicbundle.sdk import ROOT_ENV, SOCKET_ENV
 from logicbundle.webhook._settings import (
     AGENT_ROOT,
     ANNOTATIONS_FILE,
     DISTRIBUTOR_CA_FILE,
     INJECTION_VERSION,
     LABELS_FILE,
+    POD_NAME_ENV,
+    POD_NAMESPACE_ENV,
     PODINFO_DIR,
     SOCKET_DIR,
     SOCKET_FILE,
@@ -66,9 +67,9 @@ Pod = Mapping[str, Any]
 
 JsonPatch = tuple[dict[str, Any], ...]
 
-CONFIG_ENV: Final = "LOGICBUNDLE_AGENT_CONFIG"
-# The SDK's own names (it reads them): ROOT_ENV is set in application containers when
-# all their bundles share one mount, SOCKET_ENV in those that get the socket volume.
+# The environment the injection sets is logicbundle.contract's: AGENT_CONFIG_ENV in the
+# agent container; ROOT_ENV in application containers when all their bundles share one
+# mount, SOCKET_ENV in those that get the socket volume (the SDK reads both).
 
 PROBE_TIMEOUT_SECONDS: Final = 5
 """The agent's probes' timeout (the kubelet's default of 1 s is too tight under CPU limits)."""
@@ -182,10 +183,10 @@ def _agent_container(bundles: Sequence[LogicBundle], settings: InjectionSettings
         # A native sidecar: starts before the application containers, runs beside them.
         "restartPolicy": "Always",
         "env": [
-            {"name": CONFIG_ENV, "value": _agent_config(bundles, settings)},
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": contract.AGENT_CONFIG_ENV, "value": _agent_config(bundles, settings)},
+            {"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {
-                "name": "POD_NAMESPACE",
+                "name": POD_NAMESPACE_ENV,
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
             *({"name": name, "value": value} for name, value in settings.extra_env),
@@ -385,10 +386,10 @@ def _app_container_ops(
         env = container.get("env")
         defined = {variable.get("name") for variable in env or ()}
         new_env = []
-        if len(roots) == 1 and ROOT_ENV not in defined and bundle_mounts:
-            new_env.append({"name": ROOT_ENV, "value": roots[0]})
-        if socket_mounts and SOCKET_ENV not in defined:
-            new_env.append({"name": SOCKET_ENV, "value": SOCKET_FILE})
+        if len(roots) == 1 and contract.ROOT_ENV not in defined and bundle_mounts:
+            new_env.append({"name": contract.ROOT_ENV, "value": roots[0]})
+        if socket_mounts and contract.SOCKET_ENV not in defined:
+            new_env.append({"name": contract.SOCKET_ENV, "value": SOCKET_FILE})
         patch.append(f"/spec/containers/{index}/env", env, new_env)
     return warnings
 

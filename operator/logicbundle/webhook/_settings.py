@@ -12,7 +12,7 @@ from typing import Final
 
 from logicbundle import contract
 
-AGENT_ROOT: Final = "/var/run/logicbundle"
+AGENT_ROOT: Final = contract.DEFAULT_ROOT
 """Where the shared volume appears in the agent container (the config's ``root``)."""
 
 TOKEN_DIR: Final = "/var/run/secrets/logicbundle"  # noqa: S105 - a path, not a secret
@@ -41,7 +41,7 @@ read-only mount (``EROFS``).  Outside every default bundle mount, so it is
 never nested in the read-only one.
 """
 
-SOCKET_FILE: Final = f"{SOCKET_DIR}/sdk.sock"
+SOCKET_FILE: Final = f"{SOCKET_DIR}/{contract.SOCKET_FILE_NAME}"
 """The SDK's socket (the agent config's ``socket``, the application's ``$LOGICBUNDLE_SOCKET``)."""
 
 SOCKET_VOLUME_SIZE_LIMIT: Final = "1Mi"
@@ -65,7 +65,11 @@ labels file, the ``logicbundle.io/admitted-at`` annotation); pods of version
 """
 
 
-RESERVED_AGENT_ENV: Final = frozenset({"LOGICBUNDLE_AGENT_CONFIG", "POD_NAME", "POD_NAMESPACE"})
+POD_NAME_ENV: Final = "POD_NAME"
+POD_NAMESPACE_ENV: Final = "POD_NAMESPACE"
+"""The agent container's pod name and namespace, from the downward API."""
+
+RESERVED_AGENT_ENV: Final = frozenset({contract.AGENT_CONFIG_ENV, POD_NAME_ENV, POD_NAMESPACE_ENV})
 """Environment variables of the agent container that the injection itself sets."""
 
 
