@@ -171,6 +171,8 @@ class FakeDistributor:
     version: int = 0
     reports: list[dict[str, Any]] = field(default_factory=list)
     corrupt: set[str] = field(default_factory=set)
+    hang: bool = False
+    """Hold every long-poll without an answer (a connection that went dead), until cleared."""
     cond: threading.Condition = field(default_factory=threading.Condition)
     url: str = ""
     server: ThreadingHTTPServer | None = None
@@ -209,7 +211,10 @@ def _handler(dist: FakeDistributor) -> type[BaseHTTPRequestHandler]:
                 params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
                 deadline = time.monotonic() + float(params.get("wait", "0"))
                 with dist.cond:
-                    while params.get("version") == str(dist.version):
+                    while dist.hang or params.get("version") == str(dist.version):
+                        if dist.hang:
+                            dist.cond.wait(0.1)
+                            continue
                         left = deadline - time.monotonic()
                         if left <= 0:
                             self._send(304, b"")
@@ -264,6 +269,7 @@ def distributor() -> Iterator[FakeDistributor]:
     thread.start()
     yield dist
     with dist.cond:
+        dist.hang = False
         dist.version += 1  # answer held polls
         dist.cond.notify_all()
     server.shutdown()

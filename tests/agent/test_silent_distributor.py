@@ -15,8 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from logicbundle.agent import Target
 from logicbundle.agent._agent import STOP_DEADLINE
-from tests.agent.conftest import MakeAgent, publish, stable_state, unused_port, wait_for, write_pod
+from tests.agent.conftest import (
+    FakeDistributor,
+    MakeAgent,
+    publish,
+    stable_state,
+    unused_port,
+    wait_for,
+    write_pod,
+)
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -104,3 +113,55 @@ def test_bytes_come_from_the_registry_once_the_distributor_is_found_down(
     assert "registry" in status.last_error.message
     # The distributor was never asked for the bytes (that request would hang 30 s).
     assert not silent.seen("GET /v1/manifests/")
+
+
+def test_a_state_published_while_the_long_poll_hung_is_followed_once_it_times_out(
+    make_agent: MakeAgent, root: Path, distributor: FakeDistributor
+) -> None:
+    """Found on the real node: a long-poll on a connection that went dead (the Service's
+    endpoints gone) keeps the fast path nominally up until its timeout. A state file that
+    changed meanwhile is newer than anything the distributor said, so it is followed."""
+    seen: list[tuple[str, str, Target | None]] = []
+    d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    distributor.set_targets({"pricing": {"digest": d1}})
+    write_pod(root)
+    publish(root, stable_state(d1))
+    make_agent(
+        distributor=distributor.url,
+        bundle={"source": f"127.0.0.1:{unused_port()}/shop/pricing", "insecure": True},
+        on_target=lambda *a: seen.append(a),
+        long_poll_wait=0.3,
+    )
+    wait_for(lambda: ("fast", "pricing", Target(digest=d1)) in seen, "the fast path's target")
+    with distributor.cond:
+        distributor.hang = True  # the next long-poll never answers
+    publish(root, stable_state(d2))  # the kubelet projects the new state meanwhile
+    wait_for(
+        lambda: seen[-1] == ("slow", "pricing", Target(digest=d2)),
+        "the newer published state, once the hung long-poll timed out",
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("file_changed", "confirmed", "followed"),
+    [
+        (10.0, 5.0, True),  # the state changed after the distributor's last answer: newer
+        (5.0, 10.0, False),  # the kubelet's copy lags what the distributor said: older
+        (5.0, 0.0, True),  # the distributor never answered: the file is all there is
+    ],
+)
+def test_when_the_distributor_is_gone_only_a_newer_state_is_followed(
+    make_agent: MakeAgent, file_changed: float, confirmed: float, followed: bool
+) -> None:
+    d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    seen: list[tuple[str, str, Target | None]] = []
+    agent = make_agent(start=False, on_target=lambda *a: seen.append(a))
+    with agent._lock:
+        agent._effective["pricing"] = Target(digest=d2)  # what the distributor said
+        agent._fast = None  # and it is gone
+        agent._fast_confirmed_at = confirmed
+        agent._slow = {"pricing": Target(digest=d1)}
+        agent._slow_changed_at["pricing"] = file_changed
+    agent._dispatch("slow")
+    assert (seen == [("slow", "pricing", Target(digest=d1))]) is followed

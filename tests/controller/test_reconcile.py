@@ -23,6 +23,7 @@ from logicbundle import contract, rollout
 from logicbundle.api import conditions, names
 from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
 from logicbundle.controller._kube import KubeError
+from logicbundle.controller._memory import SourceCheck
 from logicbundle.controller._metrics import OperatorMetrics
 from logicbundle.controller._reconcile import (
     REPORT_GRACE,
@@ -30,12 +31,12 @@ from logicbundle.controller._reconcile import (
     Runtime,
     _analysis_step,
     _builtin_sample,
-    _SourceState,
     pod_facts,
     reconcile,
 )
 from logicbundle.controller._restarts import RestartLedger
-from logicbundle.controller._source import BundleCache
+from logicbundle.controller._source import BundleCache, SourceTools
+from logicbundle.controller._summaries import AgentsView
 from logicbundle.distributor import (
     BlobCache,
     BundleSummary,
@@ -104,10 +105,11 @@ def runtime(tmp_path: Path) -> tuple[Runtime, FakeKube, list[tuple[str, str, str
     events: list[tuple[str, str, str]] = []
     rt = Runtime(
         kube=kube,  # type: ignore[arg-type]
-        reader=None,  # type: ignore[arg-type]
-        rules=RuleTargets(targets),
-        reports=ReportStore(),
-        cache=BundleCache(BlobCache(tmp_path)),
+        source=SourceTools(
+            reader=None,  # type: ignore[arg-type]
+            cache=BundleCache(BlobCache(tmp_path)),
+        ),
+        agents=AgentsView(rules=RuleTargets(targets), reports=ReportStore()),
         metrics=OperatorMetrics(),
         post_event=lambda _body, type_, reason, message: events.append((type_, reason, message)),
     )
@@ -155,9 +157,9 @@ def _agents_report(
     As in the operator: the bundle's watch event sets its rule from the stored status
     before its daemon reconciles, and the pod watch sets each pod's facts.
     """
-    rt.rules.set_bundle(NS, BUNDLE, bundle_rule(SPEC, rollout.published_state(status)))
+    rt.agents.rules.set_bundle(NS, BUNDLE, bundle_rule(SPEC, rollout.published_state(status)))
     for snapshot, report in zip(_snapshots(reports), reports, strict=True):
-        rt.rules.set_pod(NS, snapshot.name, uid=snapshot.uid, facts=pod_facts(snapshot))
+        rt.agents.rules.set_pod(NS, snapshot.name, uid=snapshot.uid, facts=pod_facts(snapshot))
         if report.active is not None:
             _report(rt, snapshot.name, digest=report.active.digest, calls=0, errors=0)
 
@@ -176,7 +178,9 @@ def _body(spec: LogicBundleSpec | dict[str, Any], status: LogicBundleStatus) -> 
 
 def _source_checked_just_now(rt: Runtime) -> None:
     # The source step is covered by test_source_step.py; here it has nothing to do.
-    rt.sources[(NS, BUNDLE)] = _SourceState(generation=1, checked_at=rt.clock(), outcome=None)
+    rt.memories.get((NS, BUNDLE)).source = SourceCheck(
+        generation=1, checked_at=rt.clock(), outcome=None
+    )
 
 
 def test_the_status_is_written_before_any_pod_or_agent_is_told_of_an_advance(
@@ -206,7 +210,7 @@ def test_the_status_is_written_before_any_pod_or_agent_is_told_of_an_advance(
     assert state["stage"] == {"all": True} and state["candidate"] == D2
     # The distributor follows the published state: every pod is told D2, no pod is written.
     for pod in ("p000", "p001"):
-        snapshot = rt.targets.get(NS, pod, uid=f"uid-{pod}")
+        snapshot = rt.agents.targets.get(NS, pod, uid=f"uid-{pod}")
         assert snapshot.known and snapshot.targets[BUNDLE].digest == D2, pod
 
 
@@ -258,10 +262,11 @@ def test_the_writes_of_a_step_do_not_grow_with_the_pods(
     )
 
     assert [kind for kind, _ in kube.calls] == ["status", "state"]
+    targets = rt.agents.targets
     told = sum(
         1
         for p in many
-        if rt.targets.get(NS, p.pod.name, uid=f"uid-{p.pod.name}").targets[BUNDLE].digest == D2
+        if targets.get(NS, p.pod.name, uid=f"uid-{p.pod.name}").targets[BUNDLE].digest == D2
     )
     assert told == 500
 
@@ -286,7 +291,7 @@ def test_a_refused_status_write_tells_no_pod_and_no_agent(
         )
 
     assert [kind for kind, _ in kube.calls] == ["status"]
-    told = rt.targets.get(NS, "p001", uid="uid-p001").targets[BUNDLE].digest
+    told = rt.agents.targets.get(NS, "p001", uid="uid-p001").targets[BUNDLE].digest
     assert told == D1, "no agent learned of the advance that was not recorded"
     assert events == []
 
@@ -320,7 +325,7 @@ def test_a_spec_the_models_refuse_is_reported_as_stalled_invalid_spec_and_no_pod
         if c["type"] == conditions.VERIFIED
     ), "the other conditions are kept"
     assert [(t, r) for t, r, _ in events] == [("Warning", "InvalidSpec")]
-    assert rt.targets.pods() == set(), "nothing is published for an invalid spec"
+    assert rt.agents.targets.pods() == set(), "nothing is published for an invalid spec"
 
 
 def test_an_invalid_spec_seen_again_writes_and_warns_only_once(
@@ -351,7 +356,7 @@ def test_a_pod_that_is_gone_or_loses_its_labels_is_no_longer_told_anything(
     status, reports = _in_flight_at_internal()
     _source_checked_just_now(rt)
     _agents_report(rt, reports, status)
-    rt.rules.set_pod(
+    rt.agents.rules.set_pod(
         NS, "stranger", uid="uid-stranger", facts=contract.PodFacts(key=f"{NS}/stranger")
     )
     asyncio.run(
@@ -359,11 +364,11 @@ def test_a_pod_that_is_gone_or_loses_its_labels_is_no_longer_told_anything(
             rt, body=_body(SPEC, status), pods=_snapshots(reports), now=T0 + timedelta(seconds=3)
         )
     )
-    assert BUNDLE not in rt.targets.get(NS, "stranger", uid="uid-stranger").targets, (
+    assert BUNDLE not in rt.agents.targets.get(NS, "stranger", uid="uid-stranger").targets, (
         "a pod the selector does not match is not the bundle's"
     )
-    rt.rules.forget_pod(NS, "p001")
-    assert not rt.targets.get(NS, "p001", uid="uid-p001").known
+    rt.agents.rules.forget_pod(NS, "p001")
+    assert not rt.agents.targets.get(NS, "p001", uid="uid-p001").known
 
 
 def test_a_restarted_operator_waits_for_the_agents_re_reports_before_judging_its_pods(
@@ -373,7 +378,7 @@ def test_a_restarted_operator_waits_for_the_agents_re_reports_before_judging_its
     status, reports = _in_flight_at_internal()
     _source_checked_just_now(rt)
     rt.started = rt.clock()  # just started: no report yet from pods that were told D1/D2
-    rt.rules.set_bundle(NS, BUNDLE, bundle_rule(SPEC, rollout.published_state(status)))
+    rt.agents.rules.set_bundle(NS, BUNDLE, bundle_rule(SPEC, rollout.published_state(status)))
 
     wait = asyncio.run(reconcile(rt, body=_body(SPEC, status), pods=_snapshots(reports), now=T0))
 
@@ -464,7 +469,7 @@ def _report(
 ) -> None:
     from logicbundle.distributor._models import BundleReport, PodIdentity, Report, VersionCounters
 
-    rt.reports.record(
+    rt.agents.reports.record(
         PodIdentity(namespace=namespace, name=pod, uid=f"uid-{pod}", service_account="default"),
         Report(
             bundles={
@@ -500,7 +505,7 @@ def test_builtin_metrics_are_judged_from_the_reports_under_the_prometheus_provid
         _report(rt, pod, digest=digest, calls=0, errors=0)
     _report(rt, "p000", digest=D2, calls=100, errors=30)
     _report(rt, "p001", digest=D1, calls=100, errors=0)
-    summary = asyncio.run(rt.summaries.summary(NS, BUNDLE, since=None))
+    summary = asyncio.run(rt.agents.summaries.summary(NS, BUNDLE, since=None))
 
     verdict = asyncio.run(
         _analysis_step(
@@ -559,7 +564,7 @@ def test_counters_from_pods_the_bundle_does_not_assign_or_from_another_namespace
         _report(rt, pod, digest=D2, calls=100, errors=90, namespace=namespace)
     _report(rt, "p000", digest=D2, calls=200, errors=0)
 
-    summary = asyncio.run(rt.summaries.summary(NS, BUNDLE, since=None))
+    summary = asyncio.run(rt.agents.summaries.summary(NS, BUNDLE, since=None))
     assert summary is not None
     sample = _builtin_sample(rt, namespace=NS, bundle=BUNDLE, digest=D2, since=0, summary=summary)
 

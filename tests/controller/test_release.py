@@ -4,12 +4,15 @@ Mid-rollout, the state "every pod on stable" is published first and the
 finalizer waits until no pod reports the candidate (bounded); then the
 distributor forgets the bundle's targets (keeping those of other bundles),
 the state ConfigMap is deleted and the operator's per-bundle memory is
-cleared.  Nothing is ever written on a pod.
+cleared in every owner (the bundle's memory, its restarts, its metrics),
+leaving the other bundles' alone.  Nothing is ever written on a pod.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,10 +22,13 @@ import pytest
 
 from logicbundle import contract
 from logicbundle.controller._handlers import RELEASE_DEADLINE, ControllerSettings, Memo, release
-from logicbundle.controller._reconcile import PodSnapshot, Runtime, pod_facts
+from logicbundle.controller._memory import BundleMemory, SourceCheck
+from logicbundle.controller._reconcile import PodSnapshot, Runtime, pod_facts, reconcile
 from logicbundle.distributor import BundleReport, PodIdentity, Report, bundle_rule
-from tests.controller.test_reconcile import SPEC, FakeKube, runtime  # noqa: F401
-from tests.rollout._fixtures import BUNDLE, D1, D2, NS
+from logicbundle.oci import RegistryUnavailableError
+from tests.controller.test_reconcile import SPEC, FakeKube, _snapshots, runtime  # noqa: F401
+from tests.rollout._fixtures import BUNDLE, D1, D2, NS, T0, installed
+from tests.rollout._fixtures import pods as pod_reports
 
 OTHER = "other-bundle"
 
@@ -47,7 +53,7 @@ def _in_flight(bundle: str = BUNDLE) -> contract.RolloutState:
 
 
 def _report(rt: Runtime, pod: str, digest: str) -> None:
-    rt.reports.record(
+    rt.agents.reports.record(
         PodIdentity(namespace=NS, name=pod, uid=f"uid-{pod}", service_account="default"),
         Report(bundles={BUNDLE: BundleReport(active=digest, healthy=True)}),
         targets=None,
@@ -77,12 +83,13 @@ def _body(deleted_ago: float) -> kopf.Body:
 
 def _set_up(rt: Runtime, tmp_path: Path) -> tuple[Memo, list[PodSnapshot]]:
     pods = [_pod("on-candidate"), _pod("on-stable"), _pod("both-bundles")]
-    rt.rules.set_bundle(NS, BUNDLE, bundle_rule(SPEC, _in_flight()))
-    rt.rules.set_bundle(NS, OTHER, bundle_rule(SPEC, _everyone_on(D1, OTHER)))
+    rt.agents.rules.set_bundle(NS, BUNDLE, bundle_rule(SPEC, _in_flight()))
+    rt.agents.rules.set_bundle(NS, OTHER, bundle_rule(SPEC, _everyone_on(D1, OTHER)))
     for pod in pods:
-        rt.rules.set_pod(NS, pod.name, uid=pod.uid, facts=pod_facts(pod))
-    rt.sources[(NS, BUNDLE)] = object()  # type: ignore[assignment]
-    rt.written[(NS, BUNDLE)] = {}
+        rt.agents.rules.set_pod(NS, pod.name, uid=pod.uid, facts=pod_facts(pod))
+    memory = rt.memories.get((NS, BUNDLE))
+    memory.source = SourceCheck(generation=1, checked_at=rt.clock(), outcome=None)
+    memory.written = {}
     return Memo(settings=ControllerSettings(cache_dir=tmp_path), runtime=rt), pods
 
 
@@ -106,7 +113,7 @@ def test_deleting_a_bundle_mid_rollout_withdraws_the_candidate_then_lets_go(
     [(_, (bundle, state, _))] = [c for c in kube.calls if c[0] == "state"]
     assert bundle == BUNDLE and state == {"bundle": BUNDLE, "stable": D1}
     for pod in pods:
-        assert rt.targets.get(NS, pod.name, uid=pod.uid).targets[BUNDLE].digest == D1
+        assert rt.agents.targets.get(NS, pod.name, uid=pod.uid).targets[BUNDLE].digest == D1
     assert not [c for c in kube.calls if c[0] == "pod"], "no pod is written"
 
     _report(rt, "on-candidate", D1)  # the agent swapped back
@@ -117,10 +124,9 @@ def test_deleting_a_bundle_mid_rollout_withdraws_the_candidate_then_lets_go(
     assert ("delete-state", BUNDLE) in kube.calls
     # The distributor no longer answers for the bundle, and still does for the other one.
     for pod in pods:
-        kept = rt.targets.get(NS, pod.name, uid=pod.uid)
+        kept = rt.agents.targets.get(NS, pod.name, uid=pod.uid)
         assert kept.known and set(kept.targets) == {OTHER}, pod.name
-    assert (NS, BUNDLE) not in rt.sources and (NS, BUNDLE) not in rt.written
-    assert (NS, BUNDLE) not in rt.published
+    assert (NS, BUNDLE) not in rt.memories, "its source check, written object, published state"
 
 
 def test_pods_that_never_go_back_do_not_hold_the_deletion_past_its_deadline(
@@ -142,7 +148,7 @@ def test_pods_that_never_go_back_do_not_hold_the_deletion_past_its_deadline(
     )
 
     assert ("delete-state", BUNDLE) in kube.calls
-    assert BUNDLE not in rt.targets.get(NS, "on-candidate", uid="uid-on-candidate").targets
+    assert BUNDLE not in rt.agents.targets.get(NS, "on-candidate", uid="uid-on-candidate").targets
 
 
 def test_deleting_a_bundle_that_never_had_a_stable_digest_publishes_nothing_it_cannot_name(
@@ -158,3 +164,82 @@ def test_deleting_a_bundle_that_never_had_a_stable_digest_publishes_nothing_it_c
     )
     # No stable digest to keep: nothing is published, the ConfigMap (if any) is deleted.
     assert [c[0] for c in kube.calls] == ["delete-state"]
+
+
+def _stored(bundle: str, status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": NS, "name": bundle, "uid": f"uid-{bundle}", "generation": 1},
+        "spec": SPEC.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
+def _bundle_series(rt: Runtime, bundle: str) -> list[str]:
+    """The operator's metric series labelled with ``bundle``."""
+    return [
+        sample.name
+        for family in rt.metrics.registry.collect()
+        for sample in family.samples
+        if sample.labels.get("bundle") == bundle
+    ]
+
+
+def test_a_deleted_bundle_leaves_no_memory_in_any_owner_and_another_bundle_keeps_its_own(
+    runtime: tuple[Runtime, FakeKube, Any],  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rt, kube, _ = runtime
+
+    def unreachable(*_: Any, **__: Any) -> None:
+        raise RegistryUnavailableError("resolving registry.example/shop/pricing:v1: unreachable")
+
+    # Two bundles reconciled twice, their pods' containers restarting in between: each
+    # one's memory (a failed source check, its warning, the written object, the published
+    # state), its restarts and its metrics.
+    monkeypatch.setattr("logicbundle.controller._reconcile.resolve_and_verify", unreachable)
+    kube.spec = SPEC.model_dump(mode="json", by_alias=True, exclude_none=True)
+    status, reports = installed(SPEC, pod_reports(2))
+    for bundle in (BUNDLE, OTHER):
+        for restarts in (0, 2):
+            snapshots = [dataclasses.replace(p, restarts=restarts) for p in _snapshots(reports)]
+            asyncio.run(reconcile(rt, body=_stored(bundle, status), pods=snapshots, now=T0))
+    for bundle in (BUNDLE, OTHER):
+        memory = rt.memories.get((NS, bundle))
+        assert memory.source is not None and memory.source.error is not None, bundle
+        assert memory.warning is not None and "unreachable" in memory.warning, bundle
+        assert memory.written is not None and memory.published is not None, bundle
+        assert rt.restarts.restarts(bundle=bundle, namespace=NS, digest=D1, since=0) == 4
+        assert _bundle_series(rt, bundle), bundle
+    other = rt.memories.get((NS, OTHER))
+    other_before = copy.deepcopy(other)
+    other_series = _bundle_series(rt, OTHER)
+
+    memo = Memo(settings=ControllerSettings(cache_dir=tmp_path), runtime=rt)
+    body = kopf.Body(
+        {"metadata": {"namespace": NS, "name": BUNDLE}, "status": {"stableDigest": D1}}
+    )
+    asyncio.run(
+        release(memo=memo, body=body, namespace=NS, name=BUNDLE, pods_by_namespace={NS: []})
+    )
+
+    assert (NS, BUNDLE) not in rt.memories and len(rt.memories) == 1
+    assert rt.restarts.restarts(bundle=BUNDLE, namespace=NS, digest=D1, since=0) == 0
+    assert _bundle_series(rt, BUNDLE) == []
+    # Its pods' restart baselines are gone too: seen again, a count charges nothing.
+    for pod in _snapshots(reports):
+        rt.restarts.observe(
+            bundle=BUNDLE, namespace=NS, pod=pod.name, uid=pod.uid, restarts=5, digest=D1
+        )
+    assert rt.restarts.restarts(bundle=BUNDLE, namespace=NS, digest=D1, since=0) == 0
+    # The other bundle: the same memory, unchanged, its charges, baselines and series kept.
+    assert rt.memories.get((NS, OTHER)) is other and other == other_before
+    assert rt.restarts.restarts(bundle=OTHER, namespace=NS, digest=D1, since=0) == 4
+    for pod in _snapshots(reports):
+        rt.restarts.observe(
+            bundle=OTHER, namespace=NS, pod=pod.name, uid=pod.uid, restarts=5, digest=D1
+        )
+    assert rt.restarts.restarts(bundle=OTHER, namespace=NS, digest=D1, since=0) == 10
+    assert _bundle_series(rt, OTHER) == other_series
+    # A bundle created again under the deleted one's name starts with nothing remembered.
+    assert rt.memories.get((NS, BUNDLE)) == BundleMemory()

@@ -123,7 +123,10 @@ class Agent:
         self._fast_answered = False
         self._slow: dict[str, Target] = {}
         self._slow_read = False
-        self._slow_under_fast: dict[str, Target | None] = {}
+        self._slow_changed_at: dict[str, float] = {}
+        """Per bundle, when the slow path's target last changed (monotonic)."""
+        self._fast_confirmed_at = 0.0
+        """When the distributor last answered (200 or 304): what it said held then."""
         self._effective: dict[str, Target | None] = {}
         self._fast_decided = threading.Event()
         if self.client is None:
@@ -215,12 +218,14 @@ class Agent:
             for name in self.workers:
                 if fast is not None:
                     target: Target | None = fast.get(name)
-                    self._slow_under_fast[name] = self._slow.get(name)
                 else:
                     slow = self._slow.get(name)
-                    if name in self._slow_under_fast and self._slow_under_fast[name] == slow:
-                        continue  # unchanged since the fast path was in charge: not newer
-                    self._slow_under_fast.pop(name, None)
+                    # The published state reaches the files late (the kubelet's sync): a
+                    # slow target is newer only when it changed after the distributor last
+                    # answered. One that changed while a long-poll hung on a dead
+                    # connection is newer, though the fast path still counted as up.
+                    if self._slow_changed_at.get(name, 0.0) <= self._fast_confirmed_at:
+                        continue
                     if slow is None:
                         continue  # not in the file: keep what we have
                     target = slow
@@ -251,6 +256,7 @@ class Agent:
                 logger.debug("distributor unreachable: %s", exc)
             if status == 304:
                 failures = 0
+                self._fast_confirmed_at = time.monotonic()
                 continue
             if status == 200 and body is not None:
                 failures = 0
@@ -264,6 +270,7 @@ class Agent:
             self._stop.wait(min(0.5 * 2 ** min(failures, 6), 30.0))
 
     def _fast_answer(self, body: Mapping[str, Any]) -> None:
+        self._fast_confirmed_at = time.monotonic()
         back = self.metrics.fast_path_up != 1
         self.metrics.fast_path_up = 1
         self._fetcher.distributor_up = True
@@ -302,7 +309,11 @@ class Agent:
         while not self._stop.is_set():
             if slow.changed():
                 reading = slow.read()
+                now = time.monotonic()
                 with self._lock:
+                    for name in set(self._slow) | set(reading.targets):
+                        if self._slow.get(name) != reading.targets.get(name):
+                            self._slow_changed_at[name] = now
                     self._slow = dict(reading.targets)
                     self._slow_read = self._slow_read or reading.told
                 self._dispatch("slow")

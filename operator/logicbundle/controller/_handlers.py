@@ -43,8 +43,8 @@ from logicbundle.controller._reconcile import (
     reconcile,
     snapshot_pod,
 )
-from logicbundle.controller._source import BundleCache
-from logicbundle.controller._summaries import ReplicaSettings
+from logicbundle.controller._source import BundleCache, SourceTools
+from logicbundle.controller._summaries import AgentsView, ReplicaSettings
 from logicbundle.controller._tls import ReloadingCertificate
 from logicbundle.controller._webhook import RunningWebhook, WebhookSettings, start_webhook
 from logicbundle.distributor import (
@@ -138,10 +138,8 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
     rules = RuleTargets(targets)
     memo.runtime = Runtime(
         kube=kube,
-        reader=kube,
-        rules=rules,
-        reports=reports,
-        cache=BundleCache(blobs),
+        source=SourceTools(reader=kube, cache=BundleCache(blobs)),
+        agents=AgentsView(rules=rules, reports=reports),
         metrics=metrics,
         post_event=_post_event,
     )
@@ -153,8 +151,8 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
         memo.webhook = await start_webhook(settings.webhook, client)
         logger.info("webhook listening on port %d", memo.webhook.server.port)
     if settings.replicas is not None:
-        memo.runtime.summary_source = settings.replicas.source(kube)
-        if memo.runtime.summary_source is not None:
+        memo.runtime.agents.summary_source = settings.replicas.source(kube)
+        if memo.runtime.agents.summary_source is not None:
             logger.info("reading the agents' reports from the distributor replicas")
     # The published states first: a pod's targets are computed as soon as it is seen.
     loaded = await kube.run(_load_rules, kube, rules, settings.namespaces)
@@ -214,7 +212,7 @@ async def _start_distributor(
 ) -> None:
     settings = memo.settings
     assert memo.runtime is not None  # noqa: S101 - started just before
-    rules = memo.runtime.rules
+    rules = memo.runtime.agents.rules
     # Its own threads: hundreds of reports after a swap must not queue behind the
     # reconcile's calls (the default pool has CPU count + 4 threads).
     writer = PodStatusWriter(
@@ -268,7 +266,7 @@ async def stop(memo: Memo, **_: Any) -> None:
         memo.certificate.cancel()
         await asyncio.gather(memo.certificate, return_exceptions=True)
     if memo.runtime is not None:
-        memo.runtime.targets.close()
+        memo.runtime.agents.targets.close()
         memo.runtime.kube.close()
 
 
@@ -286,13 +284,13 @@ def pod_changed(
     if type == "DELETED" or not pod.has_agent or pod.deleting:
         memo.readiness.pop(key, None)
         if runtime is not None:
-            runtime.rules.forget_pod(ns, name)
+            runtime.agents.rules.forget_pod(ns, name)
             if type == "DELETED":
-                runtime.reports.forget(ns, name)
+                runtime.agents.reports.forget(ns, name)
     else:
         memo.readiness[key] = (pod.uid, pod.bundles_ready)
         if runtime is not None:
-            runtime.rules.set_pod(ns, name, uid=pod.uid or None, facts=pod_facts(pod))
+            runtime.agents.rules.set_pod(ns, name, uid=pod.uid or None, facts=pod_facts(pod))
     memo.wake(ns)
 
 
@@ -303,7 +301,7 @@ def bundle_changed(
     # bundle's daemon reconciles (an operator that just started, a status written
     # by another replica).
     if memo.runtime is not None and type != "DELETED":
-        _set_rule(memo.runtime.rules, _plain(body))
+        _set_rule(memo.runtime.agents.rules, _plain(body))
     memo.wake(namespace or "", name)
 
 
@@ -362,7 +360,8 @@ async def release(
     A candidate in flight is withdrawn first: the state "every pod on stable" is
     published and the finalizer waits (up to :data:`RELEASE_DEADLINE`) until no
     pod reports the candidate.  Then the distributor forgets the bundle and its
-    state ConfigMap is deleted, so agents keep what is active.
+    state ConfigMap is deleted, so agents keep what is active; last, this process
+    forgets all it remembered of the bundle (:meth:`Runtime.forget`).
     """
     runtime = memo.runtime
     if runtime is None:
@@ -395,18 +394,14 @@ async def release(
                     f"{len(still)} pod(s) still run the candidate; waiting for them to go back",
                     delay=1,
                 )
-    runtime.rules.set_bundle(ns, name, None)
+    runtime.agents.rules.set_bundle(ns, name, None)
     await runtime.kube.run(runtime.kube.delete_state, ns, name)
-    runtime.metrics.forget(namespace=ns, name=name)
-    runtime.restarts.forget_bundle(bundle=name, namespace=ns)
-    runtime.sources.pop((ns, name), None)
-    runtime.written.pop((ns, name), None)
-    runtime.published.pop((ns, name), None)
+    runtime.forget((ns, name))
     logger.info("%s/%s deleted: pods released, keeping %s", ns, name, stable or "what they run")
 
 
 def _reports_active(runtime: Runtime, pod: PodSnapshot, bundle: str, digest: str) -> bool:
-    stored = runtime.reports.latest(pod.namespace, pod.name)
+    stored = runtime.agents.reports.latest(pod.namespace, pod.name)
     report = stored.report.bundles.get(bundle) if stored is not None else None
     return report is not None and report.active == digest
 

@@ -28,10 +28,11 @@ recorded would move pods back and forth.  Written first, the worst a crash
 leaves is a ConfigMap behind the status, which the next reconcile brings up
 to it.
 
-All state lives in the resource's status; the in-memory caches here only save
-work, so the operator may be killed at any instant and resume.  A restarted
-operator waits up to :data:`REPORT_GRACE` for the agents' re-reports before
-it judges what pods run.
+All state lives in the resource's status; what the process remembers of each
+bundle (:mod:`._memory`) only saves work, so the operator may be killed at
+any instant and resume.  A restarted operator waits up to
+:data:`REPORT_GRACE` for the agents' re-reports before it judges what pods
+run.
 """
 
 from __future__ import annotations
@@ -58,26 +59,13 @@ from logicbundle.api.formats import parse_duration
 from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
 from logicbundle.bundle import AuditRejectedError
 from logicbundle.controller._kube import Kube
+from logicbundle.controller._memory import BundleKey, BundleMemories, BundleMemory, SourceCheck
 from logicbundle.controller._metrics import OperatorMetrics
 from logicbundle.controller._restarts import RestartLedger
-from logicbundle.controller._source import (
-    BundleCache,
-    ObjectReader,
-    RegistryClients,
-    SourceOutcome,
-    resolve_and_verify,
-)
-from logicbundle.controller._summaries import LocalSummaries, SummarySource, observed
-from logicbundle.distributor import (
-    BundleSummary,
-    Counters,
-    ReportStore,
-    RuleTargets,
-    TargetStore,
-    bundle_rule,
-)
+from logicbundle.controller._source import SourceTools, resolve_and_verify
+from logicbundle.controller._summaries import AgentsView, observed
+from logicbundle.distributor import BundleSummary, Counters, bundle_rule
 from logicbundle.errors import LogicBundleError
-from logicbundle.trust import TrustVerifier
 
 logger = logging.getLogger("logicbundle.controller")
 
@@ -137,49 +125,33 @@ def snapshot_pod(body: Mapping[str, Any]) -> PodSnapshot:
     )
 
 
-@dataclass
-class _SourceState:
-    generation: int
-    checked_at: float  # monotonic
-    outcome: SourceOutcome | None
-    error: str | None = None
-
-
-@dataclass
+@dataclass(kw_only=True)
 class Runtime:
-    """What the operator shares across reconciles: stores, caches, clients."""
+    """What the operator shares across reconciles: a few owners, each with its own lifecycle.
+
+    Process-wide: the API (``kube``), the source side (``source``), the
+    distributor side (``agents``), the metrics and the event poster.  Per
+    LogicBundle, from its first reconcile until :meth:`forget` at its
+    deletion: its memory (``memories``) and its restarts (``restarts``).
+    """
 
     kube: Kube
-    reader: ObjectReader
-    rules: RuleTargets
-    """Every pod's targets from the published states (the embedded distributor serves them)."""
-    reports: ReportStore
-    cache: BundleCache
+    source: SourceTools
+    agents: AgentsView
     metrics: OperatorMetrics
     post_event: Callable[[Mapping[str, Any], str, str, str], None]
-    clients: RegistryClients = field(default_factory=RegistryClients)
-    verifiers: dict[bytes | None, TrustVerifier] = field(default_factory=dict)
-    sources: dict[tuple[str, str], _SourceState] = field(default_factory=dict)
-    last_warnings: dict[tuple[str, str], str] = field(default_factory=dict)
-    written: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
-    """Per LogicBundle, the object as our last status patch left it (see :func:`_freshest`)."""
+    memories: BundleMemories = field(default_factory=BundleMemories)
     restarts: RestartLedger = field(default_factory=RestartLedger)
-    summary_source: SummarySource | None = None
-    """Where the agents' reports are read, summed (default: this process's report store)."""
-    published: dict[tuple[str, str], str] = field(default_factory=dict)
-    """Per LogicBundle, the state its ConfigMap holds (as written by this process)."""
     clock: Callable[[], float] = time.monotonic
     started: float = field(default_factory=time.monotonic)
+    """When the operator started, on ``clock`` (see :data:`REPORT_GRACE`)."""
 
-    @property
-    def summaries(self) -> SummarySource:
-        if self.summary_source is None:
-            self.summary_source = LocalSummaries(self.reports, self.rules)
-        return self.summary_source
-
-    @property
-    def targets(self) -> TargetStore:
-        return self.rules.store
+    def forget(self, key: BundleKey) -> None:
+        """The LogicBundle is gone: drop all this process remembers of it, in every owner."""
+        namespace, name = key
+        self.memories.forget(key)
+        self.restarts.forget_bundle(bundle=name, namespace=namespace)
+        self.metrics.forget(namespace=namespace, name=name)
 
 
 # -- step 2: the source ---------------------------------------------------------------------
@@ -188,6 +160,7 @@ class Runtime:
 async def _source_step(
     rt: Runtime,
     *,
+    memory: BundleMemory,
     body: Mapping[str, Any],
     namespace: str,
     name: str,
@@ -195,9 +168,8 @@ async def _source_step(
     spec: LogicBundleSpec,
 ) -> tuple[rollout.VerifiedDigest | None, float | None]:
     """The verification outcome when the source was checked now, and when to check again."""
-    key = (namespace, name)
     interval = parse_duration(spec.source.interval).total_seconds()
-    state = rt.sources.get(key)
+    state = memory.source
     now = rt.clock()
     if state is not None and state.generation == generation:
         wait = state.checked_at + (RETRY_REQUEUE if state.error else interval) - now
@@ -209,23 +181,26 @@ async def _source_step(
             resolve_and_verify,
             spec,
             namespace=namespace,
-            reader=rt.reader,
-            clients=rt.clients,
-            verifiers=rt.verifiers,
-            cache=rt.cache,
+            reader=rt.source.reader,
+            clients=rt.source.clients,
+            verifiers=rt.source.verifiers,
+            cache=rt.source.cache,
         )
     except LogicBundleError as exc:
         # Registry unreachable, missing Secret...: keep what we have, say so, retry.
-        rt.sources[key] = _SourceState(
-            generation, now, state.outcome if state else None, exc.message
+        memory.source = SourceCheck(
+            generation=generation,
+            checked_at=now,
+            outcome=state.outcome if state else None,
+            error=exc.message,
         )
-        if _warn_once(rt, key, f"{exc.reason}: {exc.message}"):
+        if _warn_once(memory, (namespace, name), f"{exc.reason}: {exc.message}"):
             rt.post_event(body, "Warning", exc.reason, exc.diagnostics())
         return None, RETRY_REQUEUE
     finally:
         rt.metrics.verify_seconds.observe(time.perf_counter() - started)
-    rt.sources[key] = _SourceState(generation, now, outcome)
-    rt.last_warnings.pop(key, None)
+    memory.source = SourceCheck(generation=generation, checked_at=now, outcome=outcome)
+    memory.warning = None
     if outcome.error is not None:
         rt.metrics.verification_failures.labels(namespace=namespace, bundle=name).inc()
         audit = isinstance(outcome.error, AuditRejectedError)
@@ -254,19 +229,18 @@ async def _source_step(
     )
 
 
-def _source_error(rt: Runtime, key: tuple[str, str], generation: int) -> str | None:
+def _source_error(memory: BundleMemory, generation: int) -> str | None:
     """Why the last check of the current generation's source failed (None: it did not)."""
-    state = rt.sources.get(key)
+    state = memory.source
     if state is None or state.generation != generation or not state.error:
         return None
     return state.error
 
 
-def _warn_once(rt: Runtime, key: tuple[str, str], message: str) -> bool:
+def _warn_once(memory: BundleMemory, key: BundleKey, message: str) -> bool:
     """Log a warning unless it is the same as the last one; True when it was new."""
-    if rt.last_warnings.get(key) == message:
+    if not memory.note_warning(message):
         return False
-    rt.last_warnings[key] = message
     logger.warning("%s/%s: %s", key[0], key[1], message)
     return True
 
@@ -462,7 +436,11 @@ async def _analysis_step(
                 try:
                     value = await asyncio.to_thread(_prometheus_value, address, query, timeout)
                 except (OSError, ValueError, KeyError, LogicBundleError) as exc:
-                    _warn_once(rt, (namespace, name), f"PrometheusUnavailable: {exc}")
+                    _warn_once(
+                        rt.memories.get((namespace, name)),
+                        (namespace, name),
+                        f"PrometheusUnavailable: {exc}",
+                    )
                     error = f"{type(exc).__name__}: {str(exc)[:200]}"
                     figures.append(rollout.MetricValue(value=None, error=error))
                     continue
@@ -491,7 +469,7 @@ def _window_start(spec: LogicBundleSpec, status: LogicBundleStatus, now: datetim
 
 
 def _requested_action(
-    rt: Runtime, body: Mapping[str, Any], key: tuple[str, str]
+    rt: Runtime, body: Mapping[str, Any], memory: BundleMemory
 ) -> RequestedAction | None:
     value = (body.get("metadata", {}).get("annotations") or {}).get(
         names.ANNOTATION_REQUESTED_ACTION
@@ -501,8 +479,7 @@ def _requested_action(
     try:
         return parse_action(value)
     except InvalidActionError as exc:
-        if rt.last_warnings.get(key) != f"action:{value}":
-            rt.last_warnings[key] = f"action:{value}"
+        if memory.note_warning(f"action:{value}"):
             rt.post_event(body, "Warning", "InvalidAction", f"ignored {value!r}: {exc}")
         return None
 
@@ -528,13 +505,13 @@ async def publish_state(
     """
     if state is not None:
         text = state_text(state)
-        key = (namespace, name)
-        if rt.published.get(key) != text:
+        memory = rt.memories.get((namespace, name))
+        if memory.published != text:
             await rt.kube.run(
                 rt.kube.publish_state, namespace, name, owner_uid=owner_uid, state=text
             )
-            rt.published[key] = text
-    rt.rules.set_bundle(namespace, name, bundle_rule(spec, state))
+            memory.published = text
+    rt.agents.rules.set_bundle(namespace, name, bundle_rule(spec, state))
 
 
 async def reconcile(
@@ -547,7 +524,8 @@ async def reconcile(
     """Reconcile one LogicBundle once; return the seconds until it should run again."""
     started = time.perf_counter()
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
-    body = _freshest(body, rt.written.get(key))
+    memory = rt.memories.get(key)
+    body = _freshest(body, memory.written)
     meta = body["metadata"]
     namespace, name = key
     generation = int(meta.get("generation") or 0)
@@ -557,11 +535,17 @@ async def reconcile(
         spec = LogicBundleSpec.model_validate(body.get("spec") or {})
         status = LogicBundleStatus.model_validate(raw_status) if raw_status else None
     except ValidationError as exc:
-        await _invalid_spec(rt, body=body, raw_status=raw_status, error=exc, now=now)
+        await _invalid_spec(rt, memory=memory, body=body, raw_status=raw_status, error=exc, now=now)
         return 300.0
 
     verified, source_wait = await _source_step(
-        rt, body=body, namespace=namespace, name=name, generation=generation, spec=spec
+        rt,
+        memory=memory,
+        body=body,
+        namespace=namespace,
+        name=name,
+        generation=generation,
+        spec=spec,
     )
     selected = {
         (p.namespace, p.name): p
@@ -575,7 +559,7 @@ async def reconcile(
         if status is not None and status.candidate_digest and status.stage_index is not None
         else None
     )
-    summary = await rt.summaries.summary(
+    summary = await rt.agents.summaries.summary(
         namespace, name, since=window.timestamp() if window is not None else None
     )
     published = rollout.published_state(status)
@@ -606,10 +590,10 @@ async def reconcile(
         status=status,
         pods=reports,
         verdict=verdict,
-        action=_requested_action(rt, body, key),
+        action=_requested_action(rt, body, memory),
         verified=verified,
         now=now,
-        source_error=_source_error(rt, key, generation),
+        source_error=_source_error(memory, generation),
         observed=observed(summary),
     )
     new_status = decision.status.with_summary()
@@ -622,7 +606,7 @@ async def reconcile(
         )
         if stored is None:
             return 60.0  # the LogicBundle is gone; its deletion releases the pods
-        rt.written[key] = stored
+        memory.written = stored
     await publish_state(
         rt,
         namespace=namespace,
@@ -648,6 +632,7 @@ async def reconcile(
 async def _invalid_spec(
     rt: Runtime,
     *,
+    memory: BundleMemory,
     body: Mapping[str, Any],
     raw_status: Mapping[str, Any],
     error: ValidationError,
@@ -700,12 +685,12 @@ async def _invalid_spec(
         raw_status.get("observedGeneration") == generation
         and raw_status.get("conditions") == patch["conditions"]
     )
-    if _warn_once(rt, (namespace, name), f"InvalidSpec: {message}"):
+    if _warn_once(memory, (namespace, name), f"InvalidSpec: {message}"):
         rt.post_event(body, "Warning", cond.INVALID_SPEC, message)
     if not unchanged:
         stored = await rt.kube.run(rt.kube.patch_status, namespace, name, patch)
         if stored is not None:
-            rt.written[(namespace, name)] = stored
+            memory.written = stored
 
 
 def _report_pods_without_agent(

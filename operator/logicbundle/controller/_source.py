@@ -4,7 +4,8 @@ Resolve the reference to a digest (tags are resolved, never trusted), find
 and verify its signature under the policy the spec names, fetch the bundle
 manifest, pull the layer into the distributor's content-addressed cache, and
 audit Python code when asked.  Secrets and ConfigMaps are read through a
-small :class:`ObjectReader` so the steps are tested without a cluster.
+small :class:`ObjectReader` so the steps are tested without a cluster;
+:class:`SourceTools` is what every check of the process shares.
 
 Every failure is a :class:`~logicbundle.errors.LogicBundleError` whose
 ``retryable`` says whether waiting helps (registry down) or not (bad
@@ -17,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -298,3 +299,20 @@ class BundleCache:
                     layer=layer,
                 )
         return findings
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceTools:
+    """What every source check of the process shares: readers, clients, verifiers, the cache.
+
+    Process-wide, never per LogicBundle: registry clients and trust verifiers are
+    kept per credentials and per trusted root (their setup is costly), and the
+    cache is the distributor's, keyed by digest.
+    """
+
+    reader: ObjectReader
+    """The Secrets and ConfigMaps a spec names (the Kubernetes API in the operator)."""
+    cache: BundleCache
+    clients: RegistryClients = field(default_factory=RegistryClients)
+    verifiers: dict[bytes | None, TrustVerifier] = field(default_factory=dict)
+    """Per trusted root (None: sigstore's public-good root), its verifier."""

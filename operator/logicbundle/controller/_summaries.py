@@ -13,6 +13,10 @@ and builtin analysis samples.
   with :func:`~logicbundle.distributor.combine`; when one does not answer it
   returns None, and a stage never advances (nor passes an analysis) on a
   partial view.
+
+:class:`AgentsView` is the distributor side as the controller holds it: the
+rules that give every pod its targets, and where the agents' reports are
+read.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from logicbundle.distributor import (
     ReportStore,
     RuleTargets,
     SummaryError,
+    TargetStore,
     combine,
     summary_from_json,
 )
@@ -70,6 +75,31 @@ class LocalSummaries:
             since=start,
             assigned=lambda pod: self.rules.assigns(namespace, pod, bundle),
         )
+
+
+@dataclass(kw_only=True)
+class AgentsView:
+    """What the agents are told and what they report, process-wide.
+
+    ``rules`` turns each bundle's published state into every pod's targets
+    (the embedded distributor serves :attr:`targets`); ``reports`` holds what
+    the agents of this process's distributor sent.
+    """
+
+    rules: RuleTargets
+    reports: ReportStore
+    summary_source: SummarySource | None = None
+    """Where the agents' reports are read, summed (None: this process's report store)."""
+
+    @property
+    def summaries(self) -> SummarySource:
+        if self.summary_source is None:
+            self.summary_source = LocalSummaries(self.reports, self.rules)
+        return self.summary_source
+
+    @property
+    def targets(self) -> TargetStore:
+        return self.rules.store
 
 
 def observed(summary: BundleSummary | None) -> rollout.Observed:

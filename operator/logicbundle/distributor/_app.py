@@ -314,7 +314,17 @@ def _byte_range(request: web.Request, size: int, etag: str) -> tuple[int, int] |
 async def _get_blob(request: web.Request, identity: PodIdentity) -> web.StreamResponse:
     deps = _deps(request)
     digest = _digest_param(request)
-    _, blobs = _allowed(deps, identity)
+    manifests, blobs = _allowed(deps, identity)
+    if digest not in blobs and deps.upstream is not None:
+        # The pod read the manifest from another replica (any replica serves any pod):
+        # its blobs are known here once this replica has the manifest too.
+        for manifest in manifests:
+            if deps.blobs.get(manifest) is None:
+                try:
+                    await deps.upstream.fill(manifest)
+                except UpstreamError as exc:
+                    logger.warning("cannot fill %s from the operator: %s", manifest, exc)
+        manifests, blobs = _allowed(deps, identity)
     if digest not in blobs:
         return _forbidden(deps, digest)
     path = deps.blobs.blob_path(digest)

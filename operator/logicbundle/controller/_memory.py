@@ -1,0 +1,82 @@
+"""What this process remembers of each LogicBundle between reconciles, and when it forgets.
+
+One :class:`BundleMemory` per LogicBundle, created by its first reconcile and
+dropped when its deletion is released (kopf's per-object memories are the
+model): nothing about a bundle is kept anywhere else under its key, so
+forgetting it is one call.  The restart ledger (:mod:`._restarts`) keeps its
+charges by digest, and is told to forget at the same moment by
+:meth:`~logicbundle.controller._reconcile.Runtime.forget`.
+
+None of it is state: the resource's status is.  A memory only saves work
+(a source checked a moment ago, a ConfigMap already holding the state) or
+noise (a warning already logged), so a restarted operator starts with none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from logicbundle.controller._source import SourceOutcome
+
+BundleKey = tuple[str, str]
+"""A LogicBundle's namespace and name."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceCheck:
+    """The last check of a bundle's source: for which generation, when, and what it found."""
+
+    generation: int
+    checked_at: float
+    """On the runtime's (monotonic) clock."""
+    outcome: SourceOutcome | None
+    """What the last check that got an answer found (kept across failed checks)."""
+    error: str | None = None
+    """Why this check failed (a registry down, a missing Secret); None: it got an answer."""
+
+
+@dataclass
+class BundleMemory:
+    """What this process remembers of one LogicBundle."""
+
+    source: SourceCheck | None = None
+    """None: not checked since this process started."""
+    warning: str | None = None
+    """The last warning logged or posted, so that a repeated one is not."""
+    written: Mapping[str, Any] | None = None
+    """The object as our last status patch returned it (see ``_reconcile._freshest``)."""
+    published: str | None = None
+    """The state text its ConfigMap holds, as this process wrote it."""
+
+    def note_warning(self, message: str) -> bool:
+        """Remember ``message`` as the last warning; True when it differs from the one before."""
+        if self.warning == message:
+            return False
+        self.warning = message
+        return True
+
+
+class BundleMemories:
+    """Every LogicBundle's memory, by key: created on first use, dropped by :meth:`forget`."""
+
+    def __init__(self) -> None:
+        self._memories: dict[BundleKey, BundleMemory] = {}
+
+    def get(self, key: BundleKey) -> BundleMemory:
+        """The bundle's memory, empty when it is the first time it is asked for."""
+        memory = self._memories.get(key)
+        if memory is None:
+            memory = self._memories[key] = BundleMemory()
+        return memory
+
+    def forget(self, key: BundleKey) -> None:
+        """The LogicBundle is gone: drop its memory (nothing when there is none)."""
+        self._memories.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._memories
+
+    def __len__(self) -> int:
+        return len(self._memories)
