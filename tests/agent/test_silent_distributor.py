@@ -165,3 +165,28 @@ def test_when_the_distributor_is_gone_only_a_newer_state_is_followed(
         agent._slow_changed_at["pricing"] = file_changed
     agent._dispatch("slow")
     assert (seen == [("slow", "pricing", Target(digest=d1))]) is followed
+
+
+@pytest.mark.parametrize(
+    ("fast_up", "told", "file", "wins"),
+    [
+        (False, 10, 12, "file"),  # the distributor is gone and the file is newer
+        (False, 10, 8, "kept"),  # gone, and the file lags what it said
+        (True, 10, 12, "file"),  # up but behind (or its connection dead): newest wins
+        (True, 10, 9, "fast"),  # up and newer than the lagging file
+    ],
+)
+def test_the_newest_published_state_wins_whichever_path_brought_it(
+    make_agent: MakeAgent, fast_up: bool, told: int, file: int, wins: str
+) -> None:
+    d1, d2, d3 = ("sha256:" + c * 64 for c in "123")
+    seen: list[tuple[str, str, Target | None]] = []
+    agent = make_agent(start=False, on_target=lambda *a: seen.append(a))
+    with agent._lock:
+        agent._effective["pricing"] = Target(digest=d1, revision=told)
+        agent._fast_revision["pricing"] = told
+        agent._fast = {"pricing": Target(digest=d3, revision=told)} if fast_up else None
+        agent._slow = {"pricing": Target(digest=d2, revision=file)}
+    agent._dispatch("fast" if fast_up else "slow")
+    expected = {"file": Target(digest=d2), "fast": Target(digest=d3), "kept": None}[wins]
+    assert (seen[-1][2] if seen else None) == expected

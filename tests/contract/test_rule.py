@@ -443,3 +443,17 @@ def test_a_state_without_stable_means_nothing_verified_and_assigns_nothing() -> 
     state = state_from_json({"bundle": BUNDLE})
     assert state.stable is None
     assert target_of(state, PodFacts(key="shop/web-0")) is None
+
+
+def test_a_states_revision_survives_its_published_form_and_is_not_part_of_a_target() -> None:
+    state = RolloutState(bundle=BUNDLE, stable="sha256:" + "1" * 64, revision=1_765_000_000_123)
+    assert state_from_json(state_to_json(state)) == state
+    target = target_of(state, PodFacts(key="shop/web-0"))
+    assert target is not None and target.revision == state.revision
+    assert target == Target(digest="sha256:" + "1" * 64), "the revision is not what a pod runs"
+
+
+@pytest.mark.parametrize("revision", [-1, "12", 1.5, True, 2**63])
+def test_a_revision_that_is_not_a_count_is_refused(revision: object) -> None:
+    with pytest.raises(StateError, match="revision"):
+        state_from_json({"bundle": BUNDLE, "stable": None, "revision": revision})

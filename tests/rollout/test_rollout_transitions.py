@@ -595,3 +595,20 @@ def test_analysis_is_due_each_interval_while_a_stage_is_in_flight() -> None:
     assert analysis_due(spec=spec, status=measured.status, now=T0 + 50 * S)
     status, _ = installed(spec, pods(2))
     assert not analysis_due(spec=spec, status=status, now=T0)
+
+
+def test_a_published_state_gets_a_newer_revision_only_when_it_changes() -> None:
+    from tests.rollout._fixtures import D2, ok, published
+
+    spec = make_spec(stages=[{"name": "everyone", "all": True}], skip_analysis=True)
+    reports = pods(3)
+    status, reports = installed(spec, reports)
+    first = published(status)
+    assert first is not None and first.revision > 0
+    again = run(spec=spec, status=status, reports=reports, now=T0 + timedelta(seconds=30))
+    assert again.state is not None and again.state.revision == first.revision, "unchanged"
+    # A clock that stepped back still gives a newer revision to a changed state.
+    moved = run(
+        spec=spec, status=status, reports=reports, now=T0 - timedelta(days=1), verified=ok(D2)
+    )
+    assert moved.state is not None and moved.state.revision == first.revision + 1

@@ -125,6 +125,8 @@ class Agent:
         self._slow_read = False
         self._slow_changed_at: dict[str, float] = {}
         """Per bundle, when the slow path's target last changed (monotonic)."""
+        self._fast_revision: dict[str, int] = {}
+        """Per bundle, the newest state revision the distributor answered with."""
         self._fast_confirmed_at = 0.0
         """When the distributor last answered (200 or 304): what it said held then."""
         self._effective: dict[str, Target | None] = {}
@@ -216,18 +218,26 @@ class Agent:
         with self._lock:
             fast = self._fast
             for name in self.workers:
+                slow = self._slow.get(name)
                 if fast is not None:
                     target: Target | None = fast.get(name)
+                    if target is not None and target.revision:
+                        seen = self._fast_revision.get(name, 0)
+                        self._fast_revision[name] = max(seen, target.revision)
+                    if (
+                        target is not None
+                        and slow is not None
+                        and target.revision
+                        and slow.revision > target.revision
+                    ):
+                        # The mounted state is newer than the distributor's answer (it
+                        # lags, or its connection went dead): the newest state wins.
+                        target = slow
                 else:
-                    slow = self._slow.get(name)
-                    # The published state reaches the files late (the kubelet's sync): a
-                    # slow target is newer only when it changed after the distributor last
-                    # answered. One that changed while a long-poll hung on a dead
-                    # connection is newer, though the fast path still counted as up.
-                    if self._slow_changed_at.get(name, 0.0) <= self._fast_confirmed_at:
-                        continue
                     if slow is None:
                         continue  # not in the file: keep what we have
+                    if not self._newer(name, slow):
+                        continue  # the kubelet's copy lags what the distributor said
                     target = slow
                 if name in self._effective and _same(self._effective[name], target):
                     continue
@@ -238,6 +248,19 @@ class Agent:
             if self._on_target is not None:
                 self._on_target(path, name, target)
             self.workers[name].assign(target)
+
+    def _newer(self, name: str, slow: Target) -> bool:
+        """Whether the slow path's ``slow`` comes from a newer state than the fast path's.
+
+        By the states' revisions; a state without one (published before revisions)
+        is newer when it changed after the distributor last answered.  Under _lock.
+        """
+        told = self._fast_revision.get(name)
+        if told is None:
+            return self._slow_changed_at.get(name, 0.0) > self._fast_confirmed_at
+        if slow.revision or told:
+            return slow.revision > told
+        return self._slow_changed_at.get(name, 0.0) > self._fast_confirmed_at
 
     def _fast_loop(self) -> None:
         client = self.client
@@ -453,6 +476,7 @@ def _target_from_json(raw: object) -> Target:
         )
     source = raw.get("source")
     mount = raw.get("mountPath")
+    revision = raw.get("revision")
     return Target(
         digest=str(raw.get("digest")),
         candidate=candidate if isinstance(candidate, str) else None,
@@ -461,6 +485,7 @@ def _target_from_json(raw: object) -> Target:
         health=health,
         source=source if isinstance(source, str) else None,
         mount_path=mount if isinstance(mount, str) and mount.startswith("/") else None,
+        revision=revision if isinstance(revision, int) and not isinstance(revision, bool) else 0,
     )
 
 

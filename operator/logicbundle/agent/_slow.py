@@ -191,4 +191,9 @@ def _evaluate(name: str, path: Path, facts: contract.PodFacts | FactsError) -> T
     found = contract.target_of(state, facts)
     if found is None:
         return None
-    return Target(digest=found.digest, candidate=found.candidate, weight=found.weight)
+    return Target(
+        digest=found.digest,
+        candidate=found.candidate,
+        weight=found.weight,
+        revision=found.revision,
+    )

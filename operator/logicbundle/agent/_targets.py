@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from logicbundle.agent._config import HealthSettings, NotifySettings
@@ -36,6 +36,9 @@ class Target:
     source: str | None = None
     mount_path: str | None = None
     """Where the application sees this bundle's directory (default: the agent's own view)."""
+    revision: int = field(default=0, compare=False)
+    """The revision of the published state it comes from (0: unknown); not what the pod
+    runs, so two targets differing only by it are equal."""
 
     def __post_init__(self) -> None:
         if not is_digest(self.digest):

@@ -1090,6 +1090,14 @@ class TargetState(StatusModel):
     stage: StageState | None = Field(
         default=None, description="Which pods run the candidate. Default: none (all on stable)."
     )
+    revision: NonNegativeInt | None = Field(
+        default=None,
+        description=(
+            "When this state was published (milliseconds since the epoch), above the "
+            "previous state's: agents follow the newest state, from the distributor or from "
+            "the mounted copy. Default: unset (a state published before revisions)."
+        ),
+    )
 
 
 class HistoryEntry(StatusModel):

@@ -143,11 +143,16 @@ class PodFacts:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What a pod should run for one bundle: one digest, or a request split."""
+    """What a pod should run for one bundle: one digest, or a request split.
+
+    ``revision``: the revision of the state it was computed from (not part of
+    what the pod runs: two targets that differ only by it are equal).
+    """
 
     digest: str
     candidate: str | None = None
     weight: int = 0
+    revision: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +196,21 @@ Stage = Internal | Percent | Everyone | Split
 
 @dataclass(frozen=True, slots=True)
 class RolloutState:
-    """The one published state of a bundle's rollout (``stage`` None: all on stable)."""
+    """The one published state of a bundle's rollout (``stage`` None: all on stable).
+
+    ``revision`` orders the states of one bundle: when the state was published,
+    in milliseconds since the epoch, and always above the previous state's (so
+    a clock that steps back, or another operator replica's, never reorders
+    them).  Whoever holds two states, the newer one wins, whichever path
+    brought it: the agent compares the distributor's answer with its mounted
+    copy by it.  0: not stamped (a state published before revisions).
+    """
 
     bundle: str
     stable: str | None
     candidate: str | None = None
     stage: Stage | None = None
+    revision: int = 0
 
 
 def _on_candidate(state: RolloutState, stage: Stage, pod: PodFacts) -> bool:
@@ -226,13 +240,17 @@ def target_of(state: RolloutState, pod: PodFacts) -> Target | None:
     if state.stable is None:
         return None
     stage, candidate = state.stage, state.candidate
+    revision = state.revision
     if stage is None or candidate is None or candidate == state.stable:
-        return Target(digest=state.stable)
+        return Target(digest=state.stable, revision=revision)
     if isinstance(stage, Split):
         if stage.weight <= 0:
-            return Target(digest=state.stable)
-        return Target(digest=state.stable, candidate=candidate, weight=stage.weight)
-    return Target(digest=candidate if _on_candidate(state, stage, pod) else state.stable)
+            return Target(digest=state.stable, revision=revision)
+        return Target(
+            digest=state.stable, candidate=candidate, weight=stage.weight, revision=revision
+        )
+    on = _on_candidate(state, stage, pod)
+    return Target(digest=candidate if on else state.stable, revision=revision)
 
 
 def cohort(state: RolloutState, pods: Iterable[PodFacts]) -> set[str]:
@@ -431,6 +449,8 @@ def state_to_json(state: RolloutState) -> dict[str, object]:
     body: dict[str, object] = {"bundle": state.bundle, "stable": state.stable}
     if state.candidate is not None:
         body["candidate"] = state.candidate
+    if state.revision:
+        body["revision"] = state.revision
     stage = state.stage
     if isinstance(stage, Internal):
         body["stage"] = {"internal": _selector_json(stage.selector)}
@@ -454,7 +474,9 @@ def state_to_json(state: RolloutState) -> dict[str, object]:
 
 def state_from_json(value: object) -> RolloutState:
     """Read a published state, refusing anything outside the grammar (:class:`StateError`)."""
-    body = _object(value, "state", {"bundle", "stable", "candidate", "stage"}, {"bundle"})
+    body = _object(
+        value, "state", {"bundle", "stable", "candidate", "stage", "revision"}, {"bundle"}
+    )
     bundle = body["bundle"]
     if not isinstance(bundle, str) or not bundle or len(bundle) > 253:
         raise StateError("state.bundle must be a name")
@@ -462,9 +484,12 @@ def state_from_json(value: object) -> RolloutState:
     candidate = (
         None if body.get("candidate") is None else _digest(body["candidate"], "state.candidate")
     )
+    revision = 0
+    if body.get("revision") is not None:
+        revision = _int(body["revision"], "state.revision", low=0, high=2**63 - 1)
     raw = body.get("stage")
     if raw is None:
-        return RolloutState(bundle=bundle, stable=stable, candidate=candidate)
+        return RolloutState(bundle=bundle, stable=stable, candidate=candidate, revision=revision)
     if candidate is None:
         raise StateError("state.stage needs state.candidate")
     kinds = _object(raw, "state.stage", {"internal", "percent", "all", "requestPercent"}, set())
@@ -501,7 +526,9 @@ def state_from_json(value: object) -> RolloutState:
             sealed=_int(fields["sealed"], "state.stage.percent.sealed", low=0, high=2**63 - 1),
             carry=carry,
         )
-    return RolloutState(bundle=bundle, stable=stable, candidate=candidate, stage=stage)
+    return RolloutState(
+        bundle=bundle, stable=stable, candidate=candidate, stage=stage, revision=revision
+    )
 
 
 def state_from_bytes(data: bytes) -> RolloutState:

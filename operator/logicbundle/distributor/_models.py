@@ -75,6 +75,13 @@ class BundleTarget(SpecModel):
         default=None,
         description="Repository to pull from by digest when the distributor cannot serve it.",
     )
+    revision: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description=(
+            "The revision of the bundle's published state this target was computed from; "
+            "the agent follows its mounted copy of the state instead when that one is newer."
+        ),
+    )
 
     def digests(self) -> tuple[str, ...]:
         """Every digest this target makes the pod load."""

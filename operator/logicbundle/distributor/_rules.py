@@ -56,9 +56,12 @@ def bundle_target(target: contract.Target, template: BundleTarget | None) -> Bun
         if target.candidate is not None
         else None
     )
+    revision = target.revision or None
     if template is None:
-        return BundleTarget(digest=target.digest, split=split)
-    return template.model_copy(update={"digest": target.digest, "split": split})
+        return BundleTarget(digest=target.digest, split=split, revision=revision)
+    return template.model_copy(
+        update={"digest": target.digest, "split": split, "revision": revision}
+    )
 
 
 def bundle_template(spec: LogicBundleSpec) -> BundleTarget:

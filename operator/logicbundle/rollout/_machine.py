@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -669,6 +669,7 @@ def step(
             pods=pods,
             now=now,
         )
+    state = _stamped(state, previous, now)
     assignments = targets_under(state, pods)
     return _finish(
         d,
@@ -683,6 +684,18 @@ def step(
         now=now,
         source_error=source_error,
     )
+
+
+def _stamped(state: RolloutState, previous: RolloutState | None, now: datetime) -> RolloutState:
+    """``state`` with its revision: the previous one when nothing changed, else a newer one.
+
+    The publish time in milliseconds, and always above the previous revision
+    (a clock stepping back, or another replica's clock, never reorders them).
+    """
+    if previous is not None and replace(previous, revision=0) == replace(state, revision=0):
+        return replace(state, revision=previous.revision)
+    after = previous.revision + 1 if previous is not None else 1
+    return replace(state, revision=max(int(now.timestamp() * 1000), after))
 
 
 def _condition_bool(status: LogicBundleStatus, type_: str) -> bool | None:
