@@ -7,8 +7,9 @@ the chart's own pod template, stand for the two replicas' pods; each replica run
 here as a process told which Pod it is (``--pod-name``/``--pod-namespace``, what
 the Deployment passes as ``POD_NAME``/``POD_NAMESPACE``).  The test checks from
 their logs which one handled the LogicBundle, that exactly that replica's pod is
-labelled ``logicbundle.io/leader=true``, and that the chart's distributor
-Service (created from the rendered chart, selector and named port as shipped)
+labelled ``logicbundle.io/leader=true``, and that the chart's upstream
+Service (the one the distributor replicas get the verified bytes through;
+created from the rendered chart, selector and named port as shipped)
 gets an EndpointSlice holding that pod's IP alone, kwok pods having IPs and
 the harness running kube-controller-manager.  It kills the leader, sees the
 label and the endpoint move to the other replica, restarts the killed one in
@@ -49,7 +50,7 @@ STANDING_BY = re.compile(r"not the leader \(.*higher priority")
 
 
 def _chart(namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The chart's distributor Service and its operator pod template, rendered for ``namespace``."""
+    """The chart's upstream Service (to the leader) and its operator pod template."""
     proc = subprocess.run(
         [
             str(services.helm()),
@@ -70,11 +71,13 @@ def _chart(namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise HarnessError(f"helm template failed: {proc.stderr.strip()}")
     objects = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
     (service,) = [
+        o for o in objects if o["kind"] == "Service" and o["metadata"]["name"].endswith("-upstream")
+    ]
+    (deployment,) = [
         o
         for o in objects
-        if o["kind"] == "Service" and o["metadata"]["name"].endswith("-distributor")
+        if o["kind"] == "Deployment" and not o["metadata"]["name"].endswith("-distributor")
     ]
-    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     template: dict[str, Any] = deployment["spec"]["template"]
     return service, template
 
