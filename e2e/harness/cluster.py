@@ -50,6 +50,7 @@ from e2e.harness.proc import (
     rss_bytes,
     wait_for,
 )
+from logicbundle import contract
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -352,6 +353,26 @@ class Cluster:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise HarnessError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:500]!r}") from exc
+
+    def pod_token(
+        self, namespace: str, account: str, *, pod: str, uid: str, seconds: int = 3600
+    ) -> str:
+        """A token of ``account`` bound to the Pod (its name and uid), for the distributor's
+        audience, from the TokenRequest API: what the kubelet projects into a pod."""
+        body = self.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {
+                    "audiences": [contract.DISTRIBUTOR_AUDIENCE],
+                    "expirationSeconds": seconds,
+                    "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid},
+                },
+            },
+        )
+        return str(body["status"]["token"])
 
     def _get_text(self, path: str) -> str:
         req = urllib.request.Request(self.server + path)

@@ -186,25 +186,7 @@ class Fleet:
         return added
 
     def _token(self, pod: FleetPod) -> str:
-        body = self.cluster.request(
-            "POST",
-            f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{SERVICE_ACCOUNT}/token",
-            {
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "spec": {
-                    "audiences": [names.DISTRIBUTOR_AUDIENCE],
-                    "expirationSeconds": 3600,
-                    "boundObjectRef": {
-                        "apiVersion": "v1",
-                        "kind": "Pod",
-                        "name": pod.name,
-                        "uid": pod.uid,
-                    },
-                },
-            },
-        )
-        return str(body["status"]["token"])
+        return self.cluster.pod_token(self.namespace, SERVICE_ACCOUNT, pod=pod.name, uid=pod.uid)
 
     def _env(self, pod: FleetPod) -> dict[str, str]:
         return {

@@ -373,24 +373,7 @@ def report_as_pod(
     """
     body = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")
     account = body["spec"].get("serviceAccountName") or "default"
-    token = cluster.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {
-                "audiences": [names.DISTRIBUTOR_AUDIENCE],
-                "expirationSeconds": 600,
-                "boundObjectRef": {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": pod,
-                    "uid": body["metadata"]["uid"],
-                },
-            },
-        },
-    )["status"]["token"]
+    token = cluster.pod_token(namespace, account, pod=pod, uid=body["metadata"]["uid"], seconds=600)
     report = {"bundles": {bundle: {"active": digest, "healthy": healthy}}}
     request = urllib.request.Request(
         f"{distributor_url}/v1/reports",

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from e2e.harness.cluster import Cluster
 from e2e.harness.proc import Process, free_port, wait_for
-from logicbundle.api import names
 
 OPERATOR_ACCOUNT = "lb-operator"
 REPLICA_ACCOUNT = "lb-distributor"
@@ -49,24 +48,7 @@ def stand_in(cluster: Cluster, namespace: str, pod: str, account: str, token_fil
             },
         },
     )
-    token = cluster.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {
-                "audiences": [names.DISTRIBUTOR_AUDIENCE],
-                "expirationSeconds": 3600,
-                "boundObjectRef": {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": pod,
-                    "uid": body["metadata"]["uid"],
-                },
-            },
-        },
-    )["status"]["token"]
+    token = cluster.pod_token(namespace, account, pod=pod, uid=body["metadata"]["uid"])
     token_file.write_text(str(token))
 
 

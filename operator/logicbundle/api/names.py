@@ -143,7 +143,7 @@ agent only, at :data:`logicbundle.contract.STATE_DIR`.
 
 # --- The distributor -------------------------------------------------------------
 
-DISTRIBUTOR_AUDIENCE: Final = "logicbundle-distributor"
+DISTRIBUTOR_AUDIENCE: Final = contract.DISTRIBUTOR_AUDIENCE
 """Audience of the projected service-account token the agent presents to the distributor.
 
 The webhook projects a token with this audience into the agent, and the

@@ -132,17 +132,10 @@ def _replica_settings(args: argparse.Namespace) -> ReplicaSettings | int | None:
     """The operator's distributor-replica flags (an exit code when they are wrong)."""
     from logicbundle.controller import ReplicaSettings
 
-    accounts, readers = [], []
-    for value in args.distributor_service_account:
-        found = _identity(value, "--distributor-service-account")
-        if found is None:
-            return EXIT_USAGE
-        accounts.append(found)
-    for value in args.status_reader_service_account:
-        found = _identity(value, "--status-reader-service-account")
-        if found is None:
-            return EXIT_USAGE
-        readers.append(found)
+    accounts = _identities(args.distributor_service_account, "--distributor-service-account")
+    readers = _identities(args.status_reader_service_account, "--status-reader-service-account")
+    if accounts is None or readers is None:
+        return EXIT_USAGE
     if args.distributor_replica and args.distributor_service:
         print(
             "error: --distributor-replica and --distributor-service exclude each other",
@@ -155,8 +148,8 @@ def _replica_settings(args: argparse.Namespace) -> ReplicaSettings | int | None:
         urls=tuple(args.distributor_replica),
         service=args.distributor_service,
         namespace=args.operator_namespace,
-        accounts=tuple(accounts),
-        readers=tuple(readers),
+        accounts=accounts,
+        readers=readers,
         token_file=Path(args.replica_token_file),
         ca_file=Path(args.replica_ca_file) if args.replica_ca_file else None,
         server_name=args.replica_server_name,
@@ -172,6 +165,17 @@ def _identity(value: str, flag: str) -> tuple[str, str] | None:
     return namespace, account
 
 
+def _identities(values: Sequence[str], flag: str) -> tuple[tuple[str, str], ...] | None:
+    """Every ``NAMESPACE:NAME`` of a repeatable flag (None, said why, when one is not)."""
+    found = []
+    for value in values:
+        identity = _identity(value, flag)
+        if identity is None:
+            return None
+        found.append(identity)
+    return tuple(found)
+
+
 def _cmd_distributor(args: argparse.Namespace) -> int:
     from logicbundle.distributor import DistributorSettings, run_distributor
 
@@ -181,16 +185,10 @@ def _cmd_distributor(args: argparse.Namespace) -> int:
     if not args.tls_cert_file and not args.insecure_http:
         print("error: the distributor needs --tls-cert-file and --tls-key-file", file=sys.stderr)
         return EXIT_USAGE
-    identities: dict[str, list[tuple[str, str]]] = {"operator": [], "reader": []}
-    for kind, values, flag in (
-        ("operator", args.operator_service_account, "--operator-service-account"),
-        ("reader", args.status_reader_service_account, "--status-reader-service-account"),
-    ):
-        for value in values:
-            found = _identity(value, flag)
-            if found is None:
-                return EXIT_USAGE
-            identities[kind].append(found)
+    operators = _identities(args.operator_service_account, "--operator-service-account")
+    readers = _identities(args.status_reader_service_account, "--status-reader-service-account")
+    if operators is None or readers is None:
+        return EXIT_USAGE
     return run_distributor(
         DistributorSettings(
             cache_dir=Path(args.cache_dir),
@@ -204,8 +202,8 @@ def _cmd_distributor(args: argparse.Namespace) -> int:
             upstream_ca_file=Path(args.upstream_ca_file) if args.upstream_ca_file else None,
             upstream_server_name=args.upstream_server_name,
             token_file=Path(args.token_file),
-            operator_identities=tuple(identities["operator"]),
-            reader_identities=tuple(identities["reader"]),
+            operator_identities=operators,
+            reader_identities=readers,
         )
     )
 

@@ -34,10 +34,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from logicbundle import contract
 from logicbundle.errors import LogicBundleError
 
-AUDIENCE: Final = "logicbundle-distributor"
-TOKEN_HEADER: Final = "X-Logicbundle-Token"  # noqa: S105 - a header name
+AUDIENCE: Final = contract.DISTRIBUTOR_AUDIENCE
+TOKEN_HEADER: Final = contract.TOKEN_HEADER
 REPLICA_SELECTOR: Final = "app.kubernetes.io/component=distributor"
 LEADER_SELECTOR: Final = "logicbundle.io/leader=true"
 READER_SELECTOR: Final = "app.kubernetes.io/component=status-reader"

@@ -7,7 +7,10 @@ defined here once and imported by all of them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
+
+from logicbundle.contract._rule import PodFacts
 
 ANNOTATION_COHORT_KEY: Final = "logicbundle.io/cohort-key"
 """The key a pod is hashed by for percent stages (:func:`logicbundle.contract.position`).
@@ -47,9 +50,28 @@ def state_file_name(bundle: str) -> str:
     return f"{bundle}.json"
 
 
+DISTRIBUTOR_AUDIENCE: Final = "logicbundle-distributor"
+"""The audience of every token the distributor accepts (agents', the operator's, readers')."""
+
+TOKEN_HEADER: Final = "X-Logicbundle-Token"  # noqa: S105 - a header name
+"""Where a token may travel instead of ``Authorization`` (through the API server's proxy)."""
+
+
 def admitted_at(annotations: dict[str, str] | None) -> int:
     """The pod's admission instant from its annotations (0 when absent or unreadable)."""
     raw = (annotations or {}).get(ANNOTATION_ADMITTED_AT, "")
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         return 0
     return int(raw)
+
+
+def pod_facts(
+    *, namespace: str, name: str, labels: Mapping[str, str], annotations: Mapping[str, str]
+) -> PodFacts:
+    """What the target rule knows of a pod: its cohort key (else ``namespace/name``), its
+    labels and its admission instant."""
+    return PodFacts(
+        key=annotations.get(ANNOTATION_COHORT_KEY) or f"{namespace}/{name}",
+        labels=labels,
+        admitted=admitted_at(dict(annotations)),
+    )

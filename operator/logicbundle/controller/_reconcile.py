@@ -250,11 +250,8 @@ def _warn_once(memory: BundleMemory, key: BundleKey, message: str) -> bool:
 
 def pod_facts(pod: PodSnapshot) -> contract.PodFacts:
     """What the target rule knows of ``pod``."""
-    annotations = dict(pod.annotations)
-    return contract.PodFacts(
-        key=annotations.get(names.ANNOTATION_COHORT_KEY) or f"{pod.namespace}/{pod.name}",
-        labels=pod.labels,
-        admitted=contract.admitted_at(annotations),
+    return contract.pod_facts(
+        namespace=pod.namespace, name=pod.name, labels=pod.labels, annotations=pod.annotations
     )
 
 

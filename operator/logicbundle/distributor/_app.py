@@ -23,6 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from logicbundle import contract
 from logicbundle.distributor._auth import (
     AuthenticationFailedError,
     AuthenticationUnavailableError,
@@ -48,7 +49,7 @@ DEFAULT_MAX_REPORT_BYTES: Final = 256 * 1024
 _CHUNK: Final = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
-TOKEN_HEADER: Final = "X-Logicbundle-Token"  # noqa: S105 - a header name
+TOKEN_HEADER: Final = contract.TOKEN_HEADER
 """Where a token may travel instead of ``Authorization`` (through the API server's proxy)."""
 
 ActivityCallback = Callable[[PodActivity], Awaitable[None]]
@@ -439,16 +440,30 @@ async def _deliver(deps: _Deps, activity: PodActivity) -> None:
 # --- the leader's reads -------------------------------------------------------------------
 
 
+def _bundle_query(request: web.Request) -> tuple[str, str]:
+    """The ``bundleNamespace`` and ``bundle`` query parameters; :class:`_Refused` (400) if not."""
+    namespace = request.query.get("bundleNamespace", "")
+    bundle = request.query.get("bundle", "")
+    if not namespace or not bundle or len(namespace) > 63 or len(bundle) > 253:
+        raise _Refused(_error(400, "InvalidRequest", "bundleNamespace and bundle are required"))
+    return namespace, bundle
+
+
+def _assigned(deps: _Deps, namespace: str, bundle: str) -> Callable[[str], bool]:
+    """Whether the bundle's rule gives a pod (by name) a target: only those pods count."""
+    assigns = deps.assigns
+    if assigns is None:
+        return lambda _pod: True
+    return lambda pod: assigns(namespace, pod, bundle)
+
+
 async def _get_summary(request: web.Request, identity: PodIdentity) -> web.StreamResponse:
     """One bundle's reports summed per digest, for the operator (see :mod:`._summary`)."""
     deps = _deps(request)
     if (identity.namespace, identity.service_account) not in deps.peers:
         deps.metrics.auth_failures.labels("not_a_peer").inc()
         return _error(403, "Forbidden", "only the operator reads summaries")
-    namespace = request.query.get("bundleNamespace", "")
-    bundle = request.query.get("bundle", "")
-    if not namespace or not bundle or len(namespace) > 63 or len(bundle) > 253:
-        return _error(400, "InvalidRequest", "bundleNamespace and bundle are required")
+    namespace, bundle = _bundle_query(request)
     since: float | None = None
     raw = request.query.get("since")
     if raw is not None:
@@ -459,14 +474,8 @@ async def _get_summary(request: web.Request, identity: PodIdentity) -> web.Strea
         if not math.isfinite(since_wall):
             return _error(400, "InvalidRequest", "since must be seconds since the epoch")
         since = deps.reports.clock() - max(0.0, time.time() - since_wall)
-    assigns = deps.assigns
     summary = deps.reports.summary(
-        namespace,
-        bundle,
-        since=since,
-        assigned=(lambda pod: assigns(namespace, pod, bundle))
-        if assigns is not None
-        else (lambda _pod: True),
+        namespace, bundle, since=since, assigned=_assigned(deps, namespace, bundle)
     )
     return web.json_response(summary.to_json())
 
@@ -478,18 +487,8 @@ async def _get_pods(request: web.Request, identity: PodIdentity) -> web.StreamRe
     if caller not in deps.peers and caller not in deps.viewers:
         deps.metrics.auth_failures.labels("not_a_peer").inc()
         return _error(403, "Forbidden", "only the operator and its status readers read pods")
-    namespace = request.query.get("bundleNamespace", "")
-    bundle = request.query.get("bundle", "")
-    if not namespace or not bundle or len(namespace) > 63 or len(bundle) > 253:
-        return _error(400, "InvalidRequest", "bundleNamespace and bundle are required")
-    assigns = deps.assigns
-    pods = deps.reports.pods(
-        namespace,
-        bundle,
-        assigned=(lambda pod: assigns(namespace, pod, bundle))
-        if assigns is not None
-        else (lambda _pod: True),
-    )
+    namespace, bundle = _bundle_query(request)
+    pods = deps.reports.pods(namespace, bundle, assigned=_assigned(deps, namespace, bundle))
     return web.json_response({"pods": pods})
 
 

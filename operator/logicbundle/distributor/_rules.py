@@ -23,7 +23,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from logicbundle import contract
-from logicbundle.api import names
 from logicbundle.api.v1alpha1 import LogicBundleSpec
 from logicbundle.distributor._models import BundleTarget, Split
 from logicbundle.distributor._targets import TargetStore
@@ -118,12 +117,11 @@ def rule_of(body: Mapping[str, Any]) -> BundleRule | None:
 def facts_of(pod: Mapping[str, Any]) -> contract.PodFacts:
     """What the target rule knows of a pod object: cohort key, labels, admission time."""
     meta = pod.get("metadata") or {}
-    annotations = dict(meta.get("annotations") or {})
-    key = annotations.get(names.ANNOTATION_COHORT_KEY) or (
-        f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-    )
-    return contract.PodFacts(
-        key=key, labels=dict(meta.get("labels") or {}), admitted=contract.admitted_at(annotations)
+    return contract.pod_facts(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
     )
 
 
