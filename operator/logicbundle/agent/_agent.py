@@ -130,6 +130,8 @@ class Agent:
         self._fast_confirmed_at = 0.0
         """When the distributor last answered (200 or 304): what it said held then."""
         self._effective: dict[str, Target | None] = {}
+        self._told = False
+        """A path has answered and its targets were handed to the workers (under _lock)."""
         self._fast_decided = threading.Event()
         if self.client is None:
             self._fast_decided.set()
@@ -196,7 +198,8 @@ class Agent:
 
     def ready(self) -> tuple[bool, str]:
         with self._lock:
-            told = (self._fast is not None) or self._slow_read
+            told = self._told and ((self._fast is not None) or self._slow_read)
+            effective = dict(self._effective)
         if not told:
             return (
                 False,
@@ -206,7 +209,7 @@ class Agent:
             f"{name}: {s.active or 'nothing'} active, {s.target} assigned"
             + (f" ({s.last_error.reason})" if s.last_error else "")
             for name, s in self.statuses().items()
-            if not s.ready
+            if not s.ready or not _runs(s, effective.get(name))
         ]
         if waiting:
             return False, "; ".join(waiting)
@@ -243,6 +246,8 @@ class Agent:
                     continue
                 self._effective[name] = target
                 changes.append((name, target))
+            if fast is not None or self._slow_read:
+                self._told = True
         for name, target in changes:
             self.metrics.target_update(path)
             if self._on_target is not None:
@@ -449,6 +454,14 @@ def versions_from_stats(stats: object) -> dict[str, Any]:
 
 def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _runs(status: BundleStatus, target: Target | None) -> bool:
+    """Whether the worker runs ``target`` (handed to it, maybe not taken yet)."""
+    if target is None:
+        return True
+    active = (status.active, status.candidate, status.weight)
+    return active == target.key and status.healthy is not False
 
 
 def _same(a: Target | None, b: Target | None) -> bool:
