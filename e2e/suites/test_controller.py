@@ -138,7 +138,12 @@ def test_an_unsigned_or_wrongly_signed_artifact_is_not_verified_and_no_pod_is_to
     stalled = next(c for c in obj["status"]["conditions"] if c["type"] == "Stalled")
     ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
     assert (stalled["status"], ready["status"]) == ("True", "False")
-    assert ("Warning", "VerificationFailed") in events(cluster, namespace, "pricing")
+    # The event is posted just after the status is written: wait for it, do not race it.
+    wait_for(
+        lambda: ("Warning", "VerificationFailed") in events(cluster, namespace, "pricing"),
+        what="the VerificationFailed event",
+        timeout=30,
+    )
     for pod in pods:
         assert assigned(cluster, namespace, "pricing", pod) is None
     assert not obj["status"].get("stableDigest")
