@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,19 @@ from typing import Any
 import kopf
 import pytest
 
-from logicbundle import contract
-from logicbundle.controller._handlers import RELEASE_DEADLINE, ControllerSettings, Memo, release
+from logicbundle import contract, rollout
+from logicbundle.api import LogicBundleStatus
+from logicbundle.api.v1alpha1 import TargetState
+from logicbundle.controller._handlers import (
+    RELEASE_DEADLINE,
+    ControllerSettings,
+    Memo,
+    bundle_changed,
+    release,
+)
 from logicbundle.controller._memory import BundleMemory, SourceCheck
 from logicbundle.controller._reconcile import PodSnapshot, Runtime, pod_facts, reconcile
-from logicbundle.distributor import BundleReport, PodIdentity, Report, bundle_rule
+from logicbundle.distributor import BundleReport, BundleSummary, PodIdentity, Report, bundle_rule
 from logicbundle.oci import RegistryUnavailableError
 from tests.controller.test_reconcile import SPEC, FakeKube, _snapshots, runtime  # noqa: F401
 from tests.rollout._fixtures import BUNDLE, D1, D2, NS, T0, installed
@@ -48,8 +57,18 @@ def _everyone_on(digest: str, bundle: str = BUNDLE) -> contract.RolloutState:
     return contract.RolloutState(bundle=bundle, stable=digest)
 
 
+IN_FLIGHT_REVISION = 4_102_444_800_000
+"""The in-flight state's revision: a publish time in 2100, ahead of any test's clock."""
+
+
 def _in_flight(bundle: str = BUNDLE) -> contract.RolloutState:
-    return contract.RolloutState(bundle=bundle, stable=D1, candidate=D2, stage=contract.Everyone())
+    return contract.RolloutState(
+        bundle=bundle,
+        stable=D1,
+        candidate=D2,
+        stage=contract.Everyone(),
+        revision=IN_FLIGHT_REVISION,
+    )
 
 
 def _report(rt: Runtime, pod: str, digest: str) -> None:
@@ -76,9 +95,35 @@ def _body(deleted_ago: float) -> kopf.Body:
                 "candidateDigest": D2,
                 "stage": "everyone",
                 "stageIndex": 1,
+                "targetState": contract.state_to_json(_in_flight()),
             },
         }
     )
+
+
+def _merging_status_writes(kube: FakeKube, body: Mapping[str, Any]) -> None:
+    """Status patches answered like the API server: the whole object, the patch merged in."""
+    stored = copy.deepcopy(dict(body))
+    record = kube.patch_status
+
+    def patch_status(namespace: str, name: str, patch: Mapping[str, Any]) -> Mapping[str, Any]:
+        answer = record(namespace, name, patch)
+        _merge(stored["status"], patch)
+        stored["metadata"]["resourceVersion"] = answer["metadata"]["resourceVersion"]
+        return copy.deepcopy(stored)
+
+    kube.patch_status = patch_status  # type: ignore[method-assign,assignment]
+
+
+def _merge(into: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """RFC 7386 merge patch."""
+    for key, value in patch.items():
+        if value is None:
+            into.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
 
 
 def _set_up(rt: Runtime, tmp_path: Path) -> tuple[Memo, list[PodSnapshot]]:
@@ -90,6 +135,7 @@ def _set_up(rt: Runtime, tmp_path: Path) -> tuple[Memo, list[PodSnapshot]]:
     memory = rt.memories.get((NS, BUNDLE))
     memory.source = SourceCheck(generation=1, checked_at=rt.clock(), outcome=None)
     memory.written = {}
+    _merging_status_writes(rt.kube, _body(1))  # type: ignore[arg-type]
     return Memo(settings=ControllerSettings(cache_dir=tmp_path), runtime=rt), pods
 
 
@@ -109,19 +155,38 @@ def test_deleting_a_bundle_mid_rollout_withdraws_the_candidate_then_lets_go(
             )
         )
 
-    # "Every pod on stable" is published (one write), and the agents are told at once.
+    # "Every pod on stable" is published, newer than the state in flight (an agent
+    # follows the newest state, whichever path brought it), in the status first (the
+    # distributor replicas read it there; the in-flight fields nulled by the merge
+    # patch), then in the ConfigMap (the slow path), and this process's distributor
+    # tells the agents at once.
+    [(_, (patched, _))] = [c for c in kube.calls if c[0] == "status"]
     [(_, (bundle, state, _))] = [c for c in kube.calls if c[0] == "state"]
-    assert bundle == BUNDLE and state == {"bundle": BUNDLE, "stable": D1}
+    assert bundle == BUNDLE
+    assert state == {"bundle": BUNDLE, "stable": D1, "revision": IN_FLIGHT_REVISION + 1}
+    assert patched == {"targetState": {**state, "candidate": None, "stage": None}}
+    assert [c[0] for c in kube.calls] == ["status", "state"], "status, then ConfigMap"
     for pod in pods:
-        assert rt.agents.targets.get(NS, pod.name, uid=pod.uid).targets[BUNDLE].digest == D1
+        target = rt.agents.targets.get(NS, pod.name, uid=pod.uid).targets[BUNDLE]
+        assert (target.digest, target.revision) == (D1, IN_FLIGHT_REVISION + 1)
     assert not [c for c in kube.calls if c[0] == "pod"], "no pod is written"
+
+    # Retried while the candidate is still reported: the same state, nothing written again.
+    with pytest.raises(kopf.TemporaryError, match="1 pod\\(s\\) still run the candidate"):
+        asyncio.run(
+            release(
+                memo=memo, body=_body(1), namespace=NS, name=BUNDLE, pods_by_namespace={NS: pods}
+            )
+        )
+    assert [c[0] for c in kube.calls] == ["status", "state"]
+    assert ("delete-state", BUNDLE) not in kube.calls, "nothing is let go while pods wait"
 
     _report(rt, "on-candidate", D1)  # the agent swapped back
     asyncio.run(
         release(memo=memo, body=_body(2), namespace=NS, name=BUNDLE, pods_by_namespace={NS: pods})
     )
 
-    assert ("delete-state", BUNDLE) in kube.calls
+    assert kube.calls[-1] == ("delete-state", BUNDLE)
     # The distributor no longer answers for the bundle, and still does for the other one.
     for pod in pods:
         kept = rt.agents.targets.get(NS, pod.name, uid=pod.uid)
@@ -243,3 +308,95 @@ def test_a_deleted_bundle_leaves_no_memory_in_any_owner_and_another_bundle_keeps
     assert _bundle_series(rt, OTHER) == other_series
     # A bundle created again under the deleted one's name starts with nothing remembered.
     assert rt.memories.get((NS, BUNDLE)) == BundleMemory()
+
+
+@dataclasses.dataclass
+class _Replicas:
+    """The distributor replicas' summed reports, as the leader reads them (None: incomplete)."""
+
+    answer: BundleSummary | None
+    asked: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    async def summary(
+        self, namespace: str, bundle: str, *, since: float | None
+    ) -> BundleSummary | None:
+        self.asked.append((namespace, bundle))
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (BundleSummary(reporting=3, active={D1: 1, D2: 2}), "2 pod\\(s\\) still run the candidate"),
+        (None, "reports are incomplete"),
+    ],
+    ids=["pods-on-the-candidate", "a-replica-does-not-answer"],
+)
+def test_with_distributor_replicas_the_deletion_waits_on_their_summed_reports(
+    runtime: tuple[Runtime, FakeKube, Any],  # noqa: F811
+    tmp_path: Path,
+    answer: BundleSummary | None,
+    why: str,
+) -> None:
+    """The leader holds no per-pod report then: it must ask the replicas, and fail closed."""
+    rt, kube, _ = runtime
+    memo, pods = _set_up(rt, tmp_path)
+    replicas = _Replicas(answer)
+    rt.agents.summary_source = replicas
+
+    with pytest.raises(kopf.TemporaryError, match=why):
+        asyncio.run(
+            release(
+                memo=memo, body=_body(1), namespace=NS, name=BUNDLE, pods_by_namespace={NS: pods}
+            )
+        )
+    assert replicas.asked == [(NS, BUNDLE)]
+    assert ("delete-state", BUNDLE) not in kube.calls
+
+    replicas.answer = BundleSummary(reporting=3, active={D1: 3})  # every pod went back
+    asyncio.run(
+        release(memo=memo, body=_body(2), namespace=NS, name=BUNDLE, pods_by_namespace={NS: pods})
+    )
+    assert kube.calls[-1] == ("delete-state", BUNDLE)
+
+
+def test_the_released_state_is_newer_than_any_state_the_bundle_published() -> None:
+    """An agent compares revisions: an unstamped or older state would never be followed."""
+    in_flight = LogicBundleStatus.model_validate(
+        {
+            "stableDigest": D1,
+            "candidateDigest": D2,
+            "targetState": contract.state_to_json(_in_flight()),
+        }
+    )
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    state = rollout.released(in_flight, bundle=BUNDLE, now=now)
+    assert state == contract.RolloutState(bundle=BUNDLE, stable=D1, revision=IN_FLIGHT_REVISION + 1)
+    # Published already (a retried deletion): the same revision, so nothing changes.
+    again = in_flight.model_copy(
+        update={"target_state": TargetState.model_validate(contract.state_to_json(state))}
+    )
+    assert rollout.released(again, bundle=BUNDLE, now=now + timedelta(seconds=5)) == state
+    # The clock ahead of the last revision: the publish time.
+    later = datetime(2101, 1, 1, tzinfo=UTC)
+    stamped = rollout.released(in_flight, bundle=BUNDLE, now=later)
+    assert stamped is not None and stamped.revision == int(later.timestamp() * 1000)
+    # Nothing stable to go back to: nothing to publish.
+    assert rollout.released(LogicBundleStatus(), bundle=BUNDLE, now=now) is None
+
+
+def test_a_deleted_bundle_is_forgotten_by_the_distributor_even_if_an_update_came_after_release(
+    runtime: tuple[Runtime, FakeKube, Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The finalizer's removal is an update: seen after the release, it set the rule again."""
+    rt, _, _ = runtime
+    memo, pods = _set_up(rt, tmp_path)
+    gone = _body(2)
+    bundle_changed(memo=memo, body=gone, namespace=NS, name=BUNDLE, type="MODIFIED")
+    assert BUNDLE in rt.agents.targets.get(NS, "on-stable", uid="uid-on-stable").targets
+
+    bundle_changed(memo=memo, body=gone, namespace=NS, name=BUNDLE, type="DELETED")
+
+    for pod in pods:
+        assert set(rt.agents.targets.get(NS, pod.name, uid=pod.uid).targets) == {OTHER}

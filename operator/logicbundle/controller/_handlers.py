@@ -28,7 +28,7 @@ import kubernetes.client
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
-from logicbundle import contract
+from logicbundle import contract, rollout
 from logicbundle.api import names
 from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
 from logicbundle.controller._kube import Kube, api_client
@@ -38,6 +38,8 @@ from logicbundle.controller._reconcile import (
     RETRY_REQUEUE,
     PodSnapshot,
     Runtime,
+    _freshest,
+    _with_nulls,
     pod_facts,
     publish_state,
     reconcile,
@@ -300,8 +302,13 @@ def bundle_changed(
     # The published state as stored: the distributor follows it even before the
     # bundle's daemon reconciles (an operator that just started, a status written
     # by another replica).
-    if memo.runtime is not None and type != "DELETED":
-        _set_rule(memo.runtime.agents.rules, _plain(body))
+    if memo.runtime is not None:
+        if type == "DELETED":
+            # Released already; but the last update before it (the finalizer's
+            # removal) may have set the rule again after the release forgot it.
+            memo.runtime.agents.rules.set_bundle(namespace or "", name, None)
+        else:
+            _set_rule(memo.runtime.agents.rules, _plain(body))
     memo.wake(namespace or "", name)
 
 
@@ -352,46 +359,51 @@ RELEASE_DEADLINE = 60.0
 """Seconds a deleted LogicBundle waits for its pods to leave a candidate before letting go."""
 
 
-async def release(
-    memo: Memo, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any
-) -> None:
+async def release(memo: Memo, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     """Deletion: pods keep the last stable version, unmanaged (see the module docstring).
 
-    A candidate in flight is withdrawn first: the state "every pod on stable" is
-    published and the finalizer waits (up to :data:`RELEASE_DEADLINE`) until no
-    pod reports the candidate.  Then the distributor forgets the bundle and its
-    state ConfigMap is deleted, so agents keep what is active; last, this process
-    forgets all it remembered of the bundle (:meth:`Runtime.forget`).
+    A candidate in flight is withdrawn first: the state "every pod on stable"
+    (:func:`logicbundle.rollout.released`, newer than the state in flight) is
+    published where every agent looks: the status (the distributor replicas
+    read it), the state ConfigMap (the slow path) and this process's
+    distributor.  The finalizer then waits (up to :data:`RELEASE_DEADLINE`)
+    until the agents' summed reports count no pod on the candidate; a count
+    that is incomplete (a replica that does not answer) waits too.  Then the
+    distributor forgets the bundle and its state ConfigMap is deleted, so
+    agents keep what is active; last, this process forgets all it remembered
+    of the bundle (:meth:`Runtime.forget`).
     """
     runtime = memo.runtime
     if runtime is None:
         raise kopf.TemporaryError("the operator is starting", delay=1)
-    index: kopf.Index[str, PodSnapshot] = kwargs["pods_by_namespace"]
     ns = namespace or ""
-    plain = _plain(body)
+    # Our own status patch (below) may not have reached kopf's body yet.
+    plain = _freshest(_plain(body), runtime.memories.get((ns, name)).written)
     meta = plain["metadata"] or {}
-    status = LogicBundleStatus.model_validate(plain["status"] or {})
-    stable, candidate = status.stable_digest, status.candidate_digest
-    pods = [p for p in index.get(ns, []) if p.has_agent]
+    try:
+        status: LogicBundleStatus | None = LogicBundleStatus.model_validate(
+            plain.get("status") or {}
+        )
+    except ValidationError:
+        status = None
+    stable = status.stable_digest if status is not None else None
+    candidate = status.candidate_digest if status is not None else None
     if stable is not None and candidate is not None and candidate != stable:
         try:
-            spec = LogicBundleSpec.model_validate(plain["spec"] or {})
+            spec = LogicBundleSpec.model_validate(plain.get("spec") or {})
         except ValidationError:
             spec = None
-        if spec is not None:
-            await publish_state(
-                runtime,
-                namespace=ns,
-                name=name,
-                owner_uid=meta.get("uid"),
-                spec=spec,
-                state=contract.RolloutState(bundle=name, stable=stable),
-            )
-            still = [p.name for p in pods if _reports_active(runtime, p, name, candidate)]
+        state = rollout.released(status, bundle=name, now=datetime.now(UTC))
+        if spec is not None and state is not None:
+            await _withdraw(runtime, namespace=ns, name=name, body=plain, spec=spec, state=state)
+            summary = await runtime.agents.summaries.summary(ns, name, since=None)
+            still = None if summary is None else summary.active.get(candidate, 0)
             waited = _seconds_since(meta.get("deletionTimestamp"))
-            if still and waited < RELEASE_DEADLINE:
+            if still != 0 and waited < RELEASE_DEADLINE:
                 raise kopf.TemporaryError(
-                    f"{len(still)} pod(s) still run the candidate; waiting for them to go back",
+                    f"{still} pod(s) still run the candidate; waiting for them to go back"
+                    if still is not None
+                    else "the agents' reports are incomplete; waiting for every pod to go back",
                     delay=1,
                 )
     runtime.agents.rules.set_bundle(ns, name, None)
@@ -400,10 +412,40 @@ async def release(
     logger.info("%s/%s deleted: pods released, keeping %s", ns, name, stable or "what they run")
 
 
-def _reports_active(runtime: Runtime, pod: PodSnapshot, bundle: str, digest: str) -> bool:
-    stored = runtime.agents.reports.latest(pod.namespace, pod.name)
-    report = stored.report.bundles.get(bundle) if stored is not None else None
-    return report is not None and report.active == digest
+async def _withdraw(
+    runtime: Runtime,
+    *,
+    namespace: str,
+    name: str,
+    body: Mapping[str, Any],
+    spec: LogicBundleSpec,
+    state: contract.RolloutState,
+) -> None:
+    """Publish ``state`` (every pod on stable) in the status, the ConfigMap and the distributor.
+
+    The status first: the replicas follow ``status.targetState`` (the fields of
+    the state in flight are nulled), and a retry that finds it there writes
+    nothing again.
+    """
+    published = contract.state_to_json(state)
+    before = (body.get("status") or {}).get("targetState") or {}
+    if before != published:
+        stored = await runtime.kube.run(
+            runtime.kube.patch_status,
+            namespace,
+            name,
+            {"targetState": _with_nulls(before, published)},
+        )
+        if stored is not None:
+            runtime.memories.get((namespace, name)).written = stored
+    await publish_state(
+        runtime,
+        namespace=namespace,
+        name=name,
+        owner_uid=(body.get("metadata") or {}).get("uid"),
+        spec=spec,
+        state=state,
+    )
 
 
 def _seconds_since(timestamp: Any) -> float:

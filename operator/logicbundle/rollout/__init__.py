@@ -106,6 +106,7 @@ from logicbundle.rollout._model import (
     observe,
     parse_target,
 )
+from logicbundle.rollout._release import released
 
 __all__ = [
     "ADMISSION_LAG_MS",
@@ -157,6 +158,7 @@ __all__ = [
     "pod_target",
     "publish",
     "published_state",
+    "released",
     "render_query",
     "selector",
     "share",
