@@ -52,8 +52,11 @@ def make_spec(
     analysis: dict[str, Any] | None = None,
     skip_analysis: bool = False,
     suspend: bool = False,
+    on_failure: str | None = None,
 ) -> LogicBundleSpec:
     rollout: dict[str, Any] = {"skipAnalysis": skip_analysis}
+    if on_failure is not None:
+        rollout["onFailure"] = on_failure
     if stages is not None:
         rollout["stages"] = list(stages)
     if analysis is not None:

@@ -41,8 +41,8 @@ def values(
     ("metric", "figures", "verdict", "message"),
     [
         (ERRORS, values(0.01, stable=0.01), "Passed", ""),
-        (ERRORS, values(0.2, stable=0.19), "Failed", "0.2 > max 0.05"),
-        (ERRORS, values(0.04, stable=0.01), "Failed", "4x stable 0.01 > maxRatioToStable 2"),
+        (ERRORS, values(0.2, stable=0.19), "Failed", "20% > max 5%"),
+        (ERRORS, values(0.04, stable=0.01), "Failed", "4% is 4x stable 1% > maxRatioToStable 2x"),
         (ERRORS, values(0.04, stable=0.0), "Passed", "ratio to stable skipped: stable value is 0"),
         (ERRORS, values(0.04), "Passed", "ratio to stable skipped: stable has no data"),
         (
@@ -114,7 +114,7 @@ def test_builtin_metrics_come_from_the_agents_figures() -> None:
         candidate=BuiltinSample(calls=100, errors=20, latency_buckets=fast),
         stable=stable,
     )
-    assert errors.failed and "0.2 > max 0.05" in errors.reason
+    assert errors.failed and "20% > max 5%" in errors.reason
 
 
 def test_restarts_are_counted_per_pod() -> None:

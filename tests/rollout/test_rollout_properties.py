@@ -91,6 +91,8 @@ SPECS: list[dict[str, Any]] = [
     },
     {"stages": [{"name": "all", "all": True}], "skip_analysis": True},
     {"analysis": {"failureLimit": 1, "noData": "fail"}},
+    {"stages": [INTERNAL, {"name": "half", "percent": 50}], "on_failure": "freeze"},
+    {"analysis": {"onNoData": "fail", "noDataDeadline": "1m"}, "on_failure": "freeze"},
     {
         "stages": [
             INTERNAL,

@@ -98,6 +98,11 @@ HEALTH_CHECK_FAILED: Final = "HealthCheckFailed"
 ABORTED: Final = "Aborted"
 """Stalled=True: an ``abort`` action rolled back and holds the rollout."""
 
+FROZEN: Final = "Frozen"
+"""Stalled=True: a failure froze the rollout (``onFailure: freeze``): every pod keeps what it
+runs, no stage advances and nothing rolls back until a ``retry``, ``abort`` or ``rollback``
+action or a new digest."""
+
 SUSPENDED: Final = "Suspended"
 """Ready=False / Reconciling=False: ``spec.suspend`` is true; nothing changes until it is false."""
 
@@ -134,6 +139,7 @@ REASONS: Final = (
     ANALYSIS_FAILED,
     HEALTH_CHECK_FAILED,
     ABORTED,
+    FROZEN,
     SUSPENDED,
     RESOLVE_FAILED,
     INVALID_SPEC,

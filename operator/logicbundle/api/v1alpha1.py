@@ -156,6 +156,7 @@ DEFAULT_ANALYSIS_INTERVAL: Final = "30s"
 DEFAULT_HEALTH_TIMEOUT: Final = "10s"
 DEFAULT_NOTIFY_TIMEOUT: Final = "5s"
 DEFAULT_MIN_SAMPLES: Final = 20
+DEFAULT_NO_DATA_DEADLINE: Final = "10m"
 DEFAULT_MOUNT_ROOT: Final = "/var/run/logicbundle"
 DEFAULT_CA_KEY: Final = "ca.crt"
 DEFAULT_PUBLIC_KEY_KEY: Final = "cosign.pub"
@@ -689,8 +690,9 @@ class Metric(SpecModel):
         default=None,
         description=(
             "Fail when candidate / stable, measured over the same window, is above this "
-            "(e.g. `1.5`: at most 50% worse). Skipped when the stable value is 0 or when no "
-            "pod runs stable (the `all` stage); then only `max` and `min` apply. All "
+            "(e.g. `1.5`: at most 50% worse). When stable has no data, too few samples or a "
+            "value of 0 (no pod runs stable in an `all` stage), `analysis.stableNoData` "
+            "decides: skip the ratio (only `max` and `min` apply) or hold the stage. All "
             "thresholds set must hold. Default: none."
         ),
     )
@@ -795,12 +797,35 @@ class Analysis(SpecModel):
             "back to the stable digest. Default: `0` (the first failure rolls back)."
         ),
     )
+    on_no_data: Literal["hold", "fail"] | None = Field(
+        default=None,
+        description=(
+            "What a measurement without a verdict (too few samples, a query that failed, a "
+            "distributor replica that did not answer) does: `hold` (the stage waits, "
+            "`Reconciling` with reason `InsufficientData` says which metric lacks what) or "
+            "`fail` (the stage waits the same way, and once it has had no data for "
+            "`noDataDeadline` each further measurement without data counts as a failed one: "
+            "past `failureLimit`, `onFailure` applies). Never a pass. Wins over the "
+            "deprecated `noData`. Default: `hold`."
+        ),
+    )
+    no_data_deadline: Duration | None = Field(
+        default=None,
+        description=(
+            "With `onNoData: fail`, how long a stage may go without data, counted from the "
+            "first measurement without a verdict since the last one with a verdict (in "
+            "`status.analysis.noDataSince`), before measurements without data count as "
+            "failed. Ignored with `hold`. Go duration. Default: "
+            f"`{DEFAULT_NO_DATA_DEADLINE}` (`0s` with the deprecated `noData: fail`)."
+        ),
+    )
     no_data: Literal["wait", "fail"] = Field(
         default="wait",
         description=(
-            "What too few samples means: `wait` (hold the stage, with reason "
-            "`InsufficientData`, until enough arrive) or `fail` (count a failed measurement). "
-            "Never a pass. Default: `wait`."
+            "Deprecated, kept for manifests written before `onNoData`: `wait` is "
+            "`onNoData: hold`; `fail` is `onNoData: fail` with `noDataDeadline: 0s` (every "
+            "measurement without data counts as failed, as before) unless `noDataDeadline` is "
+            "set. Ignored when `onNoData` is set. Default: `wait`."
         ),
     )
     stable_no_data: Literal["skip", "hold"] = Field(
@@ -825,6 +850,20 @@ class Analysis(SpecModel):
     def effective_metrics(self) -> tuple[Metric, ...]:
         """``metrics``, or :data:`DEFAULT_METRICS`."""
         return self.metrics if self.metrics is not None else DEFAULT_METRICS
+
+    def effective_on_no_data(self) -> Literal["hold", "fail"]:
+        """``onNoData``, else what the deprecated ``noData`` says, else ``hold``."""
+        if self.on_no_data is not None:
+            return self.on_no_data
+        return "fail" if self.no_data == "fail" else "hold"
+
+    def effective_no_data_deadline(self) -> str:
+        """``noDataDeadline``; ``0s`` for the deprecated ``noData: fail``; else the default."""
+        if self.no_data_deadline is not None:
+            return self.no_data_deadline
+        if self.on_no_data is None and self.no_data == "fail":
+            return "0s"
+        return DEFAULT_NO_DATA_DEADLINE
 
     def effective_min_samples(self, metric: Metric) -> int:
         """The samples ``metric`` needs: its own ``minSamples`` wins over the analysis'."""
@@ -872,6 +911,19 @@ class Rollout(SpecModel):
             "`true`: stages advance as soon as their pods report the candidate active and "
             "healthy and the pause has passed; `analysis` is ignored. Agent health checks still "
             "roll back a failing candidate. Default: `false`."
+        ),
+    )
+    on_failure: Literal["rollback", "freeze"] = Field(
+        default="rollback",
+        description=(
+            "What a failure does (an analysis failed more often than `failureLimit` allows, "
+            "or an agent flipped a pod back from the candidate): `rollback` (every pod back on "
+            "the stable digest; `Stalled` with reason `RolledBack` or `HealthCheckFailed`) or "
+            "`freeze` (for bundles whose effects cannot be undone: stop where it is, every pod "
+            "keeps what it runs, no further stage and no rollback; `Stalled` with reason "
+            "`Frozen` until a `retry` (the frozen stage starts over), an `abort` or a "
+            "`rollback` action, or a new digest). A requested `abort` always rolls back. "
+            "Default: `rollback`."
         ),
     )
 
@@ -940,6 +992,7 @@ Phase = Literal[
     "RolledBack",
     "Aborted",
     "Failed",
+    "Frozen",
     "Suspended",
 ]
 Verdict = Literal["Passed", "Failed", "NoData"]
@@ -1113,16 +1166,29 @@ class HistoryEntry(StatusModel):
 
 
 class MetricResult(StatusModel):
-    """The last measurement of one metric."""
+    """The last measurement of one metric: the figures, the thresholds and the verdict."""
 
     name: str = Field(description="The metric's name from the spec. Required.")
     verdict: Verdict = Field(description="`Passed`, `Failed` or `NoData`. Required.")
     candidate: float | None = Field(
-        default=None, description="The candidate's value. Default: unset (no data)."
+        default=None,
+        description=(
+            "The candidate's value, rounded to 4 significant digits. Default: unset (no data)."
+        ),
     )
     stable: float | None = Field(
         default=None,
-        description="The stable digest's value over the same window. Default: unset.",
+        description=(
+            "The stable digest's value over the same window, rounded to 4 significant digits. "
+            "Default: unset."
+        ),
+    )
+    ratio: float | None = Field(
+        default=None,
+        description=(
+            "candidate / stable when `maxRatioToStable` was judged, rounded to 4 significant "
+            "digits. Default: unset (not judged: no threshold, or skipped; `message` says why)."
+        ),
     )
     samples: NonNegativeInt = Field(
         default=0, description="Samples behind the candidate's value. Default: 0."
@@ -1130,10 +1196,28 @@ class MetricResult(StatusModel):
     stable_samples: NonNegativeInt = Field(
         default=0, description="Samples behind the stable value. Default: 0."
     )
+    min_samples: NonNegativeInt | None = Field(
+        default=None,
+        description="The samples the metric needed for a verdict. Default: unset.",
+    )
+    maximum: float | None = Field(
+        default=None, alias="max", description="The spec's `max` threshold. Default: unset."
+    )
+    minimum: float | None = Field(
+        default=None, alias="min", description="The spec's `min` threshold. Default: unset."
+    )
+    max_ratio_to_stable: float | None = Field(
+        default=None,
+        description="The spec's `maxRatioToStable` threshold. Default: unset.",
+    )
     message: str = Field(
         default="",
         max_length=1024,
-        description="Which threshold failed, or why there is no verdict. Default: empty.",
+        description=(
+            "Which threshold failed, or why there is no verdict, or that the ratio to stable "
+            "was skipped, with numbers rounded for people (3 significant digits, `errorRate` "
+            "in percent, latencies in ms or s). Default: empty."
+        ),
     )
 
 
@@ -1158,6 +1242,14 @@ class AnalysisStatus(StatusModel):
     )
     measurements: NonNegativeInt = Field(
         default=0, description="Measurements in this stage so far. Default: 0."
+    )
+    no_data_since: Timestamp | None = Field(
+        default=None,
+        description=(
+            "When the current run of measurements without a verdict began (RFC 3339); "
+            "`noDataDeadline` counts from here. Default: unset (the last measurement had a "
+            "verdict)."
+        ),
     )
     metrics: tuple[MetricResult, ...] = Field(
         default=(),

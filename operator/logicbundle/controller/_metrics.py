@@ -1,4 +1,10 @@
-"""The operator's Prometheus metrics: rollouts by phase, stages, verdicts, verification, latency."""
+"""The operator's Prometheus metrics: rollouts by phase, stages, verdicts, verification, latency.
+
+The analysis gauges (``logicbundle_analysis_value`` and friends) are derived from
+``status.analysis`` alone, so a restarted operator shows the same figures as the
+status it reads back, and a series disappears when the status no longer has it
+(no data is an absent series, never a made-up 0).
+"""
 
 from __future__ import annotations
 
@@ -59,6 +65,45 @@ class OperatorMetrics:
             buckets=_FAST,
             registry=r,
         )
+        labels = ["namespace", "bundle", "metric"]
+        self.analysis_value = Gauge(
+            "logicbundle_analysis_value",
+            "The last measured value of each analysis metric, per cohort (candidate, stable).",
+            [*labels, "cohort"],
+            registry=r,
+        )
+        self.analysis_samples = Gauge(
+            "logicbundle_analysis_samples",
+            "Samples behind the last measured value of each analysis metric, per cohort.",
+            [*labels, "cohort"],
+            registry=r,
+        )
+        self.analysis_ratio = Gauge(
+            "logicbundle_analysis_ratio_to_stable",
+            "candidate / stable of the last measurement, when maxRatioToStable was judged.",
+            labels,
+            registry=r,
+        )
+        self.analysis_threshold = Gauge(
+            "logicbundle_analysis_threshold",
+            "The thresholds each metric was judged by (max, min, maxRatioToStable, minSamples).",
+            [*labels, "threshold"],
+            registry=r,
+        )
+        self.analysis_metric_verdict = Gauge(
+            "logicbundle_analysis_metric_verdict",
+            "1 for the verdict of each metric's last measurement (Passed, Failed, NoData).",
+            [*labels, "verdict"],
+            registry=r,
+        )
+        self._analysis_gauges = (
+            self.analysis_value,
+            self.analysis_samples,
+            self.analysis_ratio,
+            self.analysis_threshold,
+            self.analysis_metric_verdict,
+        )
+        self._analysis_series: dict[tuple[str, str], set[tuple[Gauge, tuple[str, ...]]]] = {}
         self._phases: dict[tuple[str, str], str] = {}
         self._stages: dict[tuple[str, str], str] = {}
 
@@ -81,9 +126,43 @@ class OperatorMetrics:
             for state in ("total", "active", "pending", "failed"):
                 self.pods.labels(namespace, name, state).set(getattr(status.pods, state))
             self.pods.labels(namespace, name, "without_agent").set(status.pods.without_agent)
+        self._observe_analysis(namespace=namespace, name=name, status=status)
+
+    def _observe_analysis(self, *, namespace: str, name: str, status: LogicBundleStatus) -> None:
+        """The analysis gauges from ``status.analysis.metrics``; stale series removed."""
+        series: dict[tuple[Gauge, tuple[str, ...]], float] = {}
+        for m in status.analysis.metrics if status.analysis is not None else ():
+            key = (namespace, name, m.name)
+            for cohort, value, samples in (
+                ("candidate", m.candidate, m.samples),
+                ("stable", m.stable, m.stable_samples),
+            ):
+                if value is not None:
+                    series[(self.analysis_value, (*key, cohort))] = value
+                    series[(self.analysis_samples, (*key, cohort))] = samples
+            if m.ratio is not None:
+                series[(self.analysis_ratio, key)] = m.ratio
+            for threshold, limit in (
+                ("max", m.maximum),
+                ("min", m.minimum),
+                ("maxRatioToStable", m.max_ratio_to_stable),
+                ("minSamples", m.min_samples),
+            ):
+                if limit is not None:
+                    series[(self.analysis_threshold, (*key, threshold))] = limit
+            for verdict in ("Passed", "Failed", "NoData"):
+                series[(self.analysis_metric_verdict, (*key, verdict))] = float(
+                    m.verdict == verdict
+                )
+        for gauge, labels in self._analysis_series.get((namespace, name), set()) - set(series):
+            gauge.remove(*labels)
+        for (gauge, labels), value in series.items():
+            gauge.labels(*labels).set(value)
+        self._analysis_series[(namespace, name)] = set(series)
 
     def forget(self, *, namespace: str, name: str) -> None:
-        for gauge in (self.phase, self.stage_seconds, self.pods):
+        self._analysis_series.pop((namespace, name), None)
+        for gauge in (self.phase, self.stage_seconds, self.pods, *self._analysis_gauges):
             for labels in list(gauge._metrics):
                 if labels[:2] == (namespace, name):
                     gauge.remove(*labels)

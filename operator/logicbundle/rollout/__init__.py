@@ -76,6 +76,7 @@ from logicbundle.rollout._machine import (
     EVENT_ACTION_IGNORED,
     EVENT_ANALYSIS_FAILED,
     EVENT_DIGEST_VERIFIED,
+    EVENT_FROZEN,
     EVENT_HEALTH_CHECK_FAILED,
     EVENT_INSTALLED,
     EVENT_REASONS,
@@ -90,6 +91,7 @@ from logicbundle.rollout._machine import (
     EVENT_SUSPENDED,
     EVENT_VERIFICATION_FAILED,
     analysis_due,
+    frozen,
     step,
 )
 from logicbundle.rollout._model import (
@@ -114,6 +116,7 @@ __all__ = [
     "EVENT_ACTION_IGNORED",
     "EVENT_ANALYSIS_FAILED",
     "EVENT_DIGEST_VERIFIED",
+    "EVENT_FROZEN",
     "EVENT_HEALTH_CHECK_FAILED",
     "EVENT_INSTALLED",
     "EVENT_REASONS",
@@ -149,6 +152,7 @@ __all__ = [
     "escape_label_value",
     "facts",
     "format_target",
+    "frozen",
     "histogram_quantile",
     "judge",
     "judge_builtin",

@@ -212,8 +212,25 @@ def _usable(value: MetricValue | None) -> float | None:
     return value.value
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.6g}"
+def _number(value: float) -> str:
+    """3 significant digits, without an exponent for everyday magnitudes."""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _fmt(value: float, builtin: str | None = None) -> str:
+    """``value`` for a person: ``errorRate`` in percent, latencies in ms or s."""
+    if builtin == "errorRate":
+        return f"{_number(value * 100)}%"
+    if builtin in _QUANTILES:
+        return f"{_number(value * 1000)} ms" if abs(value) < 1 else f"{_number(value)} s"
+    return _number(value)
+
+
+def _rounded(value: float | None) -> float | None:
+    """``value`` as the status keeps it: 4 significant digits (the verdict used all of them)."""
+    return None if value is None else float(f"{value:.4g}")
 
 
 def judge_metric(
@@ -223,60 +240,70 @@ def judge_metric(
     min_samples: int,
     stable_no_data: str = "skip",
 ) -> MetricResult:
-    """The verdict of one metric: thresholds, ratio to stable, and the sample count."""
+    """The verdict of one metric: thresholds, ratio to stable, and the sample count.
+
+    The result carries the figures (rounded for the status), the thresholds it
+    was judged by and the sample counts, so a verdict can be read without the spec.
+    """
     candidate = _usable(values.candidate)
     samples = values.candidate.samples
     stable = _usable(values.stable)
     stable_samples = values.stable.samples if values.stable is not None else None
-    base = {
+    unit = metric.builtin
+
+    def fmt(value: float) -> str:
+        return _fmt(value, unit)
+
+    base: dict[str, object] = {
         "name": metric.name,
-        "candidate": candidate,
-        "stable": stable,
+        "candidate": _rounded(candidate),
+        "stable": _rounded(stable),
         "samples": samples if samples is not None else (0 if candidate is None else min_samples),
         "stable_samples": stable_samples or 0,
+        "min_samples": min_samples,
+        "maximum": metric.maximum,
+        "minimum": metric.minimum,
+        "max_ratio_to_stable": metric.max_ratio_to_stable,
     }
-    if values.candidate.error is not None:
-        return MetricResult(
-            **base,
-            verdict="NoData",
-            message=f"the candidate's query failed: {values.candidate.error}",
+
+    def result(verdict: Verdict, message: str, ratio: float | None = None) -> MetricResult:
+        return MetricResult.model_validate(
+            {**base, "ratio": _rounded(ratio), "verdict": verdict, "message": message[:1024]}
         )
+
+    if values.candidate.error is not None:
+        return result("NoData", f"the candidate's query failed: {values.candidate.error}")
     if candidate is None or (samples is not None and samples < min_samples):
         count = samples if samples is not None else 0
-        return MetricResult(
-            **base, verdict="NoData", message=f"too few samples: {count} < {min_samples}"
-        )
+        return result("NoData", f"too few samples: {count} < {min_samples}")
     stable_error = values.stable.error if values.stable is not None else None
     if metric.max_ratio_to_stable is not None and stable_error is not None:
-        return MetricResult(
-            **base,
-            verdict="NoData",
-            message=f"the stable digest's query failed ({stable_error}): no ratio to judge",
+        return result(
+            "NoData", f"the stable digest's query failed ({stable_error}): no ratio to judge"
         )
     failures: list[str] = []
     if metric.maximum is not None and candidate > metric.maximum:
-        failures.append(f"{_fmt(candidate)} > max {_fmt(metric.maximum)}")
+        failures.append(f"{fmt(candidate)} > max {fmt(metric.maximum)}")
     if metric.minimum is not None and candidate < metric.minimum:
-        failures.append(f"{_fmt(candidate)} < min {_fmt(metric.minimum)}")
+        failures.append(f"{fmt(candidate)} < min {fmt(metric.minimum)}")
     notes: list[str] = []
+    ratio: float | None = None
     if metric.max_ratio_to_stable is not None:
         why = _no_ratio(stable, stable_samples, min_samples)
         if why is not None and stable_no_data == "hold" and not failures:
-            return MetricResult(
-                **base,
-                verdict="NoData",
-                message=f"ratio to stable held: {why} (stableNoData: hold)",
-            )
+            return result("NoData", f"ratio to stable held: {why} (stableNoData: hold)")
         if why is not None:
-            notes.append(f"ratio to stable skipped: {why}")
-        elif stable is not None and candidate / stable > metric.max_ratio_to_stable:
-            failures.append(
-                f"{_fmt(candidate)} is {_fmt(candidate / stable)}x stable {_fmt(stable)} "
-                f"> maxRatioToStable {_fmt(metric.max_ratio_to_stable)}"
-            )
+            notes.append(f"ratio to stable skipped: {why} (stableNoData: skip)")
+        elif stable is not None:
+            ratio = candidate / stable
+            if ratio > metric.max_ratio_to_stable:
+                failures.append(
+                    f"{fmt(candidate)} is {_number(ratio)}x stable {fmt(stable)} "
+                    f"> maxRatioToStable {_number(metric.max_ratio_to_stable)}x"
+                )
     if failures:
-        return MetricResult(**base, verdict="Failed", message="; ".join(failures + notes))
-    return MetricResult(**base, verdict="Passed", message="; ".join(notes))
+        return result("Failed", "; ".join(failures + notes), ratio)
+    return result("Passed", "; ".join(notes), ratio)
 
 
 def _no_ratio(stable: float | None, stable_samples: int | None, min_samples: int) -> str | None:
@@ -319,13 +346,30 @@ def judge(*, analysis: Analysis, values: Mapping[str, MetricValues]) -> Analysis
     if missing:
         reason = "; ".join(f"{r.name}: {r.message}" for r in missing)
         return AnalysisVerdict(verdict="NoData", reason=reason, metrics=tuple(results))
+    figures_ = summarize(results, analysis)
     skipped = [f"{r.name}: {r.message}" for r in results if r.message]
     return AnalysisVerdict(
         verdict="Passed",
-        reason=f"{len(results)} metric(s) within thresholds"
+        reason=f"{len(results)} metric(s) within thresholds: {figures_}"
         + (f" ({'; '.join(skipped)})" if skipped else ""),
         metrics=tuple(results),
     )
+
+
+def summarize(results: Iterable[MetricResult], analysis: Analysis) -> str:
+    """``error-rate 1.2% (n=340, 0.8x stable), latency-p95 12 ms (n=340)``: for events."""
+    units = {metric.name: metric.builtin for metric in analysis.effective_metrics()}
+    return ", ".join(_figures(r, units.get(r.name)) for r in results)
+
+
+def _figures(result: MetricResult, builtin: str | None) -> str:
+    """``error-rate 1.2% (n=340, 0.8x stable)``: one metric's figures, for a person."""
+    if result.candidate is None:
+        return f"{result.name} no data"
+    parts = [f"n={result.samples}"]
+    if result.ratio is not None:
+        parts.append(f"{_number(result.ratio)}x stable")
+    return f"{result.name} {_fmt(result.candidate, builtin)} ({', '.join(parts)})"
 
 
 def judge_builtin(

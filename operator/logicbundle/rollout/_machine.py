@@ -15,11 +15,15 @@ States (``status.candidateDigest`` / ``status.stageIndex``)::
         ── pods ready + analysis passed + pause elapsed / gate promoted ──▶ stage i+1
         ── last stage passes ──▶ steady: candidate becomes stable, history grows
         ── failed analysis beyond failureLimit, or an agent flipped back ──▶ held (RolledBack)
+           (with ``onFailure: freeze``: ──▶ frozen)
         ── abort ──▶ held (Aborted)
         ── newer verified digest ──▶ in flight, stage 0 of the newer one (Superseded)
         ── spec back on the stable digest, or the new digest fails verification ──▶ steady
     held (candidate, stage unset; every pod on stable)
         ── retry ──▶ in flight, stage 0;   ── newer verified digest ──▶ in flight, stage 0
+    frozen (candidate, stage i kept, Stalled Frozen; the published state kept as it is)
+        ── retry ──▶ in flight, stage i measured afresh;   ── abort ──▶ held (Aborted)
+        ── newer verified digest ──▶ in flight, stage 0 of the newer one (Superseded)
     any ── rollback=<history digest> ──▶ that digest stable, the spec's digest held (not stalled)
 
 Decisions that are not obvious:
@@ -35,6 +39,14 @@ Decisions that are not obvious:
   digest itself fails re-verification, no pod is assigned anything: pods keep
   what they run and the resource is stalled.
 * While ``spec.suspend`` is true nothing changes and actions wait.
+* A frozen rollout keeps the state it published: no stage advances, nothing
+  rolls back, new pods get what that state gives them.  ``retry`` resumes
+  the frozen stage (not stage 0: that would take the candidate away from
+  pods of later stages and give it back); ``promote`` is refused, as for a
+  rolled-back candidate.
+* Measurements without a verdict never pass a stage; with ``onNoData: fail``
+  they count as failed once the stage has gone ``noDataDeadline`` without
+  data (``status.analysis.noDataSince``).
 """
 
 from __future__ import annotations
@@ -64,7 +76,7 @@ from logicbundle.api import (
 )
 from logicbundle.api.v1alpha1 import HISTORY_LIMIT, TargetState
 from logicbundle.contract import RolloutState, state_to_json
-from logicbundle.rollout._analysis import AnalysisVerdict
+from logicbundle.rollout._analysis import AnalysisVerdict, summarize
 from logicbundle.rollout._cohort import (
     assignments as targets_under,
 )
@@ -106,6 +118,7 @@ EVENT_ROLLBACK_REQUESTED: Final = "RollbackRequested"
 EVENT_ACTION_IGNORED: Final = "ActionIgnored"
 EVENT_SUSPENDED: Final = "Suspended"
 EVENT_RESUMED: Final = "Resumed"
+EVENT_FROZEN: Final = "Frozen"
 
 EVENT_REASONS: Final = (
     EVENT_DIGEST_VERIFIED,
@@ -124,6 +137,7 @@ EVENT_REASONS: Final = (
     EVENT_ACTION_IGNORED,
     EVENT_SUSPENDED,
     EVENT_RESUMED,
+    EVENT_FROZEN,
 )
 
 _HOLD_REASONS: Final = (conditions.ROLLED_BACK, conditions.HEALTH_CHECK_FAILED, conditions.ABORTED)
@@ -151,6 +165,8 @@ class _Draft:
     resolved_at: datetime | None
     hold: tuple[str, str] | None
     """Why a held candidate is held (Stalled reason, message); None: held by request."""
+    frozen: str | None = None
+    """Why the rollout in its current stage is frozen (``onFailure: freeze``); None: it is not."""
     events: list[Event] = field(default_factory=list)
     wait: tuple[str, str] | None = None
     """The current stage's wait (Reconciling reason, message), set by the progression."""
@@ -158,7 +174,13 @@ class _Draft:
 
     @property
     def in_flight(self) -> bool:
-        return self.candidate is not None and self.stage_index is not None
+        return self.candidate is not None and self.stage_index is not None and self.frozen is None
+
+    @property
+    def is_frozen(self) -> bool:
+        return (
+            self.candidate is not None and self.stage_index is not None and self.frozen is not None
+        )
 
     @property
     def held(self) -> bool:
@@ -188,6 +210,8 @@ def _draft(status: LogicBundleStatus) -> _Draft:
         # The stored message ends with the "(N/M pods back)" count _stall appends each
         # step; keep only the reason's own text so it is not repeated.
         hold = (stalled.reason, _PODS_BACK.sub("", stalled.message))
+    # Frozen: the Stalled condition carries why (kept as it is: nothing is appended to it).
+    why_frozen = stalled.message if stalled is not None and frozen(status) else None
     return _Draft(
         stable=status.stable_digest,
         candidate=status.candidate_digest,
@@ -201,6 +225,7 @@ def _draft(status: LogicBundleStatus) -> _Draft:
         resolved_digest=status.resolved_digest,
         resolved_at=status.resolved_at,
         hold=hold,
+        frozen=why_frozen,
     )
 
 
@@ -222,6 +247,7 @@ def _enter_stage(d: _Draft, spec: LogicBundleSpec, index: int, now: datetime) ->
 def _start(d: _Draft, spec: LogicBundleSpec, digest: str, now: datetime, *, retry: bool) -> None:
     d.candidate = digest
     d.hold = None
+    d.frozen = None
     _enter_stage(d, spec, 0, now)
     first = _stages(spec)[0].name
     if retry:
@@ -250,6 +276,7 @@ def _abandon(d: _Draft, message: str) -> None:
     d.stage_index = None
     d.stage_active_at = None
     d.hold = None
+    d.frozen = None
 
 
 def _roll_back(d: _Draft, reason: str, message: str) -> None:
@@ -257,12 +284,30 @@ def _roll_back(d: _Draft, reason: str, message: str) -> None:
     d.stage_index = None
     d.stage_active_at = None
     d.hold = (reason, message)
+    d.frozen = None
     event = {
         conditions.ROLLED_BACK: EVENT_ROLLED_BACK,
         conditions.HEALTH_CHECK_FAILED: EVENT_HEALTH_CHECK_FAILED,
         conditions.ABORTED: EVENT_ABORTED,
     }[reason]
     d.emit("Warning", event, message)
+
+
+def _fail(d: _Draft, spec: LogicBundleSpec, reason: str, message: str) -> None:
+    """A failure: roll back (``onFailure: rollback``) or freeze where it is (``freeze``).
+
+    ``message`` says what failed; the action taken is appended here.
+    """
+    if spec.rollout.on_failure == "freeze" and d.stage_index is not None:
+        stage = _stages(spec)[d.stage_index].name
+        d.frozen = (
+            f"{message}; frozen at stage {stage} (onFailure: freeze): every pod keeps what it "
+            "runs until retry, abort, rollback or a new digest"
+        )
+        d.wait = None
+        d.emit("Warning", EVENT_FROZEN, d.frozen)
+        return
+    _roll_back(d, reason, f"{message}; every pod back on {_short(d.stable)}")
 
 
 def _advance(d: _Draft, spec: LogicBundleSpec, now: datetime, why: str) -> None:
@@ -353,12 +398,20 @@ def _apply_action(
     d.last_handled_action = str(action)
     name = action.action
     if name == actions.PROMOTE:
+        if d.is_frozen:
+            d.emit(
+                "Warning",
+                EVENT_ACTION_IGNORED,
+                "promote ignored: the rollout is frozen after a failure; retry measures the "
+                "frozen stage again, abort rolls every pod back",
+            )
+            return
         if not d.in_flight:
             d.emit("Warning", EVENT_ACTION_IGNORED, "promote ignored: no rollout in flight")
             return
         _advance(d, spec, now, "promoted by request")
     elif name == actions.ABORT:
-        if not d.in_flight:
+        if not (d.in_flight or d.is_frozen):
             d.emit("Warning", EVENT_ACTION_IGNORED, "abort ignored: no rollout in flight")
             return
         _roll_back(
@@ -369,6 +422,17 @@ def _apply_action(
     elif name == actions.RETRY:
         if d.candidate is None:
             d.emit("Warning", EVENT_ACTION_IGNORED, "retry ignored: no candidate to retry")
+            return
+        if d.is_frozen and d.stage_index is not None:
+            # Resume where it froze: stage 0 would take the candidate from pods that run it.
+            d.frozen = None
+            _enter_stage(d, spec, d.stage_index, now)
+            d.emit(
+                "Normal",
+                EVENT_RETRIED,
+                f"retrying {_short(d.candidate)} from the frozen stage "
+                f"{_stages(spec)[d.stage_index].name}, measured afresh",
+            )
             return
         _start(d, spec, d.candidate, now, retry=True)
     elif name == actions.ROLLBACK:
@@ -395,6 +459,7 @@ def _rollback_to(d: _Draft, digest: str, revoked: bool, now: datetime) -> None:
     d.stage_index = None
     d.stage_active_at = None
     d.hold = None
+    d.frozen = None
     d.emit(
         "Normal",
         EVENT_ROLLBACK_REQUESTED,
@@ -423,7 +488,13 @@ def _apply_verdict(
 ) -> None:
     analysis = spec.rollout.analysis
     previous = d.analysis or AnalysisStatus()
-    counts_as_failure = verdict.failed or (verdict.inconclusive and analysis.no_data == "fail")
+    no_data_since = None
+    overdue = False
+    if verdict.inconclusive:
+        no_data_since = previous.no_data_since or now
+        deadline = parse_duration(analysis.effective_no_data_deadline())
+        overdue = analysis.effective_on_no_data() == "fail" and now - no_data_since >= deadline
+    counts_as_failure = verdict.failed or overdue
     failures = previous.failures
     if counts_as_failure:
         failures += 1
@@ -436,17 +507,23 @@ def _apply_verdict(
             "measurements": previous.measurements + 1,
             "failures": failures,
             "metrics": verdict.metrics,
+            "no_data_since": no_data_since,
         }
     )
     if not counts_as_failure:
         return
-    what = verdict.reason if verdict.failed else f"no data counts as a failure: {verdict.reason}"
+    what = (
+        verdict.reason
+        if verdict.failed
+        else f"no data since {no_data_since:%H:%M:%S} (onNoData: fail, noDataDeadline "
+        f"{analysis.effective_no_data_deadline()}): {verdict.reason}"
+    )
     if failures > analysis.failure_limit:
-        _roll_back(
+        _fail(
             d,
+            spec,
             conditions.ROLLED_BACK,
-            f"analysis of {_short(d.candidate)} failed at stage {previous.stage}: {what}; "
-            f"every pod back on {_short(d.stable)}",
+            f"analysis of {_short(d.candidate)} failed at stage {previous.stage}: {what}",
         )
     else:
         d.emit(
@@ -475,7 +552,7 @@ def _progress(
     if verdict is not None and not spec.rollout.skip_analysis:
         _apply_verdict(d, spec, verdict, now)
         if not d.in_flight:
-            return None
+            return previous if d.is_frozen else None
     stages = _stages(spec)
     state = previous
     for _ in range(len(stages) + 1):
@@ -487,14 +564,14 @@ def _progress(
             who = f"pod {failed.pod}" if failed.pod else "a pod"
             if failed.pods > 1:
                 who += f" (and {failed.pods - 1} more)"
-            _roll_back(
+            _fail(
                 d,
+                spec,
                 conditions.HEALTH_CHECK_FAILED,
                 f"{who} flipped back from "
-                f"{_short(d.candidate)}: {failed.message or 'health check failed'}; "
-                f"every pod back on {_short(d.stable)}",
+                f"{_short(d.candidate)}: {failed.message or 'health check failed'}",
             )
-            return None
+            return state if d.is_frozen else None
         stage = stages[d.stage_index]
         state = publish(
             bundle_name=bundle_name,
@@ -556,7 +633,10 @@ def _decide_stage(
                 figures = "; ".join(
                     f"{m.name}: {m.message}" for m in analysis.metrics if m.verdict == "NoData"
                 )
-                d.wait = (conditions.INSUFFICIENT_DATA, f"{label}: waiting for data ({figures})")
+                d.wait = (
+                    conditions.INSUFFICIENT_DATA,
+                    f"{label}: waiting for data ({figures}); {_no_data_policy(spec, analysis)}",
+                )
             else:
                 d.wait = (
                     conditions.WAITING_FOR_ANALYSIS,
@@ -579,8 +659,26 @@ def _decide_stage(
             f"{label}: healthy; waiting for a promote action",
         )
         return
-    why = "pods healthy" if rollout.skip_analysis else "pods healthy, analysis passed"
+    why = "pods healthy"
+    if not rollout.skip_analysis:
+        figures = summarize(analysis.metrics, rollout.analysis)
+        why += ", analysis passed" + (f": {figures}" if figures else "")
     _advance(d, spec, now, why)
+
+
+def _no_data_policy(spec: LogicBundleSpec, analysis: AnalysisStatus) -> str:
+    """What happens if the data does not come, for the ``InsufficientData`` message."""
+    settings = spec.rollout.analysis
+    if settings.effective_on_no_data() == "hold":
+        return "onNoData: hold, the stage waits for data"
+    action = "freezes" if spec.rollout.on_failure == "freeze" else "rolls back"
+    since = analysis.no_data_since
+    when = f" (no data since {since:%H:%M:%S})" if since is not None else ""
+    return (
+        f"onNoData: fail, measurements without data count as failed after "
+        f"{settings.effective_no_data_deadline()} without data{when}; past failureLimit "
+        f"{settings.failure_limit} the rollout {action}"
+    )
 
 
 # --- the step -------------------------------------------------------------------
@@ -655,10 +753,17 @@ def step(
             now=now,
         )
 
-    stage = _stages(spec)[d.stage_index] if d.in_flight and d.stage_index is not None else None
+    stage = (
+        _stages(spec)[d.stage_index]
+        if (d.in_flight or d.is_frozen) and d.stage_index is not None
+        else None
+    )
     if revoked:
         # The stable digest itself no longer verifies: no pod is told anything.
         state = RolloutState(bundle=bundle_name, stable=None)
+    elif d.is_frozen and previous is not None:
+        # Frozen: the published state stays as it is, every pod keeps what it runs.
+        state = previous
     elif state is None or not d.in_flight:
         state = publish(
             bundle_name=bundle_name,
@@ -838,8 +943,8 @@ def _finish(
             "candidate_digest": d.candidate,
             "stage": stage_name,
             "stage_index": d.stage_index,
-            "stage_started_at": d.stage_started_at if d.in_flight else None,
-            "stage_active_at": d.stage_active_at if d.in_flight else None,
+            "stage_started_at": d.stage_started_at if d.in_flight or d.is_frozen else None,
+            "stage_active_at": d.stage_active_at if d.in_flight or d.is_frozen else None,
             "pods": counts,
             "history": tuple(d.history),
             "last_handled_action": d.last_handled_action,
@@ -877,6 +982,8 @@ def _stall(
             + (f"; pods stay on {_short(d.stable)}" if d.stable else "")
             + (f": {verification[2]}" if verification[2] else ""),
         )
+    if d.is_frozen and d.frozen is not None:
+        return conditions.FROZEN, d.frozen
     if d.held and d.hold is not None:
         back = min(len(agent_pods), observed.active.get(d.stable or "", 0))
         return d.hold[0], f"{d.hold[1]} ({back}/{len(agent_pods)} pods back)"
@@ -912,6 +1019,8 @@ def _state_conditions(
             phase = "Failed"
         elif reason == conditions.ABORTED:
             phase = "Aborted"
+        elif reason == conditions.FROZEN:
+            phase = "Frozen"
         return [
             (conditions.STALLED, True, reason, message),
             (conditions.RECONCILING, False, reason, "stalled: " + message),
@@ -1003,6 +1112,18 @@ def _suspended(
     return Decision(state=state, assignments=assignments, status=status, events=events)
 
 
+def frozen(status: LogicBundleStatus | None) -> bool:
+    """Whether ``status`` is a rollout frozen by a failure (``onFailure: freeze``)."""
+    if status is None or status.candidate_digest is None or status.stage_index is None:
+        return False
+    stalled = find_condition(status.conditions, conditions.STALLED)
+    return (
+        stalled is not None
+        and stalled.status == conditions.TRUE
+        and stalled.reason == conditions.FROZEN
+    )
+
+
 def analysis_due(*, spec: LogicBundleSpec, status: LogicBundleStatus | None, now: datetime) -> bool:
     """Whether the controller should measure the candidate before the next :func:`step`.
 
@@ -1013,7 +1134,7 @@ def analysis_due(*, spec: LogicBundleSpec, status: LogicBundleStatus | None, now
     """
     if status is None or spec.suspend or spec.rollout.skip_analysis:
         return False
-    if current_stage(spec=spec, status=status) is None:
+    if current_stage(spec=spec, status=status) is None or frozen(status):
         return False
     last = status.analysis.last_measured_at if status.analysis else None
     if last is None:
