@@ -785,16 +785,18 @@ class Analysis(SpecModel):
     min_samples: PositiveInt = Field(
         default=DEFAULT_MIN_SAMPLES,
         description=(
-            "Samples each metric needs before it gives a verdict; fewer is `noData`, never a "
-            f"pass. A metric's own `minSamples` wins. Default: `{DEFAULT_MIN_SAMPLES}`."
+            "Samples each metric needs before it gives a verdict; fewer is `NoData` (see "
+            "`onNoData`), never a pass. A metric's own `minSamples` wins. Default: "
+            f"`{DEFAULT_MIN_SAMPLES}`."
         ),
     )
     failure_limit: NonNegativeInt = Field(
         default=0,
         description=(
             "Consecutive failed measurements tolerated in a stage (a passed measurement resets "
-            "the count; too few samples neither counts nor resets); one more rolls every pod "
-            "back to the stable digest. Default: `0` (the first failure rolls back)."
+            "the count; a measurement without data neither counts nor resets, unless "
+            "`onNoData: fail` counts it); one more applies `rollout.onFailure` (by default, "
+            "every pod back on the stable digest). Default: `0` (the first failure rolls back)."
         ),
     )
     on_no_data: Literal["hold", "fail"] | None = Field(
