@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -336,4 +337,130 @@ def test_a_foreign_exception_while_verifying_fails_closed_on_the_digest(
     assert f"verifying {digest} failed unexpectedly (RuntimeError)" in str(outcome.error)
     assert "secret input" not in str(outcome.error)
     assert outcome.verified is None
+    assert blobs.get(digest) is None
+
+
+def _public_good_root() -> dict[str, Any]:
+    from importlib import resources
+
+    asset = resources.files("sigstore._store").joinpath(
+        "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev", "trusted_root.json"
+    )
+    root: dict[str, Any] = json.loads(asset.read_bytes())
+    return root
+
+
+@pytest.mark.parametrize(
+    ("emptied", "named"),
+    [
+        ("tlogs", "transparency logs"),
+        ("certificateAuthorities", "certificate authorities"),
+        ("ctlogs", "certificate transparency logs"),
+    ],
+)
+def test_a_trusted_root_that_cannot_verify_fails_the_digest_it_was_checking(
+    signed: tuple[str, str], key_pair: tuple[bytes, bytes], emptied: str, named: str
+) -> None:
+    """Issue 11, defect 3: it escaped the source step, and no condition named the digest."""
+    ref, digest = signed
+    root = _public_good_root()
+    root[emptied] = []
+    spec = _spec(
+        ref,
+        {
+            "keys": [{"pem": key_pair[1].decode()}],
+            "keyless": {
+                "identities": [{"issuer": "https://i.example", "subject": "me@example.com"}],
+                "trustedRootRef": {"kind": "ConfigMap", "name": "root"},
+            },
+        },
+        insecure=True,
+    )
+    reader = FakeReader(config_maps={"root": {"trusted_root.json": json.dumps(root)}})
+    verifiers: dict[bytes | None, TrustVerifier] = {}
+    outcome = resolve_and_verify(
+        spec, namespace="ns", reader=reader, clients=RegistryClients(), verifiers=verifiers
+    )
+    assert outcome.digest == digest
+    assert isinstance(outcome.error, VerificationError)
+    assert named in outcome.error.message
+    assert outcome.verified is None
+    assert verifiers == {}, "a root that does not load is not kept"
+
+
+def test_a_missing_trusted_root_config_map_is_still_a_configuration_error(
+    signed: tuple[str, str], key_pair: tuple[bytes, bytes]
+) -> None:
+    ref, _ = signed
+    spec = _spec(
+        ref,
+        {
+            "keys": [{"pem": key_pair[1].decode()}],
+            "keyless": {
+                "identities": [{"issuer": "https://i.example", "subject": "me@example.com"}],
+                "trustedRootRef": {"kind": "ConfigMap", "name": "absent"},
+            },
+        },
+        insecure=True,
+    )
+    with pytest.raises(ConfigError, match="absent"):
+        resolve_and_verify(
+            spec, namespace="ns", reader=FakeReader(), clients=RegistryClients(), verifiers={}
+        )
+
+
+def test_a_foreign_exception_before_the_digest_is_known_is_a_retryable_source_error(
+    signed: tuple[str, str], key_pair: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from logicbundle.controller._source import SourceCheckError
+
+    ref, _ = signed
+
+    def unwritable(*_: Any, **__: Any) -> None:
+        raise PermissionError(13, "Permission denied", "/ca/secret-name.pem")
+
+    monkeypatch.setattr(RegistryClients, "client", unwritable)
+    spec = _spec(ref, {"keys": [{"pem": key_pair[1].decode()}]}, insecure=True)
+    with pytest.raises(SourceCheckError) as raised:
+        resolve_and_verify(
+            spec, namespace="ns", reader=FakeReader(), clients=RegistryClients(), verifiers={}
+        )
+    assert raised.value.retryable
+    assert "PermissionError: Permission denied" in raised.value.message
+    assert "secret-name" not in str(raised.value)
+
+
+def test_a_hostile_layer_is_refused_before_the_cache_even_with_the_audit_off(
+    tmp_path: Path, key_pair: tuple[bytes, bytes]
+) -> None:
+    from logicbundle.bundle import PathTraversalError
+    from tests.artifact.hostile_artifacts import config_bytes, config_for, push_raw
+    from tests.bundle import hostile_corpus as corpus
+
+    ok = corpus.OK_CONTENT
+    layer = corpus.build_layer([corpus.entry("ok.txt", ok), corpus.entry("../escaped", b"x")])
+    blobs = BlobCache(tmp_path / "cache")
+    with MockRegistry() as registry, RegistryClient(insecure=True) as client:
+        target = Reference(registry.host, "shop/evil", "v1")
+        digest = push_raw(
+            client, target, config=config_bytes(config_for({"ok.txt": ok})), layer=layer
+        )
+        attach_signature(
+            client,
+            target.with_digest(digest),
+            sign_with_key(digest=digest, private_key_pem=key_pair[0]),
+        )
+        spec = _spec(
+            str(target), {"keys": [{"pem": key_pair[1].decode()}], "audit": "off"}, insecure=True
+        )
+        outcome = resolve_and_verify(
+            spec,
+            namespace="ns",
+            reader=FakeReader(),
+            clients=RegistryClients(),
+            verifiers={},
+            cache=BundleCache(blobs),
+        )
+    assert isinstance(outcome.error, PathTraversalError)
+    assert outcome.digest == digest
     assert blobs.get(digest) is None

@@ -13,7 +13,6 @@ The interface contract is the SDK's to check.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -28,6 +27,7 @@ from logicbundle.bundle import (
     check_canonical,
     collision_key,
 )
+from logicbundle.contract import DuplicateKeyError, loads_unique
 
 MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024
 MAX_CONFIG_BYTES: Final = 4 * 1024 * 1024
@@ -77,7 +77,9 @@ def _int(value: object, what: str, *, limit: int) -> int:
 
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        raw = json.loads(data)
+        raw = loads_unique(data)
+    except DuplicateKeyError as exc:
+        raise ArtifactInvalidError(f"{what} is refused: {exc}") from None
     except (ValueError, RecursionError) as exc:
         raise ArtifactInvalidError(f"{what} is not JSON: {exc}") from None
     if not isinstance(raw, dict):

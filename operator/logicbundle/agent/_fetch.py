@@ -42,7 +42,7 @@ from logicbundle.agent._errors import (
     NotCachedError,
 )
 from logicbundle.agent._store import BundleStore
-from logicbundle.bundle import DEFAULT_LIMITS, UnpackLimits, unpack_bundle
+from logicbundle.bundle import DEFAULT_LIMITS, BundleError, UnpackLimits, unpack_bundle
 
 logger = logging.getLogger("logicbundle.agent")
 
@@ -246,7 +246,9 @@ class Fetcher:
             raise first or FetchError(f"no distributor and no registry source for {digest}")
         try:
             return self._from_registry(store, digest, source=source, insecure=insecure)
-        except AgentError:
+        except (AgentError, BundleError):
+            # A hostile layer is refused with the unpacker's own error, whichever source
+            # served it: the same reason the operator gives for the same bytes.
             raise
         except Exception as exc:  # the registry client's own errors
             reason = getattr(exc, "reason", None)

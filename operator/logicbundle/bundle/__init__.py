@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     )
     from logicbundle.bundle._errors import (
         AbsolutePathError,
+        AmbiguousNameError,
         AuditRejectedError,
         BundleError,
         CompressionRatioExceededError,
@@ -126,6 +127,7 @@ _EXPORTS: Final[dict[str, str]] = {
     "audit_sources": "_audit",
     "enforce_audit": "_audit",
     "AbsolutePathError": "_errors",
+    "AmbiguousNameError": "_errors",
     "AuditRejectedError": "_errors",
     "BundleError": "_errors",
     "CompressionRatioExceededError": "_errors",
@@ -219,6 +221,7 @@ __all__ = [
     "RULE_OPAQUE_CODE",
     "RULE_SYNTAX_ERROR",
     "AbsolutePathError",
+    "AmbiguousNameError",
     "AuditPolicy",
     "AuditRejectedError",
     "AuditReport",

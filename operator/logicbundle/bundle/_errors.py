@@ -96,6 +96,19 @@ class InvalidPathError(UnpackError):
     reason = "InvalidPath"
 
 
+class AmbiguousNameError(UnpackError):
+    """A member's tar header names another file than its pax ``path`` or GNU long name.
+
+    Readers that honour the extended name and readers that do not would write
+    different files; a scanner could approve one while an unpacker writes the
+    other.  Only a stand-in is accepted in the header: the same name, its first
+    bytes cut to the header field, or its ASCII placeholder (``?`` for each
+    non-ASCII character), and never one that is absolute or has a ``..``.
+    """
+
+    reason = "AmbiguousName"
+
+
 class AbsolutePathError(UnpackError):
     """A member name is an absolute path."""
 

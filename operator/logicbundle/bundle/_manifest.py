@@ -9,7 +9,8 @@ built against a different contract than the one the application declares.
 
 Parsing validates: once a :class:`BundleManifest` exists, it is well-formed.
 Unknown fields are rejected rather than ignored, so that a newer format is never
-misread as an older one.
+misread as an older one, and so is a key given twice in one object (JSON
+parsers disagree on which one wins).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pydantic.alias_generators import to_camel
 
 from logicbundle.bundle import _paths
 from logicbundle.bundle._errors import InvalidManifestError
+from logicbundle.contract import DuplicateKeyError, loads_unique
 
 _IDENTIFIER: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 _DOTTED: Final = rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})*"
@@ -325,8 +327,20 @@ def _describe(exc: ValidationError) -> str:
 def parse_manifest(data: bytes | str | Mapping[str, Any]) -> BundleManifest:
     """Parse and validate a bundle manifest from JSON (bytes or text) or a mapping.
 
-    Raises :class:`InvalidManifestError` listing every problem found.
+    Raises :class:`InvalidManifestError` listing every problem found, or naming
+    a key given twice in one JSON object.
     """
+    if isinstance(data, bytes | str):
+        try:
+            loads_unique(data)
+        except DuplicateKeyError as exc:
+            raise InvalidManifestError(
+                f"the bundle manifest is invalid: {exc}",
+                hint="JSON parsers disagree on which of two equal keys wins; give each key "
+                "once, or re-create the manifest with `logicbundle pack`.",
+            ) from None
+        except (ValueError, RecursionError):
+            pass  # not JSON: the model's parser below says where
     try:
         if isinstance(data, bytes | str):
             return BundleManifest.model_validate_json(data)

@@ -1,12 +1,16 @@
 """Path rules shared by the manifest, the packer, the unpacker and the agent's manifest check.
 
 A bundle path is a relative POSIX path in canonical form: components separated
-by single slashes, none of them empty, ``.`` or ``..``; no backslash, no NUL or
-other control character.  The manifest only accepts canonical paths.  The
-unpacker accepts the harmless spellings other tar writers produce (``./a``,
-``a//b``, ``a/./b``, a trailing slash on directories), canonicalises them, and
-then compares them with :func:`collision_key`, which folds case and Unicode
-normalisation so that two spellings of one file on a case-insensitive or
+by single slashes, none of them empty, ``.`` or ``..``, none longer than
+:data:`NAME_MAX` bytes; no backslash, no control character (C0, DEL or C1), no
+bidirectional formatting character and no line or paragraph separator.  A name
+must read the same in a terminal, a log line and a review as it does to the
+file system: ``evil`` U+202E ``txt.py`` shows as ``evilyp.txt``.  The manifest
+only accepts canonical paths.  The unpacker accepts the harmless spellings
+other tar writers produce (``./a``, ``a//b``, ``a/./b``, a trailing slash on
+directories), canonicalises them, and then compares them with
+:func:`collision_key`, which folds case and Unicode normalisation so that two
+spellings of one file on a case-insensitive or
 normalising file system count as duplicates.
 """
 
@@ -17,7 +21,20 @@ from typing import Final
 
 from logicbundle.bundle._errors import BundleError
 
-_FORBIDDEN_CHARS: Final = frozenset("\\") | frozenset(chr(c) for c in range(32)) | {"\x7f"}
+_BIDI_CONTROLS: Final = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+"""The bidirectional formatting characters (Unicode's Bidi_Control property)."""
+_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
+"""Control characters (C0, DEL, C1), lone surrogates, line and paragraph separators."""
+
+
+def _forbidden(char: str) -> bool:
+    return (
+        char == "\\"
+        or char in _BIDI_CONTROLS
+        or unicodedata.category(char) in _FORBIDDEN_CATEGORIES
+    )
 
 
 class PathRuleError(BundleError, ValueError):
@@ -47,10 +64,13 @@ def canonicalise(name: str) -> str:
     """
     if not name:
         raise PathRuleError(INVALID, "the path is empty")
-    bad = sorted({repr(c) for c in name if c in _FORBIDDEN_CHARS})
+    bad = sorted({c for c in name if _forbidden(c)})
     if bad:
+        shown = ", ".join(f"U+{ord(c):04X}" for c in bad)
         raise PathRuleError(
-            INVALID, f"the path {name!r} contains forbidden characters: {', '.join(bad)}"
+            INVALID,
+            f"the path {name!r} contains forbidden characters ({shown}): a backslash, "
+            "a control character, a bidirectional formatting character or a line separator",
         )
     if name.startswith("/"):
         raise PathRuleError(ABSOLUTE, f"the path {name!r} is absolute")

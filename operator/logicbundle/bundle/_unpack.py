@@ -11,6 +11,13 @@ types, not the sizes, not the modes.  The rules:
   exceeds the :class:`UnpackLimits`, so a gzip bomb costs a few kilobytes of
   reading, not gigabytes of inflating.  pax and GNU long-name headers are
   capped before ``tarfile`` buffers them.
+* A pax ``path`` or GNU long name must agree with the member's own header
+  name: the header may only hold a stand-in for it (the same name, its first
+  bytes cut to the field, or its ASCII placeholder), never another file and
+  never an absolute or ``..`` path, so that readers that ignore extended
+  headers and readers that honour them see the same files.  A global pax
+  header may not set ``path`` or ``linkpath`` (readers disagree on whether it
+  applies to the members that follow).
 * Every name is canonicalised; absolute paths, ``..`` components, backslashes
   and control characters are refused.  Two names that are one file on some
   file system (``a/./b`` and ``a/b``, ``A`` and ``a``, NFC and NFD spellings)
@@ -48,6 +55,7 @@ from typing import IO, TYPE_CHECKING, Final, Protocol, Self
 from logicbundle.bundle import _paths
 from logicbundle.bundle._errors import (
     AbsolutePathError,
+    AmbiguousNameError,
     CompressionRatioExceededError,
     CorruptArchiveError,
     DestinationExistsError,
@@ -112,6 +120,9 @@ _MiB: Final = 1 << 20
 _READ_CHUNK: Final = 16 * 1024
 _WRITE_CHUNK: Final = _MiB
 _TAR_OVERHEAD_PER_MEMBER: Final = 4096
+_STAND_IN_CUT: Final = 99
+"""Bytes a header name must keep when it stands for a longer pax or GNU long name: what a
+writer leaves when it cuts the name to the 100-byte header field (less a trailing slash)."""
 _META_TYPES: Final = frozenset(
     {
         tarfile.XHDTYPE,
@@ -263,6 +274,9 @@ class _GuardedGunzip(io.RawIOBase):
 
 def _tarinfo_class(max_header_size: int) -> type[tarfile.TarInfo]:
     class _GuardedTarInfo(tarfile.TarInfo):
+        header_name: str = ""
+        """The name in the member's own header (a pax or GNU long name may replace it)."""
+
         @classmethod
         def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Self:
             fileobj = tarfile_.fileobj
@@ -280,11 +294,51 @@ def _tarinfo_class(max_header_size: int) -> type[tarfile.TarInfo]:
                     member=obj.name,
                 )
             obj.offset = fileobj.tell() - tarfile.BLOCKSIZE
+            # The name in the member's own header, before a pax or GNU long name replaces it.
+            obj.header_name = obj.name
             # _proc_member is tarfile's documented extension point for subclasses.
             member: Self = obj._proc_member(tarfile_)  # type: ignore[attr-defined]
+            if obj.type == tarfile.XGLTYPE:
+                named = sorted({"path", "linkpath"} & set(tarfile_.pax_headers))
+                if named:
+                    raise AmbiguousNameError(
+                        f"a global pax header sets {', '.join(named)}: tar readers disagree "
+                        "on which members it renames",
+                        member=member.name,
+                    )
             return member
 
     return _GuardedTarInfo
+
+
+def _placeholder(name: str) -> str:
+    """``name`` as an ASCII-only header holds it: ``?`` for each non-ASCII character."""
+    return "".join(c if c.isascii() else "?" for c in name)
+
+
+def _check_header_name(info: tarfile.TarInfo) -> None:
+    """Refuse a member whose header names another file than its pax or GNU long name."""
+    name = info.name.rstrip("/")
+    header = str(getattr(info, "header_name", info.name)).rstrip("/")
+    if header == name:
+        return
+    stands_in = any(
+        full.startswith(header)
+        and (header == full or len(header.encode("utf-8", "surrogatepass")) >= _STAND_IN_CUT)
+        for full in (name, _placeholder(name))
+    )
+    problem = None if stands_in else "names another file"
+    if problem is None:
+        try:
+            _paths.canonicalise(header)
+        except _paths.PathRuleError as exc:
+            problem = f"is itself refused ({exc})"
+    if problem is not None:
+        raise AmbiguousNameError(
+            f"member {info.name!r} is refused: its tar header name {header!r} {problem}; "
+            "tar readers that ignore the pax or GNU long name would write another file",
+            member=info.name,
+        )
 
 
 def _path_error(member: str, exc: _paths.PathRuleError) -> UnpackError:
@@ -363,6 +417,7 @@ class _Extraction:
             path = _paths.canonicalise(name)
         except _paths.PathRuleError as exc:
             raise _path_error(name, exc) from None
+        _check_header_name(info)
         _check_path_limits(path, self.limits, member=name)
         self._check_type(info)
         if not path:

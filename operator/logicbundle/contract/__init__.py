@@ -14,7 +14,8 @@ the distributor, the webhook and the controller.  It holds:
 * the environment variables the webhook sets for the agent and the SDK
   (``_env``);
 * the latency-bucket schema the SDK counts in, the agent reports, the
-  distributor caps and the controller reads (``_buckets``).
+  distributor caps and the controller reads (``_buckets``);
+* how the documents of a bundle are read as JSON: no key twice (``_json``).
 """
 
 from logicbundle.contract._buckets import (
@@ -26,6 +27,7 @@ from logicbundle.contract._buckets import (
     bucket_upper_seconds,
 )
 from logicbundle.contract._env import AGENT_CONFIG_ENV, ROOT_ENV, SOCKET_ENV
+from logicbundle.contract._json import DuplicateKeyError, loads_unique
 from logicbundle.contract._layout import (
     CURRENT_LINK,
     DEFAULT_ROOT,
@@ -98,6 +100,7 @@ __all__ = [
     "TOKEN_HEADER",
     "VERSIONS_DIR",
     "Carry",
+    "DuplicateKeyError",
     "Everyone",
     "Internal",
     "Percent",
@@ -115,6 +118,7 @@ __all__ = [
     "bucket_upper_ns",
     "bucket_upper_seconds",
     "cohort",
+    "loads_unique",
     "plan_percent",
     "pod_facts",
     "position",

@@ -40,7 +40,8 @@ from logicbundle.bundle import (
 )
 from logicbundle.distributor import BlobCache
 from logicbundle.errors import LogicBundleError
-from logicbundle.oci import DockerConfig, Reference, RegistryClient
+from logicbundle.oci import DockerConfig, Reference, RegistryClient, SizeLimitError
+from logicbundle.oci import InvalidManifestError as InvalidOciManifestError
 from logicbundle.trust import (
     CosignPublicKey,
     KeylessIdentity,
@@ -171,19 +172,24 @@ class SourceOutcome:
     audit_findings: tuple[str, ...] = ()
 
 
-def _verifier(
-    spec: LogicBundleSpec,
-    *,
-    namespace: str,
-    reader: ObjectReader,
-    verifiers: dict[bytes | None, TrustVerifier],
-) -> TrustVerifier:
-    root = trusted_root_bytes(spec.verify, namespace=namespace, reader=reader)
+def _verifier(root: bytes | None, *, verifiers: dict[bytes | None, TrustVerifier]) -> TrustVerifier:
+    """The verifier of trusted root ``root`` (None: public good), made once per root.
+
+    A root that does not load raises :class:`VerificationError` (or whatever sigstore
+    raises), which fails the digest being checked: ``Verified=False`` naming it.
+    """
     verifier = verifiers.get(root)
     if verifier is None:
         verifier = TrustVerifier(trusted_root=load_trusted_root(root) if root else None)
         verifiers[root] = verifier
     return verifier
+
+
+class SourceCheckError(LogicBundleError):
+    """Checking the source failed before a digest was known, in a way no check names."""
+
+    reason = "SourceCheckFailed"
+    retryable = True
 
 
 def resolve_and_verify(
@@ -198,25 +204,69 @@ def resolve_and_verify(
     """Resolve ``spec.source.ref``, verify the digest, fetch its manifest, cache and audit it.
 
     Registry and configuration errors are raised (retrying may help); a bad
-    signature, an artifact that is not a bundle or a rejected audit is
-    returned in :attr:`SourceOutcome.error` with the digest it concerns, so
-    the caller can say which digest it refused.  ``verifiers`` caches one
+    signature, a trusted root that cannot verify it, an artifact that is not a
+    bundle, a layer the unpacker refuses, a rejected audit or any unexpected
+    exception once the digest is known is returned in
+    :attr:`SourceOutcome.error` with the digest it concerns, so the caller can
+    say which digest it refused.  ``verifiers`` caches one
     verifier per trusted root across reconciles.
+
+    An unexpected exception before the digest is known (a CA file that cannot be
+    written, a library's own error while resolving) becomes a retryable
+    :class:`SourceCheckError` naming its type only: the LogicBundle shows
+    ``ResolveFailed`` and an event instead of a reconcile that fails on every retry.
     """
+    try:
+        return _resolve_and_verify(
+            spec,
+            namespace=namespace,
+            reader=reader,
+            clients=clients,
+            verifiers=verifiers,
+            cache=cache,
+        )
+    except LogicBundleError:
+        raise
+    except Exception as exc:
+        raise SourceCheckError(
+            f"checking the source failed unexpectedly ({_detail(exc)})",
+            hint="The operator's log has no more than this; retried shortly.",
+        ) from None
+
+
+def _resolve_and_verify(
+    spec: LogicBundleSpec,
+    *,
+    namespace: str,
+    reader: ObjectReader,
+    clients: RegistryClients,
+    verifiers: dict[bytes | None, TrustVerifier],
+    cache: BundleCache | None = None,
+) -> SourceOutcome:
+    """The body of :func:`resolve_and_verify`."""
     policy = trust_policy(spec.verify, namespace=namespace, reader=reader)
-    verifier = _verifier(spec, namespace=namespace, reader=reader, verifiers=verifiers)
+    # Reading the trusted root's ConfigMap or Secret is configuration (retried); what
+    # is in it decides whether this digest verifies, so it is loaded below, per digest.
+    root = trusted_root_bytes(spec.verify, namespace=namespace, reader=reader)
     reference = Reference.parse(spec.source.ref)
     with clients.client(spec.source, namespace=namespace, reader=reader) as client:
         digest = reference.digest or client.resolve(reference).digest
         pinned = reference.with_digest(digest)
         try:
+            verifier = _verifier(root, verifiers=verifiers)
             verified = verify_reference(
                 client=client, reference=pinned, policy=policy, verifier=verifier
             )
             # By the verified digest, never the tag again: a tag moved in between must
             # not swap in unverified bytes.
             bundle = fetch_bundle(client, pinned)
-        except (VerificationError, NotABundleError, BundleError) as exc:
+        except (
+            VerificationError,
+            NotABundleError,
+            BundleError,
+            InvalidOciManifestError,  # a key twice, not JSON: these bytes never get better
+            SizeLimitError,
+        ) as exc:
             return SourceOutcome(reference=reference, digest=digest, error=exc)
         except LogicBundleError:
             raise  # the registry or the configuration: retrying may help
@@ -251,26 +301,39 @@ class UnexpectedSourceError(LogicBundleError):
     reason = "VerificationFailed"
 
 
-def _unexpected(exc: Exception, doing: str, digest: str) -> UnexpectedSourceError:
+def _detail(exc: Exception) -> str:
     # The exception's type (and an OSError's strerror), never its text: a library's
     # message may quote what it was given.
     detail = type(exc).__name__
     if isinstance(exc, OSError) and exc.strerror:
         detail += f": {exc.strerror}"
+    return detail
+
+
+def _unexpected(exc: Exception, doing: str, digest: str) -> UnexpectedSourceError:
     return UnexpectedSourceError(
-        f"{doing} {digest} failed unexpectedly ({detail}); it is not served",
+        f"{doing} {digest} failed unexpectedly ({_detail(exc)}); it is not served",
         hint="The operator's log has no more than this; retried at the next source interval.",
     )
 
 
 class BundleCache:
-    """Puts verified bundles into the distributor's content-addressed cache, audited."""
+    """Puts verified bundles into the distributor's content-addressed cache, unpacked and audited.
+
+    A layer enters the cache only once the unpacker the agents run has accepted
+    it, whatever the audit setting: a hostile layer is refused here, as that
+    digest's ``Verified=False``, never first by every pod it was assigned to.
+    """
 
     def __init__(self, blobs: BlobCache) -> None:
         self.blobs = blobs
 
     def store(self, client: RegistryClient, bundle: RemoteBundle, *, audit: str) -> tuple[str, ...]:
-        """Cache ``bundle`` (once per digest); return the audit findings (or raise on reject)."""
+        """Cache ``bundle`` (once per digest); return the audit findings (or raise on reject).
+
+        Raises the unpacker's :class:`~logicbundle.bundle.UnpackError` for a layer it
+        refuses, and :class:`~logicbundle.bundle.AuditRejectedError` on a rejecting audit.
+        """
         findings: tuple[str, ...] = ()
         cached = self.blobs.get(bundle.digest) is not None
         if cached and audit == "off":
@@ -279,14 +342,14 @@ class BundleCache:
             work = Path(tmp)
             layer = work / "layer.tar.gz"
             client.pull_blob_to(bundle.reference, bundle.layer, layer)
+            unpacked = unpack_bundle(
+                layer,
+                manifest=bundle.manifest,
+                destination=work / "files",
+                expected_digest=bundle.layer.digest,
+                fsync=False,
+            )
             if audit != "off":
-                unpacked = unpack_bundle(
-                    layer,
-                    manifest=bundle.manifest,
-                    destination=work / "files",
-                    expected_digest=bundle.layer.digest,
-                    fsync=False,
-                )
                 report = audit_directory(unpacked.path)
                 findings = tuple(str(f) for f in report.findings)
                 enforce_audit(report, policy=AuditPolicy(audit))

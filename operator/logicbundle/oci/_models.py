@@ -10,12 +10,12 @@ and one algorithm means one code path to get right.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from logicbundle.contract import DuplicateKeyError, loads_unique
 from logicbundle.oci._errors import InvalidManifestError, InvalidReferenceError
 
 OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
@@ -110,8 +110,14 @@ class Index(_Model):
 
 def _load_json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = loads_unique(data)
+    except DuplicateKeyError as exc:
+        raise InvalidManifestError(
+            f"{what} is refused: {exc}",
+            hint="JSON parsers disagree on which of two equal keys wins: re-push the "
+            "artifact with each key once.",
+        ) from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidManifestError(
             f"{what} is not valid JSON ({type(exc).__name__})",
             hint="Re-push the artifact; the registry may be serving corrupt content.",
