@@ -22,6 +22,7 @@ from e2e.harness.cluster import Cluster
 from e2e.harness.fleet import Fleet, Traffic
 from e2e.harness.operator import (
     EXAMPLES,
+    BundleWatch,
     KeyPair,
     Operator,
     apply,
@@ -30,10 +31,11 @@ from e2e.harness.operator import (
     events,
     get_bundle,
     logicbundle,
+    published_state,
     push_bundle,
     wait_condition,
 )
-from e2e.harness.proc import wait_for
+from e2e.harness.proc import HarnessError, wait_for
 from e2e.harness.services import Prometheus, Registry
 from e2e.suites.test_kstatus import kstatus
 from logicbundle.api import names
@@ -530,6 +532,61 @@ def test_a_new_ref_during_a_rollout_supersedes_it_and_strands_no_pod(
             timeout=30,
         )
     assert ("Normal", "Superseded") in events(cluster, fleet.namespace, "pricing")
+
+
+def test_a_logicbundle_deleted_mid_rollout_puts_every_pod_back_on_stable_before_letting_go(
+    cluster: Cluster, registry: Registry, key: KeyPair, digests: dict[str, str], fleet: Fleet
+) -> None:
+    """Issue 11, defect 8: deletion mid-rollout, with real agents and apps.
+
+    The finalizer holds the LogicBundle until every agent has swapped back and
+    reported it: when the object is gone, every app already serves stable.  A
+    release that did nothing would leave the internal pods on the candidate.
+    """
+    manifest = install(cluster, fleet, registry, key, digests, spec_rollout=rollout(gate=True))
+    ns = fleet.namespace
+    with Traffic(fleet):
+        move_to(cluster, fleet, manifest, ref(registry, "v2"))
+        wait_condition(
+            cluster, ns, "pricing", "Reconciling", "True", reason="WaitingForPromotion", timeout=90
+        )
+        # Mid-rollout: the candidate is served (the internal pods at least), not by all.
+        fleet.wait_serving(digests["v2"], count=2)
+        assert fleet.served().get(digests["v1"], 0) == len(fleet.pods) - 2
+        watch = BundleWatch(cluster, ns, "pricing")
+        try:
+            cluster.kubectl("delete", "lb", "pricing", "-n", ns, "--wait=false")
+            wait_for(
+                lambda: _gone(cluster, ns),
+                what="the LogicBundle released and gone (its finalizer cleared)",
+                timeout=90,
+            )
+            # Checked at once: the finalizer was held until the agents had swapped back.
+            assert fleet.served() == {digests["v1"]: len(fleet.pods)}
+            deleting = [o for o in watch.drain() if o["metadata"].get("deletionTimestamp")]
+        finally:
+            watch.stop()
+    # While it was held, the status published "every pod on stable" (what the distributor
+    # replicas follow), newer than the state in flight.
+    released = [(o.get("status") or {}).get("targetState") or {} for o in deleting]
+    in_flight = [t for t in released if t.get("candidate")]
+    back = [t for t in released if t.get("stable") == digests["v1"] and not t.get("candidate")]
+    assert back, released
+    assert all(b["revision"] > t["revision"] for b in back for t in in_flight), released
+    # Nothing is left for the agents' slow path, and the pods stay on stable, unmanaged.
+    assert published_state(cluster, ns, "pricing") is None
+    for pod in fleet.pods:
+        assert pod.served_digest() == digests["v1"], pod.name
+
+
+def _gone(cluster: Cluster, namespace: str) -> bool:
+    try:
+        get_bundle(cluster, namespace, "pricing")
+    except HarnessError as exc:
+        if "404" in str(exc):
+            return True
+        raise
+    return False
 
 
 def test_a_tag_moved_in_the_registry_is_resolved_every_interval_and_rolled_out(
