@@ -55,6 +55,10 @@ class RegistryState:
     fail_next: list[int] = field(default_factory=list)
     not_found_message: str = "manifest unknown"
     """The message of a manifest's 404 (a registry that echoes what it was given)."""
+    token_extra: dict[str, str] = field(default_factory=dict)
+    """More fields of the token service's answer (``refresh_token``...)."""
+    basic_challenge: str = 'Basic realm="mock"'
+    """The ``WWW-Authenticate`` of a basic-auth 401 (a registry may echo anything in it)."""
     retry_after: str | None = None
     tamper_blobs: bool = False
     tamper_manifests: bool = False
@@ -191,7 +195,7 @@ def _make_handler(registry: MockRegistry) -> type[BaseHTTPRequestHandler]:
                 if header == "Basic " + base64.b64encode(raw).decode():
                     return True
                 self._body()
-                self._send(401, b"", {"WWW-Authenticate": 'Basic realm="mock"'})
+                self._send(401, b"", {"WWW-Authenticate": state.basic_challenge})
                 return False
             token = header.removeprefix("Bearer ")
             if header.startswith("Bearer ") and token in state.issued_tokens:
@@ -213,7 +217,7 @@ def _make_handler(registry: MockRegistry) -> type[BaseHTTPRequestHandler]:
                 return
             token = "tok-" + uuid.uuid4().hex
             state.issued_tokens.add(token)
-            self._send(200, json.dumps({"token": token}).encode())
+            self._send(200, json.dumps({"token": token, **state.token_extra}).encode())
 
         def _manifests(self, name: str, reference: str) -> None:
             if self.command == "PUT":

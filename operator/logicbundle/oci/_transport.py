@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import ssl
 import threading
 import urllib.parse
@@ -167,12 +168,25 @@ SECRET_FRAGMENT: Final = 6
 WITHHELD: Final = "(the registry's text is withheld: it held part of a credential)"
 
 
+_USERINFO: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@")
+
+
+def mask_userinfo(text: str) -> str:
+    """*text* with the ``user:password@`` of every URL in it replaced by ``***@``.
+
+    For passwords the transport was never given: a registry may quote a URL
+    with someone's credentials in it.
+    """
+    return _USERINFO.sub(r"\1***@", text)
+
+
 def registry_errors(body: bytes, scrub: Callable[[str], str] = lambda text: text) -> str:
     """A short summary of an OCI error body (``{"errors": [{code, message}]}``).
 
     ``scrub`` masks secrets in each whole field *before* it is cut short: cutting
     first could leave the start of a password (or of a Basic header) that no
-    longer matches the whole secret.
+    longer matches the whole secret.  URL userinfo is masked too, also before
+    the cut.
     """
     try:
         document = json.loads(body)
@@ -183,8 +197,8 @@ def registry_errors(body: bytes, scrub: Callable[[str], str] = lambda text: text
     parts = []
     for error in document["errors"][:3]:
         if isinstance(error, dict):
-            code = scrub(str(error.get("code", "")))[:40]
-            message = scrub(str(error.get("message", "")))[:160]
+            code = mask_userinfo(scrub(str(error.get("code", ""))))[:40]
+            message = mask_userinfo(scrub(str(error.get("message", ""))))[:160]
             parts.append(f"{code}: {message}" if message else code)
     return "; ".join(parts)
 
@@ -236,14 +250,18 @@ class Transport:
     # --- secrets and errors -------------------------------------------------
 
     def _remember_secret(self, credentials: Credentials | str) -> None:
+        if isinstance(credentials, str):
+            secrets = [credentials] if credentials else []
+        elif credentials.password:
+            secrets = [credentials.password, credentials.basic_header().split(" ", 1)[1]]
+        else:
+            secrets = []
         with self._lock:
-            if isinstance(credentials, str):
-                if credentials:
-                    self._secrets.add(credentials)
-                return
-            if credentials.password:
-                self._secrets.add(credentials.password)
-                self._secrets.add(credentials.basic_header().split(" ", 1)[1])
+            for secret in secrets:
+                self._secrets.add(secret)
+                # As a URL or a form would quote it ("p@ss" in userinfo is "p%40ss").
+                self._secrets.add(urllib.parse.quote(secret, safe=""))
+                self._secrets.add(urllib.parse.quote_plus(secret))
 
     def scrub(self, text: str) -> str:
         """*text* with every known password and token replaced by ``***``."""
@@ -254,9 +272,11 @@ class Transport:
         return text
 
     def holds_fragment(self, text: str) -> bool:
-        """Whether *text* holds :data:`SECRET_FRAGMENT` consecutive characters of a secret."""
+        """Whether *text* holds :data:`SECRET_FRAGMENT` consecutive characters of a secret,
+        in any case (a registry may lower-case what it echoes, an auth scheme say)."""
         with self._lock:
-            secrets = list(self._secrets)
+            secrets = [secret.casefold() for secret in self._secrets]
+        text = text.casefold()
         for secret in secrets:
             size = min(SECRET_FRAGMENT, len(secret))
             if any(secret[i : i + size] in text for i in range(len(secret) - size + 1)):
@@ -268,6 +288,12 @@ class Transport:
         any fragment of a secret survives (an echo of part of a token, for example)."""
         detail = registry_errors(body, self.scrub)
         return WITHHELD if detail and self.holds_fragment(detail) else detail
+
+    def registry_text(self, text: str, *, limit: int) -> str:
+        """Any other text a registry chose (a header, say), made fit for a message the
+        same way: masked whole, then cut to ``limit``, withheld if a fragment survives."""
+        cut = mask_userinfo(self.scrub(text))[:limit]
+        return WITHHELD if cut and self.holds_fragment(cut) else cut
 
     def fail(
         self, error: type[RegistryError], message: str, *, hint: str | None = None
@@ -531,7 +557,7 @@ class Transport:
             self.fail(
                 AuthenticationError,
                 f"{action}: {redact_url(url)} asks for unsupported auth scheme "
-                f"{challenge.scheme[:20]!r}",
+                f"{self.registry_text(challenge.scheme, limit=20)!r}",
                 hint="Only Basic and Bearer token auth are supported.",
             )
         token = self._fetch_token(challenge, credentials=credentials, url=url, action=action)
@@ -614,15 +640,24 @@ class Transport:
             document = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             document = None
-        token = None
-        if isinstance(document, dict):
-            token = document.get("token") or document.get("access_token")
+        token = self._tokens_in(document)
         if not isinstance(token, str) or not token:
             self.fail(
                 AuthenticationError,
                 f"{action}: the token service {redact_url(realm)} returned no token",
             )
         return token
+
+    def _tokens_in(self, document: object) -> object:
+        """The token of a token service's answer; every token in it is remembered as a
+        secret, the one used or not (a registry may echo the refresh token)."""
+        if not isinstance(document, dict):
+            return None
+        for key in ("token", "access_token", "refresh_token"):
+            value = document.get(key)
+            if isinstance(value, str):
+                self._remember_secret(value)
+        return document.get("token") or document.get("access_token")
 
 
 def _may_receive_credentials(realm: str, *, registry: str) -> bool:
