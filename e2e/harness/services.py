@@ -123,10 +123,13 @@ class Prometheus(_Service):
     process: Process
 
     @classmethod
-    def start(cls, run_dir: Path, *, config: dict[str, Any]) -> Prometheus:
-        """Start Prometheus with ``config`` (the parsed prometheus.yml) storing into ``run_dir``."""
+    def start(cls, run_dir: Path, *, config: dict[str, Any], port: int | None = None) -> Prometheus:
+        """Start Prometheus with ``config`` (the parsed prometheus.yml) storing into ``run_dir``.
+
+        ``port``: listen there (a restart at the same address); default a free port.
+        """
         run_dir.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = port or free_port()
         config_path = run_dir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
         process = Process(
@@ -153,6 +156,13 @@ class Prometheus(_Service):
             process.stop()
             raise
         return prometheus
+
+    def restart(self) -> Prometheus:
+        """The same Prometheus (address, configuration, data) started again after ``stop()``."""
+        run_dir = self.process.log_path.parent
+        config = yaml.safe_load((run_dir / "prometheus.yml").read_text())
+        port = int(self.url.rsplit(":", 1)[1])
+        return Prometheus.start(run_dir, config=config, port=port)
 
     def query(self, promql: str) -> Any:
         """The ``data`` of an instant query; raises when Prometheus reports an error."""
