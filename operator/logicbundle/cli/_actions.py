@@ -368,7 +368,8 @@ def check_request(obj: Obj, action: str) -> None:
     """Refuse, saying why, an action the operator would ignore given ``obj``'s status.
 
     The same rules as the state machine: promote and abort need a rollout in
-    flight, retry a candidate, and nothing is acted on while suspended.
+    flight (promote one that is not frozen), retry a candidate, and nothing is
+    acted on while suspended.
     """
     name = _meta(obj).get("name", "?")
     spec, status = _spec(obj), _status(obj)
@@ -385,6 +386,19 @@ def check_request(obj: Obj, action: str) -> None:
             f"(phase {status.get('phase') or 'unknown'})",
             hint="Pass --force to send it anyway (the operator will ignore it and say so "
             "in an event).",
+        )
+    stalled = _condition(obj, "Stalled")
+    if (
+        action == "promote"
+        and stalled is not None
+        and stalled.get("status") == "True"
+        and stalled.get("reason") == "Frozen"
+    ):
+        raise RefusedError(
+            f"{name} is frozen after a failure (onFailure: freeze); the operator never promotes "
+            "over a failure",
+            hint="retry measures the frozen stage again; abort rolls every pod back. Pass "
+            "--force to send it anyway (the operator will ignore it and say so in an event).",
         )
     if action == "retry" and not candidate:
         raise RefusedError(
