@@ -1,8 +1,10 @@
 """logicbundle.agent: the in-pod reload agent (``logicbundle agent``).
 
 It runs as a native sidecar in every opted-in pod, so it imports the standard
-library only at rest (about 20 MB of RSS): no kopf, no Kubernetes client, no
-pydantic, no urllib3, no asyncio.  It learns each bundle's target from the
+library only at rest (about 21 MiB of RSS without a distributor, 24 MiB with an
+``https://`` one): no kopf, no Kubernetes client, no pydantic, no urllib3, no
+asyncio, and no ``http.client`` or ``ssl`` unless a distributor or an HTTP hook
+needs them.  It learns each bundle's target from the
 distributor's long-poll (fast path) or, when the distributor cannot answer,
 by evaluating the target rule of :mod:`logicbundle.contract` over the
 bundle's published rollout state (a ConfigMap mounted in the agent) and the

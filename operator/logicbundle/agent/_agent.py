@@ -1,7 +1,8 @@
 """The agent: target sources, one worker per bundle, reports, and the probe/metrics server.
 
 Threads, not asyncio: every wait is a blocking socket or a condition
-variable, the standard library's ``http.client`` and ``http.server`` need no
+variable, ``http.client`` (for the distributor, imported only when one is
+configured) and the small server of :mod:`logicbundle.agent._http` need no
 event loop, and a few idle threads cost less memory than an event loop plus
 an async HTTP stack.  Threads:
 
@@ -30,9 +31,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from logicbundle import __version__, contract
 from logicbundle.agent import _notify
@@ -44,12 +44,16 @@ from logicbundle.agent._config import (
     parse_notify,
 )
 from logicbundle.agent._errors import AgentError, FetchError
-from logicbundle.agent._fetch import DistributorClient, Fetcher
+from logicbundle.agent._fetch import Fetcher
+from logicbundle.agent._http import ProbeServer
 from logicbundle.agent._metrics import AgentMetrics
 from logicbundle.agent._slow import SlowPath
 from logicbundle.agent._store import BundleStore
 from logicbundle.agent._targets import Target
 from logicbundle.agent._worker import BundleStatus, BundleWorker, now_iso
+
+if TYPE_CHECKING:
+    from logicbundle.agent._distributor import DistributorClient
 
 logger = logging.getLogger("logicbundle.agent")
 
@@ -93,13 +97,14 @@ class Agent:
         self._report_due = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self.client = (
-            DistributorClient(
+        self.client: DistributorClient | None = None
+        if config.distributor:
+            # http.client and ssl come with it: an agent without a distributor never loads them.
+            from logicbundle.agent._distributor import DistributorClient  # noqa: PLC0415
+
+            self.client = DistributorClient(
                 config.distributor, token_file=config.token_file, ca_file=config.distributor_ca
             )
-            if config.distributor
-            else None
-        )
         fetcher = Fetcher(distributor=self.client)
         self._fetcher = fetcher
         config.root.mkdir(parents=True, exist_ok=True)
@@ -135,7 +140,7 @@ class Agent:
         self._fast_decided = threading.Event()
         if self.client is None:
             self._fast_decided.set()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: ProbeServer | None = None
         self.last_report_status: int | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -502,39 +507,20 @@ def _target_from_json(raw: object) -> Target:
     )
 
 
-def _make_server(agent: Agent) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def _make_server(agent: Agent) -> ProbeServer:
+    def route(path: str) -> tuple[int, str, str]:
+        if path == "/healthz":
+            return 200, "text/plain; charset=utf-8", "ok\n"
+        if path == "/readyz":
+            ready, why = agent.ready()
+            return (200 if ready else 503), "text/plain; charset=utf-8", why + "\n"
+        if path == "/metrics":
+            return 200, "text/plain; version=0.0.4; charset=utf-8", agent.metrics.text()
+        if path == "/status":
+            return 200, "application/json", json.dumps(agent.report())
+        return 404, "text/plain; charset=utf-8", "not found\n"
 
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/healthz":
-                self._send(200, "text/plain; charset=utf-8", "ok\n")
-            elif path == "/readyz":
-                ready, why = agent.ready()
-                self._send(200 if ready else 503, "text/plain; charset=utf-8", why + "\n")
-            elif path == "/metrics":
-                self._send(200, "text/plain; version=0.0.4; charset=utf-8", agent.metrics.text())
-            elif path == "/status":
-                self._send(200, "application/json", json.dumps(agent.report()))
-            else:
-                self._send(404, "text/plain; charset=utf-8", "not found\n")
-
-        def _send(self, code: int, content_type: str, body: str) -> None:
-            data = body.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug(format, *args)
-
-    host, port = agent.config.listen_address
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    return ProbeServer(agent.config.listen_address, route)
 
 
 def pid_file(path: Path | None) -> None:

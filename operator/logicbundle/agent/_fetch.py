@@ -4,195 +4,41 @@ Both sources are treated the same way: the OCI manifest is fetched by the
 assigned digest and checked against it, the config blob against the digest
 the manifest names, and the layer is streamed straight into the safe unpacker
 with its digest and size pinned, so no byte is used before it is checked and
-a failure leaves nothing behind.  ``http.client`` and ``ssl`` only: the
-registry client (``logicbundle.oci``, urllib3 and pydantic) is imported the
-first time the distributor cannot serve a digest, never at start.
+a failure leaves nothing behind.  The distributor's client
+(:mod:`logicbundle.agent._distributor`, ``http.client`` and ``ssl``) exists
+only when a distributor is configured; the artifact parsers and the safe
+unpacker (``tarfile``, ``lzma``, ``unicodedata``...) are imported by the first
+fetch, not at start (an agent restarted beside versions already on disk never
+loads them); the registry client (``logicbundle.oci``, urllib3 and pydantic)
+the first time the distributor cannot serve a digest.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import io
-import json
 import logging
-import ssl
-import tempfile
 import time
-import urllib.parse
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING
 
 from logicbundle.agent import _seams
-from logicbundle.agent._artifact import (
-    MAX_CONFIG_BYTES,
-    MAX_MANIFEST_BYTES,
-    BundleSpec,
-    check_bytes,
-    parse_bundle_manifest,
-    parse_image_manifest,
-)
 from logicbundle.agent._errors import (
     AgentError,
     ArtifactInvalidError,
     DigestMismatchError,
     FetchError,
-    NotCachedError,
 )
 from logicbundle.agent._store import BundleStore
-from logicbundle.bundle import DEFAULT_LIMITS, BundleError, UnpackLimits, unpack_bundle
+from logicbundle.bundle import BundleError  # its _errors module only: the package is lazy
+
+if TYPE_CHECKING:
+    from logicbundle.agent._artifact import BundleSpec
+    from logicbundle.agent._distributor import DistributorClient
+    from logicbundle.bundle import UnpackLimits
 
 logger = logging.getLogger("logicbundle.agent")
-
-USER_AGENT: Final = "logicbundle-agent"
-_CHUNK: Final = 64 * 1024
-
-
-class DistributorClient:
-    """HTTP(S) client of the distributor; the pod-bound token is re-read for every request."""
-
-    def __init__(self, base_url: str, *, token_file: Path, ca_file: Path | None = None) -> None:
-        parts = urllib.parse.urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"the distributor URL {base_url!r} is not http(s)://host[:port]")
-        self.base_url = base_url
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port
-        self._prefix = parts.path.rstrip("/")
-        self._token_file = token_file
-        self._ssl: ssl.SSLContext | None = None
-        if self._https:
-            self._ssl = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-
-    def _token(self) -> str | None:
-        try:
-            return self._token_file.read_text().strip() or None
-        except OSError:
-            return None
-
-    def connection(self, timeout: float) -> http.client.HTTPConnection:
-        if self._https:
-            return http.client.HTTPSConnection(
-                self._host, self._port, timeout=timeout, context=self._ssl
-            )
-        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
-
-    def send(
-        self,
-        conn: http.client.HTTPConnection,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> http.client.HTTPResponse:
-        sent = {"User-Agent": USER_AGENT, **(headers or {})}
-        token = self._token()
-        if token:
-            sent["Authorization"] = f"Bearer {token}"
-        if body is not None:
-            sent["Content-Type"] = "application/json"
-        conn.request(method, self._prefix + path, body=body, headers=sent)
-        return conn.getresponse()
-
-    @contextlib.contextmanager
-    def get(self, path: str, *, timeout: float) -> Iterator[http.client.HTTPResponse]:
-        conn = self.connection(timeout)
-        try:
-            try:
-                response = self.send(conn, "GET", path)
-            except (OSError, http.client.HTTPException) as exc:
-                raise FetchError(f"the distributor is unreachable: GET {path}: {exc}") from None
-            yield response
-        finally:
-            conn.close()
-
-    def targets(
-        self, *, version: str | None, wait: float, timeout: float
-    ) -> tuple[int, dict[str, Any] | None]:
-        """``GET /v1/targets``: ``(status, body)``; body None for 304 and errors."""
-        query = {"wait": f"{wait:g}"} if version else {}
-        if version:
-            query["version"] = version
-        path = "/v1/targets" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        with self.get(path, timeout=timeout) as response:
-            try:
-                data = response.read(1024 * 1024 + 1)
-            except (OSError, http.client.HTTPException) as exc:
-                raise FetchError(f"the distributor broke a targets answer: {exc}") from None
-            if response.status != 200:
-                return response.status, None
-            try:
-                body = json.loads(data)
-            except ValueError:
-                raise FetchError("the distributor's targets answer is not JSON") from None
-            if not isinstance(body, dict):
-                raise FetchError("the distributor's targets answer is not an object")
-            return 200, body
-
-    def post_report(self, report: dict[str, Any], *, timeout: float) -> int:
-        conn = self.connection(timeout)
-        try:
-            response = self.send(conn, "POST", "/v1/reports", body=json.dumps(report).encode())
-            response.read(65536)
-            return response.status
-        except (OSError, http.client.HTTPException) as exc:
-            raise FetchError(f"the report could not be sent: {exc}") from None
-        finally:
-            conn.close()
-
-    def read_small(self, path: str, *, limit: int, timeout: float) -> bytes:
-        with self.get(path, timeout=timeout) as response:
-            _check_status(response, path)
-            try:
-                data = response.read(limit + 1)
-            except (OSError, http.client.HTTPException) as exc:
-                raise FetchError(f"GET {path} broke off: {exc}") from None
-            if len(data) > limit:
-                raise ArtifactInvalidError(f"GET {path} is larger than {limit} bytes")
-            return data
-
-
-def _check_status(response: http.client.HTTPResponse, path: str) -> None:
-    if response.status == 200:
-        return
-    detail = response.read(4096).decode(errors="replace")[:300]
-    if response.status == 404:
-        raise NotCachedError(f"the distributor does not hold {path}: {detail}")
-    raise FetchError(f"the distributor answered {response.status} to GET {path}: {detail}")
-
-
-class _SizedReader(io.RawIOBase):
-    """Reads at most ``size`` bytes of a response and fails if fewer arrive; counts them."""
-
-    def __init__(self, source: IO[bytes], size: int) -> None:
-        super().__init__()
-        self._source = source
-        self._left = size
-        self._half = size // 2
-        self.read_bytes = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        if self._left <= 0:
-            return 0
-        try:
-            data = self._source.read(min(len(buffer), self._left, _CHUNK))
-        except (OSError, http.client.HTTPException) as exc:
-            raise FetchError(f"the layer download broke off: {exc}") from None
-        if not data:
-            raise FetchError(f"the layer download ended {self._left} bytes early")
-        buffer[: len(data)] = data
-        self._left -= len(data)
-        if self.read_bytes < self._half <= self.read_bytes + len(data):
-            _seams.step("layer-half-read")
-        self.read_bytes += len(data)
-        return len(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,11 +61,11 @@ class Fetcher:
         self,
         *,
         distributor: DistributorClient | None,
-        limits: UnpackLimits = DEFAULT_LIMITS,
+        limits: UnpackLimits | None = None,
         timeout: float = 30.0,
     ) -> None:
         self.distributor = distributor
-        self.limits = limits
+        self._limits = limits
         self.timeout = timeout
         self.distributor_up = True
         """False while the agent's long-poll finds the distributor down: bytes then come
@@ -257,7 +103,23 @@ class Fetcher:
                 raise DigestMismatchError(str(exc)) from None
             raise error from None
 
+    @property
+    def limits(self) -> UnpackLimits:
+        """The unpack limits (the bundle package's defaults unless given)."""
+        if self._limits is None:
+            from logicbundle.bundle import DEFAULT_LIMITS  # noqa: PLC0415 - the first fetch
+
+            self._limits = DEFAULT_LIMITS
+        return self._limits
+
     def _from_distributor(self, store: BundleStore, digest: str) -> Installed:
+        from logicbundle.agent._artifact import (  # noqa: PLC0415 - the first fetch
+            MAX_CONFIG_BYTES,
+            MAX_MANIFEST_BYTES,
+            parse_bundle_manifest,
+            parse_image_manifest,
+        )
+
         client = self.distributor
         assert client is not None  # noqa: S101
         start = time.perf_counter()
@@ -276,11 +138,8 @@ class Fetcher:
         fetch_ms = _ms(start)
         start = time.perf_counter()
         path = f"/v1/blobs/{image.layer.digest}"
-        with client.get(path, timeout=self.timeout) as response:
-            _check_status(response, path)
-            reader = _SizedReader(response, image.layer.size)
-            buffered = io.BufferedReader(reader, _CHUNK)
-            self._unpack(store, digest, spec, buffered, image.layer.digest)
+        with client.layer(path, size=image.layer.size, timeout=self.timeout) as reader:
+            self._unpack(store, digest, spec, reader.buffered(), image.layer.digest)
         return Installed(
             digest=digest,
             via="distributor",
@@ -300,6 +159,8 @@ class Fetcher:
         layer: IO[bytes] | Path,
         layer_digest: str,
     ) -> None:
+        from logicbundle.bundle import unpack_bundle  # noqa: PLC0415 - the first fetch
+
         # The manifest file first: a version directory never exists without it.
         store.write_manifest(digest, spec.raw)
         _seams.step("manifest-written")
@@ -319,6 +180,15 @@ class Fetcher:
     def _from_registry(
         self, store: BundleStore, digest: str, *, source: str, insecure: bool
     ) -> Installed:
+        import tempfile  # noqa: PLC0415 - the registry fallback only
+
+        from logicbundle.agent._artifact import (  # noqa: PLC0415 - the first fetch
+            MAX_CONFIG_BYTES,
+            MAX_MANIFEST_BYTES,
+            check_bytes,
+            parse_bundle_manifest,
+            parse_image_manifest,
+        )
         from logicbundle.oci import Reference, RegistryClient  # noqa: PLC0415 - heavy, fallback
 
         start = time.perf_counter()

@@ -9,7 +9,6 @@ application restarted underneath it.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import signal
@@ -138,6 +137,8 @@ def get_status(url: str, *, timeout: float) -> int:
 
 
 def _request(method: str, url: str, body: bytes | None, timeout: float) -> int:
+    import http.client  # noqa: PLC0415 - the HTTP hook only: it brings ssl and email
+
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
     try:

@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from logicbundle.agent import _notify, _seams
@@ -49,7 +48,9 @@ ActiveKey = tuple[str, str | None, int]
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC now as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (``time``, not ``datetime``: 0.4 MB less RSS)."""
+    seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanoseconds // 1000:06d}Z"
 
 
 @dataclass(frozen=True, kw_only=True)
