@@ -328,7 +328,12 @@ def main() -> None:
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-calls", action="store_true", help="no call latency during swaps")
     parser.add_argument("--rounds", type=int, default=200, help="swaps per swap-latency case")
+    parser.add_argument(
+        "--gc-threshold", type=int, default=0, help="gc.set_threshold(N) first (generation 0)"
+    )
     args = parser.parse_args()
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
     print(f"Python {sys.version.split()[0]}, switch interval {sys.getswitchinterval() * 1e3} ms")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

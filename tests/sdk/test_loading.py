@@ -145,6 +145,35 @@ def test_a_missing_manifest_is_refused(host: LogicHost, write_bundle: WriteBundl
         host.activate(one.digest, one.path)
 
 
+def test_a_rollback_reads_no_manifest_again_but_a_gone_or_rewritten_one_is_noticed(
+    host: LogicHost, write_bundle: WriteBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from logicbundle.sdk import _manifest
+
+    reads: list[Path] = []
+    real = _manifest.read_manifest
+
+    def counting(path: Path) -> _manifest.ManifestInfo:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(_manifest, "read_manifest", counting)
+    one, two = write_bundle(simple("one")), write_bundle(simple("two"))
+    for version in (one, two, one, two):
+        host.activate(version.digest, version.path)
+    assert len(reads) == 2  # once per digest: the rollbacks do no file I/O, JSON or hashing
+    manifest = one.path.with_name(one.path.name + ".manifest.json")
+    rewritten = manifest.with_name("rewritten.json")
+    rewritten.write_text(manifest.read_text().replace('"1.0.0"', '"1.0.1"'))
+    rewritten.replace(manifest)
+    assert host.activate(one.digest, one.path).digest == one.digest
+    assert len(reads) == 3
+    host.activate(two.digest, two.path)
+    manifest.unlink()
+    with pytest.raises(ManifestError, match="cannot read the bundle manifest"):
+        host.activate(one.digest, one.path)
+
+
 def test_load_current_follows_the_current_symlink(
     host: LogicHost, root: Path, write_bundle: WriteBundle
 ) -> None:

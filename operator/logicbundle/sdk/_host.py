@@ -43,7 +43,7 @@ from logicbundle.sdk._errors import (
     StateImportError,
 )
 from logicbundle.sdk._interface import interface_hash, normalize_interface
-from logicbundle.sdk._manifest import ManifestInfo, manifest_path_for, read_manifest
+from logicbundle.sdk._manifest import ManifestInfo, manifest_path_for, read_manifest_once
 from logicbundle.sdk._stats import StatsSnapshot, VersionStats
 
 logger = logging.getLogger("logicbundle.sdk")
@@ -485,7 +485,7 @@ class LogicHost:
     ) -> _Version:
         start = perf_counter_ns()
         directory = path.resolve()
-        info = read_manifest(manifest_path or manifest_path_for(directory))
+        info = read_manifest_once(manifest_path or manifest_path_for(directory))
         if info.interface_hash != self.interface_hash:
             raise InterfaceMismatchError(
                 f"bundle {self.name!r} digest {digest} implements interface "

@@ -8,12 +8,20 @@ activation request may also name the manifest file explicitly.
 Only the fields the SDK needs are read; the full schema is checked by the
 agent with :mod:`logicbundle.bundle`, which needs pydantic and so cannot be
 imported here.
+
+A manifest read and checked once is remembered while its file stays the same
+(device, inode, size and modification time, one ``stat``): activating a digest
+again (a rollback) then does no file I/O, JSON or hashing while request threads
+wait for the GIL (``docs/benchmarks.md``, "Swaps without a stall").  A file
+that is gone or rewritten is read again, with the same errors as the first time.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -27,6 +35,8 @@ _ENTRYPOINT: Final = re.compile(
     r":([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)$"
 )
 _MAX_MANIFEST_BYTES: Final = 4 << 20
+CACHE_SIZE: Final = 16
+"""Manifests remembered (most recently used), as many as the bytecode cache keeps trees."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,31 @@ class ManifestInfo:
 def manifest_path_for(version_dir: Path) -> Path:
     """``.versions/<digest>.manifest.json`` for ``.versions/<digest>``."""
     return version_dir.with_name(version_dir.name + MANIFEST_SUFFIX)
+
+
+_FileKey = tuple[str, int, int, int, int]
+_remembered: OrderedDict[_FileKey, ManifestInfo] = OrderedDict()
+_remembered_lock = threading.Lock()
+
+
+def read_manifest_once(path: Path) -> ManifestInfo:
+    """:func:`read_manifest`, remembered while the file at ``path`` stays the same."""
+    try:
+        st = path.stat()
+    except OSError:
+        return read_manifest(path)  # raises the error a first read would
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    with _remembered_lock:
+        info = _remembered.get(key)
+        if info is not None:
+            _remembered.move_to_end(key)
+            return info
+    info = read_manifest(path)
+    with _remembered_lock:
+        _remembered[key] = info
+        while len(_remembered) > CACHE_SIZE:
+            _remembered.popitem(last=False)
+    return info
 
 
 def read_manifest(path: Path) -> ManifestInfo:
