@@ -16,7 +16,11 @@
   (the published rollout state's file, as the kubelet swaps it in, polled
   every second by default; the kubelet's own delay is not part of it);
 - the agent's RSS and CPU at rest, as a separate process (``python -m
-  logicbundle.agent``) with one active bundle, over ``--rest`` seconds.
+  logicbundle.agent``) with one active bundle, over ``--rest`` seconds;
+  with ``--rest-variants`` also with an ``https://`` distributor configured
+  (nothing listening: the TLS context is loaded, the slow path followed), and
+  that started as ``logicbundle agent``, as the injected container runs it
+  (``--rest-only`` skips everything else).
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from e2e.harness.pki import CertificateAuthority
 from e2e.harness.proc import free_port, rss_bytes
 from examples.sample_app.bundles import EXAMPLES_DIR, INTERFACE, install
 from logicbundle import contract
@@ -286,14 +291,29 @@ def bench_fast_path(*, rounds: int) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def bench_rest(work: Path, *, rest: float) -> None:
+REST_VARIANTS: Final = {
+    "": (False, False),
+    ", https distributor": (True, False),
+    ", `logicbundle agent`, https": (True, True),
+}
+"""Label -> (an unreachable https:// distributor configured, started through the CLI)."""
+CLI_ENTRY: Final = "import sys; from logicbundle.cli import main; sys.exit(main())"
+
+
+def bench_rest(work: Path, *, rest: float, variants: bool = False) -> None:
+    bundle = _bundle_dir(work, 10_000, "rest")
+    for label, (https, cli) in REST_VARIANTS.items() if variants else [("", (False, False))]:
+        _rest_once(bundle, rest=rest, label=label, https=https, cli=cli)
+
+
+def _rest_once(bundle: Path, *, rest: float, label: str, https: bool, cli: bool) -> None:
     root = Path(tempfile.mkdtemp(prefix="lbb-", dir="/tmp"))
     try:
-        installed = install(_bundle_dir(work, 10_000, "rest"), root=root, make_current=True)
+        installed = install(bundle, root=root, make_current=True)
         _write_pod(root)
         _publish(root, installed.digest)
         port = free_port()
-        config = {
+        config: dict[str, Any] = {
             "root": str(root),
             "annotationsFile": str(root / "annotations"),
             "labelsFile": str(root / "labels"),
@@ -302,11 +322,21 @@ def bench_rest(work: Path, *, rest: float) -> None:
             "listen": f"127.0.0.1:{port}",
             "bundles": {"pricing": {"source": "registry.invalid/shop/pricing"}},
         }
+        if https:
+            # As in the chart: the distributor over TLS with its CA; nothing listens there,
+            # so the agent follows the slow path with its TLS context loaded.
+            (root / "ca.pem").write_bytes(CertificateAuthority().cert_pem)
+            (root / "token").write_text("bench")
+            config["distributor"] = f"https://127.0.0.1:{free_port()}"
+            config["distributorCA"] = str(root / "ca.pem")
+            config["tokenFile"] = str(root / "token")
         (root / "agent.json").write_text(json.dumps(config))
         repo = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": f"{repo / 'operator'}:{repo}"}
+        # The injected container runs `logicbundle agent` (the CLI module and its parser).
+        entry = ["-c", CLI_ENTRY, "agent"] if cli else ["-m", "logicbundle.agent"]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "logicbundle.agent", "--config", root / "agent.json"],
+            [sys.executable, *entry, "--config", root / "agent.json"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -326,9 +356,9 @@ def bench_rest(work: Path, *, rest: float) -> None:
             time.sleep(rest)
             used, elapsed = cpu() - before, time.monotonic() - t0
             rss = rss_bytes(proc.pid) / 2**20
-            print(f"  {'agent RSS at rest':<58} {rss:8.1f} MiB")
+            print(f"  {'agent RSS at rest' + label:<58} {rss:8.1f} MiB")
             print(
-                f"  {f'agent CPU at rest over {elapsed:.0f} s':<58} "
+                f"  {f'agent CPU at rest over {elapsed:.0f} s' + label:<58} "
                 f"{used * 1000:8.1f} ms ({100 * used / elapsed:.3f} % of a core)"
             )
         finally:
@@ -344,16 +374,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rest", type=float, default=30.0)
     parser.add_argument("--slow-interval", type=float, default=1.0)
     parser.add_argument("--no-cluster", action="store_true", help="skip the fast-path benchmark")
+    parser.add_argument(
+        "--rest-variants",
+        action="store_true",
+        help="also measure at rest with an https distributor, and started as `logicbundle agent`",
+    )
+    parser.add_argument("--rest-only", action="store_true", help="only the at-rest figures")
     args = parser.parse_args(argv)
     logging.getLogger("logicbundle").setLevel(logging.ERROR)  # expected fetch failures
     work = Path(tempfile.mkdtemp(prefix="lbb-work-"))
     try:
         print("agent benchmarks")
-        bench_swaps(work, rounds=args.rounds)
-        bench_slow_path(rounds=max(args.rounds // 10, 10), interval=args.slow_interval)
-        if not args.no_cluster:
+        if not args.rest_only:
+            bench_swaps(work, rounds=args.rounds)
+            bench_slow_path(rounds=max(args.rounds // 10, 10), interval=args.slow_interval)
+        if not args.no_cluster and not args.rest_only:
             bench_fast_path(rounds=max(args.rounds // 2, 20))
-        bench_rest(work, rest=args.rest)
+        bench_rest(work, rest=args.rest, variants=args.rest_variants)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
