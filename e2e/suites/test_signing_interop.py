@@ -30,6 +30,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -414,6 +415,77 @@ def test_a_keyless_signature_round_trips_through_the_real_registry_and_cosign_ac
         str(_pinned(artifact)),
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("field", "role", "cosign_says"),
+    [
+        (
+            "certificateAuthorities",
+            "the certificate authority that issued the signing certificate",
+            "failed to verify leaf certificate",
+        ),
+        (
+            "tlogs",
+            "the transparency log key that recorded the signature",
+            "failed to verify log inclusion",
+        ),
+        (
+            "ctlogs",
+            "the CT log key that signed the certificate's SCT",
+            "failed to verify signed certificate timestamp",
+        ),
+    ],
+)
+def test_a_key_retired_before_the_signature_is_refused_by_us_and_by_cosign(
+    cosign: Cosign,
+    client: RegistryClient,
+    sigstore: PrivateSigstore,
+    artifact: Reference,
+    field: str,
+    role: str,
+    cosign_says: str,
+) -> None:
+    """Issue 11, defect 5: sigstore-python alone accepted a key whose validFor had ended."""
+    signature = sign_keyless(
+        digest=_digest(artifact),
+        identity_token=sigstore.identity_token(),
+        signing_context=sigstore.signing_context(),
+    )
+    attach_signature(client, artifact, signature)
+    document = json.loads(sigstore.trusted_root_json())
+    entry = document[field][0]
+    holder = entry if field == "certificateAuthorities" else entry["publicKey"]
+    retired = (sigstore.now - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    holder["validFor"]["end"] = retired
+    root = cosign.workdir / "retired_trusted_root.json"
+    root.write_text(json.dumps(document))
+
+    with pytest.raises(VerificationError) as caught:
+        verify_reference(
+            client=client,
+            reference=artifact.with_tag("v1"),
+            policy=TrustPolicy(
+                identities=(KeylessIdentity(issuer=DEFAULT_ISSUER, subject=DEFAULT_SUBJECT),)
+            ),
+            verifier=TrustVerifier(trusted_root=load_trusted_root(root.read_bytes())),
+        )
+    assert f"{role} was retired at {retired}" in caught.value.message
+    assert caught.value.reason == "VerificationFailed"
+
+    proc = cosign.run(
+        "verify",
+        "--trusted-root",
+        root,
+        "--certificate-identity",
+        DEFAULT_SUBJECT,
+        "--certificate-oidc-issuer",
+        DEFAULT_ISSUER,
+        "--allow-http-registry",
+        str(_pinned(artifact)),
+    )
+    assert proc.returncode != 0
+    assert cosign_says in proc.stderr
 
 
 # --- (e) rejections ----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from logicbundle.trust._keys import verify_key_bundle, verify_legacy
 from logicbundle.trust._policy import IdentityPolicy, TrustPolicy
 from logicbundle.trust._roots import public_good_trusted_root
 from logicbundle.trust._statement import Method, parse_digest
+from logicbundle.trust._windows import WindowedRoot
 
 _MAX_BUNDLE_BYTES = 1 << 20  # a real bundle is a few kB; refuse to parse megabytes
 
@@ -85,7 +86,7 @@ class TrustVerifier:
 
     def __init__(self, *, trusted_root: TrustedRoot | None = None, cache_size: int = 4096) -> None:
         self._trusted_root = trusted_root
-        self._sigstore: Verifier | None = None
+        self._windowed: WindowedRoot | None = None
         self._cache: OrderedDict[tuple[str, TrustPolicy], Verified] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -187,21 +188,26 @@ class TrustVerifier:
                 f"the Sigstore bundle is malformed: {exc}",
                 hint="Sign the artifact again; the attached bundle cannot be parsed.",
             ) from None
-        subject, issuer, method = verify_keyless(
-            bundle,
-            digest=digest,
-            digest_bytes=digest_bytes,
-            policy=IdentityPolicy(policy.identities),
-            verifier=self._sigstore_verifier(),
-        )
+        identities = IdentityPolicy(policy.identities)
+
+        def check(verifier: Verifier) -> tuple[str, str, Method]:
+            return verify_keyless(
+                bundle,
+                digest=digest,
+                digest_bytes=digest_bytes,
+                policy=identities,
+                verifier=verifier,
+            )
+
+        # Only with the keys the trusted root held valid when the bundle was signed.
+        subject, issuer, method = self._windowed_root().verify(bundle, check)
         return Verified(digest=digest, identity=subject, issuer=issuer, method=method)
 
-    def _sigstore_verifier(self) -> Verifier:
+    def _windowed_root(self) -> WindowedRoot:
         # Built lazily: key-only deployments never parse the public-good root.
-        if self._sigstore is None:
-            root = self._trusted_root or public_good_trusted_root()
-            self._sigstore = Verifier(trusted_root=root)
-        return self._sigstore
+        if self._windowed is None:
+            self._windowed = WindowedRoot(self._trusted_root or public_good_trusted_root())
+        return self._windowed
 
 
 def _bundle_document(content: bytes) -> dict[str, Any]:
