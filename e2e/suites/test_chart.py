@@ -56,6 +56,7 @@ from e2e.harness.operator import (
 from e2e.harness.proc import HarnessError, Process, free_port, wait_for
 from e2e.harness.services import Registry
 from logicbundle.api import names
+from logicbundle.api.namespaces import ServedNamespaces
 from logicbundle.webhook import ServiceEndpoint, webhook_configuration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -287,7 +288,7 @@ def test_every_rendered_manifest_passes_a_server_side_dry_run(
         assert set(secrets) == {f"{FULLNAME}-cosign-keys"}
         assert secrets[f"{FULLNAME}-cosign-keys"]["stringData"]["cosign.pub"] == KEY_PEM
         workloads = next(
-            r for r in kinds["ClusterRole"] if r["metadata"]["name"].endswith("-workloads")
+            r for r in kinds["ClusterRole"] if r["metadata"]["name"].endswith("-secrets")
         )
         (secret_rule,) = [r for r in workloads["rules"] if r["resources"] == ["secrets"]]
         assert sorted(secret_rule["resourceNames"]) == sorted(
@@ -422,7 +423,8 @@ EXPECTED_RULES: dict[tuple[str, str, str, str], set[str]] = {
     ("workloads", "", "pods", "*"): {"list", "watch"},
     ("workloads", "", "pods/status", "*"): {"patch"},
     ("workloads", "", "events", "*"): {"create"},
-    ("workloads", "", "secrets", "*"): {"get"},
+    # Bound per namespace (rbac.secretNamespaces, watchNamespaces or trust.namespaces).
+    ("secrets", "", "secrets", "*"): {"get"},
     ("workloads", "", "configmaps", "*"): {"get", "create", "patch", "delete"},
     ("webhook-certificate", "", "secrets", "*"): {"create"},
     ("webhook-certificate", "", "secrets", "logicbundle-webhook-tls"): {"get", "update"},
@@ -470,6 +472,94 @@ def test_the_chart_grants_exactly_the_documented_verbs(tmp_path: Path) -> None:
     for obj in objects:
         if obj["kind"] in ("ClusterRole", "Role"):
             assert "aggregationRule" not in obj
+
+
+def _served_by(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The served set as the operator, the replicas and the webhook each get it."""
+    from logicbundle.cli import build_parser
+
+    by_kind = _kinds(objects)
+    containers = {
+        c["name"]: c
+        for d in by_kind["Deployment"]
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    # Parsed by the command line itself, and turned into the set as it does.
+    operator = build_parser().parse_args(containers["operator"]["args"])
+    replicas = build_parser().parse_args(containers["distributor"]["args"])
+    (hook,) = by_kind["MutatingWebhookConfiguration"][0]["webhooks"]
+    return {
+        "operator": ServedNamespaces.of(
+            named=operator.namespace,
+            operator_namespace=operator.operator_namespace,
+            exclude=operator.exclude_namespace,
+        ),
+        "replicas": ServedNamespaces.of(
+            named=replicas.namespace, exclude=replicas.exclude_namespace
+        ),
+        "webhook": hook["namespaceSelector"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "served", "not_served"),
+    [
+        ({}, ["default", "shop"], ["kube-system", "kube-public", "kube-node-lease", "lb-ops"]),
+        ({"excludeNamespaces": ["batch"]}, ["shop"], ["batch", "kube-system", "lb-ops"]),
+        ({"webhook": {"excludeNamespaces": ["legacy"]}}, ["shop"], ["legacy", "lb-ops"]),
+        (
+            {"watchNamespaces": ["kube-system", "team-a"]},
+            ["kube-system", "team-a"],
+            ["shop", "lb-ops"],
+        ),
+    ],
+    ids=["default", "excludeNamespaces", "webhook.excludeNamespaces", "watchNamespaces"],
+)
+def test_the_operator_the_replicas_and_the_webhook_serve_the_same_namespaces(
+    tmp_path: Path, values: dict[str, Any], served: list[str], not_served: list[str]
+) -> None:
+    """Issue 11, defect 6: kube-system and the release namespace are left out unless named."""
+    seen = _served_by(render(tmp_path, "lb-ops", values))
+    operator = seen["operator"]
+    assert seen["replicas"] == operator
+    assert seen["webhook"] == operator.webhook_selector()
+    assert [n for n in served if not operator.serves(n)] == []
+    assert [n for n in not_served if operator.serves(n)] == []
+
+
+@pytest.mark.parametrize(
+    ("values", "bound"),
+    [
+        ({}, []),
+        ({"trust": {"namespaces": ["shop"]}}, ["shop"]),
+        ({"watchNamespaces": ["team-a", "team-b"], "trust": {"namespaces": ["team-a"]}},
+         ["team-a", "team-b"]),
+        ({"rbac": {"secretNamespaces": ["shop", "billing"]}}, ["billing", "shop"]),
+        ({"rbac": {"secretNamespaces": ["*"]}}, ["*"]),
+    ],
+    ids=["default", "trust.namespaces", "watchNamespaces", "rbac.secretNamespaces", "everywhere"],
+)  # fmt: skip
+def test_secrets_are_readable_only_in_the_namespaces_asked_for(
+    tmp_path: Path, values: dict[str, Any], bound: list[str]
+) -> None:
+    """Issue 11, defect 6: no cluster-wide Secret read (kube-system's included) unless asked."""
+    objects = render(tmp_path, "lb-ops", values)
+    secrets = f"{FULLNAME}-secrets"
+    bindings = [
+        o
+        for o in objects
+        if o["kind"] in ("RoleBinding", "ClusterRoleBinding") and o["roleRef"]["name"] == secrets
+    ]
+    where = sorted(o["metadata"].get("namespace", "*") for o in bindings)
+    assert where == bound
+    assert all(o["kind"] == "ClusterRoleBinding" for o in bindings) == (bound == ["*"] or not bound)
+    # And nothing else grants Secret reads but the webhook certificate's own, by name.
+    others = {
+        k: v
+        for k, v in granted_rules(objects).items()
+        if k[2] == "secrets" and k[0] not in ("secrets", "webhook-certificate")
+    }
+    assert others == {}
 
 
 # --- helm install, and the operator under the chart's ServiceAccount -----------------------
@@ -553,6 +643,9 @@ def test_helm_install_creates_every_object(cluster: Cluster, release: Release) -
         f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{FULLNAME}-workloads",
         f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{FULLNAME}-cluster",
         f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{FULLNAME}-workloads",
+        f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{FULLNAME}-secrets",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{release.workload_namespace}"
+        f"/rolebindings/{FULLNAME}-secrets",
         f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{FULLNAME}-webhook-certificate",
         f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/{FULLNAME}-webhook-certificate",
         f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{FULLNAME}-leader-label",
@@ -561,6 +654,10 @@ def test_helm_install_creates_every_object(cluster: Cluster, release: Release) -
         f"/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/{FULLNAME}-pod-writes",
         "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/"
         f"{FULLNAME}-pod-writes",
+        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/"
+        f"{FULLNAME}-namespaces-not-served",
+        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/"
+        f"{FULLNAME}-namespaces-not-served",
         "/apis/kopf.dev/v1/clusterkopfpeerings/logicbundle",
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusterkopfpeerings.kopf.dev",
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/logicbundles.logicbundle.io",
@@ -669,20 +766,25 @@ def test_the_kubeconfig_really_carries_the_service_accounts_identity(
         timeout=60,
     ).stdout
     assert whoami == f"system:serviceaccount:{release.namespace}:{FULLNAME}"
-    for verb, resource, allowed in (
-        ("patch", "pods", "no"),
-        ("delete", "pods", "no"),
-        ("list", "secrets", "no"),
-        ("create", "deployments", "no"),
+    for verb, resource, namespace, allowed in (
+        ("patch", "pods", release.workload_namespace, "no"),
+        ("delete", "pods", release.workload_namespace, "no"),
+        ("list", "secrets", release.workload_namespace, "no"),
+        ("create", "deployments", release.workload_namespace, "no"),
+        # Secrets: read by name where LogicBundles may name them (trust.namespaces here),
+        # nowhere else: not in kube-system, not in the operator's own namespace.
+        ("get", "secrets", release.workload_namespace, "yes"),
+        ("get", "secrets", "kube-system", "no"),
+        ("get", "secrets/registry-creds", "default", "no"),
     ):
         proc = subprocess.run(
-            [*kubectl, "auth", "can-i", verb, resource, "-n", release.workload_namespace],
+            [*kubectl, "auth", "can-i", verb, resource, "-n", namespace],
             capture_output=True,
             text=True,
             check=False,
             timeout=60,
         )
-        assert proc.stdout.strip() == allowed, (verb, resource)
+        assert proc.stdout.strip() == allowed, (verb, resource, namespace)
 
 
 def test_the_pod_write_policy_lets_the_operators_account_change_only_its_own_fields(
@@ -697,7 +799,7 @@ def test_the_pod_write_policy_lets_the_operators_account_change_only_its_own_fie
     ConfigMap writes to the lb-state-<bundle> objects.
     """
     own, ns = release.namespace, release.workload_namespace
-    for namespace in (own, ns):
+    for namespace in (own, ns, "kube-system"):
         cluster.request(
             "POST",
             f"/api/v1/namespaces/{namespace}/pods",
@@ -807,12 +909,36 @@ def test_the_pod_write_policy_lets_the_operators_account_change_only_its_own_fie
         assert call("POST", configmaps, {**state, "metadata": {"name": "lb-state-x"}})[0] == 201
         assert call("PATCH", f"{configmaps}/lb-state-x", {"data": {"state.json": "[]"}})[0] == 200
         assert call("DELETE", f"{configmaps}/lb-state-x")[0] == 200
+
+        # kube-system is not served: RBAC's cluster-wide grants reach it, the policy
+        # refuses every write there (the readiness condition, a state ConfigMap).
+        def in_kube_system() -> tuple[int, str]:
+            return patch(
+                {"status": {"conditions": [condition]}}, namespace="kube-system", status=True
+            )
+
+        wait_for(
+            lambda: in_kube_system()[0] == 422,
+            what="the namespaces-not-served policy in force",
+            timeout=30,
+        )
+        for code, text in (
+            in_kube_system(),
+            call(
+                "POST",
+                "/api/v1/namespaces/kube-system/configmaps",
+                {**state, "metadata": {"name": "lb-state-x"}},
+            ),
+        ):
+            assert code == 422, text
+            assert "writes nothing in a namespace it does not serve" in text, text
         # The cluster admin is not bound by it.
         cluster.kubectl("label", "pod", "guarded", "-n", own, "app=relabelled", "--overwrite")
     finally:
-        for namespace in (own, ns):
+        for namespace in (own, ns, "kube-system"):
             _delete_if_present(cluster, f"/api/v1/namespaces/{namespace}/pods/guarded")
-        _delete_if_present(cluster, f"/api/v1/namespaces/{ns}/configmaps/lb-state-x")
+        for namespace in (ns, "kube-system"):
+            _delete_if_present(cluster, f"/api/v1/namespaces/{namespace}/configmaps/lb-state-x")
 
 
 def test_the_operator_under_the_charts_service_account_installs_a_signed_bundle(

@@ -81,3 +81,21 @@ https://{{ include "logicbundle.distributorServiceName" . }}.{{ .Release.Namespa
 {{- define "logicbundle.trustNamespaces" -}}
 {{- if .Values.trust.namespaces -}}{{ toJson .Values.trust.namespaces }}{{- else -}}{{ toJson (list .Release.Namespace) }}{{- end -}}
 {{- end -}}
+
+{{/*
+Namespaces left out of a cluster-wide operator (watchNamespaces empty), as
+logicbundle.api.namespaces.ServedNamespaces computes them: the system ones,
+the release namespace, excludeNamespaces and webhook.excludeNamespaces.
+The operator, the distributor replicas and the webhook get the same set.
+*/}}
+{{- define "logicbundle.excludedNamespaces" -}}
+{{- concat (list "kube-system" "kube-public" "kube-node-lease" .Release.Namespace) .Values.excludeNamespaces .Values.webhook.excludeNamespaces | uniq | sortAlpha | toJson -}}
+{{- end }}
+
+{{/* Namespaces whose Secrets the operator may read: a RoleBinding in each ("*": all). */}}
+{{- define "logicbundle.secretNamespaces" -}}
+{{- if .Values.rbac.secretNamespaces -}}{{ toJson .Values.rbac.secretNamespaces }}
+{{- else if .Values.watchNamespaces -}}{{ toJson .Values.watchNamespaces }}
+{{- else -}}{{ toJson .Values.trust.namespaces }}
+{{- end -}}
+{{- end }}

@@ -62,8 +62,14 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    from logicbundle.api.namespaces import ServedNamespaces
     from logicbundle.controller import OperatorSettings, WebhookSettings, run_operator
 
+    served = ServedNamespaces.of(
+        named=args.namespace,
+        operator_namespace=args.operator_namespace,
+        exclude=args.exclude_namespace,
+    )
     tls = None
     if args.distributor_tls_cert:
         tls = (Path(args.distributor_tls_cert), Path(args.distributor_tls_key))
@@ -104,6 +110,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
             distributor_url=args.agent_distributor_url or "",
             distributor_ca_pem=ca,
             url=args.webhook_url,
+            served=served,
         )
     replicas = _replica_settings(args)
     if isinstance(replicas, int):
@@ -111,6 +118,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     return run_operator(
         OperatorSettings(
             namespaces=tuple(args.namespace),
+            served=served,
             liveness_endpoint=args.liveness,
             peering_name=args.peering,
             pod_name=args.pod_name or None,
@@ -198,6 +206,7 @@ def _cmd_distributor(args: argparse.Namespace) -> int:
             tls_key_file=Path(args.tls_key_file) if args.tls_key_file else None,
             insecure_http=args.insecure_http,
             namespaces=tuple(args.namespace),
+            excluded_namespaces=tuple(args.exclude_namespace),
             upstream_url=args.upstream or None,
             upstream_ca_file=Path(args.upstream_ca_file) if args.upstream_ca_file else None,
             upstream_server_name=args.upstream_server_name,
@@ -230,6 +239,14 @@ def _add_distributor_parser(sub: Any) -> None:  # argparse's subparsers action i
         action="append",
         default=[],
         help="watch only this namespace (repeatable; default: the whole cluster)",
+    )
+    dist.add_argument(
+        "--exclude-namespace",
+        action="append",
+        default=[],
+        metavar="NAMESPACE",
+        help="leave this namespace out of the cluster-wide watch (repeatable; kube-system, "
+        "kube-public and kube-node-lease always are; the chart adds the operator's)",
     )
     dist.add_argument("--host", default=None, help="address to bind (default: all)")
     dist.add_argument("--port", type=int, default=8443, help="port (default %(default)s)")
@@ -343,7 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
         "-n",
         action="append",
         default=[],
-        help="watch only this namespace (repeatable; default: the whole cluster)",
+        help="watch only this namespace (repeatable; default: the whole cluster); naming "
+        "a namespace serves it, a system one or --operator-namespace included",
+    )
+    operator.add_argument(
+        "--exclude-namespace",
+        action="append",
+        default=[],
+        metavar="NAMESPACE",
+        help="do not serve this namespace when watching the whole cluster (repeatable; "
+        "kube-system, kube-public, kube-node-lease and --operator-namespace never are)",
     )
     operator.add_argument(
         "--liveness",

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from logicbundle import contract, rollout
 from logicbundle.api import names
+from logicbundle.api.namespaces import ServedNamespaces
 from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
 from logicbundle.controller._kube import Kube, api_client
 from logicbundle.controller._leader import LeaderLabeler, LeaderSettings
@@ -85,6 +86,8 @@ class ControllerSettings:
     """None: no webhook in this process."""
     namespaces: tuple[str, ...] = ()
     """The namespaces watched (empty: the whole cluster)."""
+    served: ServedNamespaces = field(default_factory=ServedNamespaces)
+    """The namespaces whose LogicBundles are served (default: every one)."""
     replicas: ReplicaSettings | None = None
     """Distributor replicas serve the agents (their reports are read from them)."""
     leader: LeaderSettings | None = None
@@ -124,9 +127,17 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.on.cleanup(registry=registry)(stop)
     kopf.index("pods", labels=INJECTED, registry=registry)(pods_by_namespace)
     kopf.on.event("pods", labels=INJECTED, registry=registry)(pod_changed)
-    kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)(bundle_changed)
-    kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)(run_bundle)
-    kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)(release)
+    # LogicBundles of a namespace not served get no finalizer, no daemon, no status.
+    kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, when=_served)(bundle_changed)
+    kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, when=_served, cancellation_timeout=10.0)(
+        run_bundle
+    )
+    kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, when=_served)(release)
+
+
+def _served(memo: Memo, namespace: str | None, **_: Any) -> bool:
+    """kopf's filter: whether the namespace is served (:mod:`logicbundle.api.namespaces`)."""
+    return memo.settings.served.serves(namespace)
 
 
 async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
@@ -157,7 +168,7 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
         if memo.runtime.agents.summary_source is not None:
             logger.info("reading the agents' reports from the distributor replicas")
     # The published states first: a pod's targets are computed as soon as it is seen.
-    loaded = await kube.run(_load_rules, kube, rules, settings.namespaces)
+    loaded = await kube.run(_load_rules, kube, rules, settings.namespaces, settings.served)
     logger.info("loaded the published state of %d LogicBundles", loaded)
     if settings.distributor_port is not None:
         await _start_distributor(
@@ -175,8 +186,10 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
         await memo.leader.start()
 
 
-def _load_rules(kube: Kube, rules: RuleTargets, namespaces: tuple[str, ...]) -> int:
-    """Read every LogicBundle's published state into ``rules`` (blocking)."""
+def _load_rules(
+    kube: Kube, rules: RuleTargets, namespaces: tuple[str, ...], served: ServedNamespaces
+) -> int:
+    """Read every served LogicBundle's published state into ``rules`` (blocking)."""
     items: list[Mapping[str, Any]] = []
     if namespaces:
         for ns in namespaces:
@@ -187,7 +200,7 @@ def _load_rules(kube: Kube, rules: RuleTargets, namespaces: tuple[str, ...]) -> 
         items.extend(everything.get("items") or [])
     loaded = 0
     for item in items:
-        if _set_rule(rules, item):
+        if served.serves((item.get("metadata") or {}).get("namespace")) and _set_rule(rules, item):
             loaded += 1
     return loaded
 

@@ -29,6 +29,13 @@ GROUP, VERSION, PLURAL = "logicbundle.io", "v1alpha1", "logicbundles"
 PEERING_GROUP, PEERING_VERSION, PEERING_PLURAL = "kopf.dev", "v1", "clusterkopfpeerings"
 
 
+READ_ACCESS_HINT = (
+    "The operator reads Secrets only where it is granted to, per namespace: add this "
+    "namespace to the chart's rbac.secretNamespaces (and the name to rbac.secretNames "
+    "when that list is used)."
+)
+
+
 class KubeError(LogicBundleError):
     """A call to the Kubernetes API failed."""
 
@@ -84,7 +91,7 @@ class Kube:
         except ApiException as exc:
             raise ConfigError(
                 f"cannot read Secret {namespace}/{name}: {_describe(exc)}",
-                hint="Create it, or grant the operator read access to it.",
+                hint=READ_ACCESS_HINT if exc.status == 403 else "Create it.",
             ) from None
         return {k: base64.b64decode(v) for k, v in (obj.data or {}).items()}
 

@@ -6,13 +6,14 @@ import asyncio
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import kopf
 
 from logicbundle.api import names
+from logicbundle.api.namespaces import ServedNamespaces
 from logicbundle.controller._handlers import ControllerSettings, Memo, register
 from logicbundle.controller._leader import LeaderSettings, OwnPod
 from logicbundle.controller._summaries import ReplicaSettings
@@ -27,6 +28,9 @@ class OperatorSettings:
 
     namespaces: tuple[str, ...] = ()
     """Namespaces to watch; empty means the whole cluster."""
+
+    served: ServedNamespaces = field(default_factory=ServedNamespaces)
+    """Whose LogicBundles are reconciled (:mod:`logicbundle.api.namespaces`); default: all."""
 
     liveness_endpoint: str | None = None
     """kopf's liveness probe URL, e.g. ``http://127.0.0.1:8080/healthz``."""
@@ -106,12 +110,15 @@ def run_operator(config: OperatorSettings) -> int:
             webhook=config.webhook,
             leader=leader,
             namespaces=config.namespaces,
+            served=config.served,
             replicas=config.replicas,
         )
     )
     logger.info(
         "starting the operator (%s, %s, %s)",
-        "namespaces " + ", ".join(config.namespaces) if config.namespaces else "cluster-wide",
+        "namespaces " + ", ".join(config.namespaces)
+        if config.namespaces
+        else "cluster-wide but " + ", ".join(config.served.excluded or ("nothing",)),
         f"peering {peering} as {leader.identity if leader else 'an unnamed peer'}"
         if peering
         else "standalone",

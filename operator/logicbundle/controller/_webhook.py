@@ -19,6 +19,7 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
+from logicbundle.api.namespaces import ServedNamespaces
 from logicbundle.webhook import (
     DEFAULT_CONFIGURATION_NAME,
     CertificateManager,
@@ -48,6 +49,9 @@ class WebhookSettings:
     url: str | None = None
     """Install the configuration with this clientConfig.url (local runs) instead of the chart."""
     secret_name: str = "logicbundle-webhook-tls"  # noqa: S105 - a name, not a secret
+    served: ServedNamespaces | None = None
+    """The namespaces served: the installed configuration injects pods there only.
+    None: every namespace but the system ones and the operator's own."""
 
 
 class RunningWebhook:
@@ -97,7 +101,10 @@ async def start_webhook(
     if settings.url is not None:
         url = settings.url.replace(":0/", f":{server.port}/")
         body = webhook_configuration(
-            ca_bundle=bundle.ca_bundle, operator_namespace=settings.operator_namespace, url=url
+            ca_bundle=bundle.ca_bundle,
+            operator_namespace=settings.operator_namespace,
+            url=url,
+            namespace_selector=settings.served.webhook_selector() if settings.served else None,
         )
         await asyncio.to_thread(_install, api, body)
     stop = asyncio.Event()

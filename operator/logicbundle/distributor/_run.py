@@ -32,6 +32,7 @@ from aiohttp import web
 from kubernetes import client, config
 
 from logicbundle.api import names
+from logicbundle.api.namespaces import ServedNamespaces
 from logicbundle.distributor._app import (
     DEFAULT_MAX_REPORT_BYTES,
     DEFAULT_MAX_WAIT_SECONDS,
@@ -73,6 +74,8 @@ class DistributorSettings:
     audience: str = names.DISTRIBUTOR_AUDIENCE
     namespaces: tuple[str, ...] = ()
     """Namespaces whose LogicBundles and pods are watched; empty watches the whole cluster."""
+    excluded_namespaces: tuple[str, ...] = ()
+    """Left out of a cluster-wide watch (server-side), besides the system namespaces."""
     kubeconfig: Path | None = None
     """None: in-cluster configuration when in a pod, else the default kubeconfig."""
     write_pod_status: bool = True
@@ -94,6 +97,11 @@ class DistributorSettings:
     """``(namespace, service account)`` allowed to read summaries: the operator's."""
     reader_identities: tuple[tuple[str, str], ...] = ()
     """``(namespace, service account)`` allowed to read each pod's report (``status --pods``)."""
+
+    @property
+    def served(self) -> ServedNamespaces:
+        """The namespaces served (:mod:`logicbundle.api.namespaces`)."""
+        return ServedNamespaces.of(named=self.namespaces, exclude=self.excluded_namespaces)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The server TLS context, or None for plain HTTP (only with ``insecure_http``)."""
@@ -207,7 +215,7 @@ async def serve_distributor(
             server_hostname=settings.upstream_server_name,
         )
     watcher = RuleWatcher(
-        source=KubeSource(api_client),
+        source=KubeSource(api_client, field_selector=settings.served.field_selector),
         rules=rules,
         loop=loop,
         namespaces=settings.namespaces,

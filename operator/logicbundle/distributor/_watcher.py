@@ -87,18 +87,29 @@ class KubeSource:
     """:class:`WatchSource` over a kubernetes ``ApiClient``.
 
     Needs ``list`` and ``watch`` on ``logicbundles.logicbundle.io`` and on ``pods``.
+    ``field_selector`` narrows the cluster-wide lists and watches (the namespaces
+    not served: :attr:`~logicbundle.api.namespaces.ServedNamespaces.field_selector`).
     """
 
-    def __init__(self, api_client: Any, *, label_selector: str = INJECT_SELECTOR) -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        label_selector: str = INJECT_SELECTOR,
+        field_selector: str | None = None,
+    ) -> None:
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
         self._selector = label_selector
+        self._cluster_wide: dict[str, Any] = (
+            {"field_selector": field_selector} if field_selector else {}
+        )
 
     def bundles(self, namespace: str | None, **params: Any) -> Any:
         group, version, plural = names.GROUP, names.VERSION, names.PLURAL
         if namespace is None:
             return self._custom.list_cluster_custom_object(
-                group, version, plural, _preload_content=False, **params
+                group, version, plural, _preload_content=False, **self._cluster_wide, **params
             )
         return self._custom.list_namespaced_custom_object(
             group, version, namespace, plural, _preload_content=False, **params
@@ -107,7 +118,7 @@ class KubeSource:
     def pods(self, namespace: str | None, **params: Any) -> Any:
         common: dict[str, Any] = {"label_selector": self._selector, "_preload_content": False}
         if namespace is None:
-            return self._core.list_pod_for_all_namespaces(**common, **params)
+            return self._core.list_pod_for_all_namespaces(**common, **self._cluster_wide, **params)
         return self._core.list_namespaced_pod(namespace, **common, **params)
 
 

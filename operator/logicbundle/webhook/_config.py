@@ -12,14 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from logicbundle.api import names
+from logicbundle.api import names, namespaces
+from logicbundle.api.namespaces import ServedNamespaces
 
 WEBHOOK_PATH: Final = "/mutate-pods"
 DEFAULT_CONFIGURATION_NAME: Final = "logicbundle-injector"
 WEBHOOK_NAME: Final = "inject.pods.logicbundle.io"
 DEFAULT_TIMEOUT_SECONDS: Final = 5
-SYSTEM_NAMESPACES: Final = ("kube-system", "kube-public", "kube-node-lease")
-NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
+SYSTEM_NAMESPACES: Final = namespaces.SYSTEM_NAMESPACES
 
 FailurePolicy = Literal["Ignore", "Fail"]
 DEFAULT_FAILURE_POLICY: Final[FailurePolicy] = "Ignore"
@@ -43,11 +43,12 @@ class ServiceEndpoint:
 def default_namespace_selector(
     operator_namespace: str, *, exclude: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """Every namespace but the system ones, the operator's own and ``exclude``."""
-    excluded = sorted({*SYSTEM_NAMESPACES, operator_namespace, *exclude})
-    return {
-        "matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": excluded}]
-    }
+    """Every namespace but the system ones, the operator's own and ``exclude``.
+
+    The served set of a cluster-wide operator (:class:`ServedNamespaces`), as a selector.
+    """
+    served = ServedNamespaces.of(operator_namespace=operator_namespace, exclude=exclude)
+    return served.webhook_selector()
 
 
 def webhook_configuration(
