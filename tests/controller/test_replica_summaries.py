@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -203,3 +204,87 @@ def test_a_pod_the_rule_does_not_assign_is_not_counted(tmp_path: Path) -> None:
         NS, BUNDLE, since=None, assigned=lambda pod: rules.assigns(NS, pod, BUNDLE)
     )
     assert summary.reporting == 0 and dict(summary.active) == {}
+
+
+def test_reconciles_asking_at_once_share_one_request_per_replica(tmp_path: Path) -> None:
+    """1,000 LogicBundles waking together must not send 1,000 requests to each replica."""
+    a = _replica(tmp_path, {"web-0": D1, "web-1": D2})
+    b = _replica(tmp_path, {"web-2": D1})
+
+    async def scenario(urls: list[str]) -> Any:
+        source = ReplicaSummaries(
+            endpoints=static_endpoints(urls), token_file=_token(tmp_path, "leader")
+        )
+        try:
+            asked = [source.summary(NS, BUNDLE, since=None) for _ in range(5)]
+            asked += [source.summary(NS, f"other-{i}", since=time.time() - 60) for i in range(600)]
+            return await asyncio.gather(*asked), source.requests
+        finally:
+            await source.close()
+
+    summaries, requests = asyncio.run(_with_replicas([a, b], "leader", scenario))
+    assert requests == 4  # two replicas, 605 bundles in two batches of at most 500 each
+    assert all(s is not None and dict(s.active) == {D1: 2, D2: 1} for s in summaries[:5])
+    assert all(s is not None and s.reporting == 0 for s in summaries[5:])
+
+
+def test_a_replica_without_the_batch_endpoint_is_asked_bundle_by_bundle(tmp_path: Path) -> None:
+    old = _replica(tmp_path, {"web-0": D1})
+    batches = []
+
+    @web.middleware
+    async def before_batches(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path == "/v1/summaries":
+            batches.append(request.method)
+            raise web.HTTPNotFound()
+        return await handler(request)
+
+    old.middlewares.append(before_batches)
+
+    async def scenario(urls: list[str]) -> Any:
+        source = ReplicaSummaries(
+            endpoints=static_endpoints(urls), token_file=_token(tmp_path, "leader")
+        )
+        try:
+            return await asyncio.gather(
+                source.summary(NS, BUNDLE, since=None), source.summary(NS, "other", since=None)
+            )
+        finally:
+            await source.close()
+
+    mine, other = asyncio.run(_with_replicas([old], "leader", scenario))
+    assert batches == ["POST"]
+    assert mine is not None and dict(mine.active) == {D1: 1}
+    assert other is not None and other.reporting == 0
+
+
+def test_the_batch_endpoint_refuses_other_callers_and_malformed_batches(tmp_path: Path) -> None:
+    a = _replica(tmp_path, {"web-0": D1})
+
+    async def scenario(urls: list[str]) -> Any:
+        statuses = []
+        async with aiohttp.ClientSession() as session:
+            for token, body in [
+                ("stranger", {"bundles": [{"bundleNamespace": NS, "bundle": BUNDLE}]}),
+                ("leader", {"bundles": "all"}),
+                ("leader", {"bundles": [{"bundle": BUNDLE}]}),
+                ("leader", {"bundles": [{"bundleNamespace": NS, "bundle": BUNDLE, "since": "x"}]}),
+                ("leader", {"bundles": [{"bundleNamespace": NS, "bundle": BUNDLE, "since": True}]}),
+                ("leader", {"bundles": [{"bundleNamespace": NS, "bundle": "b"}] * 501}),
+                ("leader", [1]),
+            ]:
+                async with session.post(
+                    f"{urls[0]}/v1/summaries",
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as response:
+                    statuses.append(response.status)
+            async with session.post(
+                f"{urls[0]}/v1/summaries",
+                data=b"{not json",
+                headers={"Authorization": "Bearer leader"},
+            ) as response:
+                statuses.append(response.status)
+        return statuses
+
+    assert asyncio.run(_with_replicas([a], "leader", scenario)) == [403] + [400] * 7

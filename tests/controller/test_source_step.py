@@ -208,6 +208,38 @@ def test_a_verified_bundle_lands_in_the_distributors_cache(
     assert blobs.manifest_bytes(digest) is not None
 
 
+def test_a_cached_digest_resolved_again_is_neither_pulled_nor_unpacked_again(
+    signed: tuple[str, str], key_pair: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    """Each reconcile that resolves an already cached, already audited digest (1,000
+    LogicBundles on one digest, an operator restarted) must not pull its layer again."""
+    ref, digest = signed
+    cache = BundleCache(BlobCache(tmp_path / "cache"))
+    pulls: list[str] = []
+    original = RegistryClient.pull_blob_to
+
+    def counting(self: RegistryClient, *args: Any, **kwargs: Any) -> Any:
+        into = [a for a in (*args, *kwargs.values()) if isinstance(a, Path)]
+        if into and into[0].name == "layer.tar.gz":  # the cache's pull of the bundle's layer
+            pulls.append(digest)
+        return original(self, *args, **kwargs)
+
+    spec = _spec(ref, {"keys": [{"pem": key_pair[1].decode()}], "audit": "warn"}, insecure=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RegistryClient, "pull_blob_to", counting)
+        for _ in range(3):
+            outcome = resolve_and_verify(
+                spec,
+                namespace="ns",
+                reader=FakeReader(),
+                clients=RegistryClients(),
+                verifiers={},
+                cache=cache,
+            )
+            assert outcome.error is None and outcome.digest == digest
+    assert len(pulls) == 1
+
+
 def test_an_unverified_bundle_never_reaches_the_cache(
     signed: tuple[str, str], tmp_path: Path
 ) -> None:

@@ -152,3 +152,58 @@ def test_the_counter_window_sums_increases_over_pods_and_survives_a_restart() ->
     assert store.version_window("pricing", D1).pods == 2
     now[0] = 100
     assert store.version_window("pricing", D1).pods == 0
+
+
+def test_a_bundles_summary_counts_the_pods_that_report_it_and_follows_a_dropped_bundle() -> None:
+    store = ReportStore()
+    other = POD_A.__class__(namespace="shop", name="web-b", uid="uid-b", service_account="web")
+    elsewhere = POD_A.__class__(namespace="lab", name="web-c", uid="uid-c", service_account="web")
+    both = {
+        "pricing": BundleReport(active=D1, healthy=True),
+        "rules": BundleReport(active=D1, healthy=True),
+    }
+    store.record(POD_A, Report(bundles=both), targets=None)
+    store.record(
+        other, Report(bundles={"rules": BundleReport(active=D1, healthy=True)}), targets=None
+    )
+    store.record(
+        elsewhere, Report(bundles={"pricing": BundleReport(active=D1, healthy=True)}), targets=None
+    )
+
+    def active(namespace: str, bundle: str) -> dict[str, int]:
+        summary = store.summary(namespace, bundle, since=None, assigned=lambda _: True)
+        return dict(summary.active)
+
+    assert active("shop", "pricing") == {D1: 1}
+    assert active("shop", "rules") == {D1: 2}
+    assert [p["pod"] for p in store.pods("shop", "rules", assigned=lambda _: True)] == [
+        POD_A.name,
+        "web-b",
+    ]
+    # The pod's next report no longer names "pricing": it leaves that bundle's count.
+    store.record(
+        POD_A, Report(bundles={"rules": BundleReport(active=D1, healthy=True)}), targets=None
+    )
+    assert active("shop", "pricing") == {}
+    assert active("lab", "pricing") == {D1: 1}
+    store.forget("shop", "web-b")
+    assert active("shop", "rules") == {D1: 1}
+
+
+def test_series_of_a_pod_that_stopped_reporting_are_swept_without_a_report_touching_them() -> None:
+    now = [0.0]
+    store = ReportStore(window_seconds=60, clock=lambda: now[0])
+    other = POD_A.__class__(namespace="shop", name="web-b", uid="uid-b", service_account="web")
+    counters = VersionCounters(calls=1, errors=0)
+    store.record(
+        POD_A,
+        Report(bundles={"pricing": BundleReport(active=D1, versions={D1: counters})}),
+        targets=None,
+    )
+    now[0] = 100  # POD_A's series is older than the window; web-b reports another bundle
+    store.record(
+        other,
+        Report(bundles={"rules": BundleReport(active=D1, versions={D1: counters})}),
+        targets=None,
+    )
+    assert ("pricing", D1) not in store._series

@@ -32,7 +32,7 @@ from logicbundle.distributor import (
     TargetStore,
 )
 from logicbundle.distributor import _watcher as _watcher_module
-from logicbundle.distributor._watcher import _LabelSets, _pod_seen
+from logicbundle.distributor._watcher import LabelSets, _pod_seen
 from tests.distributor._fake_kube import D1, D2, D3, FakeSource, bundle, pod, stable
 from tests.distributor.conftest import run
 
@@ -183,6 +183,32 @@ def test_a_status_write_that_changes_neither_spec_nor_state_recomputes_nothing()
             source.bundle_kind.put(bundle(state=stable(D1), generation=7))
             await w.settle()
             assert (w.rules.bundle_changes, len(w.store.assigned)) == (changes, assigned)
+
+    run(scenario)
+
+
+def test_a_pod_status_update_that_leaves_its_facts_recomputes_nothing() -> None:
+    # kwok or the kubelet update a pod's status (phase, IPs, conditions) often; at
+    # 10,000 pods, recomputing each against every bundle of its namespace was most of
+    # a replica's CPU.  The readiness it reads is still followed.
+    source = FakeSource()
+    source.bundle_kind.put(bundle(state=stable(D1)))
+    source.pod_kind.put(pod("web-0"))
+
+    async def scenario() -> None:
+        async with watching(source) as w:
+            await w.settle()
+            assigned = len(w.store.assigned)
+            moved = pod("web-0", ready="True")
+            moved["status"]["phase"] = "Pending"
+            source.pod_kind.put(moved)
+            await w.settle()
+            assert len(w.store.assigned) == assigned
+            assert w.watcher.current_readiness(NS, "web-0", "uid-web-0") is True
+            source.pod_kind.put(pod("web-0", ready="True", labels={"app": "api"}))
+            await w.settle()
+            assert len(w.store.assigned) == assigned + 1
+            assert w.targets("web-0") == {}
 
     run(scenario)
 
@@ -605,7 +631,7 @@ def test_the_watcher_is_synced_only_when_every_namespace_listed_its_pods() -> No
 
 
 def test_pods_of_one_replicaset_share_one_label_mapping_and_the_sharing_is_bounded() -> None:
-    sets = _LabelSets(limit=2)
+    sets = LabelSets(limit=2)
     first = sets.get({"app": "web", "pod-template-hash": "abc"})
     assert sets.get({"pod-template-hash": "abc", "app": "web"}) is first
     sets.get({"app": "api"})
@@ -637,7 +663,7 @@ def test_the_watch_keeps_a_few_hundred_bytes_per_pod() -> None:
         watcher = RuleWatcher(
             source=FakeSource(), rules=RuleTargets(TargetStore()), loop=asyncio.get_running_loop()
         )
-        sets = _LabelSets()
+        sets = LabelSets()
         tracemalloc.start()
         try:
             for obj in objects:

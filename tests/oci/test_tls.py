@@ -160,3 +160,18 @@ def test_a_blob_redirect_to_plain_http_is_refused_for_a_tls_registry(
             client.pull_blob_to(repo(tls_registry), digest, tmp_path / "blob")
     assert not (tmp_path / "blob").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["registry.crt", "registry.key"]
+
+
+def test_tls_contexts_are_shared_per_ca_bundle_and_renewed_when_the_file_changes(
+    tmp_path: Path,
+) -> None:
+    """Loading the system roots costs tens of milliseconds: one context per CA file."""
+    assert tls_context(None) is tls_context(None)
+    pem = make_self_signed_certificate(tmp_path)[0].read_bytes()
+    first = tmp_path / "ca.pem"
+    first.write_bytes(pem)
+    shared = tls_context(first)
+    assert tls_context(first) is shared
+    assert tls_context(first) is not tls_context(None)
+    first.write_bytes(pem + pem)  # rewritten: another size
+    assert tls_context(first) is not shared

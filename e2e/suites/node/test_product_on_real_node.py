@@ -30,6 +30,8 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,6 +217,43 @@ def test_a_staged_rollout_changes_every_pods_answers_without_a_restart(
     assert not failed, failed[:5]
     for pod in pods(cluster, SHOP, APP_SELECTOR):
         assert set(restart_counts(pod).values()) == {0}, pod["metadata"]["name"]
+
+
+def test_status_pods_lists_each_pods_digest_through_the_api_servers_proxy(
+    installed: Installed,
+) -> None:
+    """``logicbundle status NAME --pods`` as a user runs it on a cluster: no port-forward,
+    the API server's pod proxy to each distributor replica, a token of the chart's
+    status-reader account in the header the proxy passes on."""
+    cluster = installed.cluster
+    stable = installed.bundle_object()["status"]["stableDigest"]
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "logicbundle.cli",
+            "status",
+            "pricing",
+            "-n",
+            SHOP,
+            "--pods",
+            "-o",
+            "json",
+            "--operator-namespace",
+            OPERATOR_NS,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    expected = sorted(p["metadata"]["name"] for p in pods(cluster, SHOP, APP_SELECTOR))
+    assert sorted(r["pod"] for r in rows) == expected
+    assert all(r["active"] == stable and r["healthy"] for r in rows), rows
 
 
 def test_a_bad_version_is_caught_and_rolled_back_on_every_pod(installed: Installed) -> None:

@@ -1,10 +1,15 @@
-"""The kopf handlers: a daemon per LogicBundle, a pod index, the embedded distributor.
+"""The kopf handlers: a daemon per LogicBundle, the pod view, the embedded distributor.
 
 Why a daemon per LogicBundle rather than timers: a rollout must react to an
 agent's report within milliseconds (a failed verdict rolls every pod back in
 under a second), so each bundle has a loop that reconciles, then sleeps until
 its requeue time or until something wakes it: a change of the bundle, of one
-of its namespace's opted-in pods, or a report from an agent.
+of the opted-in pods it selects, or a report from an agent.
+
+Pods are not watched through kopf: its per-object workers do not scale to the
+pods of a big cluster (see :mod:`._pods`).  :class:`PodView` keeps the few
+fields a reconcile reads and wakes only the bundles whose selector matches a
+pod whose snapshot changed.
 
 Deletion: a finalizer holds the LogicBundle until its pods are released. Each
 pod keeps the last stable version, unmanaged: in-flight candidates go back to
@@ -35,6 +40,7 @@ from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
 from logicbundle.controller._kube import Kube, api_client
 from logicbundle.controller._leader import LeaderLabeler, LeaderSettings
 from logicbundle.controller._metrics import OperatorMetrics
+from logicbundle.controller._pods import PodView
 from logicbundle.controller._reconcile import (
     RETRY_REQUEUE,
     PodSnapshot,
@@ -44,7 +50,6 @@ from logicbundle.controller._reconcile import (
     pod_facts,
     publish_state,
     reconcile,
-    snapshot_pod,
 )
 from logicbundle.controller._source import BundleCache, SourceTools
 from logicbundle.controller._summaries import AgentsView, ReplicaSettings
@@ -54,6 +59,7 @@ from logicbundle.distributor import (
     BlobCache,
     CachingAuthenticator,
     DistributorServer,
+    KubeSource,
     PodActivity,
     PodStatusWriter,
     ReportStore,
@@ -67,7 +73,6 @@ from logicbundle.distributor import (
 logger = logging.getLogger("logicbundle.operator")
 
 GROUP, VERSION, PLURAL = names.GROUP, names.VERSION, names.PLURAL
-INJECTED = {names.LABEL_INJECT: names.LABEL_INJECT_ENABLED}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +108,8 @@ class Memo:
     server: DistributorServer | None = None
     webhook: RunningWebhook | None = None
     leader: LeaderLabeler | None = None
+    pods: PodView | None = None
+    """The opted-in pods (None until started)."""
     certificate: asyncio.Task[None] | None = None
     """Follows renewals of the distributor's certificate (see :mod:`._tls`)."""
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
@@ -116,8 +123,13 @@ class Memo:
         return seen[1]
 
     def wake(self, namespace: str, name: str | None = None) -> None:
-        for (ns, bundle), event in self.wakeups.items():
-            if ns == namespace and (name is None or bundle == name):
+        if name is not None:
+            event = self.wakeups.get((namespace, name))
+            if event is not None:
+                event.set()
+            return
+        for (ns, _), event in self.wakeups.items():
+            if ns == namespace:
                 event.set()
 
 
@@ -125,8 +137,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
     """Register every handler on ``registry``; they share the :class:`Memo` passed to kopf."""
     kopf.on.startup(registry=registry)(start)
     kopf.on.cleanup(registry=registry)(stop)
-    kopf.index("pods", labels=INJECTED, registry=registry)(pods_by_namespace)
-    kopf.on.event("pods", labels=INJECTED, registry=registry)(pod_changed)
     # LogicBundles of a namespace not served get no finalizer, no daemon, no status.
     kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, when=_served)(bundle_changed)
     kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, when=_served, cancellation_timeout=10.0)(
@@ -170,6 +180,14 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
     # The published states first: a pod's targets are computed as soon as it is seen.
     loaded = await kube.run(_load_rules, kube, rules, settings.namespaces, settings.served)
     logger.info("loaded the published state of %d LogicBundles", loaded)
+    memo.pods = PodView(
+        # The namespaces not served are left out server-side, like the replicas' watch.
+        source=KubeSource(client, field_selector=settings.served.field_selector),
+        loop=asyncio.get_running_loop(),
+        on_change=lambda before, after: pod_seen(memo, before, after),
+        namespaces=settings.namespaces,
+    )
+    memo.pods.start()
     if settings.distributor_port is not None:
         await _start_distributor(
             memo,
@@ -238,8 +256,9 @@ async def _start_distributor(
 
     async def on_activity(activity: PodActivity) -> None:
         # The controller reads what pods run from the report store, not from the pod:
-        # wake it before the (slower) durable write.
-        memo.wake(activity.namespace)
+        # wake the reported bundles before the (slower) durable write.
+        for bundle in activity.active:
+            memo.wake(activity.namespace, bundle)
         await writer(activity)
 
     app = create_app(
@@ -280,33 +299,44 @@ async def stop(memo: Memo, **_: Any) -> None:
     if memo.certificate is not None:
         memo.certificate.cancel()
         await asyncio.gather(memo.certificate, return_exceptions=True)
+    if memo.pods is not None:
+        await asyncio.to_thread(memo.pods.stop)
     if memo.runtime is not None:
         memo.runtime.agents.targets.close()
         memo.runtime.kube.close()
 
 
-def pods_by_namespace(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PodSnapshot]:
-    return {namespace or "": snapshot_pod(body)}
+def pod_seen(memo: Memo, before: PodSnapshot | None, after: PodSnapshot | None) -> None:
+    """An opted-in pod appeared, changed what a reconcile reads of it, or went away.
 
-
-def pod_changed(
-    memo: Memo, body: kopf.Body, namespace: str | None, name: str, type: str | None, **_: Any
-) -> None:
-    ns = namespace or ""
+    Wakes the bundles that select it (by its labels before and after), not
+    every bundle of its namespace.
+    """
+    pod = after or before
+    if pod is None:
+        return
+    ns, name = pod.namespace, pod.name
     key = (ns, name)
-    pod = snapshot_pod(body)
     runtime = memo.runtime
-    if type == "DELETED" or not pod.has_agent or pod.deleting:
+    if after is None or not after.has_agent or after.deleting:
         memo.readiness.pop(key, None)
         if runtime is not None:
             runtime.agents.rules.forget_pod(ns, name)
-            if type == "DELETED":
+            if after is None:
                 runtime.agents.reports.forget(ns, name)
     else:
-        memo.readiness[key] = (pod.uid, pod.bundles_ready)
+        memo.readiness[key] = (after.uid, after.bundles_ready)
         if runtime is not None:
-            runtime.agents.rules.set_pod(ns, name, uid=pod.uid or None, facts=pod_facts(pod))
-    memo.wake(ns)
+            runtime.agents.rules.set_pod(ns, name, uid=after.uid or None, facts=pod_facts(after))
+    if runtime is None:
+        memo.wake(ns)
+        return
+    selecting = set()
+    for snapshot in (before, after):
+        if snapshot is not None:
+            selecting.update(runtime.agents.rules.selecting(ns, snapshot.labels))
+    for bundle in selecting:
+        memo.wake(ns, bundle)
 
 
 def bundle_changed(
@@ -331,9 +361,8 @@ async def run_bundle(
     namespace: str | None,
     name: str,
     stopped: kopf.DaemonStopped,
-    **kwargs: Any,
+    **_: Any,
 ) -> None:
-    index: kopf.Index[str, PodSnapshot] = kwargs["pods_by_namespace"]
     ns = namespace or ""
     key = (ns, name)
     wake = memo.wakeups.setdefault(key, asyncio.Event())
@@ -341,9 +370,13 @@ async def run_bundle(
         while not stopped:
             wake.clear()
             wait = 1.0
+            if memo.pods is not None and not memo.pods.synced:
+                # A reconcile never judges a view of the pods not listed yet.
+                await _sleep(wake, stopped, 0.5)
+                continue
             if memo.runtime is not None:
                 try:
-                    pods = list(index.get(ns, []))
+                    pods = memo.pods.in_namespace(ns) if memo.pods is not None else []
                     wait = await reconcile(memo.runtime, body=_plain(body), pods=pods)
                 except Exception:
                     logger.exception("%s/%s: reconcile failed; retrying", ns, name)

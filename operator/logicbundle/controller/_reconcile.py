@@ -84,7 +84,7 @@ anything, so judging earlier would mark a converged bundle not Ready.
 
 @dataclass(frozen=True)
 class PodSnapshot:
-    """What the controller needs to know of one opted-in pod (from the pod index)."""
+    """What the controller needs to know of one opted-in pod (from the pod view, :mod:`._pods`)."""
 
     namespace: str
     name: str

@@ -38,7 +38,8 @@ class RestartLedger:
 
     window_seconds: float = DEFAULT_WINDOW_SECONDS
     clock: Callable[[], float] = time.monotonic
-    _pods: dict[tuple[str, str, str], _Pod] = field(default_factory=dict)
+    _pods: dict[tuple[str, str], dict[str, _Pod]] = field(default_factory=dict)
+    """Per (namespace, bundle), each pod's baseline: a reconcile reads its own bundle's."""
     _charges: dict[tuple[str, str, str], deque[tuple[float, int]]] = field(default_factory=dict)
 
     def observe(
@@ -49,9 +50,9 @@ class RestartLedger:
         The first sight of a pod (or of a new pod under an old name) sets its
         baseline and charges nothing; so does a count that went down.
         """
-        key = (namespace, bundle, pod)
-        seen = self._pods.get(key)
-        self._pods[key] = _Pod(uid=uid, restarts=restarts)
+        baselines = self._pods.setdefault((namespace, bundle), {})
+        seen = baselines.get(pod)
+        baselines[pod] = _Pod(uid=uid, restarts=restarts)
         if seen is None or seen.uid != uid or restarts <= seen.restarts or digest is None:
             return
         now = self.clock()
@@ -68,9 +69,13 @@ class RestartLedger:
     def forget_pods(self, *, bundle: str, namespace: str, keep: Iterable[str]) -> None:
         """Drop the baselines of this bundle's pods in ``namespace`` that are not in ``keep``."""
         kept = set(keep)
-        for key in [k for k in self._pods if k[:2] == (namespace, bundle)]:
-            if key[2] not in kept:
-                del self._pods[key]
+        baselines = self._pods.get((namespace, bundle))
+        if baselines is None:
+            return
+        for pod in [p for p in baselines if p not in kept]:
+            del baselines[pod]
+        if not baselines:
+            del self._pods[(namespace, bundle)]
 
     def forget_bundle(self, *, bundle: str, namespace: str) -> None:
         """The LogicBundle is gone: drop its baselines and its charges."""

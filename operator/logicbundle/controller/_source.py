@@ -327,6 +327,9 @@ class BundleCache:
 
     def __init__(self, blobs: BlobCache) -> None:
         self.blobs = blobs
+        self._audited: dict[tuple[str, str], tuple[str, ...]] = {}
+        """(digest, audit mode) -> the findings of a passed audit: the bytes of a digest
+        never change, so a resolve of a cached digest pulls and unpacks nothing again."""
 
     def store(self, client: RegistryClient, bundle: RemoteBundle, *, audit: str) -> tuple[str, ...]:
         """Cache ``bundle`` (once per digest); return the audit findings (or raise on reject).
@@ -338,6 +341,8 @@ class BundleCache:
         cached = self.blobs.get(bundle.digest) is not None
         if cached and audit == "off":
             return findings
+        if cached and (bundle.digest, audit) in self._audited:
+            return self._audited[(bundle.digest, audit)]
         with tempfile.TemporaryDirectory(prefix="logicbundle-cache-") as tmp:
             work = Path(tmp)
             layer = work / "layer.tar.gz"
@@ -361,6 +366,10 @@ class BundleCache:
                     config=bundle.manifest.to_json(),
                     layer=layer,
                 )
+        if audit != "off":
+            if len(self._audited) >= 1024:
+                self._audited.clear()
+            self._audited[(bundle.digest, audit)] = findings
         return findings
 
 

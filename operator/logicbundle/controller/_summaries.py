@@ -25,10 +25,10 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import kubernetes.client
@@ -203,13 +203,26 @@ def endpoint_slice_endpoints(
     return endpoints
 
 
+SummaryKey = tuple[str, str, float | None]
+"""(bundle namespace, bundle, window start in seconds since the epoch)."""
+
+BATCH_SIZE = 500
+"""Bundles per ``POST /v1/summaries`` (the replicas' limit)."""
+
+
 class ReplicaSummaries:
-    """Asks every distributor replica for a bundle's summary and sums the answers.
+    """Asks every distributor replica for bundles' summaries and sums the answers.
 
     Reads grow with the replicas, never with the pods.  A replica that does
     not answer, answers an error or something malformed makes the whole
     summary None (incomplete): a stage never advances, and an analysis never
     passes, on part of the pods.  No replica at all is incomplete too.
+
+    Batched: the reconciles that ask within ``batch_delay`` of each other (all
+    of them, when many LogicBundles wake at once) share one ``POST
+    /v1/summaries`` per replica, so a replica answers a few requests a second
+    rather than one per bundle per reconcile.  A replica that does not know
+    that endpoint (an older version, mid-upgrade) is asked bundle by bundle.
     """
 
     def __init__(
@@ -220,17 +233,26 @@ class ReplicaSummaries:
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         timeout: float = 5.0,
+        batch_delay: float = 0.02,
     ) -> None:
         self._endpoints = endpoints
         self._token_file = token_file
         self._ssl = ssl_context
         self._server_hostname = server_hostname
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._batch_delay = batch_delay
         self._session: aiohttp.ClientSession | None = None
+        self._pending: dict[SummaryKey, asyncio.Future[BundleSummary | None]] = {}
+        self._flusher: asyncio.Task[None] | None = None
         self.failures = 0
         """Reads that found the view incomplete (for the operator's metrics and tests)."""
+        self.requests = 0
+        """Requests sent to the replicas (for tests and the benchmarks)."""
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -238,46 +260,116 @@ class ReplicaSummaries:
     async def summary(
         self, namespace: str, bundle: str, *, since: float | None
     ) -> BundleSummary | None:
+        key = (namespace, bundle, None if since is None else round(since, 3))
+        future = self._pending.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._pending[key] = future
+            if self._flusher is None:
+                self._flusher = asyncio.create_task(self._flush(), name="replica-summaries")
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        pending: dict[SummaryKey, asyncio.Future[BundleSummary | None]] = {}
+        found: dict[SummaryKey, BundleSummary | None] = {}
+        try:
+            await asyncio.sleep(self._batch_delay)
+            pending, self._pending = self._pending, {}
+            self._flusher = None
+            found = await self._read(list(pending))
+        except Exception:
+            logger.exception("reading the distributor replicas' summaries failed")
+        finally:
+            if self._flusher is asyncio.current_task():
+                self._flusher = None
+            for key, future in pending.items():
+                if not future.done():
+                    future.set_result(found.get(key))
+
+    async def _read(self, keys: list[SummaryKey]) -> dict[SummaryKey, BundleSummary | None]:
+        """Every key's summed summary; {} (every one incomplete) when a replica fails."""
         try:
             urls = await self._endpoints()
         except Exception as exc:
             logger.warning("cannot list the distributor replicas: %s", type(exc).__name__)
             self.failures += 1
-            return None
+            return {}
         if not urls:
             self.failures += 1
-            return None
+            return {}
         try:
             token = self._token_file.read_text().strip()
         except OSError as exc:
             logger.warning("cannot read the operator's distributor token: %s", exc.strerror)
             self.failures += 1
-            return None
-        query: dict[str, str] = {"bundleNamespace": namespace, "bundle": bundle}
-        if since is not None:
-            query["since"] = f"{since:.3f}"
+            return {}
         answers = await asyncio.gather(
-            *(self._ask(url, query, token) for url in urls), return_exceptions=True
+            *(self._ask_replica(url, keys, token) for url in urls), return_exceptions=True
         )
-        found = []
+        per_replica: list[list[BundleSummary]] = []
         for url, answer in zip(urls, answers, strict=True):
             if isinstance(answer, BaseException):
                 logger.warning("distributor replica %s did not answer: %s", url, _why(answer))
                 self.failures += 1
-                return None
-            found.append(answer)
-        return combine(found)
+                return {}
+            per_replica.append(answer)
+        return {key: combine([found[i] for found in per_replica]) for i, key in enumerate(keys)}
 
-    async def _ask(self, url: str, query: Mapping[str, str], token: str) -> BundleSummary:
+    async def _ask_replica(
+        self, url: str, keys: list[SummaryKey], token: str
+    ) -> list[BundleSummary]:
+        found: list[BundleSummary] = []
+        for start in range(0, len(keys), BATCH_SIZE):
+            chunk = keys[start : start + BATCH_SIZE]
+            batch = await self._ask_batch(url, chunk, token)
+            if batch is None:  # an older replica: one bundle at a time
+                batch = [await self._ask_one(url, key, token) for key in chunk]
+            found.extend(batch)
+        return found
+
+    def _request(self, method: str, url: str, token: str, **kwargs: object) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
-        async with self._session.get(
-            f"{url}/v1/summary",
-            params=query,
+        self.requests += 1
+        return self._session.request(
+            method,
+            url,
             headers={"Authorization": f"Bearer {token}"},
             ssl=self._ssl if self._ssl is not None else False,
             server_hostname=self._server_hostname,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    async def _ask_batch(
+        self, url: str, keys: list[SummaryKey], token: str
+    ) -> list[BundleSummary] | None:
+        asked = [
+            {
+                "bundleNamespace": ns,
+                "bundle": bundle,
+                **({"since": since} if since is not None else {}),
+            }
+            for ns, bundle, since in keys
+        ]
+        async with self._request(
+            "POST", f"{url}/v1/summaries", token, json={"bundles": asked}
         ) as response:
+            if response.status in (404, 405):
+                return None
+            if response.status != 200:
+                raise SummaryError(f"HTTP {response.status}")
+            body = await response.json(content_type=None)
+        summaries = body.get("summaries") if isinstance(body, dict) else None
+        if not isinstance(summaries, list) or len(summaries) != len(keys):
+            raise SummaryError("the replica's answer does not match the bundles asked")
+        return [summary_from_json(item) for item in summaries]
+
+    async def _ask_one(self, url: str, key: SummaryKey, token: str) -> BundleSummary:
+        namespace, bundle, since = key
+        query: dict[str, str] = {"bundleNamespace": namespace, "bundle": bundle}
+        if since is not None:
+            query["since"] = f"{since:.3f}"
+        async with self._request("GET", f"{url}/v1/summary", token, params=query) as response:
             if response.status != 200:
                 raise SummaryError(f"HTTP {response.status}")
             body = await response.json(content_type=None)

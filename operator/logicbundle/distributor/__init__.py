@@ -88,7 +88,13 @@ from logicbundle.distributor._summary import (
 )
 from logicbundle.distributor._targets import TargetSnapshot, TargetStore
 from logicbundle.distributor._upstream import Upstream, UpstreamError
-from logicbundle.distributor._watcher import KubeSource, RuleWatcher, WatchSource
+from logicbundle.distributor._watcher import (
+    KubeSource,
+    LabelSets,
+    PodWatch,
+    RuleWatcher,
+    WatchSource,
+)
 
 __all__ = [
     "DEFAULT_MAX_REPORT_BYTES",
@@ -115,10 +121,12 @@ __all__ = [
     "DistributorSettings",
     "Failure",
     "KubeSource",
+    "LabelSets",
     "LastError",
     "PodActivity",
     "PodIdentity",
     "PodStatusWriter",
+    "PodWatch",
     "Report",
     "ReportStore",
     "RuleTargets",

@@ -10,6 +10,7 @@ mismatch is refused.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import re
@@ -464,20 +465,89 @@ async def _get_summary(request: web.Request, identity: PodIdentity) -> web.Strea
         deps.metrics.auth_failures.labels("not_a_peer").inc()
         return _error(403, "Forbidden", "only the operator reads summaries")
     namespace, bundle = _bundle_query(request)
-    since: float | None = None
-    raw = request.query.get("since")
-    if raw is not None:
-        try:
-            since_wall = float(raw)
-        except ValueError:
-            return _error(400, "InvalidRequest", "since must be seconds since the epoch")
-        if not math.isfinite(since_wall):
-            return _error(400, "InvalidRequest", "since must be seconds since the epoch")
-        since = deps.reports.clock() - max(0.0, time.time() - since_wall)
+    try:
+        since = _since(deps, request.query.get("since"))
+    except ValueError:
+        return _error(400, "InvalidRequest", "since must be seconds since the epoch")
     summary = deps.reports.summary(
         namespace, bundle, since=since, assigned=_assigned(deps, namespace, bundle)
     )
     return web.json_response(summary.to_json())
+
+
+MAX_SUMMARY_BATCH: Final = 500
+"""Bundles one ``POST /v1/summaries`` may ask for (its body stays under the report limit)."""
+
+
+def _since(deps: _Deps, raw: object) -> float | None:
+    """``since`` (seconds since the epoch) on the report store's clock; ValueError if bad."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ValueError(raw)
+    since_wall = float(raw)
+    if not math.isfinite(since_wall):
+        raise ValueError(raw)
+    return deps.reports.clock() - max(0.0, time.time() - since_wall)
+
+
+async def _post_summaries(request: web.Request, identity: PodIdentity) -> web.StreamResponse:
+    """Many bundles' summaries in one answer, for the operator (see :mod:`._summary`).
+
+    The leader's reconciles of many LogicBundles share one request per replica
+    (the controller batches them), instead of one each: at 1,000 LogicBundles
+    the per-bundle reads alone kept a replica busy.  Body: ``{"bundles":
+    [{"bundleNamespace", "bundle", "since"?}, ...]}`` (at most
+    :data:`MAX_SUMMARY_BATCH`); answer: ``{"summaries": [...]}`` in that order.
+    """
+    deps = _deps(request)
+    if (identity.namespace, identity.service_account) not in deps.peers:
+        deps.metrics.auth_failures.labels("not_a_peer").inc()
+        return _error(403, "Forbidden", "only the operator reads summaries")
+    summaries = [
+        deps.reports.summary(
+            namespace, bundle, since=since, assigned=_assigned(deps, namespace, bundle)
+        ).to_json()
+        for namespace, bundle, since in await _summary_batch(request, deps)
+    ]
+    return web.json_response({"summaries": summaries})
+
+
+def _invalid(message: str) -> _Refused:
+    return _Refused(_error(400, "InvalidRequest", message))
+
+
+async def _summary_batch(request: web.Request, deps: _Deps) -> list[tuple[str, str, float | None]]:
+    """The bundles a ``POST /v1/summaries`` asks for; :class:`_Refused` (400/413) if bad."""
+    try:
+        body = json.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        raise _Refused(
+            _error(413, "TooLarge", f"a request is at most {request.client_max_size} bytes")
+        ) from None
+    except ValueError:
+        raise _invalid("the body must be JSON") from None
+    asked = body.get("bundles") if isinstance(body, dict) else None
+    if not isinstance(asked, list) or len(asked) > MAX_SUMMARY_BATCH:
+        raise _invalid(f"bundles must be a list of at most {MAX_SUMMARY_BATCH} objects")
+    batch = []
+    for entry in asked:
+        if not isinstance(entry, dict):
+            raise _invalid("each entry must be an object")
+        namespace, bundle = entry.get("bundleNamespace"), entry.get("bundle")
+        if (
+            not isinstance(namespace, str)
+            or not isinstance(bundle, str)
+            or not 0 < len(namespace) <= 63
+            or not 0 < len(bundle) <= 253
+        ):
+            raise _invalid("bundleNamespace and bundle are required")
+        try:
+            since = _since(deps, entry.get("since"))
+        except ValueError:
+            raise _invalid("since must be seconds since the epoch") from None
+        batch.append((namespace, bundle, since))
+    return batch
 
 
 async def _get_pods(request: web.Request, identity: PodIdentity) -> web.StreamResponse:
@@ -548,6 +618,7 @@ def create_app(
     app.router.add_get("/v1/blobs/{digest}", _guard(_get_blob))
     app.router.add_post("/v1/reports", _guard(_post_report))
     app.router.add_get("/v1/summary", _guard(_get_summary, pod=False))
+    app.router.add_post("/v1/summaries", _guard(_post_summaries, pod=False))
     app.router.add_get("/v1/pods", _guard(_get_pods, pod=False))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)

@@ -176,7 +176,7 @@ class CachingAuthenticator:
         *,
         ttl: float = 60.0,
         negative_ttl: float = 5.0,
-        max_entries: int = 10_000,
+        max_entries: int = 50_000,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:

@@ -28,6 +28,10 @@ from logicbundle.distributor._models import PodIdentity, Report, TargetMap, Vers
 from logicbundle.distributor._summary import BundleSummary, Counters, Failure
 
 DEFAULT_WINDOW_SECONDS: Final = 600.0
+SWEEP_SECONDS: Final = 30.0
+"""At most this often, one pass over every series drops those older than the window (the
+series of a pod that stopped reporting); the series a report or a read touches are
+trimmed there and then."""
 MAX_SAMPLES: Final = 512
 """Samples kept per pod and version; at a 10 s report interval, more than the window."""
 
@@ -100,8 +104,19 @@ def _bucket_increase(a: list[int], b: list[int]) -> list[int]:
     return [y - x for x, y in zip(a, b, strict=True)]
 
 
+def _trim_series(series: _Series, horizon: float) -> None:
+    while series.samples and series.samples[0][0] < horizon:
+        series.samples.popleft()
+        series.from_zero = False
+
+
 class ReportStore:
-    """Reports per pod; event loop only, like the target store."""
+    """Reports per pod; event loop only, like the target store.
+
+    Cost: a report touches its own pod's entries and series; a bundle's
+    summary reads the pods that reported that bundle (an index kept per
+    namespace and bundle), never every pod of the namespace.
+    """
 
     def __init__(
         self,
@@ -113,8 +128,12 @@ class ReportStore:
         self._clock = clock
         self._latest: dict[tuple[str, str], StoredReport] = {}
         self._by_namespace: dict[str, set[str]] = {}
+        self._by_bundle: dict[tuple[str, str], set[str]] = {}
+        """Per (namespace, bundle): the pods whose latest report names the bundle, so a
+        bundle's summary reads its own pods, not every pod of the namespace."""
         self._series: dict[tuple[str, str], dict[tuple[str, str], _Series]] = {}
         self._delivered: dict[tuple[str, str], _Delivered] = {}
+        self._swept = clock()
 
     # -- writing ------------------------------------------------------------------
 
@@ -130,14 +149,21 @@ class ReportStore:
         previous = self._latest.get(pod)
         if previous is not None and previous.identity.uid != identity.uid:
             self.forget(identity.namespace, identity.name)
+        before = self._latest.get(pod)
+        if before is not None:
+            for bundle in before.report.bundles.keys() - report.bundles.keys():
+                self._unindex(identity.namespace, bundle, identity.name)
         self._latest[pod] = StoredReport(identity=identity, received_at=now, report=report)
         self._by_namespace.setdefault(identity.namespace, set()).add(identity.name)
+        horizon = now - self.window_seconds
         for bundle, bundle_report in report.bundles.items():
+            self._by_bundle.setdefault((identity.namespace, bundle), set()).add(identity.name)
             for digest, counters in bundle_report.versions.items():
                 per_pod = self._series.setdefault((bundle, digest), {})
                 series = per_pod.setdefault(pod, _Series())
                 series.samples.append((now, counters))
-        self._trim(now)
+                _trim_series(series, horizon)
+        self._sweep(now)
         return self._activity(identity, report, targets)
 
     def mark_delivered(self, activity: PodActivity) -> None:
@@ -149,7 +175,10 @@ class ReportStore:
     def forget(self, namespace: str, name: str) -> None:
         """The pod is gone: drop its reports and counters."""
         pod = (namespace, name)
-        self._latest.pop(pod, None)
+        stored = self._latest.pop(pod, None)
+        if stored is not None:
+            for bundle in stored.report.bundles:
+                self._unindex(namespace, bundle, name)
         names_ = self._by_namespace.get(namespace)
         if names_ is not None:
             names_.discard(name)
@@ -189,7 +218,9 @@ class ReportStore:
         bundle of the same name in another namespace is another bundle, so the
         controller always passes both.
         """
-        self._trim(self._clock())
+        now = self._clock()
+        self._sweep(now)
+        horizon = now - self.window_seconds
         calls = errors = total_ns = 0
         reporting = 0
         buckets: list[int] = []
@@ -198,6 +229,7 @@ class ReportStore:
                 continue
             if pods is not None and pod_name not in pods:
                 continue
+            _trim_series(series, horizon)
             samples = list(series.samples)
             if not samples:
                 continue
@@ -240,7 +272,9 @@ class ReportStore:
         (only those pods count).  ``since`` (the store's clock) is the start of
         the counters' window.
         """
-        pods = sorted(name for name in self._by_namespace.get(namespace, ()) if assigned(name))
+        pods = sorted(
+            name for name in self._by_bundle.get((namespace, bundle), ()) if assigned(name)
+        )
         active: dict[str, int] = {}
         failures: dict[str, Failure] = {}
         digests: set[str] = set()
@@ -285,7 +319,7 @@ class ReportStore:
         """Each assigned pod's latest report of ``bundle``: active digest, health, last error."""
         now = self._clock()
         listed: list[dict[str, object]] = []
-        for name in sorted(self._by_namespace.get(namespace, ())):
+        for name in sorted(self._by_bundle.get((namespace, bundle), ())):
             if not assigned(name):
                 continue
             stored = self._latest[(namespace, name)]
@@ -310,13 +344,22 @@ class ReportStore:
 
     # -- internals ----------------------------------------------------------------
 
-    def _trim(self, now: float) -> None:
+    def _unindex(self, namespace: str, bundle: str, name: str) -> None:
+        pods = self._by_bundle.get((namespace, bundle))
+        if pods is not None:
+            pods.discard(name)
+            if not pods:
+                del self._by_bundle[(namespace, bundle)]
+
+    def _sweep(self, now: float) -> None:
+        """Drop every series older than the window, at most every :data:`SWEEP_SECONDS`."""
+        if now - self._swept < SWEEP_SECONDS:
+            return
+        self._swept = now
         horizon = now - self.window_seconds
         for key, per_pod in list(self._series.items()):
             for pod, series in list(per_pod.items()):
-                while series.samples and series.samples[0][0] < horizon:
-                    series.samples.popleft()
-                    series.from_zero = False
+                _trim_series(series, horizon)
                 if not series.samples:
                     del per_pod[pod]
             if not per_pod:

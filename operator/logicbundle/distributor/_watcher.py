@@ -30,8 +30,10 @@ shuts the open responses down, so stopping never waits for a watch timeout.
 
 Memory.  The threads keep nothing per object (a relist holds one page of
 JSON at a time, and the compact records of the list).  Per pod,
-:class:`RuleTargets` keeps its facts and this module its uid and readiness
-condition (handed to :class:`PodStatusWriter` as ``current``); the pods of one
+:class:`RuleTargets` keeps its facts and this module its uid, readiness
+condition (handed to :class:`PodStatusWriter` as ``current``) and a reference
+to the same facts, so that a change that leaves them as they were (a status
+update: phase, conditions, IPs) recomputes nothing; the pods of one
 ReplicaSet share one label mapping.  Measured at 10,000 pods: about 3.5 MB,
 most of it the names, uids and cohort keys themselves.  Per bundle a
 fingerprint of what the rule reads, so a status write that changes neither the
@@ -178,7 +180,7 @@ def _served(obj: Mapping[str, Any]) -> bool:
     return any(c.get("name") == names.AGENT_CONTAINER for c in containers)
 
 
-class _LabelSets:
+class LabelSets:
     """One shared read-only mapping per distinct label set (a ReplicaSet's pods share one).
 
     Bounded: when ``limit`` sets are held it starts over (the sets already
@@ -201,7 +203,7 @@ class _LabelSets:
             return shared
 
 
-def _pod_seen(obj: Mapping[str, Any], *, label_sets: _LabelSets) -> _PodSeen:
+def _pod_seen(obj: Mapping[str, Any], *, label_sets: LabelSets) -> _PodSeen:
     meta = obj.get("metadata") or {}
     facts = None
     if _served(obj):
@@ -384,6 +386,63 @@ def _lines(response: Any) -> Iterator[bytes]:
 # --- the watcher ----------------------------------------------------------------------------
 
 
+class PodWatch(Generic[R]):
+    """Lists then watches the opted-in pods of some namespaces (or all), for another owner.
+
+    The operator's view of its pods uses it (``logicbundle.controller``): the
+    same threads as :class:`RuleWatcher`'s pod streams (pages, a watch from the
+    list's resourceVersion, a relist on 410, backoff), with the caller's
+    ``convert`` run in the thread.  On ``loop``: ``on_list(scope, records)``
+    with a scope's whole list (``scope`` None: the whole cluster), then
+    ``on_event(kind, record)`` for each change.  ``namespaces`` empty watches
+    the whole cluster.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: WatchSource,
+        convert: Callable[[Mapping[str, Any]], R],
+        on_list: Callable[[str | None, list[R]], None],
+        on_event: Callable[[str, R], None],
+        loop: asyncio.AbstractEventLoop,
+        namespaces: Iterable[str] = (),
+        page_size: int = DEFAULT_PAGE_SIZE,
+        watch_timeout_seconds: int = 300,
+        max_backoff_seconds: float = 30.0,
+    ) -> None:
+        self._stop = threading.Event()
+        self.scopes: tuple[str | None, ...] = tuple(dict.fromkeys(namespaces)) or (None,)
+        self._streams = [
+            _Stream(
+                what=f"pods/{scope or 'all'}",
+                call=_bind(source.pods, scope),
+                convert=convert,
+                on_list=_bind_list(on_list, scope),
+                on_event=on_event,
+                loop=loop,
+                stop=self._stop,
+                after=None,
+                page_size=page_size,
+                watch_timeout_seconds=watch_timeout_seconds,
+                max_backoff_seconds=max_backoff_seconds,
+            )
+            for scope in self.scopes
+        ]
+
+    def start(self) -> None:
+        for stream in self._streams:
+            stream.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every watch (blocking: joins the threads)."""
+        self._stop.set()
+        for stream in self._streams:
+            stream.interrupt()
+        for stream in self._streams:
+            stream.join(timeout)
+
+
 class RuleWatcher:
     """Lists and watches LogicBundles and opted-in pods into a :class:`RuleTargets`.
 
@@ -409,10 +468,10 @@ class RuleWatcher:
         self._synced = asyncio.Event()
         self._bundles: dict[str, dict[str, str]] = {}
         """Per namespace and bundle, the fingerprint of the last object handled."""
-        self._pods: dict[str, dict[str, tuple[str | None, bool | None]]] = {}
-        """Per namespace and served pod, its uid and readiness condition."""
+        self._pods: dict[str, dict[str, tuple[str | None, bool | None, contract.PodFacts]]] = {}
+        """Per namespace and served pod, its uid, readiness condition and facts."""
         self._streams: list[_Stream[Any]] = []
-        label_sets = _LabelSets()
+        label_sets = LabelSets()
         scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
         self._unsynced: set[str | None] = set(scopes)
         common: dict[str, Any] = {
@@ -535,7 +594,10 @@ class RuleWatcher:
             if kind == "DELETED" and self._reports is not None:
                 self._reports.forget(ns, name)
             return
-        known[name] = (pod.uid, pod.ready)
+        before = known.get(name)
+        known[name] = (pod.uid, pod.ready, pod.facts)
+        if before is not None and before[0] == pod.uid and before[2] == pod.facts:
+            return  # a status change (phase, readiness, IPs): the targets are the same
         self._rules.set_pod(ns, name, uid=pod.uid, facts=pod.facts)
 
 
