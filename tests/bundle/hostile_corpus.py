@@ -27,6 +27,7 @@ from pathlib import Path
 
 from logicbundle.bundle import (
     AbsolutePathError,
+    AmbiguousNameError,
     BundleManifest,
     CompressionRatioExceededError,
     CorruptArchiveError,
@@ -213,6 +214,94 @@ def too_deep_path() -> HostileBundle:
 
 def too_long_path() -> HostileBundle:
     return _case("too_long_path", [_ok(), directory("x" * 2000)], PathTooLongError)
+
+
+# --- names two readers (or a reader and a person) see differently (issue 11) ----------------
+
+
+def pax_path_disagrees() -> HostileBundle:
+    """A reader that ignores pax writes ok.txt; one that honours it writes rules.txt."""
+    return _case(
+        "pax_path_disagrees",
+        [entry("ok.txt", OK_CONTENT, pax={"path": "rules.txt"})],
+        AmbiguousNameError,
+        manifest_files={"rules.txt": OK_CONTENT},
+    )
+
+
+def pax_hides_a_traversing_header() -> HostileBundle:
+    return _case(
+        "pax_hides_a_traversing_header",
+        [entry("../escaped.txt", OK_CONTENT, pax={"path": "ok.txt"})],
+        AmbiguousNameError,
+    )
+
+
+def pax_path_traverses() -> HostileBundle:
+    return _case(
+        "pax_path_traverses",
+        [entry("ok.txt", OK_CONTENT, pax={"path": "../escaped.txt"})],
+        PathTraversalError,
+    )
+
+
+def global_pax_path() -> HostileBundle:
+    """Python applies a global path only to members with a pax header of their own; other
+    readers apply it to every member that follows."""
+    raw = io.BytesIO()
+    with tarfile.open(
+        fileobj=raw, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"path": "rules.txt"}
+    ) as tar:
+        info, data = _ok()
+        tar.addfile(info, io.BytesIO(data or b""))
+    return HostileBundle(
+        name="global_pax_path",
+        layer=gz(raw.getvalue()),
+        manifest=manifest_for({"ok.txt": OK_CONTENT}),
+        expected=AmbiguousNameError,
+    )
+
+
+def gnu_member(long_name: str, header_name: str, data: bytes) -> bytes:
+    """A GNU long-name record for ``long_name``, then a member whose header says ``header_name``."""
+    longname: bytes = tarfile.TarInfo._create_gnu_long_header(  # type: ignore[attr-defined]
+        long_name, tarfile.GNUTYPE_LONGNAME, "utf-8", "strict"
+    )
+    info = tarfile.TarInfo(header_name)
+    info.size = len(data)
+    header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "strict")
+    return longname + header + data + b"\0" * (-len(data) % tarfile.BLOCKSIZE)
+
+
+TAR_END = b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+def gnu_long_name_traverses() -> HostileBundle:
+    return HostileBundle(
+        name="gnu_long_name_traverses",
+        layer=gz(gnu_member("a/../../escaped.txt", "ok.txt", b"pwned") + TAR_END),
+        manifest=manifest_for({"ok.txt": b"pwned"}),
+        expected=PathTraversalError,
+    )
+
+
+def gnu_long_name_disagrees() -> HostileBundle:
+    return HostileBundle(
+        name="gnu_long_name_disagrees",
+        layer=gz(gnu_member("rules.txt", "ok.txt", OK_CONTENT) + TAR_END),
+        manifest=manifest_for({"rules.txt": OK_CONTENT}),
+        expected=AmbiguousNameError,
+    )
+
+
+def bidi_override_name() -> HostileBundle:
+    """``evil`` U+202E ``txt.py`` shows as ``evilyp.txt`` in a terminal or a review."""
+    return _case("bidi_override_name", [_ok(), entry("evil\u202etxt.py", b"x")], InvalidPathError)
+
+
+def c1_control_name() -> HostileBundle:
+    """U+009B is the terminal's CSI: a name that writes escape sequences into a log."""
+    return _case("c1_control_name", [_ok(), entry("term\x9b31m.txt", b"x")], InvalidPathError)
 
 
 # --- link and special-file attacks ------------------------------------------------------------
@@ -485,6 +574,14 @@ CORPUS: dict[str, Callable[[], HostileBundle]] = {
         non_utf8_name,
         too_deep_path,
         too_long_path,
+        pax_path_disagrees,
+        pax_hides_a_traversing_header,
+        pax_path_traverses,
+        global_pax_path,
+        gnu_long_name_traverses,
+        gnu_long_name_disagrees,
+        bidi_override_name,
+        c1_control_name,
         symlink_escape,
         symlink_then_write_through,
         symlink_inside_bundle,

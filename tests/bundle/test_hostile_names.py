@@ -11,7 +11,6 @@ spelling that must still pass.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -31,8 +30,6 @@ from logicbundle.bundle import (
 from . import hostile_corpus as corpus
 from .test_unpack_hostile import assert_nothing_escaped, refuse
 
-RULES = b"rules = ['deny']\n"
-
 
 def _unpacks(layer: bytes, files: dict[str, bytes], landing: Path) -> Path:
     unpacked = unpack_bundle(
@@ -43,34 +40,11 @@ def _unpacks(layer: bytes, files: dict[str, bytes], landing: Path) -> Path:
     return unpacked.path
 
 
-def _gnu_member(long_name: str, header_name: str, data: bytes) -> bytes:
-    """A GNU long-name record for ``long_name`` followed by a header naming ``header_name``."""
-    longname: bytes = tarfile.TarInfo._create_gnu_long_header(  # type: ignore[attr-defined]
-        long_name, tarfile.GNUTYPE_LONGNAME, "utf-8", "strict"
-    )
-    info = tarfile.TarInfo(header_name)
-    info.size = len(data)
-    header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "strict")
-    padding = b"\0" * (-len(data) % tarfile.BLOCKSIZE)
-    return longname + header + data + padding
-
-
-def _tar_end() -> bytes:
-    return b"\0" * (2 * tarfile.BLOCKSIZE)
-
-
 # --- a pax path that disagrees with the header name ---------------------------------------------
 
 
 def test_a_pax_path_naming_another_file_than_its_header_is_refused(landing: Path) -> None:
-    # A reader that ignores pax writes ok.txt; one that honours it writes rules.txt.
-    case = corpus.HostileBundle(
-        name="pax_path_disagrees",
-        layer=corpus.build_layer([corpus.entry("ok.txt", RULES, pax={"path": "rules.txt"})]),
-        manifest=corpus.manifest_for({"rules.txt": RULES}),
-        expected=AmbiguousNameError,
-    )
-    error = refuse(case, landing)
+    error = refuse(corpus.pax_path_disagrees(), landing)
     assert "'ok.txt'" in str(error)
     assert "another file" in str(error)
 
@@ -78,47 +52,33 @@ def test_a_pax_path_naming_another_file_than_its_header_is_refused(landing: Path
 def test_a_traversing_header_name_hidden_behind_a_harmless_pax_path_is_refused(
     landing: Path,
 ) -> None:
-    case = corpus.HostileBundle(
-        name="pax_hides_a_traversing_header",
-        layer=corpus.build_layer(
-            [corpus.entry("../escaped.txt", corpus.OK_CONTENT, pax={"path": "ok.txt"})]
-        ),
-        manifest=corpus.manifest_for({"ok.txt": corpus.OK_CONTENT}),
-        expected=AmbiguousNameError,
-    )
-    refuse(case, landing)
+    error = refuse(corpus.pax_hides_a_traversing_header(), landing)
+    assert "header name '../escaped.txt' names another file" in str(error)
     assert_nothing_escaped(landing)
 
 
 def test_a_traversing_pax_path_behind_a_harmless_header_is_refused(landing: Path) -> None:
-    case = corpus.HostileBundle(
-        name="pax_path_traverses",
-        layer=corpus.build_layer(
-            [corpus.entry("ok.txt", corpus.OK_CONTENT, pax={"path": "../escaped.txt"})]
-        ),
-        manifest=corpus.manifest_for({"ok.txt": corpus.OK_CONTENT}),
-        expected=PathTraversalError,
-    )
-    refuse(case, landing)
+    refuse(corpus.pax_path_traverses(), landing)
     assert_nothing_escaped(landing)
 
 
-def test_a_global_pax_header_that_sets_a_path_is_refused(landing: Path) -> None:
-    # Python applies a global path only to members with a pax header of their own;
-    # other readers apply it to every member that follows.
-    raw = io.BytesIO()
-    with tarfile.open(
-        fileobj=raw, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"path": "rules.txt"}
-    ) as tar:
-        info, data = corpus.entry("ok.txt", corpus.OK_CONTENT)
-        tar.addfile(info, io.BytesIO(data or b""))
+def test_a_header_cut_from_the_pax_path_that_itself_traverses_is_refused(landing: Path) -> None:
+    # A true cut of the name (its first 100 bytes), but a reader that ignores pax
+    # would climb out with it: "ddd.../.." instead of "ddd.../..x.txt".
+    full = "d" * 97 + "/..x.txt"
+    header = full.encode()[:100].decode()
+    assert header.endswith("/..")
     case = corpus.HostileBundle(
-        name="global_pax_path",
-        layer=corpus.gz(raw.getvalue()),
-        manifest=corpus.manifest_for({"ok.txt": corpus.OK_CONTENT}),
+        name="pax_cut_traverses",
+        layer=corpus.build_layer([corpus.entry(header, b"x", pax={"path": full})]),
+        manifest=corpus.manifest_for({full: b"x"}),
         expected=AmbiguousNameError,
     )
-    assert "global pax header sets path" in str(refuse(case, landing))
+    assert "is itself refused" in str(refuse(case, landing))
+
+
+def test_a_global_pax_header_that_sets_a_path_is_refused(landing: Path) -> None:
+    assert "global pax header sets path" in str(refuse(corpus.global_pax_path(), landing))
 
 
 def test_the_stand_ins_honest_writers_put_in_the_header_unpack(landing: Path) -> None:
@@ -153,14 +113,7 @@ def test_a_bundle_packed_with_long_and_non_ascii_names_round_trips(
 
 
 def test_a_gnu_long_name_that_traverses_is_refused(landing: Path) -> None:
-    layer = corpus.gz(_gnu_member("a/../../escaped.txt", "ok.txt", b"pwned") + _tar_end())
-    case = corpus.HostileBundle(
-        name="gnu_long_name_traverses",
-        layer=layer,
-        manifest=corpus.manifest_for({"ok.txt": b"pwned"}),
-        expected=PathTraversalError,
-    )
-    refuse(case, landing)
+    refuse(corpus.gnu_long_name_traverses(), landing)
     assert_nothing_escaped(landing)
 
 
@@ -179,14 +132,7 @@ def test_a_long_gnu_long_name_that_traverses_is_refused(landing: Path) -> None:
 
 
 def test_a_gnu_long_name_naming_another_file_than_its_header_is_refused(landing: Path) -> None:
-    layer = corpus.gz(_gnu_member("rules.txt", "ok.txt", RULES) + _tar_end())
-    case = corpus.HostileBundle(
-        name="gnu_long_name_disagrees",
-        layer=layer,
-        manifest=corpus.manifest_for({"rules.txt": RULES}),
-        expected=AmbiguousNameError,
-    )
-    refuse(case, landing)
+    refuse(corpus.gnu_long_name_disagrees(), landing)
 
 
 def test_a_gnu_long_name_whose_header_holds_its_first_100_bytes_unpacks(landing: Path) -> None:
