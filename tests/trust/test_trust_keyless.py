@@ -448,3 +448,53 @@ def test_a_trusted_root_without_cas_logs_or_ct_logs_is_refused_when_loaded(
     with pytest.raises(VerificationError, match=named) as caught:
         load_trusted_root(json.dumps(document))
     assert "keyless signatures cannot be verified" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "spoil", "named"),
+    [
+        (
+            "certificateAuthorities",
+            lambda entry: entry["certChain"].update(certificates=[]),
+            "certificate authority 1 has no certificate",
+        ),
+        (
+            "certificateAuthorities",
+            lambda entry: entry["certChain"]["certificates"][0].update(rawBytes="bm90IERFUg=="),
+            "certificate authority 1 holds a certificate that does not parse",
+        ),
+        (
+            "tlogs",
+            lambda entry: entry["publicKey"].update(rawBytes="bm90IERFUg=="),
+            "transparency log 1 has a public key that does not parse",
+        ),
+        (
+            "ctlogs",
+            lambda entry: entry["publicKey"].pop("rawBytes"),
+            "CT log 1 has no public key",
+        ),
+    ],
+)
+def test_a_trusted_root_whose_ca_or_log_cannot_be_loaded_is_refused_when_loaded(
+    sigstore: PrivateSigstore, field: str, spoil: Any, named: str
+) -> None:
+    """Issue 11, defect 3: such a root loaded, then every keyless verification raised
+    sigstore's own exception (an empty chain) or verified with nothing (a bad key)."""
+    import json
+
+    document = json.loads(sigstore.trusted_root_json())
+    spoil(document[field][0])
+    with pytest.raises(VerificationError) as caught:
+        load_trusted_root(json.dumps(document))
+    assert f"the trusted root's {named}: keyless signatures cannot rely on it" in str(caught.value)
+    assert "bm90IERFUg" not in str(caught.value)  # nothing of the content is quoted
+
+
+def test_the_public_good_and_staging_roots_in_the_sigstore_wheel_load() -> None:
+    from importlib import resources
+
+    for instance in ("tuf-repo-cdn.sigstore.dev", "tuf-repo-cdn.sigstage.dev"):
+        asset = resources.files("sigstore._store").joinpath(
+            f"https%3A%2F%2F{instance}", "trusted_root.json"
+        )
+        assert load_trusted_root(asset.read_bytes())

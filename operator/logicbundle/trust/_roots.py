@@ -12,6 +12,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sigstore.models import TrustedRoot
 from sigstore_models.trustroot.v1 import TrustedRoot as _TrustedRootMessage
 
@@ -53,7 +55,39 @@ def load_trusted_root(data: bytes | str) -> TrustedRoot:
             "be verified against it",
             hint="Use the complete trusted_root.json of your Sigstore instance.",
         )
+    unusable = _unusable_entry(message)
+    if unusable:
+        raise VerificationError(
+            f"the trusted root's {unusable}: keyless signatures cannot rely on it",
+            hint="Use the complete trusted_root.json of your Sigstore instance.",
+        )
     return root
+
+
+def _unusable_entry(message: _TrustedRootMessage) -> str | None:
+    """The first entry whose certificates or key do not load (sigstore would fail later).
+
+    Named by its position only: nothing of the content reaches the message.
+    """
+    for number, authority in enumerate(message.certificate_authorities, start=1):
+        chain = authority.cert_chain.certificates
+        if not chain:
+            return f"certificate authority {number} has no certificate"
+        try:
+            for certificate in chain:
+                x509.load_der_x509_certificate(certificate.raw_bytes)
+        except ValueError:
+            return f"certificate authority {number} holds a certificate that does not parse"
+    for what, logs in (("transparency log", message.tlogs), ("CT log", message.ctlogs)):
+        for number, log in enumerate(logs, start=1):
+            raw = log.public_key.raw_bytes
+            if not raw:
+                return f"{what} {number} has no public key"
+            try:
+                load_der_public_key(raw)
+            except (ValueError, TypeError):  # TypeError: a key type cryptography lacks
+                return f"{what} {number} has a public key that does not parse"
+    return None
 
 
 def _shape(exc: Exception) -> str:
