@@ -265,7 +265,9 @@ async def _start_distributor(
         targets=targets,
         blobs=blobs,
         reports=reports,
-        authenticator=CachingAuthenticator(TokenReviewAuthenticator(api_client=client)),
+        authenticator=CachingAuthenticator(
+            TokenReviewAuthenticator(api_client=client), still_there=rules.knows
+        ),
         audience=names.DISTRIBUTOR_AUDIENCE,
         on_activity=on_activity,
         assigns=rules.assigns,

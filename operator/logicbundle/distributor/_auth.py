@@ -9,11 +9,19 @@ and ``pod-uid`` in ``user.extra``); the namespace comes from the username
 from the token alone, never from anything else in the request.
 
 A TokenReview per request would put the API server on the agents' hot path,
-so :class:`CachingAuthenticator` keeps answers briefly, keyed by the token's
-SHA-256 (the token itself is never stored nor logged), and lets concurrent
-requests with the same token share one review.  Tokens are never part of an
-error message: an ``ApiException`` from a TokenReview echoes the request body,
-token included, so only its status is kept.
+so :class:`CachingAuthenticator` keeps answers, keyed by the token's SHA-256
+(the token itself is never stored nor logged), and lets concurrent requests
+with the same token share one review.  How long: at 10,000 agents a 60 s
+cache meant 170 TokenReviews a second, which kept a replica's CPU busy and
+its long-polls timing out; so a positive answer is kept 5 minutes, spread by
+a jitter so that the answers of a fleet started together do not all expire
+together, and only while the pod the token is bound to is still there with
+the same uid (``still_there``: the replica's pod watch).  A deleted pod's
+token is reviewed again at its next request, which the API server refuses.
+
+Tokens are never part of an error message: an ``ApiException`` from a
+TokenReview echoes the request body, token included, so only its status is
+kept.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import base64
 import binascii
 import hashlib
 import json
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -163,24 +172,35 @@ def _token_expiry(token: str) -> float | None:
     return float(exp) if isinstance(exp, int | float) else None
 
 
+DEFAULT_TTL: Final = 300.0
+"""Seconds a positive answer is kept (less a jitter of up to :data:`TTL_JITTER` of it)."""
+TTL_JITTER: Final = 0.2
+
+
 class CachingAuthenticator:
     """Remembers answers of another authenticator: positive for ``ttl``, negative for less.
 
-    A positive answer is never kept past the token's own expiry.  Answers that
-    say "could not check" are not cached.
+    A positive answer is never kept past the token's own expiry, nor used once
+    ``still_there(identity)`` says the pod it names is gone (or was replaced);
+    identities bound to no pod (the operator's, a status reader's) are kept
+    for ``ttl``.  Answers that say "could not check" are not cached.
     """
 
     def __init__(
         self,
         inner: Authenticator,
         *,
-        ttl: float = 60.0,
+        ttl: float = DEFAULT_TTL,
         negative_ttl: float = 5.0,
         max_entries: int = 50_000,
+        still_there: Callable[[PodIdentity], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self._inner = inner
+        self._still_there = still_there
+        self._jitter = jitter
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._max = max_entries
@@ -200,7 +220,8 @@ class CachingAuthenticator:
             if expires > now:
                 if isinstance(answer, AuthenticationFailedError):
                     raise AuthenticationFailedError(answer.message, hint=answer.hint)
-                return answer
+                if self._still_there is None or not answer.name or self._still_there(answer):
+                    return answer
             del self._cache[key]
         pending = self._inflight.get(key)
         if pending is not None:
@@ -224,7 +245,7 @@ class CachingAuthenticator:
             future.exception()
             raise
         else:
-            ttl = self._ttl
+            ttl = self._ttl * (1 - TTL_JITTER * self._jitter())
             exp = _token_expiry(token)
             if exp is not None:
                 ttl = min(ttl, exp - self._wall())

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from logicbundle import contract
 from logicbundle.api.v1alpha1 import LogicBundleSpec
-from logicbundle.distributor._models import BundleTarget, Split
+from logicbundle.distributor._models import BundleTarget, PodIdentity, Split
 from logicbundle.distributor._targets import TargetStore
 
 
@@ -231,6 +231,11 @@ class RuleTargets:
 
     def pods(self) -> set[tuple[str, str]]:
         return {(ns, name) for ns, pods in self._pods.items() for name in pods}
+
+    def knows(self, identity: PodIdentity) -> bool:
+        """Whether the pod a token names is here, with that uid (its token still stands)."""
+        pod = self._pods.get(identity.namespace, {}).get(identity.name)
+        return pod is not None and pod.uid == identity.uid
 
     def published_digests(self) -> set[str]:
         """Every digest a bundle's published state names (stable or candidate)."""

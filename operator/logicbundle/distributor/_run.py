@@ -38,7 +38,11 @@ from logicbundle.distributor._app import (
     DEFAULT_MAX_WAIT_SECONDS,
     create_app,
 )
-from logicbundle.distributor._auth import CachingAuthenticator, TokenReviewAuthenticator
+from logicbundle.distributor._auth import (
+    DEFAULT_TTL,
+    CachingAuthenticator,
+    TokenReviewAuthenticator,
+)
 from logicbundle.distributor._blobs import BlobCache
 from logicbundle.distributor._metrics import DistributorMetrics
 from logicbundle.distributor._reports import DEFAULT_WINDOW_SECONDS, ReportStore
@@ -82,7 +86,7 @@ class DistributorSettings:
     """Write the pods' readiness condition (``logicbundle.io/bundles-ready``) when it changes."""
     max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS
     max_report_bytes: int = DEFAULT_MAX_REPORT_BYTES
-    auth_cache_seconds: float = 60.0
+    auth_cache_seconds: float = DEFAULT_TTL
     auth_negative_cache_seconds: float = 5.0
     report_window_seconds: float = DEFAULT_WINDOW_SECONDS
     upstream_url: str | None = None
@@ -227,6 +231,7 @@ async def serve_distributor(
         ),
         ttl=settings.auth_cache_seconds,
         negative_ttl=settings.auth_negative_cache_seconds,
+        still_there=rules.knows,
     )
     writer = (
         PodStatusWriter(api_client=api_client, executor=executor, current=watcher.current_readiness)
