@@ -149,6 +149,18 @@ def test_two_files_that_collide_on_a_case_insensitive_file_system_are_rejected()
         parse_manifest(data)
 
 
+def test_one_directory_spelled_two_ways_is_rejected() -> None:
+    """ "Ŕ/0" and "ŕ/1" collide as directories, not as files: before, the unpacker made one
+    directory and failed open(2) on the other spelling with a bare FileNotFoundError."""
+    data = manifest_data()
+    data["files"] += [
+        {"path": "\u0154/0", "sha256": "c" * 64, "size": 1},
+        {"path": "\u0155/1", "sha256": "d" * 64, "size": 1},
+    ]
+    with pytest.raises(InvalidManifestError, match="same directory"):
+        parse_manifest(data)
+
+
 def test_a_file_that_would_have_to_be_a_directory_is_rejected() -> None:
     data = manifest_data()
     data["files"].append({"path": "rules/core.py/x", "sha256": "c" * 64, "size": 1})

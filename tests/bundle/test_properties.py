@@ -32,6 +32,9 @@ def _is_tree(paths: list[str]) -> bool:
     keys = {collision_key(p) for p in paths}
     if len(keys) != len(paths):
         return False
+    directories = {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
+    if len({collision_key(d) for d in directories}) != len(directories):
+        return False  # "Ŕ/0" and "ŕ/1": one directory spelled twice (refused, tested apart)
     return not any(
         collision_key("/".join(p.split("/")[:i])) in keys
         for p in paths

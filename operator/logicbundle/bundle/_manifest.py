@@ -253,13 +253,21 @@ class BundleManifest(_Model):
                     "case-insensitive or Unicode-normalising file system; rename one"
                 )
             by_key[key] = entry.path
+        directories: dict[str, str] = {}
         for entry in ordered:
             for parent in _paths.parents(entry.path):
-                clash = by_key.get(_paths.collision_key(parent))
+                key = _paths.collision_key(parent)
+                clash = by_key.get(key)
                 if clash is not None:
                     raise ValueError(
                         f"{clash!r} is listed as a file but {entry.path!r} needs it to be "
                         "a directory"
+                    )
+                spelled = directories.setdefault(key, parent)
+                if spelled != parent:
+                    raise ValueError(
+                        f"directories {spelled!r} and {parent!r} are the same directory on a "
+                        "case-insensitive or Unicode-normalising file system; rename one"
                     )
         return ordered
 

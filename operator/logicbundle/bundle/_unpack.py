@@ -484,9 +484,16 @@ class _Extraction:
     def _make_dirs(self, path: str) -> None:
         for directory in [*_paths.parents(path), path]:
             key = _paths.collision_key(directory)
-            if key not in self.dirs:
+            known = self.dirs.get(key)
+            if known is None:
                 self.dirs[key] = directory
                 (self.root / directory).mkdir(mode=0o755, exist_ok=True)
+            elif known != directory:
+                raise PathConflictError(
+                    f"directories {known!r} and {directory!r} are the same directory on a "
+                    "case-insensitive or Unicode-normalising file system",
+                    member=path,
+                )
 
     def _extract_file(
         self, path: str, key: str, info: tarfile.TarInfo, tar: tarfile.TarFile, *, fsync: bool
