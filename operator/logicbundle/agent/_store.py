@@ -146,14 +146,7 @@ class BundleStore:
         ).encode()
         if self._read_split() == data:
             return
-        temporary = self.dir / f".{SPLIT_FILE}.{os.getpid()}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            if durable:
-                os.fsync(out.fileno())
-        temporary.replace(self.split)
+        _write_whole(self.dir / f".{SPLIT_FILE}.{os.getpid()}.tmp", self.split, data, durable)
         if durable:
             fsync_dir(self.dir)
 
@@ -167,13 +160,7 @@ class BundleStore:
 
     def write_manifest(self, digest: str, data: bytes) -> None:
         final = self.manifest_path(digest)
-        temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        temporary.replace(final)
+        _write_whole(final.with_name(f".{final.name}.{os.getpid()}.tmp"), final, data, True)
 
     def point_current(self, digest: str | None, *, durable: bool = True) -> None:
         """Swap ``current`` to ``digest`` (temporary symlink + rename(2)); None removes it."""
@@ -186,7 +173,11 @@ class BundleStore:
             temporary.unlink()
         temporary.symlink_to(f"{VERSIONS_DIR}/{digest}")
         _seams.step("symlink-created")
-        temporary.replace(self.current)
+        try:
+            temporary.replace(self.current)
+        except OSError:
+            _discard(temporary)
+            raise
         if durable:
             fsync_dir(self.dir)
 
@@ -200,6 +191,30 @@ class BundleStore:
             _rmtree(aside)
         with contextlib.suppress(FileNotFoundError):
             self.manifest_path(digest).unlink()
+
+
+def _write_whole(temporary: Path, final: Path, data: bytes, durable: bool) -> None:
+    """Write ``data`` to ``temporary`` and rename it over ``final``.
+
+    A failed write (a full volume: ``ENOSPC``) removes the temporary file before the
+    error goes on, so a failed swap leaves no debris behind it, not only after a restart.
+    """
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            if durable:
+                os.fsync(out.fileno())
+        temporary.replace(final)
+    except BaseException:
+        _discard(temporary)
+        raise
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 def _parse_split(data: bytes | None) -> tuple[str, str, int] | None:
