@@ -1,8 +1,10 @@
 """A distributor that accepts connections and never answers (issue 11's fault row).
 
 The agent must not hang on it: bytes come from the registry as soon as the
-long-poll has found the distributor down, and SIGTERM ends the agent within
-its stop deadline even with requests still hanging.
+long-poll has found the distributor down, SIGTERM ends the agent within
+its stop deadline even with requests still hanging, and a distributor that
+goes silent mid-run (a real TCP relay that stops answering) leaves the agent
+following the published state file to its new target within its timeouts.
 """
 
 from __future__ import annotations
@@ -15,19 +17,27 @@ from pathlib import Path
 
 import pytest
 
+from examples.sample_app.bundles import ENTRYPOINT, EXAMPLES_DIR, INTERFACE, VERSIONS
+from logicbundle import contract
 from logicbundle.agent import Target
 from logicbundle.agent._agent import STOP_DEADLINE
+from logicbundle.artifact import push_directory
+from logicbundle.oci import Reference, RegistryClient
 from tests.agent.conftest import (
+    App,
     FakeDistributor,
     MakeAgent,
+    Packed,
     publish,
     stable_state,
     unused_port,
     wait_for,
     write_pod,
 )
+from tests.oci.mock_registry import MockRegistry
 
 DIGEST = "sha256:" + "ab" * 32
+FETCH_TIMEOUT = 3.0
 
 
 class SilentServer:
@@ -70,6 +80,76 @@ class SilentServer:
         with self.lock:
             for conn in self.connections:
                 conn.close()
+
+
+class Relay:
+    """A real TCP listener relaying to ``upstream`` until :meth:`silence`; then it answers nothing.
+
+    Once silenced, connections open and new are kept open and read, and never sent a
+    byte (what the upstream still answers on them is dropped): a distributor that
+    accepts connections and never answers.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        host, _, port = upstream.removeprefix("http://").partition(":")
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.silent = threading.Event()
+        self.after_silence: list[str] = []
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def silence(self) -> None:
+        self.silent.set()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.sockets.append(conn)
+            if self.silent.is_set():
+                threading.Thread(target=self._swallow, args=(conn,), daemon=True).start()
+                continue
+            up = socket.create_connection(self.upstream)
+            with self.lock:
+                self.sockets.append(up)
+            threading.Thread(target=self._pump, args=(conn, up), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, conn), daemon=True).start()
+
+    def _swallow(self, conn: socket.socket) -> None:
+        with conn.makefile("rb") as stream:
+            try:
+                line = stream.readline(4096).decode("latin-1").strip()
+            except (OSError, ValueError):
+                return
+        with self.lock:
+            self.after_silence.append(line)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if self.silent.is_set():
+                continue  # neither way: the connection stays open, nothing passes
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+        with self.lock:
+            for sock in self.sockets:
+                sock.close()
 
 
 @pytest.fixture
@@ -190,3 +270,67 @@ def test_the_newest_published_state_wins_whichever_path_brought_it(
     agent._dispatch("fast" if fast_up else "slow")
     expected = {"file": Target(digest=d2), "fast": Target(digest=d3), "kept": None}[wins]
     assert (seen[-1][2] if seen else None) == expected
+
+
+def test_a_distributor_gone_silent_mid_run_the_agent_follows_the_state_file_to_its_target(
+    distributor: FakeDistributor,
+    bundles: dict[str, Packed],
+    app: App,
+    make_agent: MakeAgent,
+    root: Path,
+) -> None:
+    """Issue 11's fault row: the distributor accepts connections and never answers.
+
+    The agent runs v1 through the fast path; the distributor (a real TCP relay) then
+    goes silent with the agent's long-poll in flight, and the kubelet projects a newer
+    published state naming v2. The agent follows the file, its byte fetch from the
+    silent distributor times out and the registry serves v2: the application runs v2
+    within the agent's timeouts, without a byte from the distributor after it fell silent.
+    """
+    v1 = bundles["pricing-v1"]
+    distributor.add(v1)
+    distributor.set_targets({"pricing": {"digest": v1.digest, "revision": 1}})
+    relay = Relay(distributor.url)
+    with MockRegistry() as registry, RegistryClient(insecure=True) as client:
+        v2 = push_directory(
+            client,
+            Reference(registry.host, "shop/pricing", "v2"),
+            EXAMPLES_DIR / "pricing-v2",
+            name="pricing",
+            version=VERSIONS["pricing-v2"],
+            interface=INTERFACE,
+            entrypoint=ENTRYPOINT,
+        ).digest
+        try:
+            agent = make_agent(
+                distributor=relay.url,
+                bundle={"source": f"{registry.host}/shop/pricing", "insecure": True},
+                long_poll_wait=1.0,
+            )
+            agent._fetcher.timeout = FETCH_TIMEOUT  # the bound on a request for bytes
+            write_pod(root)
+            publish(root, contract.RolloutState(bundle="pricing", stable=v1.digest, revision=1))
+            wait_for(lambda: app.host.active_digest == v1.digest, "v1 through the fast path")
+            assert agent.metrics.fast_path_up == 1
+
+            relay.silence()
+            publish(root, contract.RolloutState(bundle="pricing", stable=v2, revision=2))
+            start = time.monotonic()
+            # Bound: the byte request to the silent distributor times out (FETCH_TIMEOUT),
+            # then the registry serves it; the long-poll's own timeout is 1 s + 10 s.
+            wait_for(
+                lambda: app.host.active_digest == v2,
+                "v2 from the published state",
+                timeout=FETCH_TIMEOUT + 1.0 + 10.0 + 5.0,
+            )
+            elapsed = time.monotonic() - start
+            status = wait_for(
+                lambda: (s := agent.statuses()["pricing"]).active == v2 and s, "v2 acked"
+            )
+            assert status.previous == v1.digest
+            assert (root / "pricing" / "current").readlink().name == v2
+            # The fast path is found down once its long-poll times out; nothing hangs.
+            wait_for(lambda: agent.metrics.fast_path_up == 0, "the fast path found down")
+            assert elapsed < FETCH_TIMEOUT + 1.0 + 10.0 + 5.0
+        finally:
+            relay.close()
