@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint unit e2e crds bench bench-real-node bench-api-writes
+.PHONY: setup demo test lint unit e2e crds bench bench-real-node bench-api-writes bench-fleet
 
 setup:
 	@e2e/setup.sh
@@ -51,3 +51,9 @@ bench-real-node:
 bench-api-writes:
 	@$(PY) -m e2e.harness.build
 	$(PY) -m e2e.bench.bench_api_writes $(ARGS)
+
+# Issue 10's scale figures: 1,000 LogicBundles x 10 simulated agents, 1/2/4 distributor replicas
+# (docs/benchmarks.md); about 10 minutes, in the namespace like e2e.
+bench-fleet:
+	@$(PY) -m e2e.harness.build
+	$(NETNS) $(PY) -m e2e.bench.bench_fleet $(ARGS)
