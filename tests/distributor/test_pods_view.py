@@ -148,3 +148,59 @@ def test_a_credential_in_a_distributor_url_never_reaches_a_message() -> None:
     assert _pods._where("https://user:secret@example.com:8443/x?token=abc") == (
         "https://example.com:8443/x"
     )
+
+
+def test_the_proxied_read_goes_through_the_real_kubernetes_client() -> None:
+    """The path through the API server's pod proxy, with the installed kubernetes client
+    (its raw-call API changed between versions: this failed only on a real cluster)."""
+    import http.server
+    import json
+    import threading
+
+    from kubernetes import client as k8s
+
+    from logicbundle.cli._pods import PodsUnavailableError
+
+    seen: list[tuple[str, Any]] = []
+    answers = [(200, {"pods": [{"pod": "web-a", "active": D2, "healthy": True}]}), (403, {})]
+
+    class ApiServer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers))  # case-insensitive lookups
+            status, body = answers.pop(0)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ApiServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        config = k8s.Configuration(host=f"http://127.0.0.1:{server.server_port}")
+        config.api_key = {"BearerToken": "user-token"}
+        config.api_key_prefix = {"BearerToken": "Bearer"}
+        with k8s.ApiClient(config) as api:
+            path = "/api/v1/namespaces/lb/pods/http:dist-0:8080/proxy"
+            rows = _pods.ask_proxied(
+                api, path, token="reader-token", namespace="shop", bundle="pricing"
+            )
+            assert rows == [{"pod": "web-a", "active": D2, "healthy": True}]
+            request, headers = seen[0]
+            assert request == f"{path}/v1/pods?bundleNamespace=shop&bundle=pricing"
+            assert headers.get(TOKEN_HEADER) == "reader-token"
+            assert headers.get("Authorization") == "Bearer user-token"
+            try:
+                _pods.ask_proxied(api, path, token="t", namespace="shop", bundle="pricing")
+            except PodsUnavailableError as exc:
+                assert "HTTP 403" in str(exc) and "pods/proxy" in str(exc)
+            else:
+                raise AssertionError("a 403 from the proxy must fail the command")
+    finally:
+        server.shutdown()
+        server.server_close()

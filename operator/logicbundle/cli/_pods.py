@@ -210,25 +210,38 @@ def ask_direct(
 def ask_proxied(
     api_client: Any, path: str, *, token: str, namespace: str, bundle: str
 ) -> list[Mapping[str, Any]]:
-    """One replica's answer through the API server's pod proxy."""
+    """One replica's answer through the API server's pod proxy (``path``: the pod's proxy).
+
+    The request is built by the client (``param_serialize``: the server, the
+    query string and the user's own credentials from the kubeconfig) and sent
+    raw; the replica's token travels in :data:`TOKEN_HEADER`.
+    """
     from kubernetes.client.exceptions import ApiException
 
+    where = path.rsplit("/", 2)[-2]
     try:
-        response = api_client.call_api(
-            f"{path}/v1/pods",
-            "GET",
+        method, url, headers, body, post = api_client.param_serialize(
+            method="GET",
+            resource_path=f"{path}/v1/pods",
             query_params=[("bundleNamespace", namespace), ("bundle", bundle)],
             header_params={TOKEN_HEADER: token, "Accept": "application/json"},
             auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=15,
         )
+        response = api_client.call_api(
+            method, url, header_params=headers, body=body, post_params=post, _request_timeout=15
+        )
+        raw = response.read()
     except ApiException as exc:
         raise PodsUnavailableError(
-            f"the API server's proxy to {path.rsplit('/', 2)[-2]} answered HTTP {exc.status}",
-            hint="You need get on pods/proxy in the operator's namespace.",
+            f"the API server's proxy to {where} failed: HTTP {exc.status}"
         ) from None
-    raw = response[0].data if isinstance(response, tuple) else response.data
+    if response.status >= 400:
+        raise PodsUnavailableError(
+            f"the API server's proxy to {where} answered HTTP {response.status}",
+            hint="You need get on pods/proxy in the operator's namespace."
+            if response.status == 403
+            else None,
+        )
     try:
         return _pods(json.loads(raw), path)
     except ValueError:
