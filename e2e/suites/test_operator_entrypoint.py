@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,5 +40,8 @@ def test_the_operator_starts_against_the_cluster_and_exits_cleanly_on_sigterm(
                 proc.wait()
     text = log.read_text()
     assert code == 0, text
-    assert "starting the operator (cluster-wide, standalone" in text
+    # Cluster-wide, but never the system namespaces unless named (issue 11, defect 6).
+    started = re.search(r"starting the operator \(cluster-wide but ([^)]*), standalone,", text)
+    assert started is not None, text
+    assert {"kube-system", "kube-public", "kube-node-lease"} <= set(started.group(1).split(", "))
     assert "the operator stopped" in text
