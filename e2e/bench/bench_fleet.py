@@ -51,7 +51,9 @@ from e2e.bench.bench_rollout import (
     CRD_FILE,
     FAST,
     Api,
+    bound_token,
     kubectl,
+    pod_spec,
     proc_cpu_seconds,
     proc_memory,
     ready_on,
@@ -291,40 +293,11 @@ async def create_pods(api: Api, layout: Layout, nodes: int, sim: Simulator) -> t
                             contract.ANNOTATION_ADMITTED_AT: str(int(time.time() * 1000)),
                         },
                     },
-                    "spec": {
-                        "nodeName": f"kwok-node-{node}",
-                        "serviceAccountName": SA,
-                        "automountServiceAccountToken": False,
-                        "initContainers": [
-                            {
-                                "name": names.AGENT_CONTAINER,
-                                "image": "registry.invalid/agent:1",
-                                "restartPolicy": "Always",
-                            }
-                        ],
-                        "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
-                    },
+                    "spec": {"nodeName": f"kwok-node-{node}", **pod_spec()},
                 },
             )
-            token = await api.call(
-                "POST",
-                f"/api/v1/namespaces/{namespace}/serviceaccounts/{SA}/token",
-                {
-                    "apiVersion": "authentication.k8s.io/v1",
-                    "kind": "TokenRequest",
-                    "spec": {
-                        "audiences": [contract.DISTRIBUTOR_AUDIENCE],
-                        "expirationSeconds": 3 * 3600,
-                        "boundObjectRef": {
-                            "apiVersion": "v1",
-                            "kind": "Pod",
-                            "name": name,
-                            "uid": body["metadata"]["uid"],
-                        },
-                    },
-                },
-            )
-        return Agent(namespace=namespace, pod=name, token=token["status"]["token"])
+            token = await bound_token(api, namespace, body, seconds=3 * 3600)
+        return Agent(namespace=namespace, pod=name, token=token)
 
     jobs = []
     for namespace, apps in layout.apps().items():

@@ -130,21 +130,49 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    "serviceAccountName": SA,
-                    "automountServiceAccountToken": False,
-                    "initContainers": [
-                        {
-                            "name": names.AGENT_CONTAINER,
-                            "image": "registry.invalid/agent:1",
-                            "restartPolicy": "Always",
-                        }
-                    ],
-                    "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
-                },
+                "spec": pod_spec(),
             },
         },
     }
+
+
+def pod_spec() -> dict[str, Any]:
+    """An opted-in pod's spec: the agent sidecar as the webhook injects it, and the app."""
+    return {
+        "serviceAccountName": SA,
+        "automountServiceAccountToken": False,
+        "initContainers": [
+            {
+                "name": names.AGENT_CONTAINER,
+                "image": "registry.invalid/agent:1",
+                "restartPolicy": "Always",
+            }
+        ],
+        "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+    }
+
+
+async def bound_token(api: Api, namespace: str, pod: Mapping[str, Any], *, seconds: int) -> str:
+    """A token of the pod's ServiceAccount bound to it, for the distributor's audience."""
+    body = await api.call(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{SA}/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [names.DISTRIBUTOR_AUDIENCE],
+                "expirationSeconds": seconds,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": pod["metadata"]["name"],
+                    "uid": pod["metadata"]["uid"],
+                },
+            },
+        },
+    )
+    return str(body["status"]["token"])
 
 
 async def make_namespace(api: Api, namespace: str) -> None:
@@ -233,29 +261,12 @@ class Fleet:
 
         async def one(pod: Mapping[str, Any]) -> SimAgent:
             async with sem:
-                body = await api.call(
-                    "POST",
-                    f"/api/v1/namespaces/{namespace}/serviceaccounts/{SA}/token",
-                    {
-                        "apiVersion": "authentication.k8s.io/v1",
-                        "kind": "TokenRequest",
-                        "spec": {
-                            "audiences": [names.DISTRIBUTOR_AUDIENCE],
-                            "expirationSeconds": 3600,
-                            "boundObjectRef": {
-                                "apiVersion": "v1",
-                                "kind": "Pod",
-                                "name": pod["metadata"]["name"],
-                                "uid": pod["metadata"]["uid"],
-                            },
-                        },
-                    },
-                )
+                token = await bound_token(api, namespace, pod, seconds=3600)
             return SimAgent(
                 namespace=namespace,
                 pod=pod["metadata"]["name"],
                 uid=pod["metadata"]["uid"],
-                token=body["status"]["token"],
+                token=token,
             )
 
         agents = await asyncio.gather(*(one(p) for p in pods))

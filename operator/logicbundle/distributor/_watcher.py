@@ -386,7 +386,26 @@ def _lines(response: Any) -> Iterator[bytes]:
 # --- the watcher ----------------------------------------------------------------------------
 
 
-class PodWatch(Generic[R]):
+class _Streams:
+    """Start and stop a set of list-and-watch threads that share one stop flag."""
+
+    _stop: threading.Event
+    _streams: list[_Stream[Any]]
+
+    def start(self) -> None:
+        for stream in self._streams:
+            stream.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every watch (blocking: joins the threads)."""
+        self._stop.set()
+        for stream in self._streams:
+            stream.interrupt()
+        for stream in self._streams:
+            stream.join(timeout)
+
+
+class PodWatch(_Streams, Generic[R]):
     """Lists then watches the opted-in pods of some namespaces (or all), for another owner.
 
     The operator's view of its pods uses it (``logicbundle.controller``): the
@@ -413,7 +432,7 @@ class PodWatch(Generic[R]):
     ) -> None:
         self._stop = threading.Event()
         self.scopes: tuple[str | None, ...] = tuple(dict.fromkeys(namespaces)) or (None,)
-        self._streams = [
+        self._streams: list[_Stream[Any]] = [
             _Stream(
                 what=f"pods/{scope or 'all'}",
                 call=_bind(source.pods, scope),
@@ -430,20 +449,8 @@ class PodWatch(Generic[R]):
             for scope in self.scopes
         ]
 
-    def start(self) -> None:
-        for stream in self._streams:
-            stream.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop every watch (blocking: joins the threads)."""
-        self._stop.set()
-        for stream in self._streams:
-            stream.interrupt()
-        for stream in self._streams:
-            stream.join(timeout)
-
-
-class RuleWatcher:
+class RuleWatcher(_Streams):
     """Lists and watches LogicBundles and opted-in pods into a :class:`RuleTargets`.
 
     ``namespaces`` empty watches the whole cluster.  Start and stop from any
@@ -502,18 +509,6 @@ class RuleWatcher:
                 **common,
             )
             self._streams += [bundles, pods]
-
-    def start(self) -> None:
-        for stream in self._streams:
-            stream.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop every watch (blocking: joins the threads)."""
-        self._stop.set()
-        for stream in self._streams:
-            stream.interrupt()
-        for stream in self._streams:
-            stream.join(timeout)
 
     @property
     def synced(self) -> bool:
