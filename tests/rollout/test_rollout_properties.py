@@ -206,9 +206,10 @@ def check_invariants(
         live.add(status.candidate_digest)
     assert assigned <= live
     stage = current_stage(spec=spec, status=status)
-    if stage is not None and stage.percent is not None:
-        check_percent(stage.percent, state, reports, before)
     stall = find_condition(status.conditions, conditions.STALLED)
+    frozen = stall is not None and stall.status == "True" and stall.reason == conditions.FROZEN
+    if stage is not None and stage.percent is not None:
+        check_percent(stage.percent, state, reports, before, frozen=frozen)
     if (
         stall is not None
         and stall.status == "True"
@@ -229,6 +230,8 @@ def check_percent(
     state: contract.RolloutState,
     reports: Sequence[PodReport],
     before: contract.RolloutState | None,
+    *,
+    frozen: bool,
 ) -> None:
     assert isinstance(state.stage, contract.Percent)
     agents = [r for r in reports if r.has_agent]
@@ -240,7 +243,11 @@ def check_percent(
     assert had <= on
     # A stage grows only to its share, past it only by the pods already on the candidate.
     assert len(on) <= max(share(percent=percent, pods=len(agents)), len(had))
-    if percent > 0 and agents:
+    if frozen:
+        # Frozen: every pod keeps what it runs, so the stage is not redrawn when the
+        # pods on the candidate go away, and no pod is newly moved onto it.
+        assert on <= had or before is None or before.candidate != state.candidate
+    elif percent > 0 and agents:
         assert on
 
 
