@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint unit e2e crds bench bench-real-node bench-api-writes bench-fleet
+.PHONY: setup demo test lint unit e2e crds bench bench-real-node bench-api-writes bench-fleet bench-soak
 
 setup:
 	@e2e/setup.sh
@@ -57,3 +57,9 @@ bench-api-writes:
 bench-fleet:
 	@$(PY) -m e2e.harness.build
 	$(NETNS) $(PY) -m e2e.bench.bench_fleet $(ARGS)
+
+# Issue 11's soak: 500 rollouts of one bundle, then 50 rounds of 100 bundles at once; operator
+# RSS, fds and reconcile p99 after warm-up and at the end (docs/benchmarks.md); about 15 minutes.
+bench-soak:
+	@$(PY) -m e2e.harness.build
+	$(NETNS) $(PY) -m e2e.bench.bench_soak $(ARGS)
