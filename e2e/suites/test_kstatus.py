@@ -6,7 +6,9 @@ run as Argo CD runs it (``tests/gitops/lua_runner.py``). Both read objects
 served by the real API server:
 
 * driven by the real operator process: a first install waiting for its pods,
-  then Ready; an unsigned artifact (``Verified=False``, Stalled);
+  then Ready; an unsigned artifact (``Verified=False``, Stalled); a repository
+  missing from the registry (``ResolveFailed``, retried) and a trusted root
+  without logs (``InvalidSource``, Stalled) while the stable digest serves;
 * the rollout situations a test cannot wait for in real time (mid-stage,
   paused, at a manual gate, rolled back, ...): statuses produced by
   ``logicbundle.rollout.step`` (``tests/gitops/scenarios.py``), written
@@ -174,6 +176,111 @@ def test_an_unsigned_artifact_is_failed_for_kstatus_and_degraded_for_argo_cd(
     assert lua_runner.health(obj)[0] == "Degraded"
 
 
+def _public_good_root() -> dict[str, Any]:
+    """The Sigstore public-good trusted_root.json shipped in the sigstore wheel."""
+    from importlib import resources
+
+    asset = resources.files("sigstore._store").joinpath(
+        "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev", "trusted_root.json"
+    )
+    root: dict[str, Any] = json.loads(asset.read_bytes())
+    return root
+
+
+def test_source_failures_decide_the_conditions_while_the_stable_digest_keeps_serving(
+    cluster: Cluster, registry: Registry, operator: Operator, key: KeyPair, live_namespace: str
+) -> None:
+    """Issue 11, defect 2: a registry failure was only a log line and an event.
+
+    A repository missing from the registry (a push fixes it) is ``Ready=False``
+    ``ResolveFailed`` and still Reconciling: ``kubectl wait --for=condition=Ready=false``
+    sees it, kstatus says InProgress, Argo CD Degraded.  A trusted root without
+    transparency logs (only a fixed ConfigMap fixes it) is ``Stalled`` ``InvalidSource``:
+    kstatus Failed.  Through both the pod keeps the verified digest, and a fixed
+    ConfigMap is seen without a change of spec.
+    """
+    ns = live_namespace
+    path = LB_PATH.format(namespace=ns) + "/sourced"
+    digest = push_bundle(
+        registry.host, V1, repository=f"{ns}/sourced", tag="v1", version="1.0.0", key=key
+    )
+    cluster.request(
+        "POST", f"/api/v1/namespaces/{ns}/pods", opted_in_pod("sourced-0", {"app": "sourced"})
+    )
+    good = f"{registry.host}/{ns}/sourced:v1"
+    apply(cluster, ns, logicbundle("sourced", ref=good, key=key, selector={"app": "sourced"}))
+    wait_for(
+        lambda: assigned(cluster, ns, "sourced", "sourced-0") == digest,
+        what="the pod assigned",
+        timeout=60,
+        watch=[operator.process],
+    )
+    report_as_pod(
+        cluster, operator.distributor_url, ns, "sourced-0", bundle="sourced", digest=digest
+    )
+    wait_condition(cluster, ns, "sourced", "Ready", "True", timeout=60, watch=(operator.process,))
+
+    # A repository the registry does not have: retried, never Stalled.
+    edited = cluster.request("PATCH", path, {"spec": {"source": {"ref": f"{good[:-3]}-gone:v1"}}})
+    generation = edited["metadata"]["generation"]
+    cluster.kubectl("wait", "-n", ns, "lb/sourced", "--for=condition=Ready=false", "--timeout=60s")
+    obj = wait_condition(
+        cluster, ns, "sourced", "Ready", "False", reason="ResolveFailed", timeout=30
+    )
+    assert obj["status"]["observedGeneration"] == generation
+    by_type = {c["type"]: c for c in obj["status"]["conditions"]}
+    assert (by_type["Reconciling"]["status"], by_type["Stalled"]["status"]) == ("True", "False")
+    assert by_type["Ready"]["message"].startswith("ArtifactNotFound: "), by_type["Ready"]
+    assert kstatus(obj)[0] == "InProgress"
+    health, message = lua_runner.health(obj)
+    assert (health, message.split(":")[0]) == ("Degraded", "ResolveFailed")
+    assert obj["status"]["stableDigest"] == digest
+    assert assigned(cluster, ns, "sourced", "sourced-0") == digest, "the stable digest serves"
+
+    # A trusted root without transparency logs: only a change fixes it, so Stalled.
+    root = _public_good_root()
+    broken = {**root, "tlogs": []}
+    config_maps = f"/api/v1/namespaces/{ns}/configmaps"
+    cluster.request(
+        "POST",
+        config_maps,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "sourced-root"},
+            "data": {"trusted_root.json": json.dumps(broken)},
+        },
+    )
+    keyless = {
+        "identities": [{"issuer": "https://issuer.invalid", "subject": "nobody@example.com"}],
+        "trustedRootRef": {"kind": "ConfigMap", "name": "sourced-root"},
+    }
+    cluster.request(
+        "PATCH", path, {"spec": {"source": {"ref": good}, "verify": {"keyless": keyless}}}
+    )
+    cluster.kubectl("wait", "-n", ns, "lb/sourced", "--for=condition=Stalled", "--timeout=60s")
+    obj = wait_condition(
+        cluster, ns, "sourced", "Stalled", "True", reason="InvalidSource", timeout=30
+    )
+    by_type = {c["type"]: c for c in obj["status"]["conditions"]}
+    assert by_type["Stalled"]["message"].startswith("InvalidTrustedRoot: "), by_type["Stalled"]
+    assert (by_type["Ready"]["status"], by_type["Reconciling"]["status"]) == ("False", "False")
+    assert by_type["Verified"]["status"] == "True", "no digest is failed for the root's fault"
+    assert kstatus(obj)[0] == "Failed"
+    assert lua_runner.health(obj)[0] == "Degraded"
+    assert assigned(cluster, ns, "sourced", "sourced-0") == digest, "the stable digest serves"
+
+    # The ConfigMap fixed, the spec unchanged: seen at the next look (the source interval).
+    cluster.request(
+        "PATCH", f"{config_maps}/sourced-root", {"data": {"trusted_root.json": json.dumps(root)}}
+    )
+    ready = wait_condition(
+        cluster, ns, "sourced", "Ready", "True", timeout=60, watch=(operator.process,)
+    )
+    assert kstatus(ready)[0] == "Current"
+    assert assigned(cluster, ns, "sourced", "sourced-0") == digest
+
+
 # --- statuses from the state machine, written through the status subresource -------------
 
 # Scenario -> what kstatus must say. Suspended has Ready=False with neither
@@ -188,10 +295,12 @@ EXPECTED_KSTATUS = {
     "waiting for a manual gate": "InProgress",
     "insufficient data": "InProgress",
     "retried": "InProgress",
+    "resolve failed": "InProgress",
     "suspended": "InProgress",
     "rolled back": "Failed",
     "aborted": "Failed",
     "verification failed": "Failed",
+    "invalid source": "Failed",
     "suspended while stalled": "Failed",
 }
 

@@ -271,7 +271,7 @@ def test_a_deleted_bundle_leaves_no_memory_in_any_owner_and_another_bundle_keeps
             asyncio.run(reconcile(rt, body=_stored(bundle, status), pods=snapshots, now=T0))
     for bundle in (BUNDLE, OTHER):
         memory = rt.memories.get((NS, bundle))
-        assert memory.source is not None and memory.source.error is not None, bundle
+        assert memory.source is not None and memory.source.failure is not None, bundle
         assert memory.warning is not None and "unreachable" in memory.warning, bundle
         assert memory.written is not None and memory.published is not None, bundle
         assert rt.restarts.restarts(bundle=bundle, namespace=NS, digest=D1, since=0) == 4

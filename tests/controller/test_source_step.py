@@ -17,7 +17,9 @@ from logicbundle.bundle import AuditRejectedError
 from logicbundle.controller._source import (
     BundleCache,
     ConfigError,
+    InvalidTrustedRootError,
     RegistryClients,
+    failure_of,
     resolve_and_verify,
     trust_policy,
     trusted_root_bytes,
@@ -390,11 +392,16 @@ def _public_good_root() -> dict[str, Any]:
         ("ctlogs", "certificate transparency logs"),
     ],
 )
-def test_a_trusted_root_that_cannot_verify_fails_the_digest_it_was_checking(
+def test_a_trusted_root_that_does_not_load_is_refused_before_any_digest_and_stalls(
     signed: tuple[str, str], key_pair: tuple[bytes, bytes], emptied: str, named: str
 ) -> None:
-    """Issue 11, defect 3: it escaped the source step, and no condition named the digest."""
-    ref, digest = signed
+    """Issue 11, defects 3 and 2: it escaped the source step; then it failed the digest.
+
+    The trusted root is the ConfigMap's fault, not any digest's: refused before
+    the reference is resolved, as ``InvalidSource`` (stalled until the spec or
+    the ConfigMap changes), never as a digest's ``Verified=False``.
+    """
+    ref, _ = signed
     root = _public_good_root()
     root[emptied] = []
     spec = _spec(
@@ -410,13 +417,19 @@ def test_a_trusted_root_that_cannot_verify_fails_the_digest_it_was_checking(
     )
     reader = FakeReader(config_maps={"root": {"trusted_root.json": json.dumps(root)}})
     verifiers: dict[bytes | None, TrustVerifier] = {}
-    outcome = resolve_and_verify(
-        spec, namespace="ns", reader=reader, clients=RegistryClients(), verifiers=verifiers
-    )
-    assert outcome.digest == digest
-    assert isinstance(outcome.error, VerificationError)
-    assert named in outcome.error.message
-    assert outcome.verified is None
+
+    class NoRegistry(RegistryClients):
+        def client(self, *_: Any, **__: Any) -> RegistryClient:
+            raise AssertionError("the registry is not asked before the trusted root loads")
+
+    with pytest.raises(InvalidTrustedRootError) as raised:
+        resolve_and_verify(
+            spec, namespace="ns", reader=reader, clients=NoRegistry(), verifiers=verifiers
+        )
+    assert named in raised.value.message
+    failure = failure_of(raised.value)
+    assert (failure.reason, failure.stalled) == ("InvalidSource", True)
+    assert failure.message.startswith("InvalidTrustedRoot: the trusted root has no ")
     assert verifiers == {}, "a root that does not load is not kept"
 
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Final
 
-from logicbundle.api import LogicBundleSpec, LogicBundleStatus, RequestedAction, names
-from logicbundle.rollout import AnalysisVerdict, BuiltinSample, judge_builtin
+from logicbundle.api import LogicBundleSpec, LogicBundleStatus, RequestedAction, conditions, names
+from logicbundle.rollout import AnalysisVerdict, BuiltinSample, SourceFailure, judge_builtin, step
 from tests.rollout._fixtures import (
     BUNDLE,
     D1,
@@ -254,6 +254,50 @@ def verification_failed() -> dict[str, Any]:
     return as_object(spec, decision.status)
 
 
+def _failed_source(
+    spec: LogicBundleSpec,
+    status: LogicBundleStatus,
+    reports: Any,
+    failure: SourceFailure,
+) -> LogicBundleStatus:
+    """The status after a source check failed with ``failure`` (the controller's classification)."""
+    return step(
+        bundle_name=BUNDLE,
+        generation=1,
+        spec=spec,
+        status=status,
+        pods=reports,
+        verdict=None,
+        action=None,
+        verified=None,
+        now=T0 + 10 * S,
+        source_error=failure,
+    ).status
+
+
+def resolve_failed() -> dict[str, Any]:
+    """The registry does not answer (retried): Ready=False, Reconciling=True, D1 serving."""
+    spec = make_spec()
+    status, reports = installed(spec, pods(3))
+    failure = SourceFailure(
+        reason=conditions.RESOLVE_FAILED,
+        message="RegistryUnavailable: resolving registry.example/shop/pricing:v2: unreachable",
+    )
+    return as_object(spec, _failed_source(spec, status, reports, failure))
+
+
+def invalid_source() -> dict[str, Any]:
+    """The trusted root the spec names lacks its logs (only a change fixes it): Stalled."""
+    spec = make_spec()
+    status, reports = installed(spec, pods(3))
+    failure = SourceFailure(
+        reason=conditions.INVALID_SOURCE,
+        message="InvalidTrustedRoot: the trusted root has no transparency logs (Rekor)",
+        stalled=True,
+    )
+    return as_object(spec, _failed_source(spec, status, reports, failure))
+
+
 SCENARIOS: Final[dict[str, Callable[[], dict[str, Any]]]] = {
     "no status": no_status,
     "waiting for the first digest": pending_first_digest,
@@ -272,5 +316,7 @@ SCENARIOS: Final[dict[str, Callable[[], dict[str, Any]]]] = {
     "suspended": suspended,
     "suspended while stalled": suspended_while_stalled,
     "verification failed": verification_failed,
+    "resolve failed": resolve_failed,
+    "invalid source": invalid_source,
 }
 """Every situation, by a name used in test ids."""

@@ -44,6 +44,8 @@ EXPECTED_HEALTH = {
     "suspended": ("Suspended", conditions.SUSPENDED),
     "suspended while stalled": ("Suspended", conditions.SUSPENDED),
     "verification failed": ("Degraded", conditions.VERIFICATION_FAILED),
+    "resolve failed": ("Degraded", f"{conditions.RESOLVE_FAILED}: RegistryUnavailable: "),
+    "invalid source": ("Degraded", f"{conditions.INVALID_SOURCE}: InvalidTrustedRoot: "),
 }
 
 
@@ -223,6 +225,8 @@ ENABLED = {
     "suspended": set(),
     "suspended while stalled": set(),
     "verification failed": set(),
+    "resolve failed": set(),
+    "invalid source": set(),
 }
 
 

@@ -1,8 +1,12 @@
-"""ResolveFailed: a source check that fails in a way a retry may fix (issue 11, defect 2).
+"""Source failures decide the conditions (issue 11, defect 2).
 
-It was documented (CRD reference, GitOps page, Argo CD health check) and never
-set: a registry or credential failure was only a log line and an event,
-invisible to ``kubectl wait``, kstatus and Argo CD.
+``ResolveFailed`` was documented (CRD reference, GitOps page, Argo CD health
+check) and never set: a registry or credential failure was only a log line
+and an event, invisible to ``kubectl wait``, kstatus and Argo CD.  A failure
+a retry may fix is ``ResolveFailed`` (Reconciling, never Stalled); one only a
+change of the spec or of what it names fixes is ``InvalidSource`` (Stalled);
+a spec the models refuse is ``InvalidSpec`` through the same mapping
+(:func:`logicbundle.rollout.refused`).
 """
 
 from __future__ import annotations
@@ -10,11 +14,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 from logicbundle.api import conditions
-from logicbundle.rollout import step
+from logicbundle.rollout import SourceFailure, refused, step
 from tests.rollout._fixtures import BUNDLE, D1, T0, cond, installed, make_spec, ok, pods, run
 
 SPEC = make_spec(skip_analysis=True)
-ERROR = "resolving registry.example/shop/pricing:v2: registry.example is unreachable"
+MESSAGE = "RegistryUnavailable: resolving registry.example/shop/pricing:v2: unreachable"
+ERROR = SourceFailure(reason=conditions.RESOLVE_FAILED, message=MESSAGE)
+STALLING = SourceFailure(
+    reason=conditions.INVALID_SOURCE,
+    message="InsecureTransportRefused: registry.example speaks plain HTTP",
+    stalled=True,
+)
 
 
 def _step(status, reports, *, source_error, verified=None, now=T0 + timedelta(minutes=1)):  # type: ignore[no-untyped-def]
@@ -42,7 +52,7 @@ def test_a_failed_source_check_is_ready_false_while_the_stable_digest_keeps_serv
     # Flux's convention: retried, so still Reconciling (kstatus: InProgress).
     assert cond(new, conditions.RECONCILING) == ("True", conditions.RESOLVE_FAILED)
     ready = next(c for c in new.conditions if c.type == conditions.READY)
-    assert ERROR in ready.message and "pods keep" in ready.message
+    assert MESSAGE in ready.message and "pods keep" in ready.message
     # Nothing moves: every pod stays on the stable digest.
     assert {t.digest for t in decision.assignments.values()} == {D1}
     assert new.stable_digest == D1
@@ -72,3 +82,66 @@ def test_a_rollout_in_flight_goes_on_with_its_verified_candidate() -> None:
     decision = _step(started.status, reports, source_error=ERROR, now=T0 + timedelta(1, 1))
     assert cond(decision.status, conditions.RECONCILING)[0] == "True"  # type: ignore[index]
     assert cond(decision.status, conditions.READY)[1] != conditions.RESOLVE_FAILED  # type: ignore[index]
+
+
+def test_an_unrecoverable_source_failure_is_stalled_while_the_stable_digest_keeps_serving() -> None:
+    status, reports = installed(SPEC, pods(3))
+    decision = _step(status, reports, source_error=STALLING)
+    new = decision.status
+    assert cond(new, conditions.STALLED) == ("True", conditions.INVALID_SOURCE)
+    assert cond(new, conditions.READY) == ("False", conditions.INVALID_SOURCE)
+    # Never Reconciling and Stalled together (kstatus: Failed, not InProgress).
+    assert cond(new, conditions.RECONCILING) == ("False", conditions.INVALID_SOURCE)
+    stalled = next(c for c in new.conditions if c.type == conditions.STALLED)
+    assert stalled.message.startswith("InsecureTransportRefused: ")
+    assert f"pods keep {D1[7:19]}" in stalled.message
+    assert new.phase == "Failed"
+    assert {t.digest for t in decision.assignments.values()} == {D1}
+    assert new.stable_digest == D1
+    assert decision.state is not None and decision.state.stable == D1
+
+
+def test_a_fixed_source_after_a_stall_is_ready_again() -> None:
+    status, reports = installed(SPEC, pods(2))
+    stalled = _step(status, reports, source_error=STALLING).status
+    again = _step(stalled, reports, source_error=None, verified=ok(D1)).status
+    assert cond(again, conditions.READY) == ("True", conditions.SUCCEEDED)
+    assert cond(again, conditions.STALLED) == ("False", conditions.SUCCEEDED)
+    assert again.phase == "Succeeded"
+
+
+def test_a_failed_verification_stall_wins_over_a_later_source_failure() -> None:
+    from tests.rollout._fixtures import D2, bad
+
+    status, reports = installed(SPEC, pods(2))
+    refused_digest = _step(status, reports, source_error=None, verified=bad(D2)).status
+    assert cond(refused_digest, conditions.STALLED) == ("True", conditions.VERIFICATION_FAILED)
+    later = _step(refused_digest, reports, source_error=ERROR).status
+    assert cond(later, conditions.STALLED) == ("True", conditions.VERIFICATION_FAILED)
+
+
+def test_a_refused_spec_goes_through_the_same_mapping_and_changes_nothing_else() -> None:
+    status, reports = installed(SPEC, pods(2))
+    failure = SourceFailure(
+        reason=conditions.INVALID_SPEC, message="spec cannot be acted on: x: bad", stalled=True
+    )
+    decision = refused(generation=2, status=status, failure=failure, now=T0 + timedelta(1))
+    new = decision.status
+    stalled_by_source = _step(status, reports, source_error=STALLING).status
+    for type_ in (conditions.STALLED, conditions.RECONCILING, conditions.READY):
+        assert cond(new, type_)[0] == cond(stalled_by_source, type_)[0]  # type: ignore[index]
+        assert cond(new, type_)[1] == conditions.INVALID_SPEC  # type: ignore[index]
+    assert all(
+        c.observed_generation == 2
+        for c in new.conditions
+        if c.type in (conditions.STALLED, conditions.RECONCILING, conditions.READY)
+    )
+    assert new.observed_generation == 2
+    assert new.phase == "Failed"
+    verified_before = next(c for c in status.conditions if c.type == conditions.VERIFIED)
+    assert verified_before in new.conditions, "the other conditions are kept"
+    assert new.model_copy(update={"conditions": status.conditions}) == status.model_copy(
+        update={"observed_generation": 2, "phase": "Failed"}
+    ), "nothing but the conditions, the generation and the phase changes"
+    assert decision.state is not None and decision.state.stable == D1
+    assert decision.assignments == {}, "no pod is touched"

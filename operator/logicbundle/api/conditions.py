@@ -107,12 +107,23 @@ SUSPENDED: Final = "Suspended"
 """Ready=False / Reconciling=False: ``spec.suspend`` is true; nothing changes until it is false."""
 
 RESOLVE_FAILED: Final = "ResolveFailed"
-"""Ready=False / Reconciling=True: the source could not be resolved, fetched or checked for a
-reason a retry may fix (registry unreachable, tag missing, credentials unreadable); retried,
-the last verified digest keeps serving."""
+"""Ready=False / Reconciling=True / Stalled=False: the source could not be resolved, fetched or
+checked for a reason a retry may fix (registry unreachable, repository or tag missing, credentials
+refused or unreadable, a Secret or ConfigMap missing); the message starts with the cause. Retried
+with backoff (15 s doubling up to the source interval, at most 5 min); the last verified digest
+keeps serving."""
+
+INVALID_SOURCE: Final = "InvalidSource"
+"""Stalled=True / Ready=False: the source cannot be used as the spec and the objects it names
+stand (a malformed reference; a registry, token service or redirect that asks for plain HTTP
+while ``source.insecure`` is false; a trusted root that does not load or lacks CAs or logs); the
+message starts with the cause. Not retried with backoff: checked again at once when the spec
+changes, else at the source interval (to see a fixed Secret, ConfigMap or registry); the last
+verified digest keeps serving."""
 
 INVALID_SPEC: Final = "InvalidSpec"
-"""Stalled=True: the spec passed the CRD schema but cannot be acted on (the message says why)."""
+"""Stalled=True / Ready=False: the spec passed the CRD schema but cannot be acted on (the message
+says which fields); nothing changes, every pod keeps what it runs, until the spec is edited."""
 
 VERIFICATION_SUCCEEDED: Final = "VerificationSucceeded"
 """Verified=True: the signature matched the policy (the message names the signer)."""
@@ -142,6 +153,7 @@ REASONS: Final = (
     FROZEN,
     SUSPENDED,
     RESOLVE_FAILED,
+    INVALID_SOURCE,
     INVALID_SPEC,
     VERIFICATION_SUCCEEDED,
     VERIFICATION_FAILED,

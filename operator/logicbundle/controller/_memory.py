@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from logicbundle.controller._source import SourceOutcome
+from logicbundle.rollout import SourceFailure
 
 BundleKey = tuple[str, str]
 """A LogicBundle's namespace and name."""
@@ -33,8 +34,10 @@ class SourceCheck:
     """On the runtime's (monotonic) clock."""
     outcome: SourceOutcome | None
     """What the last check that got an answer found (kept across failed checks)."""
-    error: str | None = None
+    failure: SourceFailure | None = None
     """Why this check failed (a registry down, a missing Secret); None: it got an answer."""
+    failures: int = 0
+    """How many checks of this generation in a row failed (the backoff's exponent)."""
 
 
 @dataclass

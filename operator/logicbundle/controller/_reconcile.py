@@ -54,7 +54,7 @@ from logicbundle import contract, rollout
 from logicbundle.api import conditions as cond
 from logicbundle.api import names
 from logicbundle.api.actions import InvalidActionError, RequestedAction, parse_action
-from logicbundle.api.conditions import Condition, with_condition
+from logicbundle.api.conditions import Condition
 from logicbundle.api.formats import parse_duration
 from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
 from logicbundle.bundle import AuditRejectedError
@@ -62,7 +62,7 @@ from logicbundle.controller._kube import Kube
 from logicbundle.controller._memory import BundleKey, BundleMemories, BundleMemory, SourceCheck
 from logicbundle.controller._metrics import OperatorMetrics
 from logicbundle.controller._restarts import RestartLedger
-from logicbundle.controller._source import SourceTools, resolve_and_verify
+from logicbundle.controller._source import SourceTools, failure_of, resolve_and_verify
 from logicbundle.controller._summaries import AgentsView, observed
 from logicbundle.distributor import BundleSummary, Counters, bundle_rule
 from logicbundle.errors import LogicBundleError
@@ -72,7 +72,13 @@ logger = logging.getLogger("logicbundle.controller")
 IN_FLIGHT_REQUEUE = 2.0
 """Seconds between reconciles while a rollout runs (reports also wake it at once)."""
 RETRY_REQUEUE = 15.0
-"""Seconds before retrying after a temporary failure (registry down, missing Secret)."""
+"""Seconds before retrying after a temporary failure (registry down, missing Secret).
+
+The first retry of a source check; each failure in a row doubles it, up to
+the source interval and at most :data:`RETRY_LIMIT`.
+"""
+RETRY_LIMIT = 300.0
+"""Seconds: the longest wait between retries of a failing source check."""
 REPORT_GRACE = 15.0
 """Seconds a started operator waits for every agent's first report before judging pods.
 
@@ -172,7 +178,7 @@ async def _source_step(
     state = memory.source
     now = rt.clock()
     if state is not None and state.generation == generation:
-        wait = state.checked_at + (RETRY_REQUEUE if state.error else interval) - now
+        wait = state.checked_at + _next_check(state, interval) - now
         if wait > 0:
             return None, wait
     started = time.perf_counter()
@@ -187,16 +193,19 @@ async def _source_step(
             cache=rt.source.cache,
         )
     except LogicBundleError as exc:
-        # Registry unreachable, missing Secret...: keep what we have, say so, retry.
+        # Registry unreachable, missing Secret, a malformed reference...: keep what we
+        # have, say so (failure_of decides how), retry with backoff or stall.
+        again = state is not None and state.generation == generation and state.failure
         memory.source = SourceCheck(
             generation=generation,
             checked_at=now,
             outcome=state.outcome if state else None,
-            error=exc.message,
+            failure=failure_of(exc),
+            failures=(state.failures if again and state is not None else 0) + 1,
         )
         if _warn_once(memory, (namespace, name), f"{exc.reason}: {exc.message}"):
             rt.post_event(body, "Warning", exc.reason, exc.diagnostics())
-        return None, RETRY_REQUEUE
+        return None, _next_check(memory.source, interval)
     finally:
         rt.metrics.verify_seconds.observe(time.perf_counter() - started)
     memory.source = SourceCheck(generation=generation, checked_at=now, outcome=outcome)
@@ -229,12 +238,30 @@ async def _source_step(
     )
 
 
-def _source_error(memory: BundleMemory, generation: int) -> str | None:
+def _next_check(check: SourceCheck, interval: float) -> float:
+    """Seconds from ``check`` to the next check of the same generation.
+
+    After an answer, the source interval.  After a retryable failure,
+    :data:`RETRY_REQUEUE` doubled per failure in a row, up to the interval and
+    at most :data:`RETRY_LIMIT` (never below :data:`RETRY_REQUEUE`).  After an
+    unrecoverable one, no backoff: the interval (a spec change checks again at
+    once; Secrets and ConfigMaps are not watched, so that is when a fixed one
+    is seen).
+    """
+    if check.failure is None:
+        return interval
+    if check.failure.stalled:
+        return max(interval, RETRY_REQUEUE)
+    ceiling = max(RETRY_REQUEUE, min(interval, RETRY_LIMIT))
+    return min(RETRY_REQUEUE * 2.0 ** min(max(check.failures - 1, 0), 16), ceiling)
+
+
+def _source_error(memory: BundleMemory, generation: int) -> rollout.SourceFailure | None:
     """Why the last check of the current generation's source failed (None: it did not)."""
     state = memory.source
-    if state is None or state.generation != generation or not state.error:
+    if state is None or state.generation != generation:
         return None
-    return state.error
+    return state.failure
 
 
 def _warn_once(memory: BundleMemory, key: BundleKey, message: str) -> bool:
@@ -533,7 +560,7 @@ async def reconcile(
         status = LogicBundleStatus.model_validate(raw_status) if raw_status else None
     except ValidationError as exc:
         await _invalid_spec(rt, memory=memory, body=body, raw_status=raw_status, error=exc, now=now)
-        return 300.0
+        return INVALID_SPEC_REQUEUE
 
     verified, source_wait = await _source_step(
         rt,
@@ -594,16 +621,13 @@ async def reconcile(
         observed=observed(summary),
     )
     new_status = decision.status.with_summary()
-    dumped = new_status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if dumped != raw_status:
-        # Before any pod is told: see the module docstring. A refused write raises,
-        # and no pod learns of a decision that was not recorded.
-        stored = await rt.kube.run(
-            rt.kube.patch_status, namespace, name, _with_nulls(raw_status, dumped)
-        )
-        if stored is None:
-            return 60.0  # the LogicBundle is gone; its deletion releases the pods
-        memory.written = stored
+    # Before any pod is told: see the module docstring. A refused write raises,
+    # and no pod learns of a decision that was not recorded.
+    written = await _write_status(
+        rt, memory=memory, key=key, raw_status=raw_status, status=new_status
+    )
+    if written is None:
+        return 60.0  # the LogicBundle is gone; its deletion releases the pods
     await publish_state(
         rt,
         namespace=namespace,
@@ -626,6 +650,42 @@ async def reconcile(
     return max(0.05, min(waits)) if waits else 60.0
 
 
+INVALID_SPEC_REQUEUE = 300.0
+"""Seconds before a spec the models refuse is read again (any edit wakes it at once)."""
+
+
+async def _write_status(
+    rt: Runtime,
+    *,
+    memory: BundleMemory,
+    key: BundleKey,
+    raw_status: Mapping[str, Any],
+    status: LogicBundleStatus,
+    fields: Collection[str] | None = None,
+) -> bool | None:
+    """Write a decision's ``status`` where it differs from the stored one.
+
+    The one place a reconcile writes the status, whether the rollout core
+    stepped (:func:`logicbundle.rollout.step`) or refused the spec
+    (:func:`logicbundle.rollout.refused`): a merge patch from ``raw_status``,
+    limited to ``fields`` (status keys) when given, so that what the models
+    cannot read is left as it is.  True: written; False: nothing to write;
+    None: the LogicBundle is gone.
+    """
+    dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    base = dict(raw_status)
+    if fields is not None:
+        dumped = {k: v for k, v in dumped.items() if k in fields}
+        base = {k: v for k, v in base.items() if k in fields}
+    if dumped == base:
+        return False
+    stored = await rt.kube.run(rt.kube.patch_status, key[0], key[1], _with_nulls(base, dumped))
+    if stored is None:
+        return None
+    memory.written = stored
+    return True
+
+
 async def _invalid_spec(
     rt: Runtime,
     *,
@@ -638,10 +698,12 @@ async def _invalid_spec(
     """A spec the CRD schema admitted but the models refuse: say so in the conditions.
 
     ``Stalled=True`` and ``Ready=False`` (reason ``InvalidSpec``) for this
-    generation, so ``kubectl wait``, Flux and Argo CD fail fast instead of
-    waiting; the rest of the status (stable digest, history) is kept, and no
-    pod is touched.  The message names the fields and the problems, never the
-    values (which came from the user and may be long).
+    generation, decided by the rollout core (:func:`logicbundle.rollout.refused`,
+    the mapping a source failure goes through too), so ``kubectl wait``, Flux
+    and Argo CD fail fast instead of waiting; the rest of the status (stable
+    digest, history, the published state) is kept, and no pod is touched.  The
+    message names the fields and the problems, never the values (which came
+    from the user and may be long).
     """
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -651,43 +713,35 @@ async def _invalid_spec(
         for e in error.errors(include_url=False, include_input=False)
     )
     message = f"spec cannot be acted on: {problems}"[:1024]
-    try:
-        old = [Condition.model_validate(c) for c in raw_status.get("conditions") or []]
-    except ValidationError:
-        old = []
-    conditions_ = tuple(old)
-    for type_, value in (
-        (cond.READY, cond.FALSE),
-        (cond.STALLED, cond.TRUE),
-        (cond.RECONCILING, cond.FALSE),
-    ):
-        conditions_ = with_condition(
-            conditions_,
-            Condition(
-                type=type_,
-                status=value,
-                observed_generation=generation,
-                last_transition_time=now,
-                reason=cond.INVALID_SPEC,
-                message=message,
-            ),
-        )
-    patch = {
-        "observedGeneration": generation,
-        "conditions": [
-            c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions_
-        ],
-    }
-    unchanged = (
-        raw_status.get("observedGeneration") == generation
-        and raw_status.get("conditions") == patch["conditions"]
+    decision = rollout.refused(
+        generation=generation,
+        status=_readable_status(raw_status),
+        failure=rollout.SourceFailure(reason=cond.INVALID_SPEC, message=message, stalled=True),
+        now=now,
     )
     if _warn_once(memory, (namespace, name), f"InvalidSpec: {message}"):
         rt.post_event(body, "Warning", cond.INVALID_SPEC, message)
-    if not unchanged:
-        stored = await rt.kube.run(rt.kube.patch_status, namespace, name, patch)
-        if stored is not None:
-            memory.written = stored
+    await _write_status(
+        rt,
+        memory=memory,
+        key=(namespace, name),
+        raw_status=raw_status,
+        status=decision.status,
+        fields=("observedGeneration", "conditions", "phase"),
+    )
+
+
+def _readable_status(raw_status: Mapping[str, Any]) -> LogicBundleStatus:
+    """The stored status as the models read it; when they cannot, its conditions only."""
+    try:
+        return LogicBundleStatus.model_validate(raw_status)
+    except ValidationError:
+        pass
+    try:
+        kept = tuple(Condition.model_validate(c) for c in raw_status.get("conditions") or [])
+    except ValidationError:
+        kept = ()
+    return LogicBundleStatus(conditions=kept)
 
 
 def _report_pods_without_agent(

@@ -7,10 +7,13 @@ audit Python code when asked.  Secrets and ConfigMaps are read through a
 small :class:`ObjectReader` so the steps are tested without a cluster;
 :class:`SourceTools` is what every check of the process shares.
 
-Every failure is a :class:`~logicbundle.errors.LogicBundleError` whose
-``retryable`` says whether waiting helps (registry down) or not (bad
-signature, not a bundle).  Nothing here ever puts a secret, token or URL
-credential into a message.
+Every failure is a :class:`~logicbundle.errors.LogicBundleError`.  One that
+concerns a digest (a bad signature, not a bundle, a layer refused) is that
+digest's ``Verified=False``; one raised before (or beside) a digest is
+classified here, in one place (:func:`failure_of`), into what the LogicBundle
+shows: retried (``ResolveFailed``) or stalled (``InvalidSource``), the way
+Flux's ``serror.Generic`` and ``serror.Stalling`` decide its conditions.
+Nothing here ever puts a secret, token or URL credential into a message.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from logicbundle import rollout
+from logicbundle.api import conditions
 from logicbundle.api.v1alpha1 import (
     DEFAULT_CA_KEY,
     DEFAULT_PUBLIC_KEY_KEY,
@@ -40,7 +45,14 @@ from logicbundle.bundle import (
 )
 from logicbundle.distributor import BlobCache
 from logicbundle.errors import LogicBundleError
-from logicbundle.oci import DockerConfig, Reference, RegistryClient, SizeLimitError
+from logicbundle.oci import (
+    DockerConfig,
+    InsecureTransportError,
+    InvalidReferenceError,
+    Reference,
+    RegistryClient,
+    SizeLimitError,
+)
 from logicbundle.oci import InvalidManifestError as InvalidOciManifestError
 from logicbundle.trust import (
     CosignPublicKey,
@@ -172,15 +184,28 @@ class SourceOutcome:
     audit_findings: tuple[str, ...] = ()
 
 
+class InvalidTrustedRootError(LogicBundleError):
+    """The trusted root the spec names does not load: not a trusted_root.json, or no CAs or logs.
+
+    A fault of the ConfigMap or Secret, not of any digest: no digest is failed for it.
+    """
+
+    reason = "InvalidTrustedRoot"
+
+
 def _verifier(root: bytes | None, *, verifiers: dict[bytes | None, TrustVerifier]) -> TrustVerifier:
     """The verifier of trusted root ``root`` (None: public good), made once per root.
 
-    A root that does not load raises :class:`VerificationError` (or whatever sigstore
-    raises), which fails the digest being checked: ``Verified=False`` naming it.
+    A root that does not load raises :class:`InvalidTrustedRootError` (and is not
+    kept): checked before the reference is resolved, it never fails a digest.
     """
     verifier = verifiers.get(root)
     if verifier is None:
-        verifier = TrustVerifier(trusted_root=load_trusted_root(root) if root else None)
+        try:
+            trusted = load_trusted_root(root) if root else None
+        except VerificationError as exc:
+            raise InvalidTrustedRootError(exc.message, hint=exc.hint) from None
+        verifier = TrustVerifier(trusted_root=trusted)
         verifiers[root] = verifier
     return verifier
 
@@ -190,6 +215,43 @@ class SourceCheckError(LogicBundleError):
 
     reason = "SourceCheckFailed"
     retryable = True
+
+
+STALLING: tuple[type[LogicBundleError], ...] = (
+    InvalidReferenceError,
+    InsecureTransportError,
+    InvalidTrustedRootError,
+)
+"""The errors before a digest that no retry fixes, only a change of the spec or of what it names.
+
+A malformed reference is the spec's own; plain HTTP asked for by the registry,
+its token service or a redirect while ``source.insecure`` is false is refused
+for safety and stays refused until the spec (or the registry's configuration)
+changes; a trusted root that does not load is the content of the ConfigMap or
+Secret the spec names.  The controller checks these again at the source
+interval only (Secrets, ConfigMaps and registries are not watched), never with
+backoff.  Everything else raised before a digest is known is retried with
+backoff, whatever the error's own ``retryable`` (which the registry client
+sets for a transient answer only): a missing repository or tag is fixed by a
+push, refused or unreadable credentials by the registry or a Secret, a missing
+Secret or ConfigMap by creating it, a TLS failure by a CA or a certificate
+(plain HTTP answering a TLS client is one: ``TLSVerificationFailed``).
+"""
+
+
+def failure_of(exc: LogicBundleError) -> rollout.SourceFailure:
+    """What the LogicBundle shows for ``exc``, raised by :func:`resolve_and_verify`.
+
+    The one place errors before a digest are classified (:data:`STALLING`):
+    stalled (``InvalidSource``) or retried (``ResolveFailed``); the message
+    starts with the error's own reason.
+    """
+    stalled = isinstance(exc, STALLING)
+    return rollout.SourceFailure(
+        reason=conditions.INVALID_SOURCE if stalled else conditions.RESOLVE_FAILED,
+        message=f"{exc.reason}: {exc.message}",
+        stalled=stalled,
+    )
 
 
 def resolve_and_verify(
@@ -203,7 +265,9 @@ def resolve_and_verify(
 ) -> SourceOutcome:
     """Resolve ``spec.source.ref``, verify the digest, fetch its manifest, cache and audit it.
 
-    Registry and configuration errors are raised (retrying may help); a bad
+    Registry and configuration errors are raised (:func:`failure_of` says how
+    the LogicBundle shows them; a trusted root that does not load is one of
+    them, checked before the reference is resolved); a bad
     signature, a trusted root that cannot verify it, an artifact that is not a
     bundle, a layer the unpacker refuses, a rejected audit or any unexpected
     exception once the digest is known is returned in
@@ -245,15 +309,15 @@ def _resolve_and_verify(
 ) -> SourceOutcome:
     """The body of :func:`resolve_and_verify`."""
     policy = trust_policy(spec.verify, namespace=namespace, reader=reader)
-    # Reading the trusted root's ConfigMap or Secret is configuration (retried); what
-    # is in it decides whether this digest verifies, so it is loaded below, per digest.
+    # The trusted root is configuration, whatever the digest: one that does not load
+    # is refused here, before any digest, never as some digest's Verified=False.
     root = trusted_root_bytes(spec.verify, namespace=namespace, reader=reader)
+    verifier = _verifier(root, verifiers=verifiers)
     reference = Reference.parse(spec.source.ref)
     with clients.client(spec.source, namespace=namespace, reader=reader) as client:
         digest = reference.digest or client.resolve(reference).digest
         pinned = reference.with_digest(digest)
         try:
-            verifier = _verifier(root, verifiers=verifiers)
             verified = verify_reference(
                 client=client, reference=pinned, policy=policy, verifier=verifier
             )

@@ -92,6 +92,7 @@ from logicbundle.rollout._machine import (
     EVENT_VERIFICATION_FAILED,
     analysis_due,
     frozen,
+    refused,
     step,
 )
 from logicbundle.rollout._model import (
@@ -103,6 +104,7 @@ from logicbundle.rollout._model import (
     PodIdentity,
     PodReport,
     PodTarget,
+    SourceFailure,
     VerifiedDigest,
     format_target,
     observe,
@@ -142,6 +144,7 @@ __all__ = [
     "PodIdentity",
     "PodReport",
     "PodTarget",
+    "SourceFailure",
     "VerifiedDigest",
     "analysis_due",
     "assignments",
@@ -162,6 +165,7 @@ __all__ = [
     "pod_target",
     "publish",
     "published_state",
+    "refused",
     "released",
     "render_query",
     "selector",

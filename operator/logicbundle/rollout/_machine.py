@@ -95,6 +95,7 @@ from logicbundle.rollout._model import (
     PodIdentity,
     PodReport,
     PodTarget,
+    SourceFailure,
     VerifiedDigest,
     observe,
 )
@@ -695,7 +696,7 @@ def step(
     action: RequestedAction | None,
     verified: VerifiedDigest | None,
     now: datetime,
-    source_error: str | None = None,
+    source_error: SourceFailure | None = None,
     observed: Observed | None = None,
 ) -> Decision:
     """Decide the next assignments, status and events.
@@ -711,10 +712,12 @@ def step(
     and is ignored.  ``verified``: the verification of the digest the source
     resolved to, or None when nothing was resolved this time.  ``now``: the
     time of this step (the only clock the core ever sees).  ``source_error``:
-    why the last check of the source failed in a way a retry may fix (registry
-    unreachable, tag missing, credentials unreadable), until a check succeeds:
-    ``Ready=False`` with reason ``ResolveFailed`` while nothing is in flight,
-    the last verified digest still serving.
+    why the last check of the source failed, until a check succeeds (see
+    :class:`SourceFailure`): while nothing is in flight and nothing else stalled,
+    ``Ready=False`` with its reason and the last verified digest still serving;
+    retryable (``ResolveFailed``) keeps ``Reconciling=True``, unrecoverable
+    (``InvalidSource``) is ``Stalled=True``.  A rollout in flight goes on with
+    its candidate, verified before the failure.
     """
     old = status or LogicBundleStatus()
     seen = observed if observed is not None else observe(pods)
@@ -905,7 +908,7 @@ def _finish(
     observed: Observed,
     verification: tuple[bool, str, str] | None,
     now: datetime,
-    source_error: str | None = None,
+    source_error: SourceFailure | None = None,
 ) -> Decision:
     counts, converged = _counts(pods, assignments, observed, stable=d.stable, candidate=d.candidate)
     agent_pods = [report for report in pods if report.has_agent]
@@ -927,7 +930,10 @@ def _finish(
         d, stall=stall, active=counts.active, agent_pods=len(agent_pods), converged=converged
     )
     if source_error is not None and stall is None and not d.in_flight:
-        wanted = _resolve_failed(d, source_error)
+        keeps = f"; pods keep {_short(d.stable)}" if d.stable else "; nothing verified to run yet"
+        wanted = _failure_conditions(source_error, keeps=keeps)
+        if source_error.stalled:
+            phase = "Failed"
     for type_, value, reason, message in wanted:
         put(type_, value, reason, message)
 
@@ -990,21 +996,34 @@ def _stall(
     return None
 
 
-def _resolve_failed(d: _Draft, error: str) -> list[_Wanted]:
-    """Ready=False and Reconciling=True, reason ResolveFailed: retried, never Stalled.
+def _failure_conditions(failure: SourceFailure, *, keeps: str) -> list[_Wanted]:
+    """Stalled, Reconciling and Ready for ``failure``: the one mapping of errors to conditions.
 
-    Flux's convention for an error a retry may fix (its ``ProgressingWithRetry``):
-    not Stalled (a registry back up, a tag pushed or a Secret created fixes it
-    without a change of spec), still Reconciling, so kstatus says InProgress and
-    ``kubectl wait --for=condition=Ready`` keeps waiting.  The Argo CD health
-    check shows it Degraded, with the message.
+    Retryable (reason ``ResolveFailed``): Flux's convention for an error a retry
+    may fix (its ``ProgressingWithRetry``): not Stalled (a registry back up, a
+    tag pushed or a Secret created fixes it without a change of spec), still
+    Reconciling, so kstatus says InProgress and ``kubectl wait
+    --for=condition=Ready`` keeps waiting.  Unrecoverable (``InvalidSource``,
+    ``InvalidSpec``): Stalled, as Flux's ``serror.Stalling``, so kstatus says
+    Failed and GitOps fails fast.  The Argo CD health check shows both Degraded,
+    with the message.
     """
-    keeps = f"; pods keep {_short(d.stable)}" if d.stable else "; nothing verified to run yet"
-    message = f"{error}{keeps}"
+    message = f"{failure.message}{keeps}"
+    if failure.stalled:
+        return _stalled_conditions(failure.reason, message)
     return [
-        (conditions.STALLED, False, conditions.RESOLVE_FAILED, "not stalled: retried"),
-        (conditions.RECONCILING, True, conditions.RESOLVE_FAILED, f"retrying: {error}"),
-        (conditions.READY, False, conditions.RESOLVE_FAILED, message),
+        (conditions.STALLED, False, failure.reason, "not stalled: retried"),
+        (conditions.RECONCILING, True, failure.reason, f"retrying: {failure.message}"),
+        (conditions.READY, False, failure.reason, message),
+    ]
+
+
+def _stalled_conditions(reason: str, message: str) -> list[_Wanted]:
+    """Stalled=True, Reconciling=False and Ready=False, all with ``reason``."""
+    return [
+        (conditions.STALLED, True, reason, message),
+        (conditions.RECONCILING, False, reason, "stalled: " + message),
+        (conditions.READY, False, reason, message),
     ]
 
 
@@ -1021,11 +1040,7 @@ def _state_conditions(
             phase = "Aborted"
         elif reason == conditions.FROZEN:
             phase = "Frozen"
-        return [
-            (conditions.STALLED, True, reason, message),
-            (conditions.RECONCILING, False, reason, "stalled: " + message),
-            (conditions.READY, False, reason, message),
-        ], phase
+        return _stalled_conditions(reason, message), phase
     if d.in_flight:
         reason, message = d.wait or (conditions.PROGRESSING, "in flight")
         waiting = reason == conditions.WAITING_FOR_PROMOTION
@@ -1110,6 +1125,37 @@ def _suspended(
         }
     ).with_summary()
     return Decision(state=state, assignments=assignments, status=status, events=events)
+
+
+def refused(
+    *,
+    generation: int,
+    status: LogicBundleStatus | None,
+    failure: SourceFailure,
+    now: datetime,
+) -> Decision:
+    """A spec that cannot be acted on: the conditions say why, and nothing else changes.
+
+    The controller's path for a spec the CRD schema admitted but the models
+    refuse (``failure``: ``InvalidSpec``, stalled): the conditions come from the
+    same mapping as :func:`step`'s, for generation ``generation``; the rest of
+    the status (stable digest, history, the published state) is kept as it is,
+    so every pod keeps what it runs, and no assignment is computed.
+    """
+    old = status or LogicBundleStatus()
+    cur = old.conditions
+    for type_, value, reason, message in _failure_conditions(
+        failure, keeps="; pods keep what they run"
+    ):
+        cur = _set(cur, type_, value, reason, message, generation=generation, now=now)
+    new = old.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": cur,
+            "phase": "Failed" if failure.stalled else old.phase,
+        }
+    )
+    return Decision(state=published_state(old), assignments={}, status=new)
 
 
 def frozen(status: LogicBundleStatus | None) -> bool:

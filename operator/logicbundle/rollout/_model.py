@@ -232,6 +232,29 @@ class VerifiedDigest:
         return "VerificationSucceeded" if self.ok else "VerificationFailed"
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SourceFailure:
+    """Why the source or the spec could not be acted on: what the conditions say, and how.
+
+    The controller classifies every error of the source step (and a spec the
+    models refuse) into one of these, the way Flux's ``serror.Generic`` and
+    ``serror.Stalling`` decide its conditions; :func:`~logicbundle.rollout.step`
+    (and :func:`~logicbundle.rollout.refused`) turn it into conditions.
+
+    ``stalled`` False: a retry may fix it (registry down, tag missing,
+    credentials refused): ``Ready=False``, ``Reconciling=True``, ``Stalled=False``,
+    all with ``reason`` (``ResolveFailed``), the last verified digest serving.
+    ``stalled`` True: only a change of the spec or of a Secret/ConfigMap it names
+    fixes it: ``Stalled=True``, ``Ready=False``, ``Reconciling=False`` with
+    ``reason`` (``InvalidSource``, ``InvalidSpec``).  ``message`` names the
+    cause (``<its reason>: <what failed>``) and never a secret.
+    """
+
+    reason: str
+    message: str
+    stalled: bool = False
+
+
 EventType = Literal["Normal", "Warning"]
 
 

@@ -6,13 +6,13 @@
 -- The mapping (docs/gitops.md has the table):
 --   no status, or metadata.generation not observed yet   -> Progressing
 --   Ready reason Suspended (spec.suspend, acknowledged)    -> Suspended
---   Stalled=True (rolled back, aborted, failed verification,
---     invalid spec)                                        -> Degraded
+--   Stalled=True (rolled back, aborted, frozen, failed
+--     verification, invalid source, invalid spec)          -> Degraded
 --   Reconciling=True, reason WaitingForPromotion           -> Suspended
 --   Reconciling=True, reason ResolveFailed (retried)       -> Degraded
 --   Reconciling=True (any other stage or wait)             -> Progressing
 --   Ready=True                                             -> Healthy
---   Ready=False otherwise (e.g. ResolveFailed)             -> Degraded
+--   Ready=False otherwise (not set by the operator today)  -> Degraded
 -- Argo CD's "Suspended" means "paused until a human acts", as for a paused
 -- Argo Rollout: a suspended bundle and a stage waiting for `promote` are both.
 
