@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from logicbundle.api import conditions
-from logicbundle.controller import _source
-from logicbundle.controller._reconcile import RETRY_LIMIT, RETRY_REQUEUE, Runtime, reconcile
+from logicbundle.controller import _reconcile, _source
+from logicbundle.controller._reconcile import RETRY_REQUEUE, Runtime, reconcile
 from logicbundle.controller._source import ConfigError, SourceCheckError
 from logicbundle.errors import LogicBundleError
 from logicbundle.oci import (
@@ -56,6 +56,18 @@ STALLING: list[Callable[[], LogicBundleError]] = [
     lambda: InsecureTransportError("registry.example speaks plain HTTP; source.insecure is false"),
     lambda: _source.InvalidTrustedRootError("the trusted root has no transparency logs (Rekor)"),
 ]
+RETRIED_IDS = [
+    "RegistryUnavailable",
+    "ArtifactNotFound",
+    "AuthenticationFailed",
+    "AccessDenied",
+    "TLSVerificationFailed",
+    "RegistryRequestRejected",
+    "InvalidManifest",
+    "InvalidConfiguration",
+    "SourceCheckFailed",
+]
+STALLING_IDS = ["InvalidReference", "InsecureTransportRefused", "InvalidTrustedRoot"]
 
 
 def _by_type(kube: FakeKube) -> dict[str, dict[str, Any]]:
@@ -89,7 +101,7 @@ def _failing(monkeypatch: pytest.MonkeyPatch, make: Callable[[], LogicBundleErro
     return calls
 
 
-@pytest.mark.parametrize("make", RETRIED, ids=lambda make: make().reason)
+@pytest.mark.parametrize("make", RETRIED, ids=RETRIED_IDS)
 def test_an_error_a_retry_may_fix_is_resolve_failed_reconciling_and_retried(
     runtime: Runtime_,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -116,7 +128,7 @@ def test_an_error_a_retry_may_fix_is_resolve_failed_reconciling_and_retried(
     assert wait == RETRY_REQUEUE
 
 
-@pytest.mark.parametrize("make", STALLING, ids=lambda make: make().reason)
+@pytest.mark.parametrize("make", STALLING, ids=STALLING_IDS)
 def test_an_error_only_a_change_fixes_is_stalled_invalid_source_and_not_retried(
     runtime: Runtime_,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -180,7 +192,7 @@ def test_retries_back_off_from_15_s_doubling_up_to_the_source_interval(
         asyncio.run(reconcile(rt, body=body, pods=_snapshots(reports), now=T0))
         clock[0] += 1
     assert waits == [15.0, 30.0, 60.0, 120.0, 240.0, 300.0, 300.0]
-    assert RETRY_LIMIT == 300.0
+    assert _reconcile.RETRY_LIMIT == 300.0
     assert len(checks) == 7
     assert len(events) == 1, "the same warning is posted once"
 
@@ -212,6 +224,8 @@ def test_a_short_source_interval_caps_the_backoff_but_never_below_15_s(
 
 
 def test_the_classification_is_one_table_and_covers_every_error_above() -> None:
+    assert [make().reason for make in RETRIED] == RETRIED_IDS
+    assert [make().reason for make in STALLING] == STALLING_IDS
     for make in RETRIED:
         failure = _source.failure_of(make())
         assert (failure.reason, failure.stalled) == (conditions.RESOLVE_FAILED, False)
