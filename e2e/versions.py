@@ -20,5 +20,8 @@ COSIGN = "v3.1.3"
 ORAS = "v1.3.6"
 HELM = "v3.22.0"
 
+JAEGER = "v1.75.0"
+"""github.com/jaegertracing/jaeger: its cmd/jaeger is Jaeger v2 (the tracing suite's backend)."""
+
 CLI_UTILS = "v0.37.2"
 """sigs.k8s.io/cli-utils, for the kstatus checker."""

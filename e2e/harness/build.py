@@ -292,6 +292,42 @@ def _build_in_module(
     return build
 
 
+def _build_in_module_source(
+    *, module: str, version: str, package: str, output: str
+) -> Callable[[Path, Path, Path], None]:
+    """Build ``package`` inside a copy of ``module@version``'s own source tree.
+
+    For modules whose go.mod has a ``replace`` (so neither ``go install`` nor a
+    requiring module builds it as released): the module's own go.mod and go.sum
+    pin every dependency.
+    """
+
+    def build(bin_dir: Path, work: Path, log_path: Path) -> None:
+        src = _module_dir(module, version, cwd=work, log_path=log_path)
+        tree = work / "src"
+        shutil.copytree(src, tree)
+        for path in (tree, *tree.rglob("*")):
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o200)
+        _run_go(
+            [
+                "go",
+                "build",
+                "-mod=readonly",
+                "-ldflags",
+                "-s -w",
+                "-o",
+                str(bin_dir / output),
+                package,
+            ],
+            cwd=tree,
+            log_path=log_path,
+            what=f"{output} {version}",
+        )
+
+    return build
+
+
 def _go_install(*packages: str, version: str) -> Callable[[Path, Path, Path], None]:
     def build(bin_dir: Path, work: Path, log_path: Path) -> None:
         for package in packages:
@@ -391,6 +427,19 @@ HELM = Component(
     build=_go_install("helm.sh/helm/v3/cmd/helm", version=versions.HELM),
 )
 
+JAEGER = Component(
+    name="jaeger",
+    version=versions.JAEGER,
+    binaries=("jaeger",),
+    build=_build_in_module_source(
+        module="github.com/jaegertracing/jaeger",
+        version=versions.JAEGER,
+        package="./cmd/jaeger",
+        output="jaeger",
+    ),
+)
+"""Jaeger v2 (all-in-one, in-memory storage): the trace backend of e2e/suites/test_tracing.py."""
+
 
 KSTATUS_SOURCE = Path(__file__).resolve().parent / "kstatus"
 """``main.go``, ``go.mod`` and ``go.sum`` of the kstatus checker (sigs.k8s.io/cli-utils)."""
@@ -431,7 +480,7 @@ KSTATUS = Component(
 
 ALL: dict[str, Component] = {
     c.name: c
-    for c in (KUBERNETES, ETCD, KWOK, COSIGN, ORAS, HELM, KSTATUS, KUBERNETES_NODE, COREDNS)
+    for c in (KUBERNETES, ETCD, KWOK, COSIGN, ORAS, HELM, KSTATUS, KUBERNETES_NODE, COREDNS, JAEGER)
 }
 
 

@@ -495,6 +495,7 @@ def _target_from_json(raw: object) -> Target:
     source = raw.get("source")
     mount = raw.get("mountPath")
     revision = raw.get("revision")
+    trace = raw.get("traceparent")
     return Target(
         digest=str(raw.get("digest")),
         candidate=candidate if isinstance(candidate, str) else None,
@@ -504,6 +505,7 @@ def _target_from_json(raw: object) -> Target:
         source=source if isinstance(source, str) else None,
         mount_path=mount if isinstance(mount, str) and mount.startswith("/") else None,
         revision=revision if isinstance(revision, int) and not isinstance(revision, bool) else 0,
+        traceparent=trace if contract.parse_traceparent(trace) is not None else None,
     )
 
 

@@ -196,4 +196,5 @@ def _evaluate(name: str, path: Path, facts: contract.PodFacts | FactsError) -> T
         candidate=found.candidate,
         weight=found.weight,
         revision=found.revision,
+        traceparent=found.traceparent,
     )

@@ -39,6 +39,10 @@ class Target:
     revision: int = field(default=0, compare=False)
     """The revision of the published state it comes from (0: unknown); not what the pod
     runs, so two targets differing only by it are equal."""
+    traceparent: str | None = field(default=None, compare=False)
+    """The rollout's trace context (W3C ``traceparent``): reported with the swap it causes, so
+    the distributor exports that swap as a span of the rollout's trace (the agent itself
+    sends nothing anywhere)."""
 
     def __post_init__(self) -> None:
         if not is_digest(self.digest):

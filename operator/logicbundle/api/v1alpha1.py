@@ -1153,6 +1153,17 @@ class TargetState(StatusModel):
             "the mounted copy. Default: unset (a state published before revisions)."
         ),
     )
+    traceparent: str | None = Field(
+        default=None,
+        max_length=55,
+        pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+        description=(
+            "The rollout's trace context (W3C `traceparent`, version 00): the trace of the "
+            "rollout of the candidate (or of the digest that last became stable), its parent "
+            "id the span of the current stage, promotion or rollback. Agents report their "
+            "swaps under it. Default: unset (tracing off)."
+        ),
+    )
 
 
 class HistoryEntry(StatusModel):

@@ -15,7 +15,9 @@ the distributor, the webhook and the controller.  It holds:
   (``_env``);
 * the latency-bucket schema the SDK counts in, the agent reports, the
   distributor caps and the controller reads (``_buckets``);
-* how the documents of a bundle are read as JSON: no key twice (``_json``).
+* how the documents of a bundle are read as JSON: no key twice (``_json``);
+* a rollout's trace context, W3C ``traceparent``, and its derived span ids
+  (``_trace``).
 """
 
 from logicbundle.contract._buckets import (
@@ -75,6 +77,13 @@ from logicbundle.contract._rule import (
     state_to_json,
     target_of,
 )
+from logicbundle.contract._trace import (
+    TraceParent,
+    parse_traceparent,
+    phase_span_id,
+    rollout_trace_id,
+    swap_span_id,
+)
 
 __all__ = [
     "AGENT_CONFIG_ENV",
@@ -112,6 +121,7 @@ __all__ = [
     "Stage",
     "StateError",
     "Target",
+    "TraceParent",
     "admitted_at",
     "bucket_of",
     "bucket_of_upper_ns",
@@ -119,14 +129,18 @@ __all__ = [
     "bucket_upper_seconds",
     "cohort",
     "loads_unique",
+    "parse_traceparent",
+    "phase_span_id",
     "plan_percent",
     "pod_facts",
     "position",
+    "rollout_trace_id",
     "share",
     "state_configmap_name",
     "state_file_name",
     "state_from_bytes",
     "state_from_json",
     "state_to_json",
+    "swap_span_id",
     "target_of",
 ]

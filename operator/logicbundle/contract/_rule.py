@@ -55,6 +55,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
+from logicbundle.contract._trace import parse_traceparent
+
 POSITION_BITS: Final = 128
 POSITION_LIMIT: Final = 1 << POSITION_BITS
 """A threshold at this value takes every position."""
@@ -153,6 +155,9 @@ class Target:
     candidate: str | None = None
     weight: int = 0
     revision: int = field(default=0, compare=False)
+    traceparent: str | None = field(default=None, compare=False)
+    """The rollout's trace context (W3C ``traceparent``), for the pod's swap span; not
+    what the pod runs either."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +216,11 @@ class RolloutState:
     candidate: str | None = None
     stage: Stage | None = None
     revision: int = 0
+    traceparent: str | None = field(default=None, compare=False)
+    """The trace of the rollout that published this state, its parent-id the current phase's
+    span (:mod:`logicbundle.contract._trace`); None: no trace (tracing off, or a state
+    published before traces).  Not part of what the pods run: two states differing only by
+    it are equal (and keep one revision)."""
 
 
 def _on_candidate(state: RolloutState, stage: Stage, pod: PodFacts) -> bool:
@@ -240,17 +250,21 @@ def target_of(state: RolloutState, pod: PodFacts) -> Target | None:
     if state.stable is None:
         return None
     stage, candidate = state.stage, state.candidate
-    revision = state.revision
+    revision, trace = state.revision, state.traceparent
     if stage is None or candidate is None or candidate == state.stable:
-        return Target(digest=state.stable, revision=revision)
+        return Target(digest=state.stable, revision=revision, traceparent=trace)
     if isinstance(stage, Split):
         if stage.weight <= 0:
-            return Target(digest=state.stable, revision=revision)
+            return Target(digest=state.stable, revision=revision, traceparent=trace)
         return Target(
-            digest=state.stable, candidate=candidate, weight=stage.weight, revision=revision
+            digest=state.stable,
+            candidate=candidate,
+            weight=stage.weight,
+            revision=revision,
+            traceparent=trace,
         )
     on = _on_candidate(state, stage, pod)
-    return Target(digest=candidate if on else state.stable, revision=revision)
+    return Target(digest=candidate if on else state.stable, revision=revision, traceparent=trace)
 
 
 def cohort(state: RolloutState, pods: Iterable[PodFacts]) -> set[str]:
@@ -451,6 +465,8 @@ def state_to_json(state: RolloutState) -> dict[str, object]:
         body["candidate"] = state.candidate
     if state.revision:
         body["revision"] = state.revision
+    if state.traceparent is not None:
+        body["traceparent"] = state.traceparent
     stage = state.stage
     if isinstance(stage, Internal):
         body["stage"] = {"internal": _selector_json(stage.selector)}
@@ -475,7 +491,10 @@ def state_to_json(state: RolloutState) -> dict[str, object]:
 def state_from_json(value: object) -> RolloutState:
     """Read a published state, refusing anything outside the grammar (:class:`StateError`)."""
     body = _object(
-        value, "state", {"bundle", "stable", "candidate", "stage", "revision"}, {"bundle"}
+        value,
+        "state",
+        {"bundle", "stable", "candidate", "stage", "revision", "traceparent"},
+        {"bundle"},
     )
     bundle = body["bundle"]
     if not isinstance(bundle, str) or not bundle or len(bundle) > 253:
@@ -487,9 +506,21 @@ def state_from_json(value: object) -> RolloutState:
     revision = 0
     if body.get("revision") is not None:
         revision = _int(body["revision"], "state.revision", low=0, high=2**63 - 1)
+    trace = body.get("traceparent")
+    if trace is not None and parse_traceparent(trace) is None:
+        raise StateError(
+            "state.traceparent must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)"
+        )
+    traceparent = trace if isinstance(trace, str) else None
     raw = body.get("stage")
     if raw is None:
-        return RolloutState(bundle=bundle, stable=stable, candidate=candidate, revision=revision)
+        return RolloutState(
+            bundle=bundle,
+            stable=stable,
+            candidate=candidate,
+            revision=revision,
+            traceparent=traceparent,
+        )
     if candidate is None:
         raise StateError("state.stage needs state.candidate")
     kinds = _object(raw, "state.stage", {"internal", "percent", "all", "requestPercent"}, set())
@@ -527,7 +558,12 @@ def state_from_json(value: object) -> RolloutState:
             carry=carry,
         )
     return RolloutState(
-        bundle=bundle, stable=stable, candidate=candidate, stage=stage, revision=revision
+        bundle=bundle,
+        stable=stable,
+        candidate=candidate,
+        stage=stage,
+        revision=revision,
+        traceparent=traceparent,
     )
 
 

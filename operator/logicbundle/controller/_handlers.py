@@ -54,6 +54,7 @@ from logicbundle.controller._reconcile import (
 from logicbundle.controller._source import BundleCache, SourceTools
 from logicbundle.controller._summaries import AgentsView, ReplicaSettings
 from logicbundle.controller._tls import ReloadingCertificate
+from logicbundle.controller._tracing import RolloutTraces
 from logicbundle.controller._webhook import RunningWebhook, WebhookSettings, start_webhook
 from logicbundle.distributor import (
     BlobCache,
@@ -64,11 +65,13 @@ from logicbundle.distributor import (
     PodStatusWriter,
     ReportStore,
     RuleTargets,
+    SwapSpans,
     TargetStore,
     TokenReviewAuthenticator,
     create_app,
     rule_of,
 )
+from logicbundle.telemetry import tracing_from_env
 
 logger = logging.getLogger("logicbundle.operator")
 
@@ -165,6 +168,7 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
         agents=AgentsView(rules=rules, reports=reports),
         metrics=metrics,
         post_event=_post_event,
+        traces=RolloutTraces(tracing_from_env("logicbundle-operator")),
     )
     if settings.metrics_port is not None:
         start_http_server(
@@ -274,6 +278,7 @@ async def _start_distributor(
         replicas=frozenset(settings.replicas.accounts) if settings.replicas else frozenset(),
         viewers=frozenset(settings.replicas.readers) if settings.replicas else frozenset(),
         published=rules.published_digests,
+        swaps=SwapSpans(memo.runtime.traces.tracing if memo.runtime is not None else None),
     )
     context = None
     if settings.distributor_tls is not None:
@@ -306,6 +311,7 @@ async def stop(memo: Memo, **_: Any) -> None:
     if memo.runtime is not None:
         memo.runtime.agents.targets.close()
         memo.runtime.kube.close()
+        await asyncio.to_thread(memo.runtime.traces.tracing.shutdown)
 
 
 def pod_seen(memo: Memo, before: PodSnapshot | None, after: PodSnapshot | None) -> None:

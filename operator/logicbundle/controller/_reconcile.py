@@ -44,7 +44,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,6 +64,7 @@ from logicbundle.controller._metrics import OperatorMetrics
 from logicbundle.controller._restarts import RestartLedger
 from logicbundle.controller._source import SourceTools, failure_of, resolve_and_verify
 from logicbundle.controller._summaries import AgentsView, observed
+from logicbundle.controller._tracing import RolloutTraces, source_span
 from logicbundle.distributor import BundleSummary, Counters, bundle_rule
 from logicbundle.errors import LogicBundleError
 
@@ -149,6 +150,8 @@ class Runtime:
     memories: BundleMemories = field(default_factory=BundleMemories)
     restarts: RestartLedger = field(default_factory=RestartLedger)
     clock: Callable[[], float] = time.monotonic
+    traces: RolloutTraces = field(default_factory=RolloutTraces)
+    """The rollouts' traces (tracing off unless the operator was started with it on)."""
     started: float = field(default_factory=time.monotonic)
     """When the operator started, on ``clock`` (see :data:`REPORT_GRACE`)."""
 
@@ -158,6 +161,7 @@ class Runtime:
         self.memories.forget(key)
         self.restarts.forget_bundle(bundle=name, namespace=namespace)
         self.metrics.forget(namespace=namespace, name=name)
+        self.traces.forget(key)
 
 
 # -- step 2: the source ---------------------------------------------------------------------
@@ -182,6 +186,7 @@ async def _source_step(
         if wait > 0:
             return None, wait
     started = time.perf_counter()
+    started_ns = time.time_ns()
     try:
         outcome = await asyncio.to_thread(
             resolve_and_verify,
@@ -209,6 +214,8 @@ async def _source_step(
     finally:
         rt.metrics.verify_seconds.observe(time.perf_counter() - started)
     memory.source = SourceCheck(generation=generation, checked_at=now, outcome=outcome)
+    if rt.traces.enabled:
+        rt.traces.source_checked((namespace, name), source_span(spec, outcome, started_ns))
     memory.warning = None
     if outcome.error is not None:
         rt.metrics.verification_failures.labels(namespace=namespace, bundle=name).inc()
@@ -620,6 +627,13 @@ async def reconcile(
         source_error=_source_error(memory, generation),
         observed=observed(summary),
     )
+    traced_state, traced_status = rt.traces.stamp(
+        uid=str(meta.get("uid") or ""),
+        before=published,
+        after=decision.state,
+        status=decision.status,
+    )
+    decision = replace(decision, state=traced_state, status=traced_status)
     new_status = decision.status.with_summary()
     # Before any pod is told: see the module docstring. A refused write raises,
     # and no pod learns of a decision that was not recorded.
@@ -635,6 +649,9 @@ async def reconcile(
         owner_uid=meta.get("uid"),
         spec=spec,
         state=decision.state,
+    )
+    rt.traces.observe(
+        key, before=published, after=decision.state, status=new_status, spec_ref=spec.source.ref
     )
     for event in decision.events:
         rt.post_event(body, event.type, event.reason, event.message)

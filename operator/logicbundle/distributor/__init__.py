@@ -87,6 +87,7 @@ from logicbundle.distributor._summary import (
     summary_from_json,
 )
 from logicbundle.distributor._targets import TargetSnapshot, TargetStore
+from logicbundle.distributor._traces import SwapSpans, swap_spans
 from logicbundle.distributor._upstream import Upstream, UpstreamError
 from logicbundle.distributor._watcher import (
     KubeSource,
@@ -134,6 +135,7 @@ __all__ = [
     "Split",
     "StoredReport",
     "SummaryError",
+    "SwapSpans",
     "SwapTimings",
     "TargetSnapshot",
     "TargetStore",
@@ -156,4 +158,5 @@ __all__ = [
     "serve_distributor",
     "serve_when_synced",
     "summary_from_json",
+    "swap_spans",
 ]

@@ -40,6 +40,7 @@ from logicbundle.distributor._models import (
 )
 from logicbundle.distributor._reports import PodActivity, ReportStore
 from logicbundle.distributor._targets import TargetSnapshot, TargetStore
+from logicbundle.distributor._traces import SwapSpans
 from logicbundle.distributor._upstream import Upstream, UpstreamError
 from logicbundle.oci import OCI_MANIFEST, is_digest
 
@@ -84,6 +85,8 @@ class _Deps:
     """Background pod writes in flight (kept referenced until done)."""
     pod_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     """One write at a time per pod, in the order the reports arrived."""
+    swaps: SwapSpans | None = None
+    """Exports the reported swaps as spans of their rollouts' traces (None: tracing off)."""
 
 
 _DEPS: Final = web.AppKey("logicbundle_distributor", _Deps)
@@ -404,6 +407,8 @@ async def _post_report(request: web.Request, identity: PodIdentity) -> web.Strea
         deps.metrics.reports_received.labels("rejected").inc()
         return _error(400, "InvalidReport", f"the report is invalid: {_describe(exc)}")
     deps.metrics.reports_received.labels("accepted").inc()
+    if deps.swaps is not None:
+        deps.swaps.observe(identity, report, received_ns=time.time_ns())
     snapshot = deps.targets.get(identity.namespace, identity.name, uid=identity.uid)
     activity = deps.reports.record(
         identity, report, targets=snapshot.targets if snapshot.known else None
@@ -591,6 +596,7 @@ def create_app(
     replicas: frozenset[tuple[str, str]] = frozenset(),
     published: Callable[[], set[str]] | None = None,
     upstream: Upstream | None = None,
+    swaps: SwapSpans | None = None,
 ) -> web.Application:
     """The distributor's aiohttp application; run it with :class:`DistributorServer`.
 
@@ -612,6 +618,7 @@ def create_app(
         replicas=replicas,
         published=published,
         upstream=upstream,
+        swaps=swaps if swaps is not None and swaps.tracing.enabled else None,
     )
     app.router.add_get("/v1/targets", _guard(_get_targets))
     app.router.add_get("/v1/manifests/{digest}", _guard(_get_manifest))

@@ -36,6 +36,9 @@ Message = Annotated[str, StringConstraints(max_length=MAX_MESSAGE_LENGTH)]
 Reason = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9]{0,63}$")]
 Count = Annotated[int, Field(ge=0, strict=True)]
 Millis = Annotated[float, Field(ge=0, le=86_400_000)]
+TraceParentText = Annotated[
+    str, StringConstraints(pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,13 @@ class BundleTarget(SpecModel):
         description=(
             "The revision of the bundle's published state this target was computed from; "
             "the agent follows its mounted copy of the state instead when that one is newer."
+        ),
+    )
+    traceparent: TraceParentText | None = Field(
+        default=None,
+        description=(
+            "The rollout's trace context (W3C `traceparent`); the agent reports its swap "
+            "with it, and the distributor exports the swap as a span of that trace."
         ),
     )
 
@@ -171,6 +181,9 @@ class SwapTimings(_ReportModel):
     notify_ms: Millis | None = None
     health_ms: Millis | None = None
     total_ms: Millis | None = None
+    traceparent: TraceParentText | None = Field(
+        default=None, description="The target's trace context when the swap began (if any)."
+    )
 
 
 class BundleReport(_ReportModel):

@@ -62,10 +62,11 @@ def bundle_target(target: contract.Target, template: BundleTarget | None) -> Bun
         else None
     )
     revision = target.revision or None
+    trace = target.traceparent
     if template is None:
-        return BundleTarget(digest=target.digest, split=split, revision=revision)
+        return BundleTarget(digest=target.digest, split=split, revision=revision, traceparent=trace)
     return template.model_copy(
-        update={"digest": target.digest, "split": split, "revision": revision}
+        update={"digest": target.digest, "split": split, "revision": revision, "traceparent": trace}
     )
 
 

@@ -49,9 +49,11 @@ from logicbundle.distributor._reports import DEFAULT_WINDOW_SECONDS, ReportStore
 from logicbundle.distributor._rules import RuleTargets
 from logicbundle.distributor._status import PodStatusWriter
 from logicbundle.distributor._targets import TargetStore
+from logicbundle.distributor._traces import SwapSpans
 from logicbundle.distributor._upstream import Upstream
 from logicbundle.distributor._watcher import KubeSource, RuleWatcher
 from logicbundle.errors import LogicBundleError
+from logicbundle.telemetry import tracing_from_env
 
 logger = logging.getLogger("logicbundle.distributor")
 
@@ -238,6 +240,7 @@ async def serve_distributor(
         if settings.write_pod_status
         else None
     )
+    tracing = tracing_from_env("logicbundle-distributor")
     app = create_app(
         targets=targets,
         blobs=blobs,
@@ -252,11 +255,13 @@ async def serve_distributor(
         peers=frozenset(settings.operator_identities),
         viewers=frozenset(settings.reader_identities),
         upstream=upstream,
+        swaps=SwapSpans(tracing),
     )
     server = DistributorServer(app, host=settings.host, port=settings.port, ssl_context=ssl_context)
     try:
         await serve_when_synced(server, watcher=watcher, stop=stop, on_ready=on_ready)
     finally:
+        tracing.shutdown()
         if upstream is not None:
             await upstream.close()
         executor.shutdown(wait=True, cancel_futures=True)
