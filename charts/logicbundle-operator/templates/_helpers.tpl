@@ -99,3 +99,27 @@ The operator, the distributor replicas and the webhook get the same set.
 {{- else -}}{{ toJson .Values.trust.namespaces }}
 {{- end -}}
 {{- end }}
+
+{{/*
+The OTEL_* environment of the processes that export rollout traces (the operator and the
+distributor replicas): nothing unless tracing.endpoint is set (docs/tracing.md).
+*/}}
+{{- define "logicbundle.tracingEnv" -}}
+{{- with .Values.tracing }}
+{{- if .endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .endpoint | quote }}
+{{- range $name, $value := .env }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- range $name, $ref := .secretEnv }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.name | quote }}
+      key: {{ $ref.key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
