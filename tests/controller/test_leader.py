@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import kopf
 import pytest
+import urllib3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kopf._cogs.aiokits import aiotoggles
 from kopf._core.engines import peering as kopf_peering
 
 from logicbundle.api import names
-from logicbundle.controller._kube import KubeError
+from logicbundle.controller._kube import Kube, KubeError
 from logicbundle.controller._leader import (
+    FENCE_MARGIN,
+    FENCE_READ_TIMEOUT,
+    LAST_READ_LEAD,
+    POLL_INTERVAL,
+    READ_TIMEOUT,
+    RENEW_AHEAD,
     LeaderLabeler,
     LeaderSettings,
     OwnPod,
@@ -213,22 +221,34 @@ class FakeApi:
     """The peering object as the test sets it, and every label patch, in order."""
 
     def __init__(self) -> None:
-        self.peering: Mapping[str, Any] | None = {"metadata": {"name": "logicbundle"}}
+        self.peering: Mapping[str, Any] | None = {
+            "metadata": {"name": "logicbundle"},
+            "status": {POD.identity: record(priority=PRIORITY)},
+        }
         self.patches: list[tuple[str, str, dict[str, str | None]]] = []
         self.read_error: KubeError | None = None
         self.patch_error: KubeError | None = None
         self.patched = asyncio.Event()
         self.gate: asyncio.Event | None = None
         """When set, a write of the label waits for it (a slow API server)."""
+        self.read_gate: asyncio.Event | None = None
+        """When set, a read of the peering waits for it (a silent API server)."""
+        self.renewals: list[tuple[str, dict[str, Any]]] = []
+        self.renew_error: KubeError | None = None
         self.blocked = asyncio.Event()
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        if self.read_gate is not None and fn == self.cluster_peering:
+            await self.read_gate.wait()
         if self.gate is not None and fn == self.patch_pod_labels:
             self.blocked.set()
             await self.gate.wait()
         return fn(*args, **kwargs)
 
-    def cluster_peering(self, name: str) -> Mapping[str, Any] | None:
+    def cluster_peering(
+        self, name: str, *, timeout: float | None = None
+    ) -> Mapping[str, Any] | None:
+        assert timeout is not None  # a read through a partition must end
         if self.read_error is not None:
             raise self.read_error
         assert name == "logicbundle"
@@ -239,6 +259,17 @@ class FakeApi:
             raise self.patch_error
         self.patches.append((namespace, name, dict(labels)))
         self.patched.set()
+
+    def renew_peering(
+        self, name: str, identity: str, record: Mapping[str, Any], *, timeout: float | None = None
+    ) -> None:
+        assert timeout is not None
+        if self.renew_error is not None:
+            raise self.renew_error
+        assert name == "logicbundle"
+        self.renewals.append((identity, dict(record)))
+        assert self.peering is not None
+        self.set_status({**(self.peering.get("status") or {}), identity: dict(record)})
 
     def set_status(self, status: Mapping[str, Any]) -> None:
         self.peering = {"metadata": {"name": "logicbundle"}, "status": dict(status)}
@@ -261,10 +292,22 @@ class Clock:
 
 
 def _labeler(
-    api: FakeApi, clock: Clock, *, peering: str | None = "logicbundle", poll: float = 2.0
+    api: FakeApi,
+    clock: Clock,
+    *,
+    peering: str | None = "logicbundle",
+    poll: float = 2.0,
+    lost: list[tuple[datetime.datetime, str]] | None = None,
 ) -> LeaderLabeler:
     leader = LeaderSettings(pod=POD, peering_name=peering, priority=PRIORITY)
-    return LeaderLabeler(api=api, settings=leader, poll_interval=poll, clock=clock)
+
+    def on_lease_lost(reason: str) -> None:
+        assert lost is not None, f"stood down unexpectedly: {reason}"
+        lost.append((clock(), reason))
+
+    return LeaderLabeler(
+        api=api, settings=leader, poll_interval=poll, clock=clock, on_lease_lost=on_lease_lost
+    )
 
 
 def test_the_leader_labels_its_own_pod_once_and_unlabels_it_when_a_higher_peer_appears() -> None:
@@ -291,7 +334,12 @@ def test_a_standby_takes_the_label_when_the_leaders_record_lapses() -> None:
     labeler = _labeler(api, clock, poll=30.0)
 
     async def scenario() -> None:
-        api.set_status({"ops/b": record(priority=PRIORITY + 1, lifetime=60, seen=50)})
+        api.set_status(
+            {
+                POD.identity: record(priority=PRIORITY),
+                "ops/b": record(priority=PRIORITY + 1, lifetime=60, seen=50),
+            }
+        )
         wait = await labeler.evaluate()
         # It wakes when the blocking record lapses, sooner than its next poll.
         assert wait == pytest.approx(10.05)
@@ -383,7 +431,7 @@ def test_the_follow_loop_survives_an_unexpected_error() -> None:
     async def scenario() -> None:
         await labeler.start()
         api.patched.clear()
-        api.set_status({})
+        api.set_status({POD.identity: record(priority=PRIORITY)})
         await asyncio.wait_for(api.patched.wait(), timeout=10)
         assert api.values == [None, "true"]
         await labeler.stop()
@@ -407,3 +455,272 @@ def test_stop_lets_a_label_write_in_flight_land_before_the_final_unlabelling() -
         assert api.values == [None, "true", None]
 
     asyncio.run(scenario())
+
+
+# --- the fence ----------------------------------------------------------------------------
+
+
+def _lost() -> list[tuple[datetime.datetime, str]]:
+    return []
+
+
+FENCE = NOW + datetime.timedelta(seconds=60 - FENCE_MARGIN)
+"""When a leader whose record was last renewed at NOW stands down unless it sees a renewal."""
+
+
+def _leading(api: FakeApi, clock: Clock, lost: list[tuple[datetime.datetime, str]]) -> Any:
+    """A labeler that has just decided to lead on a record renewed at NOW."""
+    labeler = _labeler(api, clock, poll=100.0, lost=lost)
+    api.set_status({POD.identity: record(priority=PRIORITY)})
+    return labeler
+
+
+def test_a_leader_cut_off_from_the_api_server_stands_down_before_its_record_lapses() -> None:
+    api, clock, lost = FakeApi(), Clock(), _lost()
+
+    async def scenario() -> None:
+        labeler = _leading(api, clock, lost)
+        assert await labeler.evaluate() == pytest.approx(60 - FENCE_MARGIN - LAST_READ_LEAD)
+        assert labeler.leading
+        api.read_error = KubeError("cannot read ClusterKopfPeering logicbundle: ReadTimeoutError")
+        clock.now = FENCE - datetime.timedelta(seconds=LAST_READ_LEAD)
+        # One more read a second before the fence; failed, it wakes at the fence itself.
+        assert await labeler.evaluate() == pytest.approx(LAST_READ_LEAD)
+        assert lost == []
+        clock.now = FENCE
+        await labeler.evaluate()
+        ((when, reason),) = lost
+        assert when == FENCE < NOW + datetime.timedelta(seconds=60)
+        assert "ReadTimeoutError" in reason
+        assert "lapses at 2025-06-01T12:01:00+00:00" in reason
+        assert not labeler.leading
+        assert labeler.lease_lost
+        # Once stood down it decides nothing more, whatever it reads.
+        api.read_error = None
+        await labeler.evaluate()
+        assert len(lost) == 1
+        assert api.values == ["true"]
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_that_cannot_renew_its_record_stands_down_though_reads_succeed() -> None:
+    # Reads pass, writes do not (kopf's keepalive and the labeler's renewals alike).
+    api, clock, lost = FakeApi(), Clock(), _lost()
+
+    async def scenario() -> None:
+        labeler = _leading(api, clock, lost)
+        await labeler.evaluate()
+        api.renew_error = KubeError("cannot renew in ClusterKopfPeering logicbundle: HTTP 403")
+        clock.now = FENCE - datetime.timedelta(seconds=0.001)
+        await labeler.evaluate()
+        assert lost == []
+        clock.now = FENCE
+        await labeler.evaluate()
+        ((when, reason),) = lost
+        assert when == FENCE
+        assert "not renewed" in reason
+
+    asyncio.run(scenario())
+
+
+def test_the_leader_renews_its_own_record_from_renew_ahead_before_it_lapses() -> None:
+    api, clock, lost = FakeApi(), Clock(), _lost()
+
+    async def scenario() -> None:
+        labeler = _leading(api, clock, lost)
+        await labeler.evaluate()
+        clock.now = NOW + datetime.timedelta(seconds=60 - RENEW_AHEAD - 0.001)
+        await labeler.evaluate()
+        assert api.renewals == []  # kopf's own keepalive may well come first
+        clock.now = NOW + datetime.timedelta(seconds=60 - RENEW_AHEAD + 1)
+        wait = await labeler.evaluate()
+        ((identity, renewed),) = api.renewals
+        # Exactly what kopf's keepalive writes, so kopf reads it as it reads its own.
+        assert identity == POD.identity
+        assert renewed == {"priority": PRIORITY, "lifetime": 60, "lastseen": clock.now.isoformat()}
+        peer = kopf_peering.Peer(identity=kopf_peering.Identity(identity), **renewed)
+        assert peer.deadline == clock.now + datetime.timedelta(seconds=60)
+        # The next wake is a fence away from the renewed deadline, not the old one.
+        assert wait == pytest.approx(60 - FENCE_MARGIN - LAST_READ_LEAD)
+        clock.now = FENCE + datetime.timedelta(seconds=10)
+        await labeler.evaluate()
+        assert lost == []
+        assert labeler.leading
+        # A standby never writes the record: kopf keeps it.
+        api.set_status(
+            {POD.identity: record(priority=PRIORITY), "ops/b": record(priority=PRIORITY + 1)}
+        )
+        clock.now = NOW + datetime.timedelta(seconds=50)
+        await labeler.evaluate()
+        assert len(api.renewals) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_renewal_seen_before_the_fence_keeps_the_leader_acting() -> None:
+    api, clock, lost = FakeApi(), Clock(), _lost()
+
+    async def scenario() -> None:
+        labeler = _leading(api, clock, lost)
+        await labeler.evaluate()
+        # kopf renews 5 to 10 s ahead of the deadline: at the latest 55 s after NOW.
+        clock.now = NOW + datetime.timedelta(seconds=57)
+        api.set_status({POD.identity: record(priority=PRIORITY, now=NOW, seen=-55)})
+        assert await labeler.evaluate() == pytest.approx(115 - FENCE_MARGIN - LAST_READ_LEAD - 57)
+        clock.now = FENCE + datetime.timedelta(seconds=1)
+        await labeler.evaluate()
+        assert lost == []
+        assert labeler.leading
+        assert api.values == ["true"]
+
+    asyncio.run(scenario())
+
+
+def test_a_read_that_hangs_at_the_fence_does_not_hold_the_leader_past_it() -> None:
+    api, clock, lost = FakeApi(), Clock(), _lost()
+
+    async def scenario() -> None:
+        labeler = _leading(api, clock, lost)
+        await labeler.evaluate()
+        api.read_gate = asyncio.Event()  # the API server answers nothing
+        clock.now = FENCE
+        await asyncio.wait_for(labeler.evaluate(), timeout=FENCE_READ_TIMEOUT + 5)
+        ((when, reason),) = lost
+        assert when == FENCE
+        assert "TimeoutError" in reason
+
+    asyncio.run(scenario())
+
+
+def test_a_replica_that_leads_on_a_lower_priority_peer_is_not_fenced_by_it() -> None:
+    api, clock, lost = FakeApi(), Clock(), _lost()
+
+    async def scenario() -> None:
+        labeler = _leading(api, clock, lost)
+        await labeler.evaluate()
+        # A higher peer appears: an ordinary hand-over (kopf pauses us), not a lost lease.
+        api.set_status(
+            {POD.identity: record(priority=PRIORITY), "ops/b": record(priority=PRIORITY + 1)}
+        )
+        await labeler.evaluate()
+        assert lost == []
+        assert not labeler.leading
+        assert api.values == ["true", None]
+
+    asyncio.run(scenario())
+
+
+def test_a_standby_cut_off_never_stands_down() -> None:
+    api, clock, lost = FakeApi(), Clock(), _lost()
+
+    async def scenario() -> None:
+        labeler = _labeler(api, clock, poll=2.0, lost=lost)
+        api.set_status(
+            {POD.identity: record(priority=PRIORITY), "ops/b": record(priority=PRIORITY + 1)}
+        )
+        await labeler.evaluate()
+        api.read_error = KubeError("HTTP 503 Service Unavailable")
+        clock.advance(600)
+        assert await labeler.evaluate() == 2.0
+        assert lost == []
+        assert api.values == [None]
+
+    asyncio.run(scenario())
+
+
+def test_no_record_of_its_own_means_it_does_not_act() -> None:
+    api, clock = FakeApi(), Clock()
+    labeler = _labeler(api, clock)
+
+    async def scenario() -> None:
+        api.set_status({})
+        await labeler.evaluate()
+        assert api.values == [None]
+        api.set_status({POD.identity: record(priority=PRIORITY, seen=60 - FENCE_MARGIN)})
+        await labeler.evaluate()
+        assert api.values == [None]  # about to lapse: not a lease to act on
+        assert not labeler.leading
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_whose_peering_object_is_deleted_stands_down() -> None:
+    api, clock, lost = FakeApi(), Clock(), _lost()
+
+    async def scenario() -> None:
+        labeler = _leading(api, clock, lost)
+        await labeler.evaluate()
+        api.peering = None
+        await labeler.evaluate()
+        ((_, reason),) = lost
+        assert "does not exist" in reason
+
+    asyncio.run(scenario())
+
+
+def test_the_follow_loop_ends_once_the_replica_stood_down() -> None:
+    api, clock, lost = FakeApi(), Clock(), _lost()
+    labeler = _labeler(api, clock, poll=0.01, lost=lost)
+
+    async def scenario() -> None:
+        await labeler.start()
+        api.patched.clear()
+        await asyncio.wait_for(api.patched.wait(), timeout=10)
+        api.read_error = KubeError("HTTP 503 Service Unavailable")
+        clock.now = FENCE
+        task = labeler._task
+        assert task is not None
+        await asyncio.wait_for(task, timeout=10)
+        assert len(lost) == 1
+        await labeler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_fence_precedes_kopfs_takeover_and_leaves_room_for_kopfs_renewals() -> None:
+    """The timing argument of the module, against kopf's own code.
+
+    kopf renews ``lifetime - randint(5, 10)`` s after a renewal began; the leader
+    stands down by ``deadline - FENCE_MARGIN + FENCE_READ_TIMEOUT`` at the latest;
+    kopf's standby resumes when the record ``is_dead``: at the deadline at the earliest.
+    """
+    source = inspect.getsource(kopf_peering.keepalive)
+    assert "lifetime - random.randint(5, 10)" in source
+    kopf_lead = 5.0  # the least time by which kopf's renewal precedes the deadline
+    latest_stand_down = FENCE_MARGIN - FENCE_READ_TIMEOUT  # seconds before the deadline
+    assert latest_stand_down >= 4.5
+    # kopf alone would leave a healthy leader too little room before the fence: the
+    # labeler renews from RENEW_AHEAD, with several polls' room for slow requests.
+    assert kopf_lead <= FENCE_MARGIN
+    assert RENEW_AHEAD - FENCE_MARGIN >= 5 * POLL_INTERVAL
+    assert LAST_READ_LEAD + FENCE_READ_TIMEOUT <= FENCE_MARGIN
+    # At the latest instant the leader may still be acting, kopf sees its record alive.
+    now = datetime.datetime.now(datetime.UTC)
+    lastseen = now - datetime.timedelta(seconds=60 - latest_stand_down)
+    peer = kopf_peering.Peer(
+        identity=kopf_peering.Identity(ME), priority=PRIORITY, lastseen=lastseen.isoformat()
+    )
+    assert not peer.is_dead
+
+
+def test_an_unreachable_api_server_is_a_kube_error_and_the_read_is_bounded() -> None:
+    calls: list[dict[str, Any]] = []
+
+    class Custom:
+        def list_cluster_custom_object(self, *args: Any, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            raise urllib3.exceptions.ReadTimeoutError(None, "/apis", "Read timed out.")  # type: ignore[arg-type]
+
+        def patch_cluster_custom_object(self, *args: Any, **kwargs: Any) -> Any:
+            calls.append({"body": args[-1], **kwargs})
+            raise urllib3.exceptions.MaxRetryError(None, "/apis")  # type: ignore[arg-type]
+
+    kube = Kube.__new__(Kube)
+    kube.custom = Custom()  # type: ignore[assignment]
+    with pytest.raises(KubeError, match="ReadTimeoutError"):
+        kube.cluster_peering("logicbundle", timeout=READ_TIMEOUT)
+    assert calls[0]["_request_timeout"] == READ_TIMEOUT
+    with pytest.raises(KubeError, match="MaxRetryError"):
+        kube.renew_peering("logicbundle", ME, {"priority": 1}, timeout=READ_TIMEOUT)
+    assert calls[1] == {"body": {"status": {ME: {"priority": 1}}}, "_request_timeout": READ_TIMEOUT}

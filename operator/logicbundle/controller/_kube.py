@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import kubernetes.client
 import kubernetes.config
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from logicbundle import contract
@@ -105,11 +106,15 @@ class Kube:
             ) from None
         return dict(obj.data or {})
 
-    def cluster_peering(self, name: str) -> Mapping[str, Any] | None:
+    def cluster_peering(
+        self, name: str, *, timeout: float | None = None
+    ) -> Mapping[str, Any] | None:
         """The ClusterKopfPeering ``name`` (None: it or its CRD does not exist).
 
         Read by listing with a field selector: the chart grants list and watch on
-        peerings (kopf's own needs), not get.
+        peerings (kopf's own needs), not get.  ``timeout`` bounds the request (the
+        leader's fence reads it through partitions); an unreachable or silent API
+        server is a :class:`KubeError` like a refusal.
         """
         try:
             found = self.custom.list_cluster_custom_object(
@@ -117,11 +122,16 @@ class Kube:
                 PEERING_VERSION,
                 PEERING_PLURAL,
                 field_selector=f"metadata.name={name}",
+                _request_timeout=timeout,
             )
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise KubeError(f"cannot read ClusterKopfPeering {name}: {_describe(exc)}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(
+                f"cannot read ClusterKopfPeering {name}: {type(exc).__name__}"
+            ) from None
         items = found.get("items") if isinstance(found, Mapping) else None
         for item in items or []:
             if isinstance(item, Mapping) and item.get("metadata", {}).get("name") == name:
@@ -129,6 +139,28 @@ class Kube:
         return None
 
     # -- writes ------------------------------------------------------------------------
+
+    def renew_peering(
+        self, name: str, identity: str, record: Mapping[str, Any], *, timeout: float | None = None
+    ) -> None:
+        """Merge-patch one replica's record into the ClusterKopfPeering, as kopf's keepalive."""
+        try:
+            self.custom.patch_cluster_custom_object(
+                PEERING_GROUP,
+                PEERING_VERSION,
+                PEERING_PLURAL,
+                name,
+                {"status": {identity: dict(record)}},
+                _request_timeout=timeout,
+            )
+        except ApiException as exc:
+            raise KubeError(
+                f"cannot renew in ClusterKopfPeering {name}: {_describe(exc)}"
+            ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(
+                f"cannot renew in ClusterKopfPeering {name}: {type(exc).__name__}"
+            ) from None
 
     def patch_pod_annotations(
         self, namespace: str, name: str, annotations: Mapping[str, str | None]
