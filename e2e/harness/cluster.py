@@ -56,6 +56,11 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 START_TIMEOUT = 120.0
+RESTART_GRACE = 15.0
+"""Seconds a restarted control-plane process has to exit on SIGTERM before SIGKILL.
+
+kube-apiserver stops listening at once, but with watches still open it was seen not to
+exit within 30 s; it is then SIGKILLed, as a kubelet does after a pod's grace period."""
 
 
 def _log(msg: str) -> None:
@@ -80,6 +85,8 @@ class Cluster:
     started_in: float = 0.0
     real_node: bool = False
     """Started for a real kubelet (see :meth:`start`)."""
+    etcd_url: str = ""
+    """etcd's client URL (plain HTTP on 127.0.0.1)."""
 
     # -- starting -------------------------------------------------------------------
 
@@ -167,6 +174,7 @@ class Cluster:
     ) -> None:
         run = self.run_dir
         etcd_client, etcd_peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{etcd_client}"
         etcd = self._spawn(
             "etcd",
             bins["etcd"] / "etcd",
@@ -181,12 +189,7 @@ class Cluster:
             "--log-level=warn",
             "--quota-backend-bytes=4294967296",
         )
-        wait_for(
-            lambda: http_status(f"http://127.0.0.1:{etcd_client}/health") == 200,
-            what="etcd /health",
-            timeout=30,
-            watch=[etcd],
-        )
+        self._wait_etcd_healthy(timeout=30)
         k8s = bins["kubernetes"]
         if self.real_node:
             kubelet_crt, kubelet_key = self.ca.issue(
@@ -230,12 +233,7 @@ class Cluster:
             "--storage-media-type=application/vnd.kubernetes.protobuf",
             "--v=1",
         )
-        wait_for(
-            lambda: self._get_text("/readyz") == "ok",
-            what="kube-apiserver /readyz",
-            timeout=START_TIMEOUT,
-            watch=[etcd, apiserver],
-        )
+        self._wait_apiserver_ready(watch=[etcd, apiserver])
         common = [
             f"--kubeconfig={self.kubeconfig}",
             f"--authentication-kubeconfig={self.kubeconfig}",
@@ -281,6 +279,22 @@ class Cluster:
         for i in range(nodes):
             self.create_node(f"kwok-node-{i}")
         wait_for(self._ready, what="cluster ready", timeout=START_TIMEOUT, watch=self.processes)
+
+    def _wait_etcd_healthy(self, *, timeout: float) -> None:
+        wait_for(
+            lambda: http_status(f"{self.etcd_url}/health") == 200,
+            what="etcd /health",
+            timeout=timeout,
+            watch=[self.process("etcd")],
+        )
+
+    def _wait_apiserver_ready(self, *, watch: list[Process]) -> None:
+        wait_for(
+            lambda: self._get_text("/readyz") == "ok",
+            what="kube-apiserver /readyz",
+            timeout=START_TIMEOUT,
+            watch=watch,
+        )
 
     def _spawn(self, name: str, *args: str | os.PathLike[str]) -> Process:
         proc = Process(name, list(args), run_dir=self.run_dir)
@@ -435,6 +449,43 @@ class Cluster:
     def rss_bytes(self) -> int:
         """Resident memory of every control-plane process together."""
         return sum(rss_bytes(p.pid) for p in self.processes)
+
+    # -- restarting (issue 11's fault matrix) -------------------------------------------
+
+    def process(self, name: str) -> Process:
+        """The control-plane process called ``name`` (``etcd``, ``kube-apiserver``, ``kwok``...)."""
+        for proc in self.processes:
+            if proc.name == name:
+                return proc
+        raise HarnessError(f"no {name} in this cluster (it has {', '.join(self.pids())})")
+
+    def restart_apiserver(self, *, grace: float = RESTART_GRACE) -> float:
+        """Stop kube-apiserver by its pid and start it again; the seconds it was away.
+
+        SIGTERM, then SIGKILL after ``grace`` seconds; started again with the same
+        arguments (its port, certificates, service-account keys and etcd), then
+        waited for until its /readyz is ok (every post-start hook done: the CRDs
+        served again, RBAC loaded).  Nothing else is restarted: the controllers,
+        kwok, the operator and the agents have to reconnect on their own.
+        """
+        t0 = time.monotonic()
+        self.process("kube-apiserver").restart(grace)
+        self._wait_apiserver_ready(watch=self.processes)
+        return time.monotonic() - t0
+
+    def restart_etcd(self, *, grace: float = RESTART_GRACE) -> float:
+        """Stop etcd by its pid and start it again on its data; the seconds until all is ready.
+
+        Like :meth:`restart_apiserver`: the same arguments, ports and data
+        directory (what was stored is still there), then waited for until etcd's
+        /health and the API server's /readyz (whose etcd check follows it) are ok.
+        The API server itself is not restarted: it reconnects to etcd on its own.
+        """
+        t0 = time.monotonic()
+        self.process("etcd").restart(grace)
+        self._wait_etcd_healthy(timeout=START_TIMEOUT)
+        self._wait_apiserver_ready(watch=self.processes)
+        return time.monotonic() - t0
 
     # -- stopping -------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 T = TypeVar("T")
 
@@ -68,17 +68,23 @@ class Process:
     ) -> None:
         self.name = name
         self.log_path = run_dir / f"{name}.log"
-        self._log = self.log_path.open("ab")
         self.args = [str(a) for a in args]
-        self.popen = subprocess.Popen(
+        self._run_dir = run_dir
+        self._env = {**os.environ, **(env or {})}
+        self._log, self.popen = self._spawn()
+
+    def _spawn(self) -> tuple[BinaryIO, subprocess.Popen[bytes]]:
+        log = self.log_path.open("ab")
+        popen = subprocess.Popen(
             self.args,
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
+            stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=run_dir,
-            env={**os.environ, **(env or {})},
+            cwd=self._run_dir,
+            env=self._env,
             start_new_session=True,
         )
+        return log, popen
 
     @property
     def pid(self) -> int:
@@ -109,6 +115,14 @@ class Process:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
         self._log.close()
+
+    def restart(self, grace: float = 10.0) -> None:
+        """:meth:`stop` it, then start it again: the same arguments, environment and log.
+
+        The new process has a new pid; the log goes on in the same file.
+        """
+        self.stop(grace)
+        self._log, self.popen = self._spawn()
 
 
 def pid_alive(pid: int) -> bool:

@@ -70,3 +70,18 @@ def test_waiting_returns_the_first_truthy_value() -> None:
         wait_for(lambda: next(counter) >= 3 and "done", what="count", timeout=5, interval=0)
         == "done"
     )
+
+
+def test_a_restarted_process_runs_again_with_the_same_arguments_and_log(tmp_path: Path) -> None:
+    script = "import os, time; print('up', os.getpid(), flush=True); time.sleep(300)"
+    proc = Process("again", [sys.executable, "-c", script], run_dir=tmp_path)
+    wait_for(lambda: "up" in proc.log_path.read_text(), what="first start", timeout=10)
+    first = proc.pid
+    proc.restart(grace=5)
+    wait_for(lambda: f"up {proc.pid}" in proc.log_path.read_text(), what="second start", timeout=10)
+    assert proc.pid != first
+    assert not pid_alive(first)
+    assert proc.alive()
+    assert proc.log_path.read_text().splitlines() == [f"up {first}", f"up {proc.pid}"]
+    proc.stop(grace=5)
+    assert not pid_alive(proc.pid)
