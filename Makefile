@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint unit e2e crds bench bench-real-node bench-api-writes bench-fleet bench-soak
+.PHONY: setup demo test lint unit e2e crds bench bench-real-node bench-api-writes bench-fleet bench-soak bench-tracing
 
 setup:
 	@e2e/setup.sh
@@ -63,3 +63,9 @@ bench-fleet:
 bench-soak:
 	@$(PY) -m e2e.harness.build
 	$(NETNS) $(PY) -m e2e.bench.bench_soak $(ARGS)
+
+# Issue 12's tracing costs: SDK per call, agent RSS, operator CPU per 200-pod rollout, off and
+# on, and the size of one rollout's trace in Jaeger (docs/benchmarks.md); about 10 minutes.
+bench-tracing:
+	@$(PY) -m e2e.harness.build
+	$(NETNS) $(PY) -m e2e.bench.bench_tracing $(ARGS)

@@ -234,6 +234,10 @@ class SimAgent:
     """bundle -> digest whose SDK counters say 50% of calls fail."""
     failed: dict[str, tuple[str, str]] = field(default_factory=dict)
     """bundle -> (candidate that failed the health check, digest flipped back to)."""
+    swaps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """bundle -> the ``lastSwap`` reported, when the target carried a ``traceparent``
+    (the operator traces rollouts): the swap as the real agent reports it, its step
+    timings zero (this simulated agent does not swap)."""
 
 
 class Fleet:
@@ -315,6 +319,10 @@ class Fleet:
                 told = self.told.setdefault((agent.namespace, bundle, digest), {})
                 told.setdefault((agent.namespace, agent.pod), _now())
                 if agent.active.get(bundle) != digest:
+                    if target.get("traceparent"):
+                        agent.swaps[bundle] = _sim_swap(
+                            agent.active.get(bundle), digest, target["traceparent"]
+                        )
                     agent.active[bundle] = digest  # the swap a real agent does goes here
                     agent.failed.pop(bundle, None)
                     changed = True
@@ -325,6 +333,9 @@ class Fleet:
         bundles: dict[str, Any] = {}
         for bundle, digest in agent.active.items():
             entry: dict[str, Any] = {"active": digest, "target": digest, "healthy": True}
+            swap = agent.swaps.get(bundle)
+            if swap is not None and swap["to"] == digest:
+                entry["lastSwap"] = swap
             failing = agent.errors_for.get(bundle)
             if failing == digest:
                 buckets = [0] * 21 + [100]  # every call ~1-2 ms
@@ -413,6 +424,19 @@ class Fleet:
 
 
 # -- the operator ---------------------------------------------------------------------------
+
+
+def _sim_swap(previous: str | None, digest: str, traceparent: str) -> dict[str, Any]:
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    steps = ("fetchMs", "unpackMs", "swapMs", "notifyMs", "healthMs", "totalMs")
+    return {
+        "from": previous,
+        "to": digest,
+        "outcome": "activated",
+        "at": at,
+        **dict.fromkeys(steps, 0.0),
+        "traceparent": traceparent,
+    }
 
 
 def proc_memory(pid: int) -> tuple[float, float]:
