@@ -8,6 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from logicbundle.agent import BundleStore, _seams
+
 STEP_THEN_PRINT = "from logicbundle.agent import _seams; _seams.step('unpacked'); print('passed')"
 
 
@@ -66,3 +70,46 @@ def test_a_missing_pause_directory_lets_every_step_pass(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=30)
     assert out.strip() == "passed"
     assert not (tmp_path / "absent").exists()
+
+
+class _Killed(Exception):
+    """Raised by the hook: the removal stops there, as a SIGKILL would stop it."""
+
+
+def test_a_kill_halfway_through_deleting_a_version_leaves_nothing_servable(
+    tmp_path: Path,
+) -> None:
+    store = BundleStore(tmp_path, "pricing")
+    store.prepare()
+    old, new = f"sha256:{'a' * 64}", f"sha256:{'b' * 64}"
+    for digest in (old, new):
+        version = store.version_path(digest)
+        (version / "tables").mkdir(parents=True)
+        for name in ("pricing.py", "tables/a.json", "tables/b.json"):
+            (version / name).write_text(name)
+        store.write_manifest(digest, b"{}")
+    store.point_current(new)
+    seen: list[set[str]] = []
+
+    def hook(step: str) -> None:
+        if step == "deleting":
+            aside = [p for p in store.versions.iterdir() if p.name.startswith(".deleting-")]
+            seen.append({str(p.relative_to(aside[0])) for p in aside[0].rglob("*")})
+            raise _Killed
+
+    _seams.hook = hook
+    try:
+        with pytest.raises(_Killed):
+            store.remove(old)
+    finally:
+        _seams.hook = None
+    # Killed halfway: part of the old version is gone, and what is left is not a version.
+    assert seen and seen[0] and seen[0] < {"pricing.py", "tables", "tables/a.json", "tables/b.json"}
+    assert not store.has(old)
+    assert old not in store.on_disk()
+
+    again = BundleStore(tmp_path, "pricing")  # the agent started again
+    removed = again.prepare()
+    assert any(name.startswith(".versions/.deleting-") for name in removed), removed
+    assert sorted(p.name for p in again.versions.iterdir()) == [new, f"{new}.manifest.json"]
+    assert (again.active(), again.on_disk()) == (new, [new])

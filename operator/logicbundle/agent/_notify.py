@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -72,13 +73,22 @@ class SdkClient:
             self._sock = sock
         return self._sock
 
-    def call(self, request: dict[str, Any], *, timeout: float) -> dict[str, Any]:
-        """Send ``request`` (an ``id`` is added) and return its reply, or raise NotifyError."""
+    def call(
+        self,
+        request: dict[str, Any],
+        *,
+        timeout: float,
+        sent: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """Send ``request`` (an ``id`` is added) and return its reply, or raise NotifyError.
+
+        ``sent`` is called once the request is out, before its reply is read.
+        """
         with self._lock:
             for attempt in (0, 1):
                 sock = self._connect(timeout)
                 try:
-                    return self._exchange(sock, request, timeout)
+                    return self._exchange(sock, request, timeout, sent)
                 except (ConnectionError, BrokenPipeError) as exc:
                     self._drop()  # the application restarted: try a fresh connection once
                     if attempt:
@@ -94,7 +104,11 @@ class SdkClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _exchange(
-        self, sock: socket.socket, request: dict[str, Any], timeout: float
+        self,
+        sock: socket.socket,
+        request: dict[str, Any],
+        timeout: float,
+        sent: Callable[[], None] | None,
     ) -> dict[str, Any]:
         self._next_id += 1
         request_id = self._next_id
@@ -102,6 +116,8 @@ class SdkClient:
         deadline = time.monotonic() + timeout
         sock.settimeout(timeout)
         sock.sendall(line)
+        if sent is not None:
+            sent()
         while True:
             while b"\n" not in self._buffer:
                 remaining = deadline - time.monotonic()
@@ -123,20 +139,33 @@ class SdkClient:
                 return reply
 
 
-def post_json(url: str, body: dict[str, Any], *, timeout: float) -> int:
+def post_json(
+    url: str,
+    body: dict[str, Any],
+    *,
+    timeout: float,
+    sent: Callable[[], None] | None = None,
+) -> int:
     """POST ``body`` to a localhost ``url``; the status.
 
     :class:`HookUnavailableError` when nothing listens there (connection
-    refused), :class:`NotifyError` on any other failure.
+    refused), :class:`NotifyError` on any other failure.  ``sent`` is called
+    once the request is out, before the answer is read.
     """
-    return _request("POST", url, json.dumps(body).encode(), timeout)
+    return _request("POST", url, json.dumps(body).encode(), timeout, sent)
 
 
 def get_status(url: str, *, timeout: float) -> int:
     return _request("GET", url, None, timeout)
 
 
-def _request(method: str, url: str, body: bytes | None, timeout: float) -> int:
+def _request(
+    method: str,
+    url: str,
+    body: bytes | None,
+    timeout: float,
+    sent: Callable[[], None] | None = None,
+) -> int:
     import http.client  # noqa: PLC0415 - the HTTP hook only: it brings ssl and email
 
     parts = urllib.parse.urlsplit(url)
@@ -145,6 +174,8 @@ def _request(method: str, url: str, body: bytes | None, timeout: float) -> int:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn.request(method, target, body, headers)
+        if sent is not None:
+            sent()
         response = conn.getresponse()
         response.read(65536)
         return response.status

@@ -15,7 +15,11 @@ stopping at the same step again (the pause directory is on a volume that
 outlives the container).
 
 Steps, in swap order: ``manifest-written``, ``layer-half-read``, ``unpacked``,
-``symlink-created``, ``swapped``, ``acked``, ``deleting``.
+``symlink-created``, ``swapped``, ``notifying`` (the notification is out --
+the SDK's ``activate`` sent, the HTTP hook's request sent, the signal sent --
+and its answer not yet read), ``acked`` (told and healthy, before the agent
+records and reports it), ``deleting`` (an old version renamed aside and half
+deleted).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ STEPS: Final = (
     "unpacked",
     "symlink-created",
     "swapped",
+    "notifying",
     "acked",
     "deleting",
 )

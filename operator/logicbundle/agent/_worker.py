@@ -81,10 +81,9 @@ class SwapRecord:
     notify_ms: float = 0.0
     health_ms: float = 0.0
     total_ms: float = 0.0
-    traceparent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
+        return {
             "from": self.from_,
             "to": self.to,
             "outcome": self.outcome,
@@ -96,9 +95,6 @@ class SwapRecord:
             "healthMs": round(self.health_ms, 3),
             "totalMs": round(self.total_ms, 3),
         }
-        if self.traceparent is not None:
-            body["traceparent"] = self.traceparent
-        return body
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,7 +163,10 @@ class BundleWorker:
         self._retired: dict[str, float] = {}
         self._next_gc = 0.0
         self._lock = threading.Lock()
-        self._synced = settings.notify.mode != "sdk"
+        # Whatever the mode, a (re)started agent tells the application once what `current`
+        # names: killed after the swap and before the answer, the application may never have
+        # been told, or may have refused it (a resync, see _swap).
+        self._synced = False
         removed = store.prepare()
         if removed:
             logger.info("bundle %s: removed debris of an interrupted swap: %s", store.name, removed)
@@ -300,13 +299,17 @@ class BundleWorker:
         previous_key: ActiveKey | None = (
             (status.active, status.candidate, status.weight) if status.active else None
         )
-        record = SwapRecord(
-            from_=previous,
-            to=target.digest,
-            outcome="failed",
-            at=now_iso(),
-            traceparent=target.traceparent,
-        )
+        # A resync: `current` already names the target (the agent started again, maybe
+        # killed between the swap and the application's answer).  An application that is
+        # not there loads `current` itself when it starts, as on a first activation; one
+        # that refuses the version sends the pod back to the version before it (the
+        # previous one on disk), never to the refused one.
+        resync = previous_key == target.key
+        fallback, fallback_key = previous, previous_key
+        if resync:
+            fallback = status.previous
+            fallback_key = (status.previous, None, 0) if status.previous else None
+        record = SwapRecord(from_=previous, to=target.digest, outcome="failed", at=now_iso())
         try:
             for digest in target.digests():
                 installed = self.fetcher.install(
@@ -342,12 +345,12 @@ class BundleWorker:
         _seams.step("swapped")
         self.metrics.set_active(name, target.digest)
         try:
-            notify_ms, health_ms = self._tell(target, first=previous is None)
+            notify_ms, health_ms = self._tell(target, first=previous is None or resync)
         except (NotifyError, UnhealthyError) as exc:
             self._flip_back(
                 target,
-                previous=previous,
-                previous_key=previous_key,
+                previous=fallback,
+                previous_key=fallback_key,
                 record=record,
                 exc=exc,
                 begun=begun,
@@ -403,7 +406,7 @@ class BundleWorker:
                 "path": self._path(target),
             }
             try:
-                code = _notify.post_json(notify.url, body, timeout=notify.timeout)
+                code = _notify.post_json(notify.url, body, timeout=notify.timeout, sent=_notifying)
             except _notify.HookUnavailableError:
                 if not first:
                     raise
@@ -415,6 +418,7 @@ class BundleWorker:
             assert notify.process_name is not None  # noqa: S101
             try:
                 _notify.send_signal(notify.process_name, notify.signal)
+                _notifying()
                 reached = True
             except NotifyError:
                 if not first:
@@ -445,7 +449,9 @@ class BundleWorker:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                reply = self.sdk.call(request, timeout=max(deadline - time.monotonic(), 0.001))
+                reply = self.sdk.call(
+                    request, timeout=max(deadline - time.monotonic(), 0.001), sent=_notifying
+                )
                 break
             except _notify.SdkUnavailableError:
                 if first:
@@ -589,6 +595,11 @@ class BundleWorker:
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
+
+
+def _notifying() -> None:
+    """The test seam between a notification going out and its answer being read."""
+    _seams.step("notifying")
 
 
 def _error(exc: Exception, digest: str) -> ErrorRecord:
