@@ -81,9 +81,10 @@ class SwapRecord:
     notify_ms: float = 0.0
     health_ms: float = 0.0
     total_ms: float = 0.0
+    traceparent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "from": self.from_,
             "to": self.to,
             "outcome": self.outcome,
@@ -95,6 +96,9 @@ class SwapRecord:
             "healthMs": round(self.health_ms, 3),
             "totalMs": round(self.total_ms, 3),
         }
+        if self.traceparent is not None:
+            body["traceparent"] = self.traceparent
+        return body
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -309,7 +313,13 @@ class BundleWorker:
         if resync:
             fallback = status.previous
             fallback_key = (status.previous, None, 0) if status.previous else None
-        record = SwapRecord(from_=previous, to=target.digest, outcome="failed", at=now_iso())
+        record = SwapRecord(
+            from_=previous,
+            to=target.digest,
+            outcome="failed",
+            at=now_iso(),
+            traceparent=target.traceparent,
+        )
         try:
             for digest in target.digests():
                 installed = self.fetcher.install(
