@@ -315,6 +315,14 @@ def test_worse_logic_is_rolled_back_on_every_pod_and_stalls(
     assert ("Warning", "RolledBack") in events(cluster, fleet.namespace, "pricing")
     assert set(cohorts(cluster, fleet).values()) == {digests["v1"]}
     assert gitops_health(obj) == ("Degraded", "Failed")
+    # The history keeps the rollback, with the stage that failed and the figure it failed on.
+    shown = lb("history", "pricing", "-n", fleet.namespace, "-o", "json", cluster=cluster)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    rolled, installed = json.loads(shown.stdout)["history"]
+    assert (rolled["digest"], rolled["outcome"]) == (digests[bad], "RolledBack"), rolled
+    assert installed["outcome"] == "Installed" and installed["signer"], installed
+    failed = rolled["stages"][-1]
+    assert failed["verdict"] == "Failed" and f"{why}: " in failed["message"], failed
 
 
 def test_a_bundle_whose_self_test_fails_is_rolled_back_with_the_reason(
@@ -684,3 +692,21 @@ def test_promote_abort_retry_and_rollback_through_the_cli(
     assert obj["status"]["stableDigest"] == digests["v1"]
     status = lb("status", "pricing", "-n", ns, cluster=cluster)
     assert status.returncode == 0 and "pricing" in status.stdout
+    # Every rollout is in the history, newest first, with how it ended and who signed it.
+    shown = lb("history", "pricing", "-n", ns, "-o", "json", cluster=cluster)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    entries = json.loads(shown.stdout)["history"]
+    v1, v2 = digests["v1"], digests["v2"]
+    assert [(e["digest"], e["outcome"]) for e in entries] == [
+        (v1, "Restored"),
+        (v2, "Promoted"),
+        (v2, "Aborted"),
+        (v1, "Installed"),
+    ], entries
+    assert all(e.get("signer") for e in entries), entries
+    promoted = entries[1]
+    assert promoted["stages"] and promoted["stages"][-1]["verdict"] in ("Passed", "Promoted")
+    text = lb("history", "pricing", "-n", ns, cluster=cluster)
+    assert text.returncode == 0, text.stderr
+    for digest, outcome in ((v1, "Restored"), (v2, "Promoted"), (v2, "Aborted")):
+        assert f"  {digest.removeprefix('sha256:')[:12]}  {outcome}" in text.stdout, text.stdout

@@ -1,4 +1,4 @@
-"""promote, abort, retry, rollback and status: parsing, requests, waiting, rendering.
+"""promote, abort, retry, rollback, status and history: parsing, requests, waiting, rendering.
 
 Everything that talks to the API server goes through ``_actions.Cluster``;
 here it is a fake that records patches and replays watch events, with a fake
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -372,7 +373,8 @@ def test_status_text_shows_phase_stage_digests_pods_and_conditions() -> None:
         "    Reconciling  True    WaitingForPause        stage internal (1/2): pause 5m, 300s left"
         in text
     )
-    assert "  History (newest first):\n    111111111111  2025-05-01T12:00:00Z" in text
+    assert "  History (newest first):\n    222222222222  Progressing  2025-05-01T12:00:10Z" in text
+    assert "    111111111111  Installed    2025-05-01T12:00:00Z" in text
 
 
 def test_status_text_shows_the_last_analysis_figures() -> None:
@@ -517,3 +519,54 @@ def test_without_kubeconfig_and_outside_a_cluster_the_error_says_what_to_do(
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(_actions.ConnectionConfigError, match="not running in a cluster"):
         _actions.connect(argparse.Namespace())
+
+
+# --- history ---------------------------------------------------------------------------
+
+
+def test_history_text_shows_each_rollout_with_its_outcome_stages_and_verdicts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cluster = FakeCluster(scenarios.rolled_back())
+    assert _actions.show_history(cluster, "rules") == 0
+    text = capsys.readouterr().out
+    assert text.startswith("LogicBundle shop/rules: 2 rollout(s), newest first\n")
+    rolled, installed = text.split("\n\n")[1:]
+    assert rolled.startswith("  222222222222  RolledBack ")
+    assert "    rolled back" in rolled
+    assert "      internal  Failed" in rolled and "error-rate" in rolled
+    assert installed.startswith("  111111111111  Installed ")
+
+
+def test_history_json_and_yaml_are_the_stored_entries(capsys: pytest.CaptureFixture[str]) -> None:
+    obj = scenarios.rolled_back()
+    for output, load in (("json", json.loads), ("yaml", yaml.safe_load)):
+        assert _actions.show_history(FakeCluster(obj), "rules", output=output) == 0
+        document = load(capsys.readouterr().out)
+        assert document == {
+            "name": "rules",
+            "namespace": "shop",
+            "history": obj["status"]["history"],
+        }
+        assert [e["outcome"] for e in document["history"]] == ["RolledBack", "Installed"]
+
+
+def test_history_of_a_missing_bundle_is_not_found() -> None:
+    with pytest.raises(_actions.NotFoundError):
+        _actions.show_history(FakeCluster(None), "rules")
+
+
+def test_history_is_a_sub_command_of_both_commands() -> None:
+    from logicbundle.cli import build_parser
+
+    for parser in (build_parser(), _plugin.build_parser()):
+        args = parser.parse_args(["history", "rules", "-n", "shop", "-o", "yaml"])
+        assert (args.name, args.namespace, args.output) == ("rules", "shop", "yaml")
+        assert args.func is _actions._cmd_history
+
+
+def test_rollback_offers_only_digests_that_were_stable() -> None:
+    obj = scenarios.rolled_back()  # D2 only ever rolled back
+    assert _actions.history_digests(obj) == [D1]
+    with pytest.raises(_actions.RefusedError, match=r"not in the status\.history"):
+        _actions.request_action(FakeCluster(obj), "rules", action="rollback", argument=D2)

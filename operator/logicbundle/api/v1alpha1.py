@@ -149,7 +149,22 @@ NAME_LENGTH_RULE: Final = CelRule(
 )
 
 HISTORY_LIMIT: Final = 10
-"""How many previous stable digests ``status.history`` keeps (newest first)."""
+"""How many rollouts ``status.history`` keeps (newest first)."""
+HISTORY_STAGE_LIMIT: Final = 16
+"""How many stage records one history entry keeps (the newest; as many as a spec has stages)."""
+HISTORY_MESSAGE_LIMIT: Final = 256
+"""Longest verdict or outcome text kept in a history entry (longer ones end in ``...``)."""
+HISTORY_SIGNER_LIMIT: Final = 256
+"""Longest signer identity or issuer kept in a history entry."""
+HISTORY_MAX_BYTES: Final = 12 * 1024
+"""Most bytes ``status.history`` takes as JSON: beyond it the oldest entries are dropped.
+
+Every status write sends, and every watcher (operator, distributor replicas,
+GitOps tools) receives, the whole object: 12 KiB keeps the status of a
+bundle with a full history near 16 KiB, about 1% of etcd's 1.5 MiB limit.
+Ten entries of the default three stages take about 7 KiB, so the limit only
+bites with long stage lists; the entry of the rollout in flight is never
+dropped."""
 
 DEFAULT_INTERVAL: Final = "5m"
 DEFAULT_ANALYSIS_INTERVAL: Final = "30s"
@@ -1166,16 +1181,124 @@ class TargetState(StatusModel):
     )
 
 
+HistoryOutcome = Literal[
+    "Progressing",
+    "Frozen",
+    "Installed",
+    "Promoted",
+    "RolledBack",
+    "Aborted",
+    "Superseded",
+    "Restored",
+]
+STABLE_OUTCOMES: Final = ("Installed", "Promoted", "Restored")
+"""The outcomes after which the entry's digest was stable: what a ``rollback`` action may name."""
+StageVerdict = Literal["Passed", "Promoted", "Skipped", "Failed", "Interrupted"]
+HistoryText = Annotated[str, StringConstraints(max_length=HISTORY_MESSAGE_LIMIT)]
+SignerText = Annotated[str, StringConstraints(max_length=HISTORY_SIGNER_LIMIT)]
+
+
+class HistoryStage(StatusModel):
+    """One stage a rollout reached: when, and how it ended."""
+
+    name: str = Field(max_length=63, description="The stage's name from the spec. Required.")
+    started_at: Timestamp | None = Field(
+        default=None, description="When the stage started (RFC 3339). Default: unset."
+    )
+    ended_at: Timestamp | None = Field(
+        default=None,
+        description="When the stage ended (RFC 3339). Default: unset (the stage is running).",
+    )
+    verdict: StageVerdict | None = Field(
+        default=None,
+        description=(
+            "How the stage ended: `Passed` (pods healthy, analysis passed, pause over), "
+            "`Promoted` (ended by a `promote` action), `Skipped` (it selected no pods), "
+            "`Failed` (analysis failed or a pod flipped back) or `Interrupted` (the rollout "
+            "was aborted, superseded or rolled back by request during it). Default: unset "
+            "(the stage is running)."
+        ),
+    )
+    message: HistoryText = Field(
+        default="",
+        description=(
+            "The verdict with the figures the analysis saw (at most "
+            f"{HISTORY_MESSAGE_LIMIT} characters). Default: empty."
+        ),
+    )
+
+
 class HistoryEntry(StatusModel):
-    """A digest that was stable once."""
+    """One rollout of a digest: who signed it, the stages it reached and how it ended."""
 
     digest: Digest = Field(description="The digest. Required.")
     ref: str | None = Field(
-        default=None, description="The `spec.source.ref` it was resolved from. Default: unset."
+        default=None,
+        max_length=512,
+        description="The `spec.source.ref` it was resolved from. Default: unset.",
+    )
+    outcome: HistoryOutcome = Field(
+        default="Promoted",
+        description=(
+            "`Progressing` (in flight: the newest entry only), `Frozen` (stopped by a failure "
+            "with `onFailure: freeze`, until retry, abort or a new digest), `Installed` (the "
+            "first digest, straight to every pod), `Promoted` (passed every stage and became "
+            "stable), `RolledBack` (a failed analysis, a pod that flipped back, or a "
+            "`rollback` action sent every pod back; `message` says which), `Aborted` (by an "
+            "`abort` action), `Superseded` (a newer digest, or the stable one again, replaced "
+            "it; or the new digest failed verification) or `Restored` (made stable again by a "
+            "`rollback` action). A `rollback` action may name the digest of an `Installed`, "
+            "`Promoted` or `Restored` entry. Default: `Promoted` (entries written before "
+            "outcomes were recorded were all promoted)."
+        ),
+    )
+    message: HistoryText = Field(
+        default="",
+        description=(
+            "Why it ended that way (the failed analysis with its figures, the pod that flipped "
+            f"back, who superseded it), at most {HISTORY_MESSAGE_LIMIT} characters; empty when "
+            "the last stage's `message` says it. Default: empty."
+        ),
+    )
+    signer: SignerText | None = Field(
+        default=None,
+        description=(
+            "Who signed it: the certificate subject (keyless) or the key id (cosign key), as "
+            "verified when the rollout started. Default: unset (not known)."
+        ),
+    )
+    issuer: SignerText | None = Field(
+        default=None,
+        description="The OIDC issuer of the signing certificate (keyless only). Default: unset.",
+    )
+    started_at: Timestamp | None = Field(
+        default=None, description="When the rollout started (RFC 3339). Default: unset."
+    )
+    ended_at: Timestamp | None = Field(
+        default=None,
+        description="When the outcome was reached (RFC 3339). Default: unset (in flight).",
     )
     promoted_at: Timestamp | None = Field(
         default=None, description="When it became stable (RFC 3339). Default: unset."
     )
+    stages: tuple[HistoryStage, ...] = Field(
+        default=(),
+        max_length=HISTORY_STAGE_LIMIT,
+        description=(
+            f"The stages reached, in order (the newest {HISTORY_STAGE_LIMIT}; a frozen stage "
+            "that is retried appears again). Default: empty."
+        ),
+    )
+
+    @property
+    def open(self) -> bool:
+        """Whether the rollout is still going (in flight or frozen)."""
+        return self.outcome in ("Progressing", "Frozen")
+
+    @property
+    def was_stable(self) -> bool:
+        """Whether the digest became stable in this entry (a ``rollback`` target)."""
+        return self.outcome in STABLE_OUTCOMES
 
 
 class MetricResult(StatusModel):
@@ -1373,8 +1496,12 @@ class LogicBundleStatus(StatusModel):
         default=(),
         max_length=HISTORY_LIMIT,
         description=(
-            f"Previous stable digests, newest first, at most {HISTORY_LIMIT}; a `rollback` "
-            "action may name any of them. Default: empty."
+            f"The last rollouts, newest first, at most {HISTORY_LIMIT} entries and "
+            f"{HISTORY_MAX_BYTES // 1024} KiB as JSON (the oldest go first): the digest, its "
+            "signer, the stages reached with their times and verdicts, and the outcome. The "
+            "rollout in flight is the first entry, written in the same status write as each of "
+            "its transitions. A `rollback` action may name the digest of any entry whose "
+            "outcome is `Installed`, `Promoted` or `Restored`. Default: empty."
         ),
     )
     last_handled_action: str | None = Field(

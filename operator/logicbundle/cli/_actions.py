@@ -1,4 +1,4 @@
-"""The operators' sub-commands: promote, abort, retry, rollback and status.
+"""The operators' sub-commands: promote, abort, retry, rollback, status and history.
 
 A manual action is a request, not desired state: the command writes the
 ``logicbundle.io/requested-action`` annotation (``<action>[=<argument>]@<token>``,
@@ -332,13 +332,19 @@ def pending_request(obj: Obj) -> str | None:
     return None
 
 
+_STABLE_OUTCOMES: Final = ("Installed", "Promoted", "Restored")
+"""History outcomes after which the digest was stable (no outcome: an entry from before them)."""
+
+
 def history_digests(obj: Obj) -> list[str]:
-    """The digests of ``status.history``, newest first."""
-    return [
-        str(entry["digest"])
-        for entry in _status(obj).get("history") or ()
-        if isinstance(entry, Mapping) and entry.get("digest")
-    ]
+    """The digests of ``status.history`` that were stable once, newest first, each once."""
+    digests: list[str] = []
+    for entry in _status(obj).get("history") or ():
+        if not isinstance(entry, Mapping) or not entry.get("digest"):
+            continue
+        if entry.get("outcome", "Promoted") in _STABLE_OUTCOMES and entry["digest"] not in digests:
+            digests.append(str(entry["digest"]))
+    return digests
 
 
 def resolve_rollback_target(obj: Obj, wanted: str) -> str:
@@ -609,12 +615,16 @@ def _history(obj: Obj) -> list[str]:
     history = [h for h in _status(obj).get("history") or () if isinstance(h, Mapping)]
     lines = ["  History (newest first):"] if history else []
     for entry in history[:HISTORY_SHOWN]:
+        when = entry.get("promotedAt") or entry.get("endedAt") or entry.get("startedAt") or "-"
         lines.append(
-            f"    {short(entry.get('digest')):<12}  {entry.get('promotedAt') or '-':<20}  "
-            f"{entry.get('ref') or ''}".rstrip()
+            f"    {short(entry.get('digest')):<12}  {entry.get('outcome') or 'Promoted':<11}  "
+            f"{when:<20}  {entry.get('ref') or ''}".rstrip()
         )
     if len(history) > HISTORY_SHOWN:
-        lines.append(f"    ... {len(history) - HISTORY_SHOWN} more (-o json shows them all)")
+        lines.append(
+            f"    ... {len(history) - HISTORY_SHOWN} more (`logicbundle history "
+            f"{_meta(obj).get('name', 'NAME')}` shows them all)"
+        )
     last = _status(obj).get("lastHandledAction")
     if last:
         lines.append(f"  Last action: {last}")
@@ -802,6 +812,21 @@ def _cmd_action(args: argparse.Namespace) -> int:
     )
 
 
+def show_history(cluster: Cluster, name: str, *, output: str = "text") -> int:
+    """Print the rollouts kept in ``status.history`` (see :mod:`logicbundle.cli._history`)."""
+    from logicbundle.cli._history import format_history
+
+    obj = cluster.get(name)
+    if obj is None:
+        raise _not_found(name, cluster.namespace)
+    _print(format_history(obj, output))
+    return EXIT_OK
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    return show_history(connect(args), args.name, output=args.output)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     cluster = connect(args)
     if args.pods:
@@ -867,7 +892,7 @@ _ACTION_HELP: Final = {
 
 
 def add_parsers(sub: Any) -> None:
-    """Add promote, abort, retry, rollback and status to the top-level sub-parsers."""
+    """Add promote, abort, retry, rollback, status and history to the top-level sub-parsers."""
     connection = connection_options(suppress=True)
     waiting = argparse.ArgumentParser(add_help=False)
     waiting.add_argument(
@@ -969,3 +994,23 @@ def add_parsers(sub: Any) -> None:
         help="the replicas' port, through the proxy (default %(default)s)",
     )
     status.set_defaults(func=_cmd_status)
+
+    history = sub.add_parser(
+        "history",
+        parents=[connection],
+        help="show a LogicBundle's past rollouts: digest, signer, stages, outcome",
+        description=(
+            "Show the rollouts kept in status.history, newest first (at most 10): the "
+            "digest, who signed it, the stages reached with their times and verdicts, and "
+            "how it ended (promoted, rolled back and why, aborted, superseded)."
+        ),
+    )
+    history.add_argument("name", metavar="NAME", help="the LogicBundle")
+    history.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json", "yaml"),
+        default="text",
+        help="text for people (default), json or yaml for scripts",
+    )
+    history.set_defaults(func=_cmd_history)

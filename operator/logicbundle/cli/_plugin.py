@@ -10,7 +10,7 @@ before or after the sub-command::
     kubectl logicbundle -n shop --context staging promote rules --wait
 
 The sub-commands are exactly those of ``logicbundle`` (promote, abort, retry,
-rollback, status), from :mod:`logicbundle.cli._actions`; exit codes too.
+rollback, status, history), from :mod:`logicbundle.cli._actions`; exit codes too.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kubectl logicbundle",
         parents=[_actions.connection_options(suppress=False)],
         description=(
-            "Promote, abort, retry or roll back a LogicBundle's rollout, or show its status. "
+            "Promote, abort, retry or roll back a LogicBundle's rollout, or show its status "
+            "or history. "
             "-n/--namespace, --kubeconfig and --context work as in kubectl, before or after "
             "the sub-command."
         ),

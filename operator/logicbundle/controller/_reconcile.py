@@ -240,6 +240,8 @@ async def _source_step(
             ref=spec.source.ref,
             reason="VerificationSucceeded",
             message=f"signed by {who} ({outcome.verified.method})",
+            signer=who,
+            issuer=outcome.verified.issuer,
         ),
         interval,
     )

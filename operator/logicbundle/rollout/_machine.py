@@ -74,8 +74,9 @@ from logicbundle.api import (
     short_digest,
     with_condition,
 )
-from logicbundle.api.v1alpha1 import HISTORY_LIMIT, TargetState
+from logicbundle.api.v1alpha1 import HISTORY_LIMIT, StageVerdict, TargetState
 from logicbundle.contract import RolloutState, state_to_json
+from logicbundle.rollout import _history as history
 from logicbundle.rollout._analysis import AnalysisVerdict, summarize
 from logicbundle.rollout._cohort import (
     assignments as targets_under,
@@ -166,6 +167,8 @@ class _Draft:
     resolved_at: datetime | None
     hold: tuple[str, str] | None
     """Why a held candidate is held (Stalled reason, message); None: held by request."""
+    now: datetime
+    """The time of the step (the history's clock)."""
     frozen: str | None = None
     """Why the rollout in its current stage is frozen (``onFailure: freeze``); None: it is not."""
     events: list[Event] = field(default_factory=list)
@@ -198,7 +201,7 @@ class _Draft:
 _PODS_BACK = re.compile(r" \(\d+/\d+ pods back\)$")
 
 
-def _draft(status: LogicBundleStatus) -> _Draft:
+def _draft(status: LogicBundleStatus, now: datetime) -> _Draft:
     hold: tuple[str, str] | None = None
     stalled = find_condition(status.conditions, conditions.STALLED)
     if (
@@ -226,6 +229,7 @@ def _draft(status: LogicBundleStatus) -> _Draft:
         resolved_digest=status.resolved_digest,
         resolved_at=status.resolved_at,
         hold=hold,
+        now=now,
         frozen=why_frozen,
     )
 
@@ -243,12 +247,30 @@ def _enter_stage(d: _Draft, spec: LogicBundleSpec, index: int, now: datetime) ->
     d.stage_started_at = now
     d.stage_active_at = None
     d.analysis = AnalysisStatus(stage=stage.name)
+    if d.candidate is not None:
+        d.history = history.stage_started(d.history, digest=d.candidate, name=stage.name, now=now)
 
 
-def _start(d: _Draft, spec: LogicBundleSpec, digest: str, now: datetime, *, retry: bool) -> None:
+def _start(
+    d: _Draft,
+    spec: LogicBundleSpec,
+    digest: str,
+    now: datetime,
+    *,
+    retry: bool,
+    verified: VerifiedDigest | None = None,
+) -> None:
     d.candidate = digest
     d.hold = None
     d.frozen = None
+    signer, issuer = (
+        (verified.signer, verified.issuer)
+        if verified is not None
+        else history.signer_of(d.history, digest)
+    )
+    d.history = history.opened(
+        d.history, digest=digest, ref=d.observed_ref, signer=signer, issuer=issuer, now=now
+    )
     _enter_stage(d, spec, 0, now)
     first = _stages(spec)[0].name
     if retry:
@@ -261,18 +283,15 @@ def _start(d: _Draft, spec: LogicBundleSpec, digest: str, now: datetime, *, retr
         )
 
 
-def _record_stable(d: _Draft, digest: str, now: datetime) -> None:
-    entries = [entry for entry in d.history if entry.digest != digest]
-    entry = HistoryEntry(digest=digest, ref=d.observed_ref, promoted_at=now)
-    d.history = [entry, *entries][:HISTORY_LIMIT]
-    d.stable = digest
-
-
 def _abandon(d: _Draft, message: str) -> None:
     """Drop the candidate (in flight or held): every pod goes back to stable."""
     if d.candidate is None:
         return
     d.emit("Normal", EVENT_SUPERSEDED, message)
+    if d.in_flight or d.is_frozen:
+        d.history = history.ended(
+            d.history, digest=d.candidate, outcome="Superseded", message=message, now=d.now
+        )
     d.candidate = None
     d.stage_index = None
     d.stage_active_at = None
@@ -282,6 +301,16 @@ def _abandon(d: _Draft, message: str) -> None:
 
 def _roll_back(d: _Draft, reason: str, message: str) -> None:
     """Send every pod back to stable and hold the candidate (Stalled)."""
+    if d.candidate is not None and (d.in_flight or d.is_frozen):
+        aborted = reason == conditions.ABORTED
+        d.history = history.ended(
+            d.history,
+            digest=d.candidate,
+            outcome="Aborted" if aborted else "RolledBack",
+            message=message,
+            now=d.now,
+            stage_verdict="Interrupted" if aborted else "Failed",
+        )
     d.stage_index = None
     d.stage_active_at = None
     d.hold = (reason, message)
@@ -307,14 +336,28 @@ def _fail(d: _Draft, spec: LogicBundleSpec, reason: str, message: str) -> None:
         )
         d.wait = None
         d.emit("Warning", EVENT_FROZEN, d.frozen)
+        if d.candidate is not None:
+            d.history = history.stage_ended(
+                d.history,
+                digest=d.candidate,
+                verdict="Failed",
+                message=message,
+                now=d.now,
+                outcome="Frozen",
+            )
         return
     _roll_back(d, reason, f"{message}; every pod back on {_short(d.stable)}")
 
 
-def _advance(d: _Draft, spec: LogicBundleSpec, now: datetime, why: str) -> None:
+def _advance(
+    d: _Draft, spec: LogicBundleSpec, now: datetime, why: str, verdict: StageVerdict = "Passed"
+) -> None:
     assert d.candidate is not None and d.stage_index is not None  # noqa: S101 - caller checks
     stages = _stages(spec)
     passed = stages[d.stage_index].name
+    d.history = history.stage_ended(
+        d.history, digest=d.candidate, verdict=verdict, message=why, now=now
+    )
     if d.stage_index + 1 < len(stages):
         _enter_stage(d, spec, d.stage_index + 1, now)
         d.emit(
@@ -325,7 +368,10 @@ def _advance(d: _Draft, spec: LogicBundleSpec, now: datetime, why: str) -> None:
         )
         return
     promoted = d.candidate
-    _record_stable(d, promoted, now)
+    d.history = history.ended(
+        d.history, digest=promoted, outcome="Promoted", message="", now=now, ref=d.observed_ref
+    )
+    d.stable = promoted
     d.candidate = None
     d.stage_index = None
     d.stage_active_at = None
@@ -370,7 +416,17 @@ def _apply_verification(
             f"{_short(verified.digest)} verified: {verified.message or 'signature accepted'}",
         )
     if d.stable is None:
-        _record_stable(d, verified.digest, now)
+        d.history = history.became_stable(
+            d.history,
+            digest=verified.digest,
+            outcome="Installed",
+            ref=d.observed_ref,
+            message="the first digest, straight to every pod",
+            now=now,
+            signer=verified.signer,
+            issuer=verified.issuer,
+        )
+        d.stable = verified.digest
         d.emit(
             "Normal",
             EVENT_INSTALLED,
@@ -390,7 +446,7 @@ def _apply_verification(
                 f"{_short(d.candidate)} superseded by {_short(verified.digest)}; its pods go "
                 "to stable or straight to the new candidate",
             )
-        _start(d, spec, verified.digest, now, retry=False)
+        _start(d, spec, verified.digest, now, retry=False, verified=verified)
 
 
 def _apply_action(
@@ -410,7 +466,7 @@ def _apply_action(
         if not d.in_flight:
             d.emit("Warning", EVENT_ACTION_IGNORED, "promote ignored: no rollout in flight")
             return
-        _advance(d, spec, now, "promoted by request")
+        _advance(d, spec, now, "promoted by request", verdict="Promoted")
     elif name == actions.ABORT:
         if not (d.in_flight or d.is_frozen):
             d.emit("Warning", EVENT_ACTION_IGNORED, "abort ignored: no rollout in flight")
@@ -441,7 +497,7 @@ def _apply_action(
 
 
 def _rollback_to(d: _Draft, digest: str, revoked: bool, now: datetime) -> None:
-    known = {entry.digest for entry in d.history}
+    known = history.stable_digests(d.history)
     if d.stable is not None:
         known.add(d.stable)
     if digest not in known or (revoked and digest == d.stable):
@@ -455,7 +511,27 @@ def _rollback_to(d: _Draft, digest: str, revoked: bool, now: datetime) -> None:
     # The spec's digest (candidate, or the current stable) is held so that the
     # next resolution does not roll it straight out again; retry resumes it.
     spec_digest = d.candidate or d.stable
-    _record_stable(d, digest, now)
+    was = d.stable
+    if d.candidate is not None and (d.in_flight or d.is_frozen):
+        d.history = history.ended(
+            d.history,
+            digest=d.candidate,
+            outcome="RolledBack",
+            message=f"rollback to {_short(digest)} requested",
+            now=now,
+        )
+    signer, issuer = history.signer_of(d.history, digest)
+    d.history = history.became_stable(
+        d.history,
+        digest=digest,
+        outcome="Restored",
+        ref=None,
+        message=f"rollback requested (stable was {_short(was)})",
+        now=now,
+        signer=signer,
+        issuer=issuer,
+    )
+    d.stable = digest
     d.candidate = spec_digest if spec_digest != digest else None
     d.stage_index = None
     d.stage_active_at = None
@@ -586,7 +662,7 @@ def _progress(
         plan = targets_under(state, pods)
         cohort = candidate_cohort(plan, candidate=d.candidate)
         if not cohort:
-            _advance(d, spec, now, "it selects no pods, nothing to judge")
+            _advance(d, spec, now, "it selects no pods, nothing to judge", verdict="Skipped")
             continue
         # The cohort is the only set of pods told the candidate (it never shrinks within a
         # rollout), so the pods reporting it active are the cohort's; a split's pods
@@ -724,7 +800,7 @@ def step(
     was_verified = _condition_bool(old, conditions.VERIFIED)
     if spec.suspend:
         return _suspended(generation=generation, old=old, pods=pods, observed=seen, now=now)
-    d = _draft(old)
+    d = _draft(old, now)
     running = current_stage(spec=spec, status=old)
     if running is not None:
         # Found by name: the spec's stages may have been edited mid-rollout.

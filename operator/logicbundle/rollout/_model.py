@@ -212,7 +212,9 @@ class VerifiedDigest:
     """The outcome of verifying the digest the source reference resolved to.
 
     ``ok`` false means the digest must never reach a pod (``reason`` says
-    whether the signature or the content audit refused it).
+    whether the signature or the content audit refused it).  ``signer`` and
+    ``issuer``: who signed it (certificate subject or key id; OIDC issuer,
+    keyless only), recorded in the history of the rollout it starts.
     """
 
     digest: str
@@ -220,6 +222,8 @@ class VerifiedDigest:
     ref: str | None = None
     reason: VerificationReason | None = None
     message: str = ""
+    signer: str | None = None
+    issuer: str | None = None
 
     def __post_init__(self) -> None:
         _check_digest(self.digest, "verified digest")
