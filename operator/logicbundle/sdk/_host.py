@@ -32,7 +32,7 @@ from types import ModuleType
 from typing import Any, Final, Protocol, cast
 
 from logicbundle.contract import CURRENT_LINK, SPLIT_FILE
-from logicbundle.sdk import _loader
+from logicbundle.sdk import _loader, _tracing
 from logicbundle.sdk._calls import make_async_proxies, make_proxies
 from logicbundle.sdk._errors import (
     ActivationRefusedError,
@@ -449,6 +449,13 @@ class LogicHost:
                 "weight": result.weight,
             }
         )
+        if changed:
+            _tracing.record_activation(
+                bundle=self.name,
+                digest=result.digest,
+                candidate=result.candidate,
+                packages=[v.package for v in (primary, candidate) if v is not None and v.package],
+            )
         return result
 
     def _load_wanted(
