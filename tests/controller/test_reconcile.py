@@ -214,6 +214,31 @@ def test_the_status_is_written_before_any_pod_or_agent_is_told_of_an_advance(
         assert snapshot.known and snapshot.targets[BUNDLE].digest == D2, pod
 
 
+def test_the_status_written_seam_sits_between_the_status_write_and_the_publication(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where an e2e test kills the operator (``status-written``): the status stored, no state."""
+    rt, kube, _ = runtime
+    status, reports = _in_flight_at_internal()
+    _source_checked_just_now(rt)
+    _agents_report(rt, reports, status)
+    seen: list[tuple[str, list[str]]] = []
+
+    async def reached(point: str, *, namespace: str, name: str) -> None:
+        seen.append((point, [kind for kind, _ in kube.calls]))
+
+    monkeypatch.setattr("logicbundle.controller._reconcile.reached", reached)
+    asyncio.run(
+        reconcile(
+            rt, body=_body(SPEC, status), pods=_snapshots(reports), now=T0 + timedelta(seconds=3)
+        )
+    )
+
+    assert seen == [("status-written", ["status"])]
+    assert [kind for kind, _ in kube.calls] == ["status", "state"]
+
+
 def test_a_step_that_changes_nothing_writes_nothing_and_the_state_once(
     runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],
 ) -> None:

@@ -37,6 +37,7 @@ from logicbundle import contract, rollout
 from logicbundle.api import names
 from logicbundle.api.namespaces import ServedNamespaces
 from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
+from logicbundle.controller import _seams
 from logicbundle.controller._kube import Kube, api_client
 from logicbundle.controller._leader import LeaderLabeler, LeaderSettings
 from logicbundle.controller._metrics import OperatorMetrics
@@ -155,6 +156,13 @@ def _served(memo: Memo, namespace: str | None, **_: Any) -> bool:
 
 async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
     settings = memo.settings
+    if _seams.enabled():
+        logger.warning(
+            "TEST ONLY: this operator stops for good at the pause points %s (%s); "
+            "never set it outside the end-to-end tests",
+            ",".join(_seams.enabled()),
+            _seams.PAUSE_ENV,
+        )
     client = api_client()
     kube = Kube(client)
     metrics = OperatorMetrics()

@@ -62,6 +62,7 @@ from logicbundle.controller._kube import Kube
 from logicbundle.controller._memory import BundleKey, BundleMemories, BundleMemory, SourceCheck
 from logicbundle.controller._metrics import OperatorMetrics
 from logicbundle.controller._restarts import RestartLedger
+from logicbundle.controller._seams import reached
 from logicbundle.controller._source import SourceTools, failure_of, resolve_and_verify
 from logicbundle.controller._summaries import AgentsView, observed
 from logicbundle.controller._tracing import RolloutTraces, source_span
@@ -80,6 +81,10 @@ the source interval and at most :data:`RETRY_LIMIT`.
 """
 RETRY_LIMIT = 300.0
 """Seconds: the longest wait between retries of a failing source check."""
+_ROLLBACK_EVENTS = frozenset(
+    {rollout.EVENT_ROLLED_BACK, rollout.EVENT_HEALTH_CHECK_FAILED, rollout.EVENT_ABORTED}
+)
+"""The events of a decision that sends every pod back to stable (a test seam's trigger)."""
 REPORT_GRACE = 15.0
 """Seconds a started operator waits for every agent's first report before judging pods.
 
@@ -616,6 +621,8 @@ async def reconcile(
         now=now,
         summary=summary,
     )
+    if verdict is not None:
+        await reached("analysis", namespace=namespace, name=name)
     decision = rollout.step(
         bundle_name=name,
         generation=generation,
@@ -629,6 +636,8 @@ async def reconcile(
         source_error=_source_error(memory, generation),
         observed=observed(summary),
     )
+    if any(e.reason in _ROLLBACK_EVENTS for e in decision.events):
+        await reached("rollback", namespace=namespace, name=name)
     traced_state, traced_status = rt.traces.stamp(
         uid=str(meta.get("uid") or ""),
         before=published,
@@ -644,6 +653,8 @@ async def reconcile(
     )
     if written is None:
         return 60.0  # the LogicBundle is gone; its deletion releases the pods
+    if written and decision.state != published:
+        await reached("status-written", namespace=namespace, name=name)
     await publish_state(
         rt,
         namespace=namespace,
