@@ -66,6 +66,7 @@ def _dashboard_exprs() -> list[str]:
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     exprs += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    exprs += [a["expr"] for a in dashboard["annotations"]["list"] if "expr" in a]
     return exprs
 
 
@@ -82,6 +83,7 @@ def test_the_code_defines_the_metrics_this_test_relies_on() -> None:
         "logicbundle_verification_failures_total",
         "logicbundle_agent_swap_duration_seconds_bucket",
         "logicbundle_sdk_call_errors_total",
+        "logicbundle_sdk_retired_versions_alive",
     ):
         assert expected in names
 
@@ -98,7 +100,9 @@ def test_every_metric_queried_exists_in_the_code(source: str, exprs: list[str]) 
     assert sorted(used - names) == [], f"the {source} queries metrics the code never exposes"
 
 
-def test_the_alerts_cover_stalled_rollouts_failing_verification_and_pods_without_agent() -> None:
+def test_the_alerts_cover_rollbacks_leaks_stalls_lagging_agents_and_failing_verification() -> (
+    None
+):
     text = RULES.read_text()
     alerts = set(re.findall(r"alert: (\w+)", text))
     assert {
@@ -106,7 +110,19 @@ def test_the_alerts_cover_stalled_rollouts_failing_verification_and_pods_without
         "LogicBundleStalled",
         "LogicBundleVerificationFailing",
         "LogicBundlePodsWithoutAgent",
+        "LogicBundleRolledBack",
+        "LogicBundleVersionLeak",
+        "LogicBundleAgentBehind",
     } <= alerts
+
+
+def test_every_duration_the_alerts_use_is_a_documented_value() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["metrics"]["prometheusRule"]
+    used = set(re.findall(r"\$r\.(\w+)", RULES.read_text()))
+    assert used <= set(values), sorted(used - set(values))
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    rule_schema = schema["properties"]["metrics"]["properties"]["prometheusRule"]["properties"]
+    assert set(values) <= set(rule_schema), sorted(set(values) - set(rule_schema))
 
 
 def test_the_dashboard_is_valid_grafana_json_with_unique_panel_ids() -> None:
@@ -115,8 +131,21 @@ def test_the_dashboard_is_valid_grafana_json_with_unique_panel_ids() -> None:
     assert len(ids) == len(set(ids))
     assert dashboard["uid"] == "logicbundle-overview"
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
-    for topic in ("stage", "pods per digest", "swap", "rollback", "error", "latency"):
+    for topic in (
+        "stage",
+        "pods per digest",
+        "swap",
+        "rollback",
+        "error",
+        "latency",
+        "timeline",
+        "leak",
+        "verdict",
+        "health",
+    ):
         assert topic in titles
+    rollbacks = [a for a in dashboard["annotations"]["list"] if a["name"] == "Rollbacks"]
+    assert rollbacks, "the rollout timeline marks rollbacks on every panel"
 
 
 def test_the_chart_copies_of_generated_files_are_current() -> None:

@@ -81,5 +81,25 @@ class BundleMemories:
     def __contains__(self, key: object) -> bool:
         return key in self._memories
 
+    def referenced_digests(self) -> set[str]:
+        """Every digest a remembered bundle may still assign: what the cache must keep.
+
+        Stable, candidate, the last resolved digest and every digest of the
+        history (a rollback's target), from the status as last written, and
+        the digest the last source check found.
+        """
+        found: set[str] = set()
+        for memory in self._memories.values():
+            if memory.source is not None and memory.source.outcome is not None:
+                found.add(memory.source.outcome.digest)
+            status = (memory.written or {}).get("status") or {}
+            for field_name in ("stableDigest", "candidateDigest", "resolvedDigest"):
+                if isinstance(status.get(field_name), str):
+                    found.add(status[field_name])
+            for entry in status.get("history") or ():
+                if isinstance(entry, Mapping) and isinstance(entry.get("digest"), str):
+                    found.add(entry["digest"])
+        return found
+
     def __len__(self) -> int:
         return len(self._memories)

@@ -92,6 +92,12 @@ Agents report when they reconnect to the distributor (about a second after
 it comes up) and every 10 s; a pod without a report is not known to run
 anything, so judging earlier would mark a converged bundle not Ready.
 """
+CACHE_SPARE = 32
+"""Cached bundles kept beyond those a remembered LogicBundle references (stable,
+candidate, resolved, its history): recently rolled-out digests a bundle may return to."""
+CACHE_TRIM_AFTER = 600.0
+"""Seconds after start before the cache is trimmed: by then every LogicBundle has been
+reconciled once, so the digests it references are remembered and kept."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,12 @@ async def _source_step(
     finally:
         rt.metrics.verify_seconds.observe(time.perf_counter() - started)
     memory.source = SourceCheck(generation=generation, checked_at=now, outcome=outcome)
+    if (state is None or state.outcome is None or state.outcome.digest != outcome.digest) and (
+        now - rt.started >= CACHE_TRIM_AFTER
+    ):
+        await asyncio.to_thread(
+            rt.source.cache.trim, rt.memories.referenced_digests(), spare=CACHE_SPARE
+        )
     if rt.traces.enabled:
         rt.traces.source_checked((namespace, name), source_span(spec, outcome, started_ns))
     memory.warning = None

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -394,6 +395,27 @@ class BundleCache:
         self._audited: dict[tuple[str, str], tuple[str, ...]] = {}
         """(digest, audit mode) -> the findings of a passed audit: the bytes of a digest
         never change, so a resolve of a cached digest pulls and unpacks nothing again."""
+        self._writing = threading.Lock()
+        """Held while a bundle is put and while the cache is trimmed: a trim must not
+        delete the blobs of a bundle whose manifest is not written yet."""
+
+    def trim(self, keep: Collection[str], *, spare: int) -> list[str]:
+        """Drop every cached bundle but ``keep`` and the ``spare`` most recently stored others.
+
+        Without it the cache grows by one bundle per digest ever rolled out, on
+        disk and in memory (the soak of issue 11 found it).  A dropped digest a
+        pod still asks for is fetched from the registry (the agent's fallback).
+        Returns the digests dropped.
+        """
+        with self._writing:
+            stored = self.blobs.newest_first()
+            drop = [digest for digest in stored if digest not in keep][spare:]
+            if drop:
+                self.blobs.prune(set(stored) - set(drop))
+                gone = set(drop)
+                for key in [key for key in list(self._audited) if key[0] in gone]:
+                    self._audited.pop(key, None)
+        return drop
 
     def store(self, client: RegistryClient, bundle: RemoteBundle, *, audit: str) -> tuple[str, ...]:
         """Cache ``bundle`` (once per digest); return the audit findings (or raise on reject).
@@ -424,12 +446,13 @@ class BundleCache:
                 enforce_audit(report, policy=AuditPolicy(audit))
             if not cached:
                 pulled = client.pull_manifest(bundle.reference)
-                self.blobs.put(
-                    digest=bundle.digest,
-                    manifest=pulled.data,
-                    config=bundle.manifest.to_json(),
-                    layer=layer,
-                )
+                with self._writing:
+                    self.blobs.put(
+                        digest=bundle.digest,
+                        manifest=pulled.data,
+                        config=bundle.manifest.to_json(),
+                        layer=layer,
+                    )
         if audit != "off":
             if len(self._audited) >= 1024:
                 self._audited.clear()

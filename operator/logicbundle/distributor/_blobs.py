@@ -114,6 +114,14 @@ class BlobCache:
             if f"sha256:{path.name}" not in referenced:
                 path.unlink(missing_ok=True)
 
+    def newest_first(self) -> list[str]:
+        """Every cached bundle's digest, the most recently stored first."""
+        found = []
+        for path in self._manifests.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                found.append((path.stat().st_mtime_ns, f"sha256:{path.name}"))
+        return [digest for _, digest in sorted(found, reverse=True)]
+
     # -- reading ------------------------------------------------------------------
 
     def get(self, digest: str) -> CachedBundle | None:

@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 import zlib
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
@@ -32,7 +33,7 @@ from types import ModuleType
 from typing import Any, Final, Protocol, cast
 
 from logicbundle.contract import CURRENT_LINK, SPLIT_FILE
-from logicbundle.sdk import _loader, _tracing
+from logicbundle.sdk import _leaks, _loader, _tracing
 from logicbundle.sdk._calls import make_async_proxies, make_proxies
 from logicbundle.sdk._errors import (
     ActivationRefusedError,
@@ -65,7 +66,11 @@ slack); one per activation and two per version it loads."""
 
 DEFAULT_DRAIN_TIMEOUT: Final = 30.0
 DEFAULT_SELFTEST_TIMEOUT: Final = 5.0
+DEFAULT_LEAK_GRACE: Final = 60.0
+"""Seconds after its release within which a retired version must have been collected."""
 _RETAINED_RELEASED: Final = 8
+_MAX_WATCHED: Final = 256
+"""Released versions whose collection is followed at once; beyond it the oldest is forgotten."""
 
 HOOK_SELFTEST: Final = "selftest"
 HOOK_TEARDOWN: Final = "teardown"
@@ -154,6 +159,8 @@ class _Version:
         self.loaded_at = time.time()
         self.released_at: float | None = None
         self.release_detail: dict[str, Any] = {}
+        self.marker: weakref.ref[_leaks.Marker] | None = None
+        """Alive while any module namespace of this version is (see :mod:`._leaks`)."""
 
     @property
     def placeholder(self) -> bool:
@@ -262,6 +269,7 @@ class LogicHost:
         root: Path | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         selftest_timeout: float = DEFAULT_SELFTEST_TIMEOUT,
+        leak_grace: float = DEFAULT_LEAK_GRACE,
     ) -> None:
         self.name = name
         self.interface = dict(interface)
@@ -272,10 +280,12 @@ class LogicHost:
         self.root = root
         self.drain_timeout = drain_timeout
         self.selftest_timeout = selftest_timeout
+        self.leak_grace = leak_grace
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Event], None]] = []
         self._draining: dict[int, _Version] = {}
         self._released: deque[_Version] = deque(maxlen=_RETAINED_RELEASED)
+        self._watches: deque[_leaks.Watch] = deque(maxlen=_MAX_WATCHED)
         self._counts = {"ok": 0, "refused": 0}
         self._wake = threading.Event()
         self._drainer: threading.Thread | None = None
@@ -506,8 +516,9 @@ class LogicHost:
         timings["compile"] = timings.get("compile", 0.0) + compile_ms
         not_load_ms = compile_ms + _let_requests_run(timings)
         package = _loader.package_name(self.name, digest)
+        marker = _leaks.Marker(digest)
         try:
-            module = _loader.import_entrypoint(package, tree, info.module)
+            module = _loader.import_entrypoint(package, tree, info.module, marker=marker)
             obj = _resolve(module, info.attribute)
         except Exception as exc:
             _loader.unload(package)
@@ -525,6 +536,8 @@ class LogicHost:
             manifest=info,
             wake=self._wake,
         )
+        version.marker = weakref.ref(marker)
+        del marker  # only the version's namespaces hold it
         try:
             version.funcs.update(self._bind(version, module))
         except EntrypointError:
@@ -655,6 +668,9 @@ class LogicHost:
                     next_deadline = version.deadline
             if self._stopping and not self._draining:
                 return
+            due = self._check_leaks()
+            if due is not None and (next_deadline is None or due < next_deadline):
+                next_deadline = due
             timeout = None if next_deadline is None else max(0.0, next_deadline - now)
             self._wake.wait(timeout)
 
@@ -676,9 +692,25 @@ class LogicHost:
             "teardownError": teardown_error,
         }
         version.released_at = time.time()
+        # Keep the counters and the manifest, let go of the code: from now on only
+        # something outside the SDK can keep the version alive.  (A call still in
+        # flight after a forced release already holds its function.)
+        version.obj = None
+        version.funcs = {}
         with self._lock:
             self._draining.pop(id(version), None)
             self._released.append(version)
+            if version.marker is not None and version.package is not None:
+                now = time.monotonic()
+                self._watches.append(
+                    _leaks.Watch(
+                        digest=version.digest,
+                        package=version.package,
+                        marker=version.marker,
+                        released=now,
+                        due=now + self.leak_grace,
+                    )
+                )
         version.released.set()
         self._emit({"event": "released", "digest": version.digest, **version.release_detail})
 
@@ -694,6 +726,68 @@ class LogicHost:
         if version.package is not None:
             _loader.unload(version.package)
         return error
+
+    def _check_leaks(self) -> float | None:
+        """Judge the released versions whose grace is over; when to look next (monotonic)."""
+        with self._lock:
+            watches = list(self._watches)
+        next_due: float | None = None
+        for watch in watches:
+            if watch.due <= time.monotonic():
+                self._judge(watch)
+            if watch.alive and (next_due is None or watch.due < next_due):
+                next_due = watch.due
+        with self._lock:
+            for watch in [w for w in self._watches if not w.alive]:
+                self._watches.remove(watch)
+        return next_due
+
+    def _judge(self, watch: _leaks.Watch) -> None:
+        now = time.monotonic()
+        watch.due = now + self.leak_grace
+        if not watch.alive or watch.leaked:
+            return
+        wait = _leaks.COLLECTIONS.since(watch.released, min_interval=_leaks.MIN_COLLECT_INTERVAL)
+        if wait is not None:
+            watch.due = wait  # a full collection may run then
+            return
+        marker = watch.marker()
+        if marker is None:
+            return
+        try:
+            found = _leaks.referrers(marker, watch.package)
+        except Exception as exc:  # the leak is still reported, without its referrer
+            logger.exception("bundle %s: cannot tell what holds %s", self.name, watch.digest)
+            found = (_leaks.Referrer(_leaks.REFERRER_OTHER, f"unknown ({type(exc).__name__})"),)
+        del marker
+        watch.referrers = found
+        watch.leaked = True
+        kinds = ", ".join(f"{r.kind} ({r.detail})" for r in found)
+        logger.warning(
+            "bundle %s digest %s: the retired version is still alive %.0fs after its release; "
+            "held by: %s",
+            self.name,
+            watch.digest,
+            now - watch.released,
+            kinds,
+        )
+        self._emit(
+            {
+                "event": "leaked",
+                "digest": watch.digest,
+                "referrers": [r.to_json() for r in found],
+            }
+        )
+
+    def watched(self) -> int:
+        """Released versions not yet seen collected (leaked or still within their grace)."""
+        with self._lock:
+            return sum(1 for w in self._watches if w.alive)
+
+    def leaks(self) -> list[_leaks.Watch]:
+        """Retired versions still alive after their grace period (oldest first)."""
+        with self._lock:
+            return [w for w in self._watches if w.leaked and w.alive]
 
     def wait_released(self, digest: str, timeout: float | None = None) -> bool:
         """Wait until no version with ``digest`` is draining; False if it is still serving.
@@ -789,6 +883,7 @@ class LogicHost:
                 entry["releasedAt"] = version.released_at
                 entry.update(version.release_detail)
             versions.append(entry)
+        leaks = self.leaks()
         return {
             "bundle": self.name,
             "interfaceHash": self.interface_hash,
@@ -797,6 +892,15 @@ class LogicHost:
             "weight": self.weight,
             "activations": dict(self._counts),
             "versions": versions,
+            "retiredAlive": len(leaks),
+            "leaks": [
+                {
+                    "digest": w.digest,
+                    "aliveSeconds": round(time.monotonic() - w.released, 1),
+                    "referrers": [r.to_json() for r in w.referrers],
+                }
+                for w in leaks
+            ],
         }
 
 

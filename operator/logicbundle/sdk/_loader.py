@@ -19,6 +19,11 @@ does not find is a ``ModuleNotFoundError``, never passed on to the path
 finder, which would run a stray ``.pyc`` or extension module from the version
 directory.  No ``__pycache__`` is ever read or written: a verified version
 directory stays byte-for-byte what the agent checked.
+
+Every module of a version gets the version's :class:`~logicbundle.sdk._leaks.Marker`
+as a global before its code runs (the package too), so the host can tell,
+with one weak reference, whether any namespace of a retired version is still
+alive (:mod:`logicbundle.sdk._leaks`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from pathlib import Path
 from typing import Final
 
 from logicbundle.sdk import _compile
+from logicbundle.sdk._leaks import MARKER_NAME, Marker
 
 PACKAGE_PREFIX: Final = "_logicbundle_"
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_]")
@@ -55,6 +61,12 @@ class _PrecompiledLoader(importlib.machinery.SourceFileLoader):
     def get_code(self, fullname: str) -> types.CodeType:
         return self.tree.code(self.get_filename(fullname))
 
+    def exec_module(self, module: types.ModuleType) -> None:
+        marker = _FINDER.markers.get(module.__name__.partition(".")[0])
+        if marker is not None:
+            module.__dict__[MARKER_NAME] = marker
+        super().exec_module(module)
+
 
 class _BundleFinder(importlib.abc.MetaPathFinder):
     """Finds modules inside registered bundle packages, and nothing else."""
@@ -62,6 +74,7 @@ class _BundleFinder(importlib.abc.MetaPathFinder):
     def __init__(self) -> None:
         self.roots: dict[str, str] = {}
         self.trees: dict[str, _compile.CompiledTree] = {}
+        self.markers: dict[str, Marker] = {}
 
     def find_spec(
         self,
@@ -138,8 +151,13 @@ def compile_version(root: Path, *, digest: str) -> _compile.CompiledTree:
     return _compile.code_source().tree(digest=digest, root=str(root))
 
 
-def import_entrypoint(package: str, tree: _compile.CompiledTree, module: str) -> types.ModuleType:
-    """Create ``package`` over the compiled version ``tree`` and import ``package.module``."""
+def import_entrypoint(
+    package: str, tree: _compile.CompiledTree, module: str, *, marker: Marker | None = None
+) -> types.ModuleType:
+    """Create ``package`` over the compiled version ``tree`` and import ``package.module``.
+
+    ``marker`` becomes a global of every module of the package.
+    """
     _install_finder()
     root_str = tree.root
     pkg = types.ModuleType(package, f"logic bundle code from {root_str}")
@@ -148,9 +166,13 @@ def import_entrypoint(package: str, tree: _compile.CompiledTree, module: str) ->
     pkg.__spec__ = spec
     pkg.__path__ = [root_str]
     pkg.__package__ = package
+    if marker is not None:
+        pkg.__dict__[MARKER_NAME] = marker
     with _finder_lock:
         _FINDER.roots[package] = root_str
         _FINDER.trees[package] = tree
+        if marker is not None:
+            _FINDER.markers[package] = marker
         sys.modules[package] = pkg
     return importlib.import_module(f"{package}.{module}")
 
@@ -160,6 +182,7 @@ def unload(package: str) -> None:
     with _finder_lock:
         _FINDER.roots.pop(package, None)
         _FINDER.trees.pop(package, None)
+        _FINDER.markers.pop(package, None)
         prefix = package + "."
         for name in [n for n in sys.modules if n == package or n.startswith(prefix)]:
             sys.modules.pop(name, None)

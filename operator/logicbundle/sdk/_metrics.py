@@ -10,7 +10,9 @@ installed.  Series (labels ``bundle``, ``digest``, ``role``; role is
 * ``logicbundle_sdk_call_errors_total`` -- completed calls that raised;
 * ``logicbundle_sdk_call_duration_seconds`` -- histogram, power-of-two bounds;
 * ``logicbundle_sdk_calls_in_flight`` -- gauge;
-* ``logicbundle_sdk_activations_total`` -- labels ``bundle``, ``result`` (ok, refused).
+* ``logicbundle_sdk_activations_total`` -- labels ``bundle``, ``result`` (ok, refused);
+* ``logicbundle_sdk_retired_versions_alive`` -- label ``bundle``: retired versions still
+  alive after their grace period (a leak; :meth:`LogicHost.leaks` says what holds them).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
 _PREFIX = "logicbundle_sdk_"
+_ALIVE_HELP = "Retired versions still alive after their grace period (leaked)."
 
 
 def _escape(value: str) -> str:
@@ -45,6 +48,7 @@ def prometheus_text(*hosts: LogicHost) -> str:
     inflight: list[str] = []
     duration: list[str] = []
     activations: list[str] = []
+    alive: list[str] = []
     for host in hosts:
         for digest, role, snap, _ in host.versions():
             base = {"bundle": host.name, "digest": digest, "role": role}
@@ -64,6 +68,8 @@ def prometheus_text(*hosts: LogicHost) -> str:
         for result, count in host.stats_counts().items():
             labels = _labels({"bundle": host.name, "result": result})
             activations.append(f"{_PREFIX}activations_total{labels} {count}")
+        labels = _labels({"bundle": host.name})
+        alive.append(f"{_PREFIX}retired_versions_alive{labels} {len(host.leaks())}")
     out: list[str] = []
     for name, kind, help_, rows in (
         ("calls_total", "counter", "Completed calls of bundle functions.", calls),
@@ -71,6 +77,7 @@ def prometheus_text(*hosts: LogicHost) -> str:
         ("calls_in_flight", "gauge", "Calls started and not finished.", inflight),
         ("call_duration_seconds", "histogram", "Duration of bundle calls.", duration),
         ("activations_total", "counter", "Activation requests by result.", activations),
+        ("retired_versions_alive", "gauge", _ALIVE_HELP, alive),
     ):
         metric = _PREFIX + name.removesuffix("_total") if kind == "counter" else _PREFIX + name
         out.append(f"# HELP {metric} {help_}")
@@ -112,7 +119,11 @@ class PrometheusCollector:
         activations = CounterMetricFamily(
             f"{_PREFIX}activations", "Activation requests by result.", labels=["bundle", "result"]
         )
+        alive = GaugeMetricFamily(
+            f"{_PREFIX}retired_versions_alive", _ALIVE_HELP, labels=["bundle"]
+        )
         for host in self.hosts:
+            alive.add_metric([host.name], len(host.leaks()))
             for digest, role, snap, _ in host.versions():
                 values = [host.name, digest, role]
                 calls.add_metric(values, snap.calls)
@@ -125,7 +136,7 @@ class PrometheusCollector:
                 duration.add_metric(values, buckets, snap.total_ns / 1e9)
             for result, count in host.stats_counts().items():
                 activations.add_metric([host.name, result], count)
-        yield from (calls, errors, inflight, duration, activations)
+        yield from (calls, errors, inflight, duration, activations, alive)
 
 
 def register_prometheus(
