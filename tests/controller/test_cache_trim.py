@@ -6,13 +6,30 @@ per rollout, on disk and in memory, for as long as the operator ran.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from logicbundle.controller import _reconcile
 from logicbundle.controller._memory import BundleMemories, SourceCheck
-from logicbundle.controller._source import BundleCache
+from logicbundle.controller._reconcile import Runtime
+from logicbundle.controller._source import BundleCache, SourceOutcome
 from logicbundle.distributor import BlobCache
+from logicbundle.oci import Reference
+from logicbundle.trust import Verified
+from tests.controller.test_reconcile import (  # noqa: F401 (runtime is a fixture)
+    SPEC,
+    FakeKube,
+    _agents_report,
+    _body,
+    _in_flight_at_internal,
+    runtime,
+)
 from tests.distributor.conftest import Bundle, make_bundle
+from tests.rollout._fixtures import BUNDLE, D1, D2, D3, NS
 
 
 def _stored(tmp_path: Path, blobs: BlobCache, count: int) -> list[Bundle]:
@@ -91,3 +108,53 @@ def test_the_memories_reference_stable_candidate_resolved_history_and_the_last_c
     two.source = SourceCheck(generation=1, checked_at=0.0, outcome=_Outcome(digest[4]))  # type: ignore[arg-type]
     memories.get(("shop", "empty"))
     assert memories.referenced_digests() == set(digest[:5])
+
+
+def test_a_new_digest_verified_trims_the_cache_keeping_what_any_published_state_names(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rt, _, _ = runtime
+    calls: list[tuple[set[str], int]] = []
+
+    def trim(keep: set[str], *, spare: int) -> list[str]:
+        calls.append((set(keep), spare))
+        return []
+
+    monkeypatch.setattr(rt.source.cache, "trim", trim)
+    status, reports = _in_flight_at_internal()
+    _agents_report(rt, reports, status)  # the published state names D1 (stable) and D2
+    found = [D3, D3, D1]
+
+    def resolved(*_: Any, **__: Any) -> SourceOutcome:
+        digest = found.pop(0)
+        return SourceOutcome(
+            reference=Reference.parse("registry.example/shop/pricing:v3"),
+            digest=digest,
+            verified=Verified(
+                digest=digest, identity="sha256:key", issuer=None, method="key-message"
+            ),
+        )
+
+    monkeypatch.setattr(_reconcile, "resolve_and_verify", resolved)
+    memory = rt.memories.get((NS, BUNDLE))
+
+    def check(generation: int) -> None:
+        asyncio.run(
+            _reconcile._source_step(
+                rt,
+                memory=memory,
+                body=_body(SPEC, status),
+                namespace=NS,
+                name=BUNDLE,
+                generation=generation,
+                spec=SPEC,
+            )
+        )
+
+    check(1)  # D3 found: a new digest
+    assert calls == [({D1, D2, D3}, _reconcile.CACHE_SPARE)]
+    check(2)  # D3 again (a new generation, same digest): nothing to trim
+    assert len(calls) == 1
+    check(3)  # D1: a digest other than the last check's
+    assert len(calls) == 2

@@ -93,11 +93,9 @@ it comes up) and every 10 s; a pod without a report is not known to run
 anything, so judging earlier would mark a converged bundle not Ready.
 """
 CACHE_SPARE = 32
-"""Cached bundles kept beyond those a remembered LogicBundle references (stable,
-candidate, resolved, its history): recently rolled-out digests a bundle may return to."""
-CACHE_TRIM_AFTER = 600.0
-"""Seconds after start before the cache is trimmed: by then every LogicBundle has been
-reconciled once, so the digests it references are remembered and kept."""
+"""Cached bundles kept beyond those a published state or a remembered LogicBundle
+references (stable, candidate, resolved, its history): recent digests a bundle may
+return to.  One dropped and asked for again is pulled again by the source step."""
 
 
 @dataclass(frozen=True)
@@ -225,12 +223,11 @@ async def _source_step(
     finally:
         rt.metrics.verify_seconds.observe(time.perf_counter() - started)
     memory.source = SourceCheck(generation=generation, checked_at=now, outcome=outcome)
-    if (state is None or state.outcome is None or state.outcome.digest != outcome.digest) and (
-        now - rt.started >= CACHE_TRIM_AFTER
-    ):
-        await asyncio.to_thread(
-            rt.source.cache.trim, rt.memories.referenced_digests(), spare=CACHE_SPARE
-        )
+    if state is None or state.outcome is None or state.outcome.digest != outcome.digest:
+        # Kept: what any bundle's published state names (loaded for every bundle at
+        # start), what remembered bundles reference, and the newest others.
+        keep = rt.agents.rules.published_digests() | rt.memories.referenced_digests()
+        await asyncio.to_thread(rt.source.cache.trim, keep, spare=CACHE_SPARE)
     if rt.traces.enabled:
         rt.traces.source_checked((namespace, name), source_span(spec, outcome, started_ns))
     memory.warning = None
