@@ -387,7 +387,15 @@ class Agent:
         except AgentError:
             return {}
         bundles = reply.get("bundles") if reply.get("ok") else None
-        return bundles if isinstance(bundles, dict) else {}
+        if not isinstance(bundles, dict):
+            return {}
+        process = reply.get("process")
+        if isinstance(process, dict):
+            # The process's health goes with every bundle's stats, to its primary version.
+            for stats in bundles.values():
+                if isinstance(stats, dict):
+                    stats["process"] = process
+        return bundles
 
     def report(self) -> dict[str, Any]:
         """The body of ``POST /v1/reports`` (``docs/distributor-protocol.md``)."""
@@ -419,6 +427,8 @@ def versions_from_stats(stats: object) -> dict[str, Any]:
     non-cumulative power-of-two buckets, index ``k`` meaning ``< 2**k`` ns, so
     each exported bound ``2**k`` lands at index ``k`` (the schema of
     :mod:`logicbundle.contract`: :func:`~logicbundle.contract.bucket_of_upper_ns`).
+    The process's health (``stats["process"]``, sampled by the SDK) goes to the
+    primary version only: a pod's process is judged as the version it serves.
     """
     if not isinstance(stats, dict) or not isinstance(stats.get("versions"), list):
         return {}
@@ -454,6 +464,15 @@ def versions_from_stats(stats: object) -> dict[str, Any]:
             "totalNs": _count(latency.get("sumNs")),
             "latencyBuckets": buckets,
         }
+        process = stats.get("process")
+        if version.get("role") == "primary" and isinstance(process, dict):
+            out[digest].update(
+                {
+                    key: _count(process.get(key))
+                    for key in ("rssBytes", "threads", "gcPauseNs", "wallNs")
+                    if key in process
+                }
+            )
     return out
 
 

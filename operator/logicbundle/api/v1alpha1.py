@@ -653,7 +653,16 @@ class Stage(SpecModel):
         return self
 
 
-BuiltinMetric = Literal["errorRate", "latencyP50", "latencyP95", "latencyP99", "restarts"]
+BuiltinMetric = Literal[
+    "errorRate",
+    "latencyP50",
+    "latencyP95",
+    "latencyP99",
+    "restarts",
+    "residentMemory",
+    "threadCount",
+    "gcPauseFraction",
+]
 
 
 class Metric(SpecModel):
@@ -672,7 +681,16 @@ class Metric(SpecModel):
             "A measurement the agents report, needing nothing else installed: `errorRate` "
             "(failed calls / calls through the SDK, 0-1), `latencyP50`, `latencyP95`, "
             "`latencyP99` (seconds per call), `restarts` (container restarts per pod; its "
-            "samples are pods). Exactly one of `builtin` and `query`. Default: none."
+            "samples are pods). The application process's own health, from the SDK "
+            "(`notify.mode: sdk`), per pod whose process serves the digest as its primary "
+            "version (samples are pods, so set this metric's `minSamples`; a "
+            "`requestPercent` stage's candidate has none): `residentMemory` (resident set "
+            "size, bytes, mean per pod), `threadCount` (OS threads, mean per pod), "
+            "`gcPauseFraction` (time the Python garbage collector paused the process / "
+            "wall-clock time, 0-1). Judge them with `maxRatioToStable` (e.g. `1.5`: a "
+            "candidate whose pods grow memory by half fails its stage). None of them is "
+            "judged unless listed in `analysis.metrics`. Exactly one of `builtin` and "
+            "`query`. Default: none."
         ),
     )
     query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(

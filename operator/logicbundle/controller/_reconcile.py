@@ -364,6 +364,11 @@ def _builtin_sample(
             bundle=bundle, namespace=namespace, digest=digest, since=since
         ),
         pods=counters.pods,
+        process_pods=counters.process_pods,
+        rss_bytes=counters.rss_bytes,
+        threads=counters.threads,
+        gc_pause_ns=counters.gc_pause_ns,
+        wall_ns=counters.wall_ns,
     )
 
 

@@ -156,6 +156,20 @@ class VersionCounters(_ReportModel):
         default_factory=list,
         description=f"Latency buckets (logicbundle.contract): {LATENCY_BUCKETS_SCHEMA}.",
     )
+    rss_bytes: Count | None = Field(
+        default=None,
+        description="The process's resident memory now, bytes (the primary version only).",
+    )
+    threads: Count | None = Field(
+        default=None, description="The process's OS threads now (the primary version only)."
+    )
+    gc_pause_ns: Count | None = Field(
+        default=None,
+        description="Time paused in garbage collections, cumulative, ns (primary version only).",
+    )
+    wall_ns: Count | None = Field(
+        default=None, description="Wall-clock time ``gcPauseNs`` covers, cumulative, ns."
+    )
 
 
 class LastError(_ReportModel):

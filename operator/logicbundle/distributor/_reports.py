@@ -69,6 +69,11 @@ class VersionWindow:
     total_ns: int
     latency_buckets: tuple[int, ...]
     pods: int
+    process_pods: int = 0
+    rss_bytes: int = 0
+    threads: int = 0
+    gc_pause_ns: int = 0
+    wall_ns: int = 0
 
     @property
     def error_ratio(self) -> float | None:
@@ -102,6 +107,43 @@ def _bucket_increase(a: list[int], b: list[int]) -> list[int]:
     if any(y < x for x, y in zip(a, b, strict=True)):
         return b
     return [y - x for x, y in zip(a, b, strict=True)]
+
+
+@dataclass(slots=True)
+class _ProcessFigures:
+    """The process health of a version's pods over a window, summed (see ``Counters``).
+
+    Memory and threads are levels: each pod's latest report.  GC pause and wall
+    time are cumulative per process: their increases between reports in the
+    window, a drop being a restarted process (its later figures are the increase).
+    """
+
+    pods: int = 0
+    rss_bytes: int = 0
+    threads: int = 0
+    gc_pause_ns: int = 0
+    wall_ns: int = 0
+
+    def add(self, samples: list[tuple[float, VersionCounters]], since: float | None) -> None:
+        latest = samples[-1][1]
+        if latest.rss_bytes is None or latest.threads is None:
+            return  # not the process's primary version, or an SDK without the figures
+        self.pods += 1
+        self.rss_bytes += latest.rss_bytes
+        self.threads += latest.threads
+        for (_, a), (t, b) in itertools.pairwise(samples):
+            if since is not None and t < since:
+                continue
+            if None in (a.gc_pause_ns, a.wall_ns, b.gc_pause_ns, b.wall_ns):
+                continue
+            assert a.gc_pause_ns is not None and a.wall_ns is not None  # noqa: S101
+            assert b.gc_pause_ns is not None and b.wall_ns is not None  # noqa: S101
+            if b.wall_ns < a.wall_ns or b.gc_pause_ns < a.gc_pause_ns:
+                self.gc_pause_ns += b.gc_pause_ns
+                self.wall_ns += b.wall_ns
+            else:
+                self.gc_pause_ns += b.gc_pause_ns - a.gc_pause_ns
+                self.wall_ns += b.wall_ns - a.wall_ns
 
 
 def _trim_series(series: _Series, horizon: float) -> None:
@@ -224,6 +266,7 @@ class ReportStore:
         calls = errors = total_ns = 0
         reporting = 0
         buckets: list[int] = []
+        process = _ProcessFigures()
         for (pod_namespace, pod_name), series in self._series.get((bundle, digest), {}).items():
             if namespace is not None and pod_namespace != namespace:
                 continue
@@ -234,6 +277,7 @@ class ReportStore:
             if not samples:
                 continue
             reporting += 1
+            process.add(samples, since)
             first_at = samples[0][0]
             # In an analysis window, a version first reported inside the window counts
             # from zero: the SDK's counters start when it loads (the candidate at stage
@@ -256,6 +300,11 @@ class ReportStore:
             total_ns=total_ns,
             latency_buckets=tuple(buckets),
             pods=reporting,
+            process_pods=process.pods,
+            rss_bytes=process.rss_bytes,
+            threads=process.threads,
+            gc_pause_ns=process.gc_pause_ns,
+            wall_ns=process.wall_ns,
         )
 
     def summary(
@@ -305,6 +354,11 @@ class ReportStore:
                 total_ns=window.total_ns,
                 latency_buckets=window.latency_buckets,
                 pods=window.pods,
+                process_pods=window.process_pods,
+                rss_bytes=window.rss_bytes,
+                threads=window.threads,
+                gc_pause_ns=window.gc_pause_ns,
+                wall_ns=window.wall_ns,
             )
         return BundleSummary(
             reporting=reporting,

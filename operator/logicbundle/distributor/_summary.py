@@ -6,7 +6,9 @@ replica for a :class:`BundleSummary` (reads that grow with the number of
 replicas, not of pods) and adds them up with :func:`combine`:
 
 * ``versions``: the SDK counters' increase since a moment (calls, errors,
-  latency buckets), per digest, summed over the pods that report it: what the
+  latency buckets), per digest, summed over the pods that report it, and the
+  process health of the pods serving it as their primary version (latest
+  resident memory and threads, GC pause time over the window): what the
   builtin analysis judges;
 * ``active``: how many pods report a digest active (``current`` points at
   it) and healthy: what a stage waits for (a request split's pods report
@@ -50,6 +52,16 @@ class Counters:
     total_ns: int = 0
     latency_buckets: tuple[int, ...] = ()
     pods: int = 0
+    process_pods: int = 0
+    """Pods whose process serves the digest as its primary version and reports its health."""
+    rss_bytes: int = 0
+    """Their latest resident memory, summed."""
+    threads: int = 0
+    """Their latest OS thread counts, summed."""
+    gc_pause_ns: int = 0
+    """Time they spent paused in garbage collections over the window, summed."""
+    wall_ns: int = 0
+    """Wall-clock time ``gc_pause_ns`` covers, summed."""
 
     def __add__(self, other: Counters) -> Counters:
         width = max(len(self.latency_buckets), len(other.latency_buckets))
@@ -61,6 +73,11 @@ class Counters:
             total_ns=self.total_ns + other.total_ns,
             latency_buckets=tuple(x + y for x, y in zip(a, b, strict=True)),
             pods=self.pods + other.pods,
+            process_pods=self.process_pods + other.process_pods,
+            rss_bytes=self.rss_bytes + other.rss_bytes,
+            threads=self.threads + other.threads,
+            gc_pause_ns=self.gc_pause_ns + other.gc_pause_ns,
+            wall_ns=self.wall_ns + other.wall_ns,
         )
 
 
@@ -99,6 +116,11 @@ class BundleSummary:
                     "totalNs": c.total_ns,
                     "latencyBuckets": list(c.latency_buckets),
                     "pods": c.pods,
+                    "processPods": c.process_pods,
+                    "rssBytes": c.rss_bytes,
+                    "threads": c.threads,
+                    "gcPauseNs": c.gc_pause_ns,
+                    "wallNs": c.wall_ns,
                 }
                 for d, c in sorted(self.versions.items())
             },
@@ -144,6 +166,12 @@ def summary_from_json(value: object) -> BundleSummary:
             total_ns=_count(raw.get("totalNs", 0), "totalNs"),
             latency_buckets=tuple(_count(b, "latencyBuckets") for b in buckets),
             pods=_count(raw.get("pods", 0), "pods"),
+            # Absent from a replica older than the process figures: no pod reported them.
+            process_pods=_count(raw.get("processPods", 0), "processPods"),
+            rss_bytes=_count(raw.get("rssBytes", 0), "rssBytes"),
+            threads=_count(raw.get("threads", 0), "threads"),
+            gc_pause_ns=_count(raw.get("gcPauseNs", 0), "gcPauseNs"),
+            wall_ns=_count(raw.get("wallNs", 0), "wallNs"),
         )
     failures = {}
     for digest, raw in _mapping(value.get("failures", {}), "failures").items():

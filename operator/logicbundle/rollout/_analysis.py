@@ -63,6 +63,12 @@ class BuiltinSample:
     below it)`` pairs in ascending order, like a Prometheus histogram; the
     SDK reports them per version (power-of-two nanosecond bounds), and
     buckets, unlike percentiles, add up across pods.
+
+    The application process's own health, from the pods whose process runs
+    this digest as its primary version (``process_pods`` of them): the sum of
+    their latest resident memory (``rss_bytes``) and thread counts
+    (``threads``), and the time their garbage collector paused them
+    (``gc_pause_ns``) over ``wall_ns`` of wall-clock time, both summed.
     """
 
     calls: int = 0
@@ -70,6 +76,11 @@ class BuiltinSample:
     latency_buckets: tuple[tuple[float, int], ...] = ()
     restarts: int = 0
     pods: int = 0
+    process_pods: int = 0
+    rss_bytes: int = 0
+    threads: int = 0
+    gc_pause_ns: int = 0
+    wall_ns: int = 0
 
     def __add__(self, other: BuiltinSample) -> BuiltinSample:
         return BuiltinSample(
@@ -78,6 +89,11 @@ class BuiltinSample:
             latency_buckets=_add_buckets(self.latency_buckets, other.latency_buckets),
             restarts=self.restarts + other.restarts,
             pods=self.pods + other.pods,
+            process_pods=self.process_pods + other.process_pods,
+            rss_bytes=self.rss_bytes + other.rss_bytes,
+            threads=self.threads + other.threads,
+            gc_pause_ns=self.gc_pause_ns + other.gc_pause_ns,
+            wall_ns=self.wall_ns + other.wall_ns,
         )
 
     @classmethod
@@ -102,12 +118,23 @@ class BuiltinSample:
         )
         if any(count < 0 for _, count in buckets):
             return self
+        # Memory and threads are levels: the later report's.  GC pauses and wall time
+        # are cumulative; a drop is a restarted process, whose later figures are the window.
+        paused = self.gc_pause_ns - earlier.gc_pause_ns
+        wall = self.wall_ns - earlier.wall_ns
+        if paused < 0 or wall < 0:
+            paused, wall = self.gc_pause_ns, self.wall_ns
         return BuiltinSample(
             calls=self.calls - earlier.calls,
             errors=self.errors - earlier.errors,
             latency_buckets=buckets,
             restarts=max(0, self.restarts - earlier.restarts),
             pods=self.pods,
+            process_pods=self.process_pods,
+            rss_bytes=self.rss_bytes,
+            threads=self.threads,
+            gc_pause_ns=paused,
+            wall_ns=wall,
         )
 
 
@@ -174,6 +201,14 @@ def builtin_value(metric: Metric, sample: BuiltinSample) -> MetricValue:
         return MetricValue(
             value=histogram_quantile(_QUANTILES[kind], sample.latency_buckets), samples=observed
         )
+    pods = sample.process_pods
+    if kind == "residentMemory":
+        return MetricValue(value=sample.rss_bytes / pods if pods else None, samples=pods)
+    if kind == "threadCount":
+        return MetricValue(value=sample.threads / pods if pods else None, samples=pods)
+    if kind == "gcPauseFraction":
+        value = sample.gc_pause_ns / sample.wall_ns if pods and sample.wall_ns > 0 else None
+        return MetricValue(value=value, samples=pods)
     raise ValueError(f"metric {metric.name!r} is not a builtin metric")
 
 
@@ -220,9 +255,11 @@ def _number(value: float) -> str:
 
 
 def _fmt(value: float, builtin: str | None = None) -> str:
-    """``value`` for a person: ``errorRate`` in percent, latencies in ms or s."""
-    if builtin == "errorRate":
+    """``value`` for a person: rates in percent, latencies in ms or s, memory in MiB."""
+    if builtin in ("errorRate", "gcPauseFraction"):
         return f"{_number(value * 100)}%"
+    if builtin == "residentMemory":
+        return f"{_number(value / 2**20)} MiB"
     if builtin in _QUANTILES:
         return f"{_number(value * 1000)} ms" if abs(value) < 1 else f"{_number(value)} s"
     return _number(value)

@@ -22,7 +22,9 @@ for concurrency.  The full description, with examples, is in
     with reason ``InUse`` (still serving) or ``Draining`` (deadline passed).
 
 ``{"op":"stats","id":3}`` / ``{"op":"stats","id":3,"bundle":"pricing"}``
-    ``{"id":3,"ok":true,"bundles":{"pricing":{..per-version counters..}}}``.
+    ``{"id":3,"ok":true,"bundles":{"pricing":{..per-version counters..}},
+    "process":{"rssBytes":..,"threads":..,"gcPauseNs":..,"gcCollections":..,"wallNs":..}}``
+    (the process's health, sampled now; see :mod:`logicbundle.sdk._process`).
 
 ``{"op":"ping","id":4}``
     ``{"id":4,"ok":true,"protocol":1,"pid":..,"bundles":{"pricing":{"active":..,"candidate":..}}}``.
@@ -53,6 +55,7 @@ from typing import Any, Final
 from logicbundle.contract import DEFAULT_ROOT, ROOT_ENV, SOCKET_ENV, SOCKET_FILE_NAME
 from logicbundle.sdk._errors import ActivationRefusedError, ProtocolError, SdkError
 from logicbundle.sdk._host import Event, LogicHost, Split
+from logicbundle.sdk._process import sample as process_sample
 
 logger = logging.getLogger("logicbundle.sdk")
 
@@ -348,6 +351,7 @@ class AgentListener:
             "id": request.get("id"),
             "ok": True,
             "bundles": {host.name: host.stats() for host in hosts},
+            "process": process_sample(),
         }
 
     def _ping(self, request: dict[str, Any]) -> dict[str, Any]:
