@@ -107,11 +107,18 @@ def publish(
 
 
 def variant(base: str, tag: str, work: Path) -> Path:
-    """A copy of an example bundle with one extra comment line: a new digest, same logic."""
+    """A copy of an example bundle with one extra comment line: a new digest, same logic.
+
+    And two data files beside the module, so a version has more than one file to lose
+    when its deletion is cut short.
+    """
     target = work / f"{base}-{tag}"
     shutil.copytree(EXAMPLES_DIR / base, target)
     with (target / "pricing.py").open("a") as out:
         out.write(f"# variant {tag}\n")
+    (target / "tables").mkdir()
+    for name in ("a.json", "b.json"):
+        (target / "tables" / name).write_text(json.dumps({"variant": tag, "table": name}))
     return target
 
 
@@ -405,6 +412,12 @@ class Known:
     def get(self, digest: str) -> Published | None:
         with self._lock:
             return self._by_digest.get(digest)
+
+    def get_by_prefix(self, prefix: str) -> Published | None:
+        """The one version whose digest starts with ``prefix`` (None: none, or several)."""
+        with self._lock:
+            found = [p for d, p in self._by_digest.items() if d.startswith(prefix)]
+        return found[0] if len(found) == 1 else None
 
 
 def whole_version(root: Path, published: Mapping[str, Published] | Known) -> str | None:
@@ -705,7 +718,31 @@ def test_with_the_distributor_stopped_the_slow_path_converges(
         )
 
 
-KILL_STEPS = ("manifest-written", "layer-half-read", "unpacked", "symlink-created", "swapped")
+KILL_STEPS = (
+    "manifest-written",
+    "layer-half-read",
+    "unpacked",
+    "symlink-created",
+    "swapped",
+    "notifying",
+    "acked",
+    "deleting",
+)
+"""Every seam of a swap (``logicbundle.agent._seams``), in swap order."""
+
+
+def _half_deleted(root: Path, known: Known) -> tuple[Published, Path]:
+    """The version the agent was deleting when killed: renamed aside, part of it gone."""
+    versions = root / "pricing" / ".versions"
+    aside = [p for p in versions.iterdir() if p.name.startswith(".deleting-")]
+    assert len(aside) == 1, sorted(p.name for p in versions.iterdir())
+    prefix = aside[0].name.split("-")[1]
+    victim = known.get_by_prefix(f"sha256:{prefix}")
+    assert victim is not None, aside
+    left = {str(p.relative_to(aside[0])) for p in aside[0].rglob("*") if p.is_file()}
+    assert left < set(victim.files), f"killed mid-delete, {aside[0].name} holds {left}"
+    assert not (versions / victim.digest).exists(), "a half-deleted version under its name"
+    return victim, aside[0]
 
 
 def test_an_agent_killed_at_each_step_of_a_swap_recovers_and_readers_see_whole_versions(
@@ -716,7 +753,20 @@ def test_an_agent_killed_at_each_step_of_a_swap_recovers_and_readers_see_whole_v
     registry: Registry,
     cache: BlobCache,
     work: Path,
+    distributor: RunningDistributor,
 ) -> None:
+    """SIGKILL at every seam (issue 11's fault matrix), a reader checking ``current`` all along.
+
+    The target is assigned while the agent is down, and the agent started once the
+    distributor serves it, so the seam stops the swap to it (not the resync of what it
+    already runs, which passes the same seams).  Beyond the swap steps: ``notifying`` (the
+    application got ``activate``, the agent never read the answer) once with a version
+    it accepts and once with one it refuses (a failing self-test: after the restart the
+    pod must be back on the version before, not on the refused one); ``acked``; and
+    ``deleting`` (killed halfway through deleting an old version: the half-deleted tree
+    is never served, is removed on restart, and that version assigned again is fetched
+    whole).
+    """
     pod = pods[0]
     # Written by this thread while the reader looks digests up: a locked registry (a dict
     # growing under an iterating reader fails at random with "changed size").
@@ -724,6 +774,7 @@ def test_an_agent_killed_at_each_step_of_a_swap_recovers_and_readers_see_whole_v
     stop_reading = threading.Event()
     seen: list[str] = []
     errors: list[BaseException] = []
+    bad = published["pricing-bad-selftest"]
 
     def reader() -> None:
         while not stop_reading.is_set():
@@ -738,8 +789,65 @@ def test_an_agent_killed_at_each_step_of_a_swap_recovers_and_readers_see_whole_v
                 errors.append(exc)
                 return
 
+    def served_target() -> str | None:
+        """The pod's target as the distributor serves it now (what a starting agent gets)."""
+        token = (pod.run_dir / "token").read_text().strip()
+        request = urllib.request.Request(
+            f"{distributor.url}/v1/targets", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            body = json.loads(resp.read())
+        target = body["targets"].get(BUNDLE)
+        return str(target["digest"]) if target else None
+
+    def kill_at(step: str, version: Published) -> None:
+        pause_dir = pod.run_dir / f"pause-{step}-{version.digest[7:19]}"
+        pause_dir.mkdir()
+        pod.kill_agent()
+        set_candidate(cluster, namespace, version.digest, pod=pod.name)
+        wait_for(
+            lambda: served_target() == version.digest,
+            what="the distributor serving the new target",
+            timeout=DEADLINE,
+        )
+        pod.start_agent(
+            {
+                "LOGICBUNDLE_AGENT_TEST_PAUSE": step,
+                "LOGICBUNDLE_AGENT_TEST_PAUSE_DIR": str(pause_dir),
+            }
+        )
+        wait_for(
+            (pause_dir / step).exists,
+            what=f"the agent paused at {step}",
+            timeout=DEADLINE,
+            watch=[pod.agent] if pod.agent else [],
+        )
+        pod.kill_agent()  # kill -9 right there
+        assert whole_version(pod.root, known) is not None
+
+    def recovered(version: Published, step: str) -> None:
+        wait_for(
+            functools.partial(_serves, pod, version.digest),
+            what=f"recovery after a kill at {step}",
+            timeout=DEADLINE,
+            watch=[pod.agent, pod.app] if pod.agent and pod.app else [],
+        )
+        # Debris of the kill goes at start; a deletion the agent runs now may still be on.
+        wait_for(
+            lambda: (
+                not [
+                    p
+                    for p in (pod.root / "pricing" / ".versions").iterdir()
+                    if p.name.startswith(".")
+                ]
+            ),
+            what=f"no debris left after a kill at {step}",
+            timeout=DEADLINE,
+        )
+
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
+    victim: Published | None = None
     try:
         for step in KILL_STEPS:
             fresh = publish(
@@ -750,39 +858,41 @@ def test_an_agent_killed_at_each_step_of_a_swap_recovers_and_readers_see_whole_v
                 version=f"2.0.0-{step}",
             )
             known.add(fresh)  # before it is assigned: current can name it only after this
-            pause_dir = pod.run_dir / f"pause-{step}"
-            pause_dir.mkdir()
-            pod.kill_agent()
-            pod.start_agent(
-                {
-                    "LOGICBUNDLE_AGENT_TEST_PAUSE": step,
-                    "LOGICBUNDLE_AGENT_TEST_PAUSE_DIR": str(pause_dir),
-                }
-            )
-            set_candidate(cluster, namespace, fresh.digest, pod=pod.name)
-            wait_for(
-                (pause_dir / step).exists,
-                what=f"the agent paused at {step}",
-                timeout=DEADLINE,
-                watch=[pod.agent] if pod.agent else [],
-            )
-            pod.kill_agent()  # kill -9 right there
-            assert whole_version(pod.root, known) is not None
+            kill_at(step, fresh)
+            if step in ("swapped", "notifying", "acked"):
+                assert whole_version(pod.root, known) == fresh.digest, step
+            # ("deleting" may stop the clean-up the agent runs at start, before the swap.)
+            if step == "deleting":
+                victim, aside = _half_deleted(pod.root, known)
             pod.start_agent()
-            wait_for(
-                functools.partial(_serves, pod, fresh.digest),
-                what=f"recovery after a kill at {step}",
-                timeout=DEADLINE,
-                watch=[pod.agent] if pod.agent else [],
-            )
-            leftovers = [
-                p.name
-                for p in (pod.root / "pricing" / ".versions").iterdir()
-                if p.name.startswith(".")
-            ]
-            assert leftovers == [], leftovers
+            recovered(fresh, step)
+            if step == "deleting" and victim is not None:
+                assert not aside.exists()
+                manifest = pod.root / "pricing" / ".versions" / f"{victim.digest}.manifest.json"
+                assert not manifest.exists(), "the manifest of the half-deleted version"
+
+        # The application refuses the version it was being told about when the agent died.
+        before = pod.served_digest()
+        assert before is not None
+        kill_at("notifying", bad)
+        assert pod.served_digest() == before  # the app refused it and serves what it had
+        pod.start_agent()
+        status = wait_for(
+            functools.partial(_failed_status, pod),
+            what="the refusal reported after the restart",
+            timeout=DEADLINE,
+            watch=[pod.agent] if pod.agent else [],
+        )
+        assert (status["lastError"]["reason"], status["active"]) == ("SelfTestFailed", before)
+        assert whole_version(pod.root, known) == before
+        assert pod.served_digest() == before
+
+        # The version deleted halfway, assigned again: fetched whole, never the half tree.
+        assert victim is not None
+        set_candidate(cluster, namespace, victim.digest, pod=pod.name)
+        recovered(victim, "deleting (assigned again)")
     finally:
         stop_reading.set()
         thread.join(DEADLINE)
     assert not errors, errors
-    assert len(seen) >= 2
+    assert len(seen) >= len(KILL_STEPS)
