@@ -61,7 +61,9 @@ class Operator:
         name: str = "operator",
         extra: tuple[str, ...] = (),
         ports: tuple[int, int] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Operator:
+        """Start the operator; ``env``: more environment (a test pause point, say)."""
         run_dir.mkdir(parents=True, exist_ok=True)
         port, metrics = ports or (free_port(), free_port())
         process = Process(
@@ -81,7 +83,7 @@ class Operator:
                 *extra,
             ],
             run_dir=run_dir,
-            env=cluster.env(),
+            env={**cluster.env(), **(env or {})},
         )
         wait_for(
             lambda: re.search(r"distributor listening on port \d+", process.log_path.read_text()),
@@ -99,14 +101,21 @@ class Operator:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.stop()
 
-    def crash_and_restart(self, cluster: Cluster) -> None:
-        """SIGKILL the operator and start it again on the same ports and cache (like a pod)."""
+    def crash_and_restart(self, cluster: Cluster, *, env: Mapping[str, str] | None = None) -> None:
+        """SIGKILL the operator and start it again on the same ports and cache (like a pod).
+
+        ``env``: more environment for the new process only (the next restart drops it).
+        """
         self.kill()
+        self._start_again(cluster, env)
+
+    def _start_again(self, cluster: Cluster, env: Mapping[str, str] | None) -> None:
         again = Operator.start(
             cluster,
             self.process.log_path.parent,
             name=self.process.name,
             ports=(self.distributor_port, self.metrics_port),
+            env=env,
         )
         self.process = again.process
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,10 @@ from e2e.harness.operator import (
 from e2e.harness.proc import HarnessError, wait_for
 from e2e.harness.services import Prometheus, Registry
 from e2e.suites.test_kstatus import kstatus
+from logicbundle import contract
 from logicbundle.api import names
+from logicbundle.controller._seams import PAUSE_DIR_ENV, PAUSE_ENV
+from logicbundle.distributor import facts_of, rule_of
 from tests.gitops import lua_runner
 
 BUNDLES = EXAMPLES / "bundles"
@@ -474,6 +478,334 @@ def test_the_operator_killed_at_each_stage_resumes_and_no_pod_changes_cohort(
         wait_condition(cluster, fleet.namespace, "pricing", "Ready", "True", timeout=90)
         fleet.wait_serving(digests["v2"])
     assert set(cohorts(cluster, fleet).values()) == {digests["v2"]}
+
+
+class Moves:
+    """What each pod is told and serves over a test, to check that none moves backwards.
+
+    Three histories per pod, consecutive repeats dropped: what every stored
+    status tells it (from a watch, so no stored version is missed), what the
+    state ConfigMap tells it (the slow path; sampled), and what its app
+    serves (sampled).  Call :meth:`sample` from every wait.
+    """
+
+    def __init__(self, cluster: Cluster, fleet: Fleet) -> None:
+        self.cluster, self.fleet = cluster, fleet
+        self.watch = BundleWatch(cluster, fleet.namespace, "pricing")
+        self.facts = {
+            p.name: facts_of(
+                cluster.request("GET", f"/api/v1/namespaces/{fleet.namespace}/pods/{p.name}")
+            )
+            for p in fleet.pods
+        }
+        self.told: dict[str, dict[str, list[str]]] = {
+            path: {p.name: [] for p in fleet.pods} for path in ("status", "configmap", "app")
+        }
+
+    def _note(self, path: str, pod: str, digest: str | None) -> None:
+        seen = self.told[path][pod]
+        if digest and (not seen or seen[-1] != digest):
+            seen.append(digest)
+
+    def _note_state(self, path: str, state: contract.RolloutState | None) -> None:
+        if state is None:
+            return
+        for pod, facts in self.facts.items():
+            target = contract.target_of(state, facts)
+            self._note(path, pod, target.digest if target is not None else None)
+
+    def sample(self) -> bool:
+        """Record what each pod is told and serves now; False, to open a wait's condition."""
+        for obj in self.watch.drain():
+            rule = rule_of(obj)
+            self._note_state("status", rule.state if rule is not None else None)
+        stored = published_state(self.cluster, self.fleet.namespace, "pricing")
+        self._note_state("configmap", contract.state_from_json(stored) if stored else None)
+        for pod in self.fleet.pods:
+            self._note("app", pod.name, pod.served_digest())
+        return False
+
+    def backwards(self, *, before: str, after: str) -> list[str]:
+        """Every pod and path whose history has ``before`` and, later, ``after``."""
+        return [
+            f"{path} {pod}: {' -> '.join(d[7:19] for d in seen)}"
+            for path, pods in self.told.items()
+            for pod, seen in pods.items()
+            if before in seen and after in seen[seen.index(before) + 1 :]
+        ]
+
+    def back_and_forth(self, *, candidate: str, stable: str) -> list[str]:
+        """Every pod and path told ``candidate``, then ``stable``, then ``candidate`` again."""
+        out = []
+        for path, pods in self.told.items():
+            for pod, seen in pods.items():
+                if candidate in seen:
+                    rest = seen[seen.index(candidate) + 1 :]
+                    if stable in rest and candidate in rest[rest.index(stable) + 1 :]:
+                        out.append(f"{path} {pod}: {' -> '.join(d[7:19] for d in seen)}")
+        return out
+
+    def stop(self) -> None:
+        self.watch.stop()
+
+
+@contextlib.contextmanager
+def operator_paused_at(
+    point: str, *, operator: Operator, cluster: Cluster, work: Path
+) -> Iterator[Path]:
+    """The operator restarted with the test pause ``point`` (:mod:`logicbundle.controller._seams`).
+
+    The module's operator is killed and started again with the pause (a
+    SIGKILL, as :meth:`Operator.crash_and_restart` does at every kill here).
+    Yields the marker the paused reconcile writes.  The test kills the operator
+    there (which drops the pause); were the test to fail before, the operator
+    is restarted without it on the way out, so no later test meets a pause
+    point.
+    """
+    pause_dir = work / "pause"
+    pause_dir.mkdir()
+    operator.crash_and_restart(cluster, env={PAUSE_ENV: point, PAUSE_DIR_ENV: str(pause_dir)})
+    paused = operator.process
+    try:
+        # Acting before the test goes on: one reconcile done (of the bundle, at rest).
+        wait_for(
+            lambda: _reconciles(operator) >= 1,
+            what="the paused-at operator's first reconcile",
+            timeout=60,
+            watch=[operator.process],
+        )
+        yield pause_dir / point
+    finally:
+        if operator.process is paused:
+            operator.crash_and_restart(cluster)
+
+
+def _reconciles(operator: Operator) -> float:
+    """How many reconciles the running operator finished (from its metrics)."""
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("logicbundle_reconcile_seconds_count")
+    )
+
+
+def _wait_for_marker(marker: Path, operator: Operator, moves: Moves, namespace: str) -> None:
+    try:
+        wait_for(
+            lambda: moves.sample() or marker.exists(),
+            what=f"the operator paused at {marker.name}",
+            timeout=120,
+            watch=[operator.process],
+        )
+    except HarnessError as exc:
+        raise AssertionError(f"{exc}\n{_operator_story(operator, moves, namespace)}") from exc
+    assert marker.read_text() == f"{namespace}/pricing"
+    assert operator.process.alive()
+
+
+def _operator_story(operator: Operator, moves: Moves, namespace: str) -> str:
+    """What the operator did, for a failure: its reconciles and verdicts, the bundle's spec."""
+    obj = get_bundle(moves.cluster, namespace, "pricing")
+    lines = [f"generation {obj['metadata'].get('generation')}: {obj['spec']['source']['ref']}"]
+    with contextlib.suppress(OSError):
+        url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        lines += [
+            line
+            for line in text.splitlines()
+            if line.startswith(("logicbundle_reconcile_seconds_count", "logicbundle_analysis"))
+        ]
+    return "\n".join(lines)
+
+
+def _status(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    status: dict[str, Any] = get_bundle(cluster, namespace, "pricing").get("status") or {}
+    return status
+
+
+def test_the_operator_killed_with_an_analysis_judged_but_not_written_resumes_forward(
+    cluster: Cluster,
+    registry: Registry,
+    key: KeyPair,
+    digests: dict[str, str],
+    fleet: Fleet,
+    operator: Operator,
+    tmp_path: Path,
+) -> None:
+    """Issue 11 fault matrix: SIGKILL during analysis (seam ``analysis``)."""
+    manifest = install(cluster, fleet, registry, key, digests)
+    fleet.project_states(every=0.5)
+    moves = Moves(cluster, fleet)
+    try:
+        with (
+            operator_paused_at(
+                "analysis", operator=operator, cluster=cluster, work=tmp_path
+            ) as marker,
+            Traffic(fleet),
+        ):
+            move_to(cluster, fleet, manifest, ref(registry, "v2"))
+            _wait_for_marker(marker, operator, moves, fleet.namespace)
+            judged = (_status(cluster, fleet.namespace).get("analysis") or {}).get("lastMeasuredAt")
+            operator.crash_and_restart(cluster)
+            # The restarted operator's first verdict written: it reconciled, and judged again.
+            wait_for(
+                lambda: (
+                    moves.sample()
+                    or (_status(cluster, fleet.namespace).get("analysis") or {}).get(
+                        "lastMeasuredAt"
+                    )
+                    not in (None, judged)
+                ),
+                what="a verdict written by the restarted operator",
+                timeout=60,
+                watch=[operator.process],
+            )
+            wait_for(
+                lambda: (
+                    moves.sample()
+                    or (
+                        is_ready(cluster, fleet.namespace)
+                        and fleet.served().get(digests["v2"], 0) == len(fleet.pods)
+                    )
+                ),
+                what="the rollout finished: v2 everywhere and Ready",
+                timeout=120,
+                watch=[operator.process],
+            )
+            moves.sample()
+    finally:
+        moves.stop()
+    assert _status(cluster, fleet.namespace)["stableDigest"] == digests["v2"]
+    assert set(cohorts(cluster, fleet).values()) == {digests["v2"]}
+    assert moves.backwards(before=digests["v2"], after=digests["v1"]) == []
+
+
+def test_the_operator_killed_with_a_rollback_decided_but_not_written_still_rolls_back(
+    cluster: Cluster,
+    registry: Registry,
+    key: KeyPair,
+    digests: dict[str, str],
+    fleet: Fleet,
+    operator: Operator,
+    tmp_path: Path,
+) -> None:
+    """Issue 11 fault matrix: SIGKILL during a rollback (seam ``rollback``).
+
+    Killed when the core has decided the rollback and nothing of it is
+    written: the stored status still has the bad candidate in flight, so the
+    restarted operator must judge it again and roll it back, and no pod that
+    went back to stable may be given the candidate again.
+    """
+    manifest = install(cluster, fleet, registry, key, digests)
+    fleet.project_states(every=0.5)
+    moves = Moves(cluster, fleet)
+    bad = digests["flaky"]
+    try:
+        with (
+            operator_paused_at(
+                "rollback", operator=operator, cluster=cluster, work=tmp_path
+            ) as marker,
+            Traffic(fleet),
+        ):
+            move_to(cluster, fleet, manifest, ref(registry, "flaky"))
+            _wait_for_marker(marker, operator, moves, fleet.namespace)
+            stored = get_bundle(cluster, fleet.namespace, "pricing")
+            assert stored["status"].get("candidateDigest") == bad, "the rollback was written"
+            assert (condition(stored, "Stalled") or {}).get("status") != "True"
+            operator.crash_and_restart(cluster)
+            # Only the restarted operator can have written the rollback.
+            wait_condition(
+                cluster,
+                fleet.namespace,
+                "pricing",
+                "Stalled",
+                "True",
+                reason="RolledBack",
+                timeout=90,
+                watch=(operator.process,),
+            )
+            wait_for(
+                lambda: moves.sample() or fleet.served().get(digests["v1"], 0) == len(fleet.pods),
+                what="every app back on v1",
+                timeout=60,
+                watch=[operator.process],
+            )
+            moves.sample()
+    finally:
+        moves.stop()
+    assert _status(cluster, fleet.namespace)["stableDigest"] == digests["v1"]
+    assert set(cohorts(cluster, fleet).values()) == {digests["v1"]}
+    assert any(bad in seen for seen in moves.told["app"].values()), "no pod ever ran flaky"
+    assert moves.back_and_forth(candidate=bad, stable=digests["v1"]) == []
+
+
+def test_the_operator_killed_between_the_status_write_and_the_publication_publishes_it(
+    cluster: Cluster,
+    registry: Registry,
+    key: KeyPair,
+    digests: dict[str, str],
+    fleet: Fleet,
+    operator: Operator,
+    tmp_path: Path,
+) -> None:
+    """Issue 11 fault matrix: SIGKILL between the status write and the pod writes.
+
+    The pod writes of today's design are the published state: the
+    ``lb-state-*`` ConfigMap (projected into every pod here) and the
+    distributor.  Killed with the rollout's start stored but not published,
+    the restarted operator publishes what the status says, and the rollout
+    finishes with no pod moving back.
+    """
+    manifest = install(cluster, fleet, registry, key, digests)
+    fleet.project_states(every=0.5)
+    moves = Moves(cluster, fleet)
+    try:
+        with (
+            operator_paused_at(
+                "status-written", operator=operator, cluster=cluster, work=tmp_path
+            ) as marker,
+            Traffic(fleet),
+        ):
+            move_to(cluster, fleet, manifest, ref(registry, "v2"))
+            _wait_for_marker(marker, operator, moves, fleet.namespace)
+            target = _status(cluster, fleet.namespace)["targetState"]
+            assert target.get("candidate") == digests["v2"], target
+            behind = published_state(cluster, fleet.namespace, "pricing") or {}
+            assert behind.get("candidate") != digests["v2"], "the state was published"
+            operator.crash_and_restart(cluster)
+            # Only the restarted operator writes the ConfigMap: it caught up with the status.
+            wait_for(
+                lambda: (
+                    moves.sample()
+                    or (published_state(cluster, fleet.namespace, "pricing") or {}).get("candidate")
+                    == digests["v2"]
+                ),
+                what="the restarted operator's publication of the stored state",
+                timeout=60,
+                watch=[operator.process],
+            )
+            wait_for(
+                lambda: (
+                    moves.sample()
+                    or (
+                        is_ready(cluster, fleet.namespace)
+                        and fleet.served().get(digests["v2"], 0) == len(fleet.pods)
+                    )
+                ),
+                what="the rollout finished: v2 everywhere and Ready",
+                timeout=120,
+                watch=[operator.process],
+            )
+            moves.sample()
+    finally:
+        moves.stop()
+    assert _status(cluster, fleet.namespace)["stableDigest"] == digests["v2"]
+    assert set(cohorts(cluster, fleet).values()) == {digests["v2"]}
+    assert moves.backwards(before=digests["v2"], after=digests["v1"]) == []
 
 
 def test_pods_added_mid_rollout_land_on_the_version_of_their_cohort(
