@@ -196,3 +196,24 @@ def test_a_key_bundle_is_rejected_when_the_policy_lists_only_identities(
         verifier.verify(
             digest=digest, signatures=[BundleSignature(artifact.content)], policy=author_policy
         )
+
+
+def test_the_cache_holds_one_policy_object_however_many_equal_policies_verify(
+    p256: tuple[bytes, bytes], verifier: TrustVerifier
+) -> None:
+    """Each reconcile builds a new, equal policy (with its keys loaded into OpenSSL); the
+    cache keeps the first, not one per digest (the soak of issue 11 saw them pile up)."""
+    private, public = p256
+    digests = ["sha256:" + f"{i:064x}" for i in range(20)]
+    for digest in digests:
+        artifact = sign_with_key(digest=digest, private_key_pem=private)
+        verifier.verify(
+            digest=digest,
+            signatures=[BundleSignature(artifact.content)],
+            policy=TrustPolicy(keys=(CosignPublicKey(public),)),
+        )
+    held = {id(policy) for _, policy in verifier._cache}
+    assert len(verifier._cache) == len(digests)
+    assert len(held) == 1
+    again = TrustPolicy(keys=(CosignPublicKey(public),))
+    assert verifier.cached(digest=digests[0], policy=again) is not None

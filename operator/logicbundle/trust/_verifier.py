@@ -89,6 +89,7 @@ class TrustVerifier:
         self._windowed: WindowedRoot | None = None
         self._cache: OrderedDict[tuple[str, TrustPolicy], Verified] = OrderedDict()
         self._cache_size = cache_size
+        self._policies: dict[TrustPolicy, TrustPolicy] = {}
         self._lock = threading.Lock()
 
     def verify(
@@ -107,6 +108,12 @@ class TrustVerifier:
                 return hit
         result = self._verify(digest=digest, signatures=signatures, policy=policy)
         with self._lock:
+            # One policy object per distinct policy in the keys: each holds loaded public
+            # keys (OpenSSL memory, about 2 KiB each), and a reconcile builds a new, equal
+            # policy every time (the soak of issue 11 saw them pile up, one per digest).
+            if len(self._policies) >= self._cache_size:
+                self._policies.clear()
+            key = (digest, self._policies.setdefault(policy, policy))
             self._cache[key] = result
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
