@@ -100,9 +100,7 @@ def test_every_metric_queried_exists_in_the_code(source: str, exprs: list[str]) 
     assert sorted(used - names) == [], f"the {source} queries metrics the code never exposes"
 
 
-def test_the_alerts_cover_rollbacks_leaks_stalls_lagging_agents_and_failing_verification() -> (
-    None
-):
+def test_the_alerts_cover_rollbacks_leaks_stalls_lagging_agents_and_failing_verification() -> None:
     text = RULES.read_text()
     alerts = set(re.findall(r"alert: (\w+)", text))
     assert {
