@@ -154,6 +154,13 @@ def test_a_full_volume_fails_the_swap_cleanly_and_the_retry_succeeds_once_freed(
     filler.unlink()
     wait_for(lambda: app.host.active_digest == big.digest, "the retry, once space is freed")
     assert _current(root) == big.digest
-    assert agent.statuses()["pricing"].last_swap.outcome == "activated"  # type: ignore[union-attr]
+    # The app is told before the worker records the swap: wait for the record too.
+    wait_for(
+        lambda: (
+            (last := agent.statuses()["pricing"].last_swap) is not None
+            and last.outcome == "activated"
+        ),
+        "the retry recorded as activated",
+    )
     with contextlib.suppress(FileNotFoundError):
         filler.unlink()
