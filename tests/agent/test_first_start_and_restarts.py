@@ -75,7 +75,11 @@ def test_the_first_http_activation_does_not_wait_for_an_application_that_has_not
     agent = make_agent(distributor=dist.url, bundle=_http_bundle(port, health=health))
 
     wait_for(lambda: agent.ready()[0], "the agent ready with the hook down")
-    status = agent.statuses()["pricing"]
+    # Readiness follows the activation; the worker's record of it may land a moment later.
+    status = wait_for(
+        lambda: (s := agent.statuses()["pricing"]).last_swap is not None and s,
+        "the first swap recorded",
+    )
     assert (status.active, status.healthy, status.last_error) == (v1.digest, True, None)
     assert status.last_swap is not None
     assert status.last_swap.outcome == "activated"
