@@ -627,6 +627,33 @@ def _status(cluster: Cluster, namespace: str) -> dict[str, Any]:
     return status
 
 
+def _wait_finished_on_v2(
+    cluster: Cluster, fleet: Fleet, operator: Operator, moves: Moves, digests: dict[str, str]
+) -> None:
+    """Wait, sampling every pod's moves, until v2 is everywhere and the bundle Ready."""
+    wait_for(
+        lambda: (
+            moves.sample()
+            or (
+                is_ready(cluster, fleet.namespace)
+                and fleet.served().get(digests["v2"], 0) == len(fleet.pods)
+            )
+        ),
+        what="the rollout finished: v2 everywhere and Ready",
+        timeout=120,
+        watch=[operator.process],
+    )
+    moves.sample()
+
+
+def _assert_on_v2_and_never_back(
+    cluster: Cluster, fleet: Fleet, moves: Moves, digests: dict[str, str]
+) -> None:
+    assert _status(cluster, fleet.namespace)["stableDigest"] == digests["v2"]
+    assert set(cohorts(cluster, fleet).values()) == {digests["v2"]}
+    assert moves.backwards(before=digests["v2"], after=digests["v1"]) == []
+
+
 def test_the_operator_killed_with_an_analysis_judged_but_not_written_resumes_forward(
     cluster: Cluster,
     registry: Registry,
@@ -664,24 +691,10 @@ def test_the_operator_killed_with_an_analysis_judged_but_not_written_resumes_for
                 timeout=60,
                 watch=[operator.process],
             )
-            wait_for(
-                lambda: (
-                    moves.sample()
-                    or (
-                        is_ready(cluster, fleet.namespace)
-                        and fleet.served().get(digests["v2"], 0) == len(fleet.pods)
-                    )
-                ),
-                what="the rollout finished: v2 everywhere and Ready",
-                timeout=120,
-                watch=[operator.process],
-            )
-            moves.sample()
+            _wait_finished_on_v2(cluster, fleet, operator, moves, digests)
     finally:
         moves.stop()
-    assert _status(cluster, fleet.namespace)["stableDigest"] == digests["v2"]
-    assert set(cohorts(cluster, fleet).values()) == {digests["v2"]}
-    assert moves.backwards(before=digests["v2"], after=digests["v1"]) == []
+    _assert_on_v2_and_never_back(cluster, fleet, moves, digests)
 
 
 def test_the_operator_killed_with_a_rollback_decided_but_not_written_still_rolls_back(
@@ -788,24 +801,10 @@ def test_the_operator_killed_between_the_status_write_and_the_publication_publis
                 timeout=60,
                 watch=[operator.process],
             )
-            wait_for(
-                lambda: (
-                    moves.sample()
-                    or (
-                        is_ready(cluster, fleet.namespace)
-                        and fleet.served().get(digests["v2"], 0) == len(fleet.pods)
-                    )
-                ),
-                what="the rollout finished: v2 everywhere and Ready",
-                timeout=120,
-                watch=[operator.process],
-            )
-            moves.sample()
+            _wait_finished_on_v2(cluster, fleet, operator, moves, digests)
     finally:
         moves.stop()
-    assert _status(cluster, fleet.namespace)["stableDigest"] == digests["v2"]
-    assert set(cohorts(cluster, fleet).values()) == {digests["v2"]}
-    assert moves.backwards(before=digests["v2"], after=digests["v1"]) == []
+    _assert_on_v2_and_never_back(cluster, fleet, moves, digests)
 
 
 def test_pods_added_mid_rollout_land_on_the_version_of_their_cohort(
