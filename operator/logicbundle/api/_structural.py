@@ -14,8 +14,18 @@ pydantic emits JSON Schema 2020-12, so this module rewrites it:
   the same thing, exactly as ``None`` does in the models.  With ``nullable:
   true`` a stored ``null`` would make CEL's ``has()`` true and break the
   one-of rules.
-* defaults are dropped: the operator applies them (see the module docstring
-  of :mod:`logicbundle.api.v1alpha1`), and every description states them.
+* defaults: with ``defaults=True`` (the CRD's ``spec``) a field's scalar
+  default (a string, number or boolean) becomes the schema's ``default``, so
+  the API server writes it into the object when the field is absent and
+  ``kubectl explain`` and server-side apply show it.  The operator applies the
+  same defaults when it parses an object (the models are the source of both).
+  Kept out: ``None`` (absent means absent), objects and lists (a server-side
+  default there would fill in whole sub-objects the user never asked for),
+  deprecated fields (the server would write a deprecated field into every
+  object) and everything under ``status`` (the operator writes it whole).
+  The CEL rules treat an absent field as its default (``has(self.mode) &&
+  self.mode == 'http'``), so a rule judges the object the same either way.
+  Without the flag defaults are dropped and the descriptions state them.
 
 Anything else it does not know is an error, so a new pydantic construct can
 never slip an invalid schema into the CRD unnoticed.
@@ -26,11 +36,13 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from pydantic import BaseModel
 
-_DROPPED: Final = frozenset({"title", "default", "examples", "$schema"})
+_DROPPED: Final = frozenset({"title", "examples", "$schema"})
+_SCALARS: Final = (str, bool, int, float)
 _KEPT: Final = frozenset(
     {
         "type",
@@ -60,6 +72,7 @@ _ORDER: Final = (
     "type",
     "format",
     "enum",
+    "default",
     "pattern",
     "minLength",
     "maxLength",
@@ -83,34 +96,45 @@ class SchemaError(ValueError):
     """The models produced a schema the API server would refuse; fix the models."""
 
 
-def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The structural OpenAPI v3 schema of ``model``, as the CRD needs it."""
+def structural_schema(model: type[BaseModel], *, defaults: bool = False) -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of ``model``, as the CRD needs it.
+
+    ``defaults``: keep the fields' scalar defaults as schema ``default`` values
+    (the API server then applies them; see the module docstring for which).
+    """
     raw = model.model_json_schema(by_alias=True, mode="validation")
     definitions: dict[str, Any] = raw.pop("$defs", {})
-    schema = _convert(raw, definitions=definitions, path=model.__name__, stack=())
+    context = _Context(definitions=definitions, defaults=defaults)
+    schema = _convert(raw, context=context, path=model.__name__, stack=())
     return copy.deepcopy(schema)  # no node shared between inlined copies
 
 
+@dataclass(frozen=True)
+class _Context:
+    definitions: dict[str, Any]
+    defaults: bool
+
+
 def _convert(
-    node: dict[str, Any], *, definitions: dict[str, Any], path: str, stack: tuple[str, ...]
+    node: dict[str, Any], *, context: _Context, path: str, stack: tuple[str, ...]
 ) -> dict[str, Any]:
     node = dict(node)
     if "$ref" in node:
         name = node.pop("$ref").removeprefix(_REF_PREFIX)
         if name in stack:
             raise SchemaError(f"{path}: recursive model {name} cannot be inlined")
-        base = _convert(definitions[name], definitions=definitions, path=path, stack=(*stack, name))
-        return _merge(base, _convert_keywords(node, definitions, path, stack))
+        base = _convert(context.definitions[name], context=context, path=path, stack=(*stack, name))
+        return _merge(base, _convert_keywords(node, context, path, stack))
     if "anyOf" in node:
         variants = [v for v in node.pop("anyOf") if v != {"type": "null"}]
         if len(variants) != 1:
             raise SchemaError(f"{path}: unions other than Optional are not structural")
-        base = _convert(variants[0], definitions=definitions, path=path, stack=stack)
-        return _merge(base, _convert_keywords(node, definitions, path, stack))
+        base = _convert(variants[0], context=context, path=path, stack=stack)
+        return _merge(base, _convert_keywords(node, context, path, stack))
     for forbidden in ("allOf", "oneOf", "not", "uniqueItems", "prefixItems"):
         if forbidden in node:
             raise SchemaError(f"{path}: {forbidden!r} is not allowed in a structural schema")
-    result = _convert_keywords(node, definitions, path, stack)
+    result = _convert_keywords(node, context, path, stack)
     if "type" not in result and not (
         result.get("x-kubernetes-int-or-string")
         or result.get("x-kubernetes-preserve-unknown-fields")
@@ -120,15 +144,19 @@ def _convert(
 
 
 def _convert_keywords(
-    node: dict[str, Any], definitions: dict[str, Any], path: str, stack: tuple[str, ...]
+    node: dict[str, Any], context: _Context, path: str, stack: tuple[str, ...]
 ) -> dict[str, Any]:
     def sub(schema: dict[str, Any], suffix: str) -> dict[str, Any]:
-        return _convert(schema, definitions=definitions, path=f"{path}{suffix}", stack=stack)
+        return _convert(schema, context=context, path=f"{path}{suffix}", stack=stack)
 
     result: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROPPED or (key == "additionalProperties" and value is False):
             continue  # pruning of unknown fields does the job of `additionalProperties: false`
+        if key == "default":
+            if context.defaults and _server_side_default(value, node):
+                result[key] = value
+            continue
         if key in _KEPT:
             result[key] = _clean_description(value) if key == "description" else value
         elif key in _REWRITES:
@@ -161,6 +189,13 @@ _REWRITES: Final[dict[str, Callable[[Any, _Sub], dict[str, Any]]]] = {
     "patternProperties": _map_values,
     "propertyNames": lambda _value, _sub: {},  # map keys: checked by the models only
 }
+
+
+def _server_side_default(value: Any, node: dict[str, Any]) -> bool:
+    """Whether the API server may apply ``value`` as the default of ``node``'s field."""
+    if value is None or not isinstance(value, _SCALARS):
+        return False
+    return not str(node.get("description", "")).lstrip().startswith("Deprecated")
 
 
 def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:

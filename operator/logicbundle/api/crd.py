@@ -83,7 +83,7 @@ def crd_document() -> dict[str, Any]:
             },
             "kind": {"description": "Kind of this object: `LogicBundle`.", "type": "string"},
             "metadata": {"type": "object"},
-            "spec": structural_schema(LogicBundleSpec),
+            "spec": structural_schema(LogicBundleSpec, defaults=True),
             "status": structural_schema(LogicBundleStatus),
         },
         "required": ["spec"],
@@ -161,14 +161,20 @@ def _type_of(schema: dict[str, Any]) -> str:
     return str(kind)
 
 
+def _value(value: Any) -> str:
+    """A value as a user writes it in YAML, in backticks (`warn`, `false`, `20`).
+
+    Not ``yaml.safe_dump``: for a lone scalar it adds a ``...`` document end,
+    which once broke every enum cell of the reference into "`warn⏎...`".
+    """
+    text = value if isinstance(value, str) else json.dumps(value)
+    return f"`{text}`"
+
+
 def _constraints(schema: dict[str, Any]) -> list[str]:
     found: list[str] = []
     if "enum" in schema:
-        found.append(
-            # A value as a user writes it (yaml.safe_dump would add a "..." document end).
-            "one of "
-            + ", ".join(f"`{v if isinstance(v, str) else json.dumps(v)}`" for v in schema["enum"])
-        )
+        found.append("one of " + ", ".join(_value(v) for v in schema["enum"]))
     if "minimum" in schema or "maximum" in schema:
         low = schema.get("minimum", "")
         high = schema.get("maximum", "")
@@ -220,6 +226,8 @@ def _sections(path: str, schema: dict[str, Any]) -> list[str]:
             text += " <br>*Validation:* " + "; ".join(extra).replace("|", "\\|") + "."
         for rule in sub.get("x-kubernetes-validations", []) if child is None else []:
             text += f" <br>*Rule:* {rule['message']}."
+        if "default" in sub:
+            text += f" <br>*Set by the API server when absent:* {_value(sub['default'])}."
         marker = " (required)" if name in required else ""
         lines.append(f"| `{name}`{marker} | {kind} | {text} |")
     lines.append("")
@@ -278,8 +286,13 @@ def render_reference() -> str:
         f"(plural `{names.PLURAL}`, short name `{', '.join(names.SHORT_NAMES)}`, "
         f"categories `{', '.join(names.CATEGORIES)}`), namespaced, with a status subresource.",
         "",
-        "Defaults are applied by the operator and are not written into stored objects; "
-        "every field states its own. An explicit `null` means the same as an absent field.",
+        "Every field states its default. Those marked *Set by the API server when absent* "
+        "(the scalar fields of `spec`) are schema defaults: the API server writes them into "
+        "the object when the field is absent, so `kubectl get -o yaml`, `kubectl explain` "
+        "and server-side apply show them; a default inside an optional object is set only "
+        "when that object is given. The others (objects, lists, values that depend on "
+        "another field, deprecated fields) are applied by the operator and not stored. "
+        "An explicit `null` means the same as an absent field.",
         "",
         "Rules on the whole object:",
         "",
