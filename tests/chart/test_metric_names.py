@@ -84,6 +84,10 @@ def test_the_code_defines_the_metrics_this_test_relies_on() -> None:
         "logicbundle_agent_swap_duration_seconds_bucket",
         "logicbundle_sdk_call_errors_total",
         "logicbundle_sdk_retired_versions_alive",
+        "logicbundle_version_resident_memory_bytes",
+        "logicbundle_version_threads",
+        "logicbundle_version_gc_pause_ratio",
+        "logicbundle_version_process_pods",
     ):
         assert expected in names
 
@@ -98,6 +102,19 @@ def test_every_metric_queried_exists_in_the_code(source: str, exprs: list[str]) 
     used = {name for expr in exprs for name in _METRIC.findall(expr)}
     assert used, f"the {source} queries no logicbundle metric"
     assert sorted(used - names) == [], f"the {source} queries metrics the code never exposes"
+
+
+def test_the_health_panels_plot_each_version_health_series_per_cohort_and_digest() -> None:
+    exprs = _dashboard_exprs()
+    for series in (
+        "logicbundle_version_resident_memory_bytes",
+        "logicbundle_version_threads",
+        "logicbundle_version_gc_pause_ratio",
+        "logicbundle_version_process_pods",
+    ):
+        plotted = [e for e in exprs if series in _METRIC.findall(e)]
+        assert plotted, f"no panel plots {series}"
+        assert all("cohort, digest" in e for e in plotted), plotted
 
 
 def test_the_alerts_cover_rollbacks_leaks_stalls_lagging_agents_and_failing_verification() -> None:
@@ -140,6 +157,9 @@ def test_the_dashboard_is_valid_grafana_json_with_unique_panel_ids() -> None:
         "leak",
         "verdict",
         "health",
+        "resident memory per version",
+        "threads per version",
+        "gc pause per version",
     ):
         assert topic in titles
     rollbacks = [a for a in dashboard["annotations"]["list"] if a["name"] == "Rollbacks"]

@@ -4,15 +4,27 @@ The analysis gauges (``logicbundle_analysis_value`` and friends) are derived fro
 ``status.analysis`` alone, so a restarted operator shows the same figures as the
 status it reads back, and a series disappears when the status no longer has it
 (no data is an absent series, never a made-up 0).
+
+The version health gauges (``logicbundle_version_*``) are the application
+processes' own health per version cohort: the stable digest and the candidate
+the published state tells pods to run, each with the figures the distributors'
+summary gives every reconcile (what the ``residentMemory``, ``threadCount`` and
+``gcPauseFraction`` builtin metrics judge, exported whether or not the
+analysis lists them).  At most two digests per bundle: a digest's series go
+when pods are no longer told to run it (promoted over, rolled back), and all of
+a bundle's when a distributor replica does not answer (a partial view would
+under-count).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from logicbundle.api.v1alpha1 import LogicBundleStatus
+from logicbundle.distributor import Counters
 
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -39,6 +51,13 @@ class OperatorMetrics:
             "logicbundle_pods",
             "Pods selected by each LogicBundle, by state.",
             ["namespace", "bundle", "state"],
+            registry=r,
+        )
+        self.retired_versions_alive = Gauge(
+            "logicbundle_retired_versions_alive",
+            "Retired versions the applications still hold after their grace period, summed"
+            " over each LogicBundle's pods (version leaks, as the agents report them).",
+            ["namespace", "bundle"],
             registry=r,
         )
         self.analysis_verdicts = Counter(
@@ -103,9 +122,50 @@ class OperatorMetrics:
             self.analysis_threshold,
             self.analysis_metric_verdict,
         )
+        versions = ["namespace", "bundle", "cohort", "digest"]
+        self.version_process_pods = Gauge(
+            "logicbundle_version_process_pods",
+            "Pods whose process serves each version (cohort stable, candidate) and reports its"
+            " health.",
+            versions,
+            registry=r,
+        )
+        self.version_memory = Gauge(
+            "logicbundle_version_resident_memory_bytes",
+            "Resident memory of the processes serving each version, mean per pod.",
+            versions,
+            registry=r,
+        )
+        self.version_threads = Gauge(
+            "logicbundle_version_threads",
+            "OS threads of the processes serving each version, mean per pod.",
+            versions,
+            registry=r,
+        )
+        self.version_gc_pause = Gauge(
+            "logicbundle_version_gc_pause_ratio",
+            "Time the garbage collector paused the processes serving each version, per second"
+            " of wall-clock time (over the analysis window).",
+            versions,
+            registry=r,
+        )
+        self._version_gauges = (
+            self.version_process_pods,
+            self.version_memory,
+            self.version_threads,
+            self.version_gc_pause,
+        )
         self._analysis_series: dict[tuple[str, str], set[tuple[Gauge, tuple[str, ...]]]] = {}
+        self._version_series: dict[tuple[str, str], set[tuple[Gauge, tuple[str, ...]]]] = {}
         self._phases: dict[tuple[str, str], str] = {}
         self._stages: dict[tuple[str, str], str] = {}
+
+    def observe_leaks(self, *, namespace: str, name: str, alive: int | None) -> None:
+        """Set ``logicbundle_retired_versions_alive`` of a bundle; None removes its series."""
+        if alive is not None:
+            self.retired_versions_alive.labels(namespace, name).set(alive)
+        elif (namespace, name) in self.retired_versions_alive._metrics:
+            self.retired_versions_alive.remove(namespace, name)
 
     def observe_status(self, *, namespace: str, name: str, status: LogicBundleStatus) -> None:
         key = (namespace, name)
@@ -160,9 +220,48 @@ class OperatorMetrics:
             gauge.labels(*labels).set(value)
         self._analysis_series[(namespace, name)] = set(series)
 
+    def observe_versions(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        stable: str | None,
+        candidate: str | None,
+        versions: Mapping[str, Counters] | None,
+    ) -> None:
+        """The version health gauges of the digests pods are told; stale series removed.
+
+        ``stable`` and ``candidate``: the published state's digests (a candidate
+        rolled back and held in the status runs nowhere, and has none).
+        ``versions``: the distributors' figures per digest (a summary's
+        ``versions``); None when a replica did not answer, which removes them all.
+        """
+        series: dict[tuple[Gauge, tuple[str, ...]], float] = {}
+        cohorts = (("stable", stable), ("candidate", candidate))
+        for cohort, digest in cohorts:
+            if not digest or versions is None:
+                continue
+            counters = versions.get(digest, Counters())
+            labels: tuple[str, ...] = (namespace, name, cohort, digest)
+            pods = counters.process_pods
+            series[(self.version_process_pods, labels)] = pods
+            if pods:
+                series[(self.version_memory, labels)] = counters.rss_bytes / pods
+                series[(self.version_threads, labels)] = counters.threads / pods
+                if counters.wall_ns > 0:
+                    ratio = counters.gc_pause_ns / counters.wall_ns
+                    series[(self.version_gc_pause, labels)] = ratio
+        for gauge, labels in self._version_series.get((namespace, name), set()) - set(series):
+            gauge.remove(*labels)
+        for (gauge, labels), value in series.items():
+            gauge.labels(*labels).set(value)
+        self._version_series[(namespace, name)] = set(series)
+
     def forget(self, *, namespace: str, name: str) -> None:
         self._analysis_series.pop((namespace, name), None)
-        for gauge in (self.phase, self.stage_seconds, self.pods, *self._analysis_gauges):
+        self._version_series.pop((namespace, name), None)
+        gauges = (self.phase, self.stage_seconds, self.pods)
+        for gauge in (*gauges, *self._analysis_gauges, *self._version_gauges):
             for labels in list(gauge._metrics):
                 if labels[:2] == (namespace, name):
                     gauge.remove(*labels)

@@ -59,6 +59,7 @@ from logicbundle.api.formats import parse_duration
 from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
 from logicbundle.bundle import AuditRejectedError
 from logicbundle.controller._kube import Kube
+from logicbundle.controller._leaks import report_leaks
 from logicbundle.controller._memory import BundleKey, BundleMemories, BundleMemory, SourceCheck
 from logicbundle.controller._metrics import OperatorMetrics
 from logicbundle.controller._restarts import RestartLedger
@@ -170,6 +171,7 @@ class Runtime:
         self.memories.forget(key)
         self.restarts.forget_bundle(bundle=name, namespace=namespace)
         self.metrics.forget(namespace=namespace, name=name)
+        self.metrics.observe_leaks(namespace=namespace, name=name, alive=None)
         self.traces.forget(key)
 
 
@@ -677,6 +679,9 @@ async def reconcile(
         spec=spec,
         state=decision.state,
     )
+    report_leaks(
+        body=body, memory=memory, summary=summary, metrics=rt.metrics, post_event=rt.post_event
+    )
     rt.traces.observe(
         key, before=published, after=decision.state, status=new_status, spec_ref=spec.source.ref
     )
@@ -684,6 +689,14 @@ async def reconcile(
         rt.post_event(body, event.type, event.reason, event.message)
     _report_pods_without_agent(rt, body, status, new_status, selected)
     rt.metrics.observe_status(namespace=namespace, name=name, status=new_status)
+    told = decision.state
+    rt.metrics.observe_versions(
+        namespace=namespace,
+        name=name,
+        stable=told.stable if told is not None else None,
+        candidate=told.candidate if told is not None and told.stage is not None else None,
+        versions=summary.versions if summary is not None else None,
+    )
     rt.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
     waits = [w for w in (source_wait,) if w is not None]

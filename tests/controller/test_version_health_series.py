@@ -1,0 +1,221 @@
+"""The application processes' health per version cohort, as Prometheus series (issue 12, part 3).
+
+Every reconcile turns the distributors' per-digest figures into
+``logicbundle_version_*`` gauges labelled with the cohort (stable, candidate)
+and the digest: at most two digests per bundle, a digest's series gone when it
+leaves the status, and all of them when a replica does not answer.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from logicbundle.api import conditions
+from logicbundle.api.conditions import find_condition
+from logicbundle.controller._metrics import OperatorMetrics
+from logicbundle.controller._reconcile import Runtime
+from logicbundle.distributor import Counters
+from logicbundle.distributor._models import BundleReport, PodIdentity, Report, VersionCounters
+from tests.controller.test_prometheus_outage import Driver
+from tests.controller.test_reconcile import (  # noqa: F401 - the runtime fixture
+    FakeKube,
+    runtime,
+)
+from tests.rollout._fixtures import BUNDLE, D1, D2, INTERNAL, NS, T0, make_spec
+
+MiB = 2**20
+SERIES = (
+    "logicbundle_version_process_pods",
+    "logicbundle_version_resident_memory_bytes",
+    "logicbundle_version_threads",
+    "logicbundle_version_gc_pause_ratio",
+)
+
+
+def _value(metrics: OperatorMetrics, name: str, cohort: str, digest: str) -> float | None:
+    labels = {"namespace": NS, "bundle": BUNDLE, "cohort": cohort, "digest": digest}
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def _exported(metrics: OperatorMetrics) -> set[tuple[str, str, str]]:
+    """(series, cohort, digest) of every version health sample in the registry."""
+    return {
+        (s.name, s.labels["cohort"], s.labels["digest"])
+        for family in metrics.registry.collect()
+        if family.name in SERIES
+        for s in family.samples
+    }
+
+
+def _report_process(
+    rt: Runtime, pod: str, *, digest: str, rss_mib: int, threads: int, seconds: int
+) -> None:
+    """``pod``'s agent reports its process serving ``digest``, ``seconds`` after it started.
+
+    The process has spent 1 ms of every second paused by the garbage collector.
+    """
+    rt.agents.reports.record(
+        PodIdentity(namespace=NS, name=pod, uid=f"uid-{pod}", service_account="default"),
+        Report(
+            bundles={
+                BUNDLE: BundleReport(
+                    active=digest,
+                    healthy=True,
+                    versions={
+                        digest: VersionCounters(
+                            calls=0,
+                            errors=0,
+                            rss_bytes=rss_mib * MiB,
+                            threads=threads,
+                            gc_pause_ns=seconds * 1_000_000,
+                            wall_ns=seconds * 10**9,
+                        )
+                    },
+                )
+            }
+        ),
+        targets=None,
+    )
+
+
+HEALTH = {
+    "interval": "1s",
+    "metrics": [
+        {"name": "threads", "builtin": "threadCount", "maxRatioToStable": 2, "minSamples": 1}
+    ],
+}
+
+
+def test_a_candidate_grown_in_threads_shows_per_cohort_and_its_series_go_with_the_rollback(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],  # noqa: F811
+) -> None:
+    rt, kube, _ = runtime
+    spec = make_spec(stages=[{**INTERNAL}, {"name": "everyone", "all": True}], analysis=HEALTH)
+    driver = Driver(rt, kube, spec)
+    # p000 (internal) serves the candidate, p001 the stable digest; each reports twice (the
+    # GC pause time is judged by its increase).
+    for seconds in (1, 2):
+        _report_process(rt, "p000", digest=D2, rss_mib=300, threads=40, seconds=seconds)
+        _report_process(rt, "p001", digest=D1, rss_mib=100, threads=8, seconds=seconds)
+
+    status = driver.reconcile(T0 + timedelta(seconds=3))
+
+    stalled = find_condition(status.conditions, conditions.STALLED)
+    assert stalled is not None and stalled.reason == conditions.ROLLED_BACK, status.conditions
+    assert "threads: 40 is 5x stable 8" in stalled.message
+    # Rolled back in this very reconcile: the status holds the candidate, but no pod is told
+    # to run it any more, and only the stable digest is left.
+    assert status.candidate_digest == D2 and status.stage is None
+    assert _exported(rt.metrics) == {(name, "stable", D1) for name in SERIES}
+    assert _value(rt.metrics, "logicbundle_version_threads", "stable", D1) == 8
+    assert _value(rt.metrics, "logicbundle_version_resident_memory_bytes", "stable", D1) == (
+        100 * MiB
+    )
+    assert _value(rt.metrics, "logicbundle_version_process_pods", "stable", D1) == 1
+
+
+def test_both_cohorts_are_exported_while_the_candidate_is_in_flight(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],  # noqa: F811
+) -> None:
+    rt, kube, _ = runtime
+    held = {**INTERNAL, "pause": "1h"}
+    spec = make_spec(stages=[held, {"name": "everyone", "all": True}], skip_analysis=True)
+    driver = Driver(rt, kube, spec)
+    for seconds in (1, 2):
+        _report_process(rt, "p000", digest=D2, rss_mib=300, threads=40, seconds=seconds)
+        _report_process(rt, "p001", digest=D1, rss_mib=100, threads=8, seconds=seconds)
+
+    status = driver.reconcile(T0 + timedelta(seconds=3))
+
+    assert (status.stage, status.candidate_digest) == ("internal", D2)
+    assert _exported(rt.metrics) == {
+        (name, cohort, digest) for name in SERIES for cohort, digest in _COHORTS
+    }
+    assert _value(rt.metrics, "logicbundle_version_threads", "candidate", D2) == 40
+    assert _value(rt.metrics, "logicbundle_version_threads", "stable", D1) == 8
+    assert _value(rt.metrics, "logicbundle_version_resident_memory_bytes", "candidate", D2) == (
+        300 * MiB
+    )
+    assert _value(rt.metrics, "logicbundle_version_gc_pause_ratio", "candidate", D2) == 0.001
+
+
+_COHORTS = (("stable", D1), ("candidate", D2))
+
+
+def _counters(*, pods: int, rss_mib: int, threads: int, gc_ms: int = 30) -> Counters:
+    return Counters(
+        pods=pods,
+        process_pods=pods,
+        rss_bytes=pods * rss_mib * MiB,
+        threads=pods * threads,
+        gc_pause_ns=pods * gc_ms * 10**6,
+        wall_ns=pods * 60 * 10**9,
+    )
+
+
+def test_the_figures_are_means_per_pod_and_the_gc_pause_a_fraction_of_wall_time() -> None:
+    metrics = OperatorMetrics()
+    versions = {
+        D1: _counters(pods=4, rss_mib=100, threads=10),
+        D2: _counters(pods=2, rss_mib=250, threads=45, gc_ms=600),
+    }
+
+    metrics.observe_versions(namespace=NS, name=BUNDLE, stable=D1, candidate=D2, versions=versions)
+
+    assert _value(metrics, "logicbundle_version_process_pods", "stable", D1) == 4
+    assert _value(metrics, "logicbundle_version_resident_memory_bytes", "stable", D1) == 100 * MiB
+    assert _value(metrics, "logicbundle_version_resident_memory_bytes", "candidate", D2) == (
+        250 * MiB
+    )
+    assert _value(metrics, "logicbundle_version_threads", "candidate", D2) == 45
+    assert _value(metrics, "logicbundle_version_gc_pause_ratio", "stable", D1) == 0.0005
+    assert _value(metrics, "logicbundle_version_gc_pause_ratio", "candidate", D2) == 0.01
+
+
+def test_a_digest_that_leaves_the_status_takes_its_series_with_it() -> None:
+    metrics = OperatorMetrics()
+    versions = {
+        D1: _counters(pods=4, rss_mib=100, threads=10),
+        D2: _counters(pods=2, rss_mib=100, threads=10),
+    }
+    metrics.observe_versions(namespace=NS, name=BUNDLE, stable=D1, candidate=D2, versions=versions)
+    # Promoted: the candidate is the stable digest now, the old stable digest is gone.
+    metrics.observe_versions(
+        namespace=NS, name=BUNDLE, stable=D2, candidate=None, versions=versions
+    )
+
+    assert _exported(metrics) == {(name, "stable", D2) for name in SERIES}
+
+
+def test_no_data_is_an_absent_series_and_a_silent_replica_removes_them_all() -> None:
+    metrics = OperatorMetrics()
+    # No pod reports the candidate's process yet: a pod count of 0, no made-up figures.
+    versions = {D1: _counters(pods=4, rss_mib=100, threads=10)}
+    metrics.observe_versions(namespace=NS, name=BUNDLE, stable=D1, candidate=D2, versions=versions)
+    assert _value(metrics, "logicbundle_version_process_pods", "candidate", D2) == 0
+    assert _value(metrics, "logicbundle_version_threads", "candidate", D2) is None
+    assert ("logicbundle_version_threads", "stable", D1) in _exported(metrics)
+
+    metrics.observe_versions(namespace=NS, name=BUNDLE, stable=D1, candidate=D2, versions=None)
+    assert _exported(metrics) == set()
+
+
+def test_a_deleted_bundle_forgets_its_version_series() -> None:
+    metrics = OperatorMetrics()
+    versions = {D1: _counters(pods=4, rss_mib=100, threads=10)}
+    metrics.observe_versions(
+        namespace=NS, name=BUNDLE, stable=D1, candidate=None, versions=versions
+    )
+    metrics.observe_versions(
+        namespace=NS, name="other", stable=D1, candidate=None, versions=versions
+    )
+
+    metrics.forget(namespace=NS, name=BUNDLE)
+
+    remaining = {
+        s.labels["bundle"]
+        for family in metrics.registry.collect()
+        if family.name in SERIES
+        for s in family.samples
+    }
+    assert remaining == {"other"}
