@@ -33,7 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,17 @@ def _settled(installed: Installed, tag: str, *, timeout: float = 180) -> str:
     return digest
 
 
+def _why_restarted(cluster: Cluster, pod: Mapping[str, Any], status: Mapping[str, Any]) -> str:
+    """The restarted container's last state and the log of its previous run."""
+    name = pod["metadata"]["name"]
+    logs = ["logs", "-n", OPERATOR_NS, name, "-c", "operator", "--previous", "--tail=80"]
+    try:
+        previous = cluster.kubectl(*logs)
+    except HarnessError as error:
+        previous = f"(no previous log: {error})"
+    return f"{name} restarted, last state {json.dumps(status.get('lastState'))}\n{previous}"
+
+
 # -- install, inject, roll out ---------------------------------------------------------------
 
 
@@ -151,7 +162,7 @@ def test_the_chart_runs_the_operator_as_real_pods_from_the_built_image(
         raise HarnessError(f"{error}\n{diagnose(cluster)}") from None
     for pod in operators:
         status = container_status(pod, "operator")
-        assert status["restartCount"] == 0
+        assert status["restartCount"] == 0, _why_restarted(cluster, pod, status)
         assert status["imageID"].endswith(installed.pushed["logicbundle"].digest), status
     wait_for(lambda: leader(cluster), what="exactly one operator pod labelled leader", timeout=60)
 

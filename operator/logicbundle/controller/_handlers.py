@@ -11,6 +11,13 @@ pods of a big cluster (see :mod:`._pods`).  :class:`PodView` keeps the few
 fields a reconcile reads and wakes only the bundles whose selector matches a
 pod whose snapshot changed.
 
+Start-up is retried: a transient failure (the API server slow or restarting,
+a Service not routed yet) undoes what the attempt started (listeners, threads,
+the pod label) and kopf calls :func:`start` again after :data:`STARTUP_BACKOFF`,
+up to :data:`STARTUP_RETRIES` times; then the operator exits non-zero, saying
+why.  Without the undo, a retry would find its own ports taken and fail until
+the kubelet killed the container.
+
 Deletion: a finalizer holds the LogicBundle until its pods are released. Each
 pod keeps the last stable version, unmanaged: in-flight candidates go back to
 stable, the distributor forgets the bundle and its state ConfigMap is deleted
@@ -30,6 +37,8 @@ from typing import Any, cast
 
 import kopf
 import kubernetes.client
+import urllib3
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
@@ -38,7 +47,7 @@ from logicbundle.api import names
 from logicbundle.api.namespaces import ServedNamespaces
 from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
 from logicbundle.controller import _seams
-from logicbundle.controller._kube import Kube, api_client
+from logicbundle.controller._kube import Kube, KubeError, api_client
 from logicbundle.controller._leader import LeaderLabeler, LeaderSettings
 from logicbundle.controller._metrics import OperatorMetrics
 from logicbundle.controller._pods import PodView
@@ -78,6 +87,12 @@ logger = logging.getLogger("logicbundle.operator")
 
 GROUP, VERSION, PLURAL = names.GROUP, names.VERSION, names.PLURAL
 
+STARTUP_RETRIES = 5
+"""How many times a failed start-up is tried again before the operator gives up."""
+
+STARTUP_BACKOFF = 3.0
+"""Seconds between two start-up attempts (about 15 s of retries in all)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class ControllerSettings:
@@ -116,6 +131,8 @@ class Memo:
     """The opted-in pods (None until started)."""
     certificate: asyncio.Task[None] | None = None
     """Follows renewals of the distributor's certificate (see :mod:`._tls`)."""
+    metrics_server: Any = None
+    """The metrics endpoint's HTTP server (prometheus-client's WSGI server), once started."""
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     readiness: dict[tuple[str, str], tuple[str, bool | None]] = field(default_factory=dict)
     """Per opted-in pod, its uid and readiness condition as the watch saw it last."""
@@ -139,7 +156,7 @@ class Memo:
 
 def register(registry: kopf.OperatorRegistry) -> None:
     """Register every handler on ``registry``; they share the :class:`Memo` passed to kopf."""
-    kopf.on.startup(registry=registry)(start)
+    kopf.on.startup(registry=registry, retries=STARTUP_RETRIES, backoff=STARTUP_BACKOFF)(start)
     kopf.on.cleanup(registry=registry)(stop)
     # LogicBundles of a namespace not served get no finalizer, no daemon, no status.
     kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, when=_served)(bundle_changed)
@@ -155,6 +172,42 @@ def _served(memo: Memo, namespace: str | None, **_: Any) -> bool:
 
 
 async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Start everything; on a failure, undo what started and let kopf try again."""
+    try:
+        await _start(memo, logger)
+    except Exception as exc:
+        await _undo_start(memo)
+        if isinstance(exc, kopf.PermanentError):
+            raise
+        why = _startup_failure(exc)
+        logger.warning("start-up failed (%s); undone, to be tried again", why)
+        raise kopf.TemporaryError(f"start-up failed: {why}", delay=STARTUP_BACKOFF) from None
+
+
+def _startup_failure(exc: BaseException) -> str:
+    """One line on why start-up failed, without a response body (it may quote a token)."""
+    if isinstance(exc, ApiException):
+        return f"the API server answered {exc.status} {exc.reason}"
+    if isinstance(exc, KubeError):
+        return str(exc)
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return f"the API server could not be reached ({type(exc).__name__})"
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return type(exc).__name__
+
+
+async def _undo_start(memo: Memo) -> None:
+    """Stop whatever a failed :func:`_start` started, so that the next attempt starts clean."""
+    try:
+        await stop(memo)
+    except Exception:
+        logger.exception("undoing a failed start-up")
+    memo.runtime = memo.server = memo.webhook = memo.leader = memo.pods = None
+    memo.certificate = None
+
+
+async def _start(memo: Memo, logger: kopf.Logger) -> None:
     settings = memo.settings
     if _seams.enabled():
         logger.warning(
@@ -179,7 +232,7 @@ async def start(memo: Memo, logger: kopf.Logger, **_: Any) -> None:
         traces=RolloutTraces(tracing_from_env("logicbundle-operator")),
     )
     if settings.metrics_port is not None:
-        start_http_server(
+        memo.metrics_server, _ = start_http_server(
             settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry
         )
     if settings.webhook is not None:
@@ -316,6 +369,10 @@ async def stop(memo: Memo, **_: Any) -> None:
         await asyncio.gather(memo.certificate, return_exceptions=True)
     if memo.pods is not None:
         await asyncio.to_thread(memo.pods.stop)
+    if memo.metrics_server is not None:
+        server, memo.metrics_server = memo.metrics_server, None
+        await asyncio.to_thread(server.shutdown)
+        server.server_close()
     if memo.runtime is not None:
         memo.runtime.agents.targets.close()
         memo.runtime.kube.close()
