@@ -323,9 +323,13 @@ def test_the_default_deployment_is_hardened_and_wired_to_the_operator_flags(tmp_
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/var/cache/logicbundle"}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    # Ready only when the webhook listens (kopf's /healthz answers before the startup
-    # handlers ran; pods admitted meanwhile were left without the agent, found on the
-    # real node): the probe asks the webhook server itself.
+    # kopf serves /healthz only after the start-up handlers: a slow start is given
+    # minutes by the startup probe, not killed by the liveness probe's minute (CI).
+    startup = container["startupProbe"]
+    assert startup["httpGet"]["path"] == "/healthz"
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    # Ready only when the webhook listens (pods admitted before it listened were left
+    # without the agent, found on the real node): the probe asks the webhook server itself.
     assert container["readinessProbe"]["httpGet"] == {
         "path": "/healthz",
         "port": "webhook",
