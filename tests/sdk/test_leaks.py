@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
 import types
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ from typing import Any
 import pytest
 
 from logicbundle.sdk import LogicHost, _leaks, prometheus_text
+from logicbundle.sdk._host import MAX_REFERRER_DETAIL, MAX_REPORTED_LEAKS
+from logicbundle.sdk._protocol import MAX_LINE
 from tests.sdk.conftest import IFACE, write_bundle_at
 
 BUNDLE = "leaky"
@@ -237,3 +241,31 @@ def test_the_sdk_itself_keeps_no_reference_to_the_code_of_a_released_version(
     assert released, "the released version's counters are still listed"
     assert released[0].obj is None
     assert released[0].funcs == {}
+
+
+def test_the_stats_answer_lists_a_bounded_number_of_leaks_with_clipped_details(
+    host: LogicHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hundreds of leaked versions with long names must not push ``stats`` past the line limit."""
+    marker = _leaks.Marker("sha256:" + "a" * 64)
+    watches = [
+        _leaks.Watch(
+            digest=f"sha256:{i:064x}",
+            package="p",
+            marker=weakref.ref(marker),
+            released=0.0,
+            due=0.0,
+            leaked=True,
+            referrers=(_leaks.Referrer("module-global", "m" * 5000),),
+        )
+        for i in range(200)
+    ]
+    monkeypatch.setattr(host, "leaks", lambda: watches)
+    stats = host.stats()
+    assert stats["retiredAlive"] == 200
+    assert len(stats["leaks"]) == MAX_REPORTED_LEAKS
+    assert [leak["digest"] for leak in stats["leaks"]] == [w.digest for w in watches[:16]]
+    assert all(
+        len(leak["referrers"][0]["detail"]) == MAX_REFERRER_DETAIL for leak in stats["leaks"]
+    )
+    assert len(json.dumps(stats)) < MAX_LINE // 2

@@ -413,6 +413,11 @@ class Agent:
                 entry["lastError"] = status.last_error.to_json()
             if status.last_swap is not None:
                 entry["lastSwap"] = status.last_swap.to_json()
+            sdk = stats.get(name)
+            leaks = contract.leaks_of(sdk.get("leaks") if isinstance(sdk, dict) else None)
+            if leaks:
+                # Only when there are some: a distributor older than the field refuses it.
+                entry["leaks"] = leaks
             bundles[name] = entry
         return {
             "bundles": bundles,

@@ -17,7 +17,8 @@ the distributor, the webhook and the controller.  It holds:
   distributor caps and the controller reads (``_buckets``);
 * how the documents of a bundle are read as JSON: no key twice (``_json``);
 * a rollout's trace context, W3C ``traceparent``, and its derived span ids
-  (``_trace``).
+  (``_trace``);
+* a leaked version as the agent reports it: its bounds and cleaning (``_leaks``).
 """
 
 from logicbundle.contract._buckets import (
@@ -37,6 +38,13 @@ from logicbundle.contract._layout import (
     SOCKET_FILE_NAME,
     SPLIT_FILE,
     VERSIONS_DIR,
+)
+from logicbundle.contract._leaks import (
+    LEAK_REFERRER_KINDS,
+    MAX_LEAK_DETAIL,
+    MAX_LEAK_REFERRERS,
+    MAX_LEAKS_PER_BUNDLE,
+    leaks_of,
 )
 from logicbundle.contract._names import (
     ANNOTATION_ADMITTED_AT,
@@ -94,8 +102,12 @@ __all__ = [
     "DISTRIBUTOR_AUDIENCE",
     "LABELS_FILE_NAME",
     "LATENCY_BUCKETS_SCHEMA",
+    "LEAK_REFERRER_KINDS",
     "MANIFEST_SUFFIX",
     "MAX_LATENCY_BUCKETS",
+    "MAX_LEAKS_PER_BUNDLE",
+    "MAX_LEAK_DETAIL",
+    "MAX_LEAK_REFERRERS",
     "MAX_STATE_BYTES",
     "POSITION_BITS",
     "POSITION_LIMIT",
@@ -128,6 +140,7 @@ __all__ = [
     "bucket_upper_ns",
     "bucket_upper_seconds",
     "cohort",
+    "leaks_of",
     "loads_unique",
     "parse_traceparent",
     "phase_span_id",

@@ -15,7 +15,7 @@ noise (a warning already logged), so a restarted operator starts with none.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from logicbundle.controller._source import SourceOutcome
@@ -52,6 +52,9 @@ class BundleMemory:
     """The object as our last status patch returned it (see ``_reconcile._freshest``)."""
     published: str | None = None
     """The state text its ConfigMap holds, as this process wrote it."""
+    told_leaks: dict[tuple[str, str], None] = field(default_factory=dict)
+    """``(LogicBundle uid, digest)`` of the leaks a ``VersionLeak`` event already named
+    (insertion-ordered, bounded: :mod:`._leaks`)."""
 
     def note_warning(self, message: str) -> bool:
         """Remember ``message`` as the last warning; True when it differs from the one before."""

@@ -35,8 +35,8 @@ from logicbundle.distributor._metrics import DistributorMetrics
 from logicbundle.distributor._models import (
     PodIdentity,
     PodRef,
-    Report,
     TargetsResponse,
+    parse_report,
 )
 from logicbundle.distributor._reports import PodActivity, ReportStore
 from logicbundle.distributor._targets import TargetSnapshot, TargetStore
@@ -87,6 +87,8 @@ class _Deps:
     """One write at a time per pod, in the order the reports arrived."""
     swaps: SwapSpans | None = None
     """Exports the reported swaps as spans of their rollouts' traces (None: tracing off)."""
+    unknown_logged: set[str] = field(default_factory=set)
+    """Unknown report fields already logged (each once; see :func:`_note_unknown`)."""
 
 
 _DEPS: Final = web.AppKey("logicbundle_distributor", _Deps)
@@ -402,11 +404,13 @@ async def _post_report(request: web.Request, identity: PodIdentity) -> web.Strea
         deps.metrics.reports_received.labels("rejected").inc()
         return _error(413, "TooLarge", f"a report is at most {request.client_max_size} bytes")
     try:
-        report = Report.model_validate_json(body)
+        report, unknown, named = parse_report(body)
     except ValidationError as exc:
         deps.metrics.reports_received.labels("rejected").inc()
         return _error(400, "InvalidReport", f"the report is invalid: {_describe(exc)}")
     deps.metrics.reports_received.labels("accepted").inc()
+    if unknown:
+        _note_unknown(deps, identity, unknown, named)
     if deps.swaps is not None:
         deps.swaps.observe(identity, report, received_ns=time.time_ns())
     snapshot = deps.targets.get(identity.namespace, identity.name, uid=identity.uid)
@@ -423,6 +427,29 @@ async def _post_report(request: web.Request, identity: PodIdentity) -> web.Strea
     elif activity is not None:
         deps.reports.mark_delivered(activity)
     return web.Response(status=204)
+
+
+_MAX_UNKNOWN_LOGGED: Final = 64
+
+
+def _note_unknown(deps: _Deps, identity: PodIdentity, count: int, named: tuple[str, ...]) -> None:
+    """Count the fields a report carried that this version ignores; log each new one once.
+
+    An agent newer than this distributor reports fields it does not know yet
+    (an upgrade in progress): the report is accepted, the fields are dropped.
+    """
+    deps.metrics.report_unknown_fields.inc(count)
+    new = [n for n in dict.fromkeys(named) if n not in deps.unknown_logged]
+    new = new[: max(0, _MAX_UNKNOWN_LOGGED - len(deps.unknown_logged))]
+    if new:
+        deps.unknown_logged.update(new)
+        logger.warning(
+            "pod %s/%s reported fields this distributor does not know, ignored (an agent "
+            "newer than the distributor?): %s",
+            identity.namespace,
+            identity.name,
+            ", ".join(new),
+        )
 
 
 async def _deliver(deps: _Deps, activity: PodActivity) -> None:

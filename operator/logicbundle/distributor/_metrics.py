@@ -32,6 +32,12 @@ class DistributorMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.report_unknown_fields = Counter(
+            "logicbundle_distributor_report_unknown_fields",
+            "Fields of accepted agent reports this distributor does not know and ignored "
+            "(agents newer than the distributor).",
+            registry=self.registry,
+        )
         self.blob_bytes_served = Counter(
             "logicbundle_distributor_blob_bytes_served",
             "Bytes of manifests and blobs sent to agents.",

@@ -2,9 +2,12 @@
 
 The agent is written without pydantic (it runs in every pod), so these models
 are the server's parser and the reference for ``docs/distributor-protocol.md``;
-the JSON they produce and accept is the protocol.  Every model is frozen and
-refuses unknown fields on input, so a malformed report is a 400 that names the
-field, never a half-stored one.
+the JSON they produce and accept is the protocol.  Every model is frozen; a
+malformed known field makes the report a 400 that names the field, never a
+half-stored one.  Targets refuse unknown fields.  Reports ignore them (a newer
+agent may report a field this distributor does not know yet: refusing the whole
+report would lose the pod's state during an upgrade), and :func:`parse_report`
+says which it ignored, so the distributor counts and logs them.
 """
 
 from __future__ import annotations
@@ -12,16 +15,23 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from logicbundle.api import SpecModel
 from logicbundle.api.formats import ContainerPath, Digest, DnsLabel, OciReference, Percent
 from logicbundle.api.v1alpha1 import HealthCheck, Notify
-from logicbundle.contract import LATENCY_BUCKETS_SCHEMA, MAX_LATENCY_BUCKETS
+from logicbundle.contract import (
+    LATENCY_BUCKETS_SCHEMA,
+    MAX_LATENCY_BUCKETS,
+    MAX_LEAK_DETAIL,
+    MAX_LEAK_REFERRERS,
+    MAX_LEAKS_PER_BUNDLE,
+)
 
 MAX_BUNDLES_PER_POD: Final = 64
 """A pod with more bundles than this is refused; the agent reports at most this many."""
@@ -141,8 +151,36 @@ def targets_version(*, known: bool, targets: TargetMap) -> str:
 # --- reports (agent -> server) -------------------------------------------------
 
 
+MAX_UNKNOWN_NOTED: Final = 16
+"""Unknown fields :func:`parse_report` names per report (it counts them all)."""
+
+_unknown: ContextVar[list[str] | None] = ContextVar("logicbundle_report_unknown", default=None)
+
+
 class _ReportModel(SpecModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=MAX_MESSAGE_LENGTH)
+    model_config = ConfigDict(frozen=True, extra="ignore", str_max_length=MAX_MESSAGE_LENGTH)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _note_unknown(cls, data: Any) -> Any:
+        """Remember the fields this version does not know (ignored, not stored)."""
+        noted = _unknown.get()
+        if noted is not None and isinstance(data, dict):
+            known = _known_fields(cls)
+            noted.extend(f"{cls.__name__}.{key!s:.64}" for key in data if key not in known)
+        return data
+
+
+_KNOWN: dict[type, frozenset[str]] = {}
+
+
+def _known_fields(model: type[_ReportModel]) -> frozenset[str]:
+    known = _KNOWN.get(model)
+    if known is None:
+        names = set(model.model_fields)
+        names.update(f.alias for f in model.model_fields.values() if f.alias)
+        known = _KNOWN[model] = frozenset(names)
+    return known
 
 
 class VersionCounters(_ReportModel):
@@ -200,6 +238,28 @@ class SwapTimings(_ReportModel):
     )
 
 
+LeakReferrerKind = Literal["thread", "module-global", "closure", "other"]
+"""``logicbundle.contract.LEAK_REFERRER_KINDS``."""
+
+
+class LeakReferrer(_ReportModel):
+    """What keeps a leaked version alive, as the SDK names it."""
+
+    kind: LeakReferrerKind
+    detail: Annotated[
+        str, StringConstraints(max_length=MAX_LEAK_DETAIL, pattern=r"^[\x20-\x7e]*$")
+    ] = Field(default="", description="Which one: a thread's name, a module, a function.")
+
+
+class VersionLeak(_ReportModel):
+    """A retired version the application still holds after its grace period."""
+
+    digest: Digest
+    referrers: Annotated[list[LeakReferrer], Field(max_length=MAX_LEAK_REFERRERS)] = Field(
+        default_factory=list
+    )
+
+
 class BundleReport(_ReportModel):
     active: Digest | None = Field(description="What `current` points at now; null before any.")
     previous: Digest | None = None
@@ -210,6 +270,10 @@ class BundleReport(_ReportModel):
     versions: Annotated[
         dict[Digest, VersionCounters], Field(max_length=MAX_VERSIONS_PER_BUNDLE)
     ] = Field(default_factory=dict)
+    leaks: Annotated[list[VersionLeak], Field(max_length=MAX_LEAKS_PER_BUNDLE)] = Field(
+        default_factory=list,
+        description="Retired versions still alive in the application (absent: none).",
+    )
 
 
 class AgentInfo(_ReportModel):
@@ -222,3 +286,17 @@ class Report(_ReportModel):
 
     bundles: Annotated[dict[BundleName, BundleReport], Field(max_length=MAX_BUNDLES_PER_POD)]
     agent: AgentInfo | None = None
+
+
+def parse_report(body: bytes | str) -> tuple[Report, int, tuple[str, ...]]:
+    """The report in ``body``; how many unknown fields it ignored, and the first of them.
+
+    Raises :class:`pydantic.ValidationError` when a known field is malformed.
+    """
+    noted: list[str] = []
+    token = _unknown.set(noted)
+    try:
+        report = Report.model_validate_json(body)
+    finally:
+        _unknown.reset(token)
+    return report, len(noted), tuple(noted[:MAX_UNKNOWN_NOTED])

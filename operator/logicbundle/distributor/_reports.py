@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Final
 
 from logicbundle.distributor._models import PodIdentity, Report, TargetMap, VersionCounters
-from logicbundle.distributor._summary import BundleSummary, Counters, Failure
+from logicbundle.distributor._summary import BundleSummary, Counters, Failure, Leak
 
 DEFAULT_WINDOW_SECONDS: Final = 600.0
 SWEEP_SECONDS: Final = 30.0
@@ -326,6 +326,7 @@ class ReportStore:
         )
         active: dict[str, int] = {}
         failures: dict[str, Failure] = {}
+        leaks: dict[str, Leak] = {}
         digests: set[str] = set()
         reporting = 0
         for name in pods:
@@ -342,6 +343,15 @@ class ReportStore:
                 seen = Failure(pods=1, pod=name, at=error.at, message=error.message)
                 known = failures.get(error.digest)
                 failures[error.digest] = seen if known is None else known + seen
+            for leak in report.leaks:
+                first = leak.referrers[0] if leak.referrers else None
+                held = Leak(
+                    pods=1,
+                    kinds=tuple(sorted({r.kind for r in leak.referrers})),
+                    detail=f"{first.kind}: {first.detail}" if first and first.detail else "",
+                )
+                counted = leaks.get(leak.digest)
+                leaks[leak.digest] = held if counted is None else counted + held
         versions = {}
         chosen = set(pods)
         for digest in sorted(digests):
@@ -365,6 +375,7 @@ class ReportStore:
             versions=versions,
             active=active,
             failures=failures,
+            leaks=leaks,
         )
 
     def pods(

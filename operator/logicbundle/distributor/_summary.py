@@ -16,6 +16,10 @@ replicas, not of pods) and adds them up with :func:`combine`:
 * ``failures``: per digest, how many pods reported a failed swap or health
   check of it, and the latest one (pod, time, message): what rolls a stage
   back;
+* ``leaks``: per retired digest, how many pods' applications still hold it
+  after its grace period, and the kinds of referrer they named (what the
+  operator's ``VersionLeak`` event and ``logicbundle_retired_versions_alive``
+  say);
 * ``reporting``: the pods counted.
 
 Only reports of pods the bundle's published rule assigns are counted (a pod
@@ -33,7 +37,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from logicbundle.contract import LATENCY_BUCKETS_SCHEMA, MAX_LATENCY_BUCKETS
+from logicbundle.contract import (
+    LATENCY_BUCKETS_SCHEMA,
+    LEAK_REFERRER_KINDS,
+    MAX_LATENCY_BUCKETS,
+    MAX_LEAK_DETAIL,
+)
 
 MAX_DIGESTS: Final = 64
 """More digests than this in one bundle's summary is refused as malformed."""
@@ -98,6 +107,24 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class Leak:
+    """A retired digest the applications of some pods still hold, and what holds it."""
+
+    pods: int
+    kinds: tuple[str, ...] = ()
+    """The kinds of referrer named (``logicbundle.contract.LEAK_REFERRER_KINDS``), sorted."""
+    detail: str = ""
+    """One referrer, as ``kind: detail`` (the first named)."""
+
+    def __add__(self, other: Leak) -> Leak:
+        return Leak(
+            pods=self.pods + other.pods,
+            kinds=tuple(sorted({*self.kinds, *other.kinds})),
+            detail=self.detail or other.detail,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class BundleSummary:
     """One bundle's reports, summed per digest (see the module doc)."""
 
@@ -105,6 +132,7 @@ class BundleSummary:
     versions: Mapping[str, Counters] = field(default_factory=dict)
     active: Mapping[str, int] = field(default_factory=dict)
     failures: Mapping[str, Failure] = field(default_factory=dict)
+    leaks: Mapping[str, Leak] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -128,6 +156,10 @@ class BundleSummary:
             "failures": {
                 d: {"pods": f.pods, "pod": f.pod, "at": f.at.isoformat(), "message": f.message}
                 for d, f in sorted(self.failures.items())
+            },
+            "leaks": {
+                d: {"pods": leak.pods, "kinds": list(leak.kinds), "detail": leak.detail}
+                for d, leak in sorted(self.leaks.items())
             },
         }
 
@@ -190,6 +222,22 @@ def summary_from_json(value: object) -> BundleSummary:
             at=at,
             message=str(message)[:1024],
         )
+    leaks = {}
+    # Absent from a replica older than the leaks: no pod reported one.
+    for digest, raw in _mapping(value.get("leaks", {}), "leaks").items():
+        if not isinstance(raw, dict):
+            raise SummaryError("leaks entries must be objects")
+        kinds = raw.get("kinds", [])
+        if not isinstance(kinds, list) or not all(k in LEAK_REFERRER_KINDS for k in kinds):
+            raise SummaryError(f"leaks[].kinds must be a list of {', '.join(LEAK_REFERRER_KINDS)}")
+        detail = raw.get("detail", "")
+        if not isinstance(detail, str):
+            raise SummaryError("leaks[].detail must be a string")
+        leaks[digest] = Leak(
+            pods=_count(raw.get("pods", 0), "leaks[].pods"),
+            kinds=tuple(sorted(set(kinds))),
+            detail=detail[: MAX_LEAK_DETAIL + 16],
+        )
     return BundleSummary(
         reporting=_count(value.get("reporting", 0), "reporting"),
         versions=versions,
@@ -197,6 +245,7 @@ def summary_from_json(value: object) -> BundleSummary:
             d: _count(n, "active") for d, n in _mapping(value.get("active", {}), "active").items()
         },
         failures=failures,
+        leaks=leaks,
     )
 
 
@@ -206,6 +255,7 @@ def combine(summaries: Iterable[BundleSummary]) -> BundleSummary:
     versions: dict[str, Counters] = {}
     active: dict[str, int] = {}
     failures: dict[str, Failure] = {}
+    leaks: dict[str, Leak] = {}
     for summary in summaries:
         reporting += summary.reporting
         for digest, counters in summary.versions.items():
@@ -215,4 +265,9 @@ def combine(summaries: Iterable[BundleSummary]) -> BundleSummary:
         for digest, failure in summary.failures.items():
             seen = failures.get(digest)
             failures[digest] = failure if seen is None else seen + failure
-    return BundleSummary(reporting=reporting, versions=versions, active=active, failures=failures)
+        for digest, leak in summary.leaks.items():
+            known = leaks.get(digest)
+            leaks[digest] = leak if known is None else known + leak
+    return BundleSummary(
+        reporting=reporting, versions=versions, active=active, failures=failures, leaks=leaks
+    )

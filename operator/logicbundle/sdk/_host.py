@@ -32,7 +32,7 @@ from time import perf_counter_ns
 from types import ModuleType
 from typing import Any, Final, Protocol, cast
 
-from logicbundle.contract import CURRENT_LINK, SPLIT_FILE
+from logicbundle.contract import CURRENT_LINK, MAX_LEAK_DETAIL, SPLIT_FILE
 from logicbundle.sdk import _leaks, _loader, _tracing
 from logicbundle.sdk._calls import make_async_proxies, make_proxies
 from logicbundle.sdk._errors import (
@@ -71,6 +71,11 @@ DEFAULT_LEAK_GRACE: Final = 60.0
 _RETAINED_RELEASED: Final = 8
 _MAX_WATCHED: Final = 256
 """Released versions whose collection is followed at once; beyond it the oldest is forgotten."""
+MAX_REPORTED_LEAKS: Final = 16
+"""Leaked versions listed in ``stats`` (oldest first; ``retiredAlive`` counts them all), so
+that the reply stays well within the protocol's line limit."""
+MAX_REFERRER_DETAIL: Final = MAX_LEAK_DETAIL
+"""Characters of a referrer's ``detail`` in ``stats`` (a long qualified name is clipped)."""
 
 HOOK_SELFTEST: Final = "selftest"
 HOOK_TEARDOWN: Final = "teardown"
@@ -897,9 +902,12 @@ class LogicHost:
                 {
                     "digest": w.digest,
                     "aliveSeconds": round(time.monotonic() - w.released, 1),
-                    "referrers": [r.to_json() for r in w.referrers],
+                    "referrers": [
+                        {"kind": r.kind, "detail": r.detail[:MAX_REFERRER_DETAIL]}
+                        for r in w.referrers
+                    ],
                 }
-                for w in leaks
+                for w in leaks[:MAX_REPORTED_LEAKS]
             ],
         }
 
