@@ -55,7 +55,11 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _rendered_rules(tmp_path: Path) -> dict[str, Any]:
+def _rendered_rules(tmp_path: Path, *extra: str) -> dict[str, Any]:
+    return {"groups": _rendered(*extra)["spec"]["groups"]}
+
+
+def _rendered(*extra: str) -> dict[str, Any]:
     proc = subprocess.run(
         [
             str(services.helm()),
@@ -68,6 +72,7 @@ def _rendered_rules(tmp_path: Path) -> dict[str, Any]:
             "metrics.prometheusRule.enabled=true",
             "--show-only",
             "templates/prometheusrule.yaml",
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -76,10 +81,18 @@ def _rendered_rules(tmp_path: Path) -> dict[str, Any]:
     )
     if proc.returncode != 0:
         raise HarnessError(f"helm template failed: {proc.stderr.strip()}")
-    rule = yaml.safe_load(proc.stdout)
+    rule: dict[str, Any] = yaml.safe_load(proc.stdout)
     assert rule["kind"] == "PrometheusRule"
-    groups: dict[str, Any] = {"groups": rule["spec"]["groups"]}
-    return groups
+    return rule
+
+
+def test_extra_rule_labels_render_as_labels_and_nothing_else() -> None:
+    """``metrics.prometheusRule.labels`` (a Prometheus operator's ruleSelector) once pasted
+    three alerts into the labels block, which then failed to render as YAML."""
+    rule = _rendered("--set", "metrics.prometheusRule.labels.release=kube-prometheus")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus"
+    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert len(alerts) == len(set(alerts)), alerts
 
 
 def test_the_rendered_prometheus_rule_passes_promtool_check_rules(tmp_path: Path) -> None:
