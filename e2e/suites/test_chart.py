@@ -422,6 +422,9 @@ EXPECTED_RULES: dict[tuple[str, str, str, str], set[str]] = {
         "logicbundle-injector",
     ): {"get", "update"},
     ("cluster", "authentication.k8s.io", "tokenreviews", "*"): {"create"},
+    # Metric templates, read by name at each measurement (templateRef).
+    ("cluster", "logicbundle.io", "clusterlogicbundlemetrictemplates", "*"): {"get"},
+    ("workloads", "logicbundle.io", "logicbundlemetrictemplates", "*"): {"get"},
     ("workloads", "logicbundle.io", "logicbundles", "*"): {"list", "watch", "patch"},
     ("workloads", "logicbundle.io", "logicbundles/status", "*"): {"patch"},
     ("workloads", "", "pods", "*"): {"list", "watch"},
@@ -615,9 +618,12 @@ def release(
     key = KeyPair.generate()
     values = {"trust": {"namespaces": [workload_ns], "publicKeys": {"cosign.pub": key.public_pem}}}
     values_file = _values_file(tmp_path_factory.mktemp("release"), values)
+    # --take-ownership: the session applied the LogicBundle CRD before (kubectl); the
+    # chart's CRD template adopts it (and keeps it at uninstall: helm.sh/resource-policy).
     _helm(
-        "install", RELEASE, str(CHART), "-n", operator_ns, "-f", str(values_file), cluster=cluster
-    )
+        "install", RELEASE, str(CHART), "-n", operator_ns, "-f", str(values_file),
+        "--take-ownership", cluster=cluster,
+    )  # fmt: skip
     try:
         yield Release(namespace=operator_ns, workload_namespace=workload_ns, key=key)
     finally:

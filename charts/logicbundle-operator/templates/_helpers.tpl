@@ -123,3 +123,27 @@ distributor replicas): nothing unless tracing.endpoint is set (docs/tracing.md).
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The pod securityContext: podSecurityContext (a null value unsets a default, e.g.
+runAsUser on OpenShift, which assigns its own), runAsNonRoot always true.
+*/}}
+{{- define "logicbundle.podSecurityContext" -}}
+{{- $context := deepCopy (default (dict) .Values.podSecurityContext) -}}
+{{- $_ := set $context "runAsNonRoot" true -}}
+{{- toYaml $context -}}
+{{- end -}}
+
+{{/*
+A container securityContext: securityContext, with the hardening no value can
+weaken set on top (set, not merge: merge would let a `true` replace a `false`).
+*/}}
+{{- define "logicbundle.securityContext" -}}
+{{- $context := deepCopy (default (dict) .Values.securityContext) -}}
+{{- $_ := set $context "runAsNonRoot" true -}}
+{{- $_ = set $context "readOnlyRootFilesystem" true -}}
+{{- $_ = set $context "allowPrivilegeEscalation" false -}}
+{{- $_ = set $context "privileged" false -}}
+{{- $_ = set $context "capabilities" (dict "drop" (list "ALL")) -}}
+{{- toYaml $context -}}
+{{- end -}}

@@ -6,8 +6,10 @@ Run from the repository root::
     python -m logicbundle.api.crd --check    # exits 1 and prints a diff on drift
 
 Besides ``crds/`` and the API reference it writes the Helm chart's copies:
-the same CRD in ``charts/logicbundle-operator/crds/`` (Helm cannot read files
-outside the chart) and the Argo CD health check and actions from
+the same CRD in ``charts/logicbundle-operator/files/crds/`` (Helm cannot read
+files outside the chart; the chart's ``templates/crds.yaml`` renders it, so
+``helm upgrade`` upgrades the CRD, which a file in the chart's ``crds/`` never
+is) and the Argo CD health check and actions from
 :mod:`logicbundle.gitops.argocd` in ``charts/logicbundle-operator/files/argocd/``,
 so the chart can never ship a hand-edited or stale copy.
 
@@ -41,7 +43,7 @@ from logicbundle.gitops import argocd
 CRD_PATH: Final = Path("crds") / f"{names.GROUP}_{names.PLURAL}.yaml"
 REFERENCE_PATH: Final = Path("docs") / "crd-reference.md"
 CHART_PATH: Final = Path("charts") / "logicbundle-operator"
-CHART_CRD_PATH: Final = CHART_PATH / "crds" / CRD_PATH.name
+CHART_CRD_PATH: Final = CHART_PATH / "files" / "crds" / CRD_PATH.name
 CHART_ARGOCD_HEALTH_PATH: Final = CHART_PATH / "files" / "argocd" / "health.lua"
 CHART_ARGOCD_ACTIONS_PATH: Final = CHART_PATH / "files" / "argocd" / "actions.yaml"
 _GENERATED: Final = (
