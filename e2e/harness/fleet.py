@@ -106,6 +106,8 @@ class Fleet:
     labels: Mapping[str, str]
     pods: list[FleetPod] = field(default_factory=list)
     report_interval: str = "1s"
+    app_args: Sequence[str] = ()
+    """Extra arguments of every sample app (``--leak-grace 1``)."""
     replica_urls: Sequence[str] = ()
     """Distributor replicas: pod i talks to ``replica_urls[i % n]`` (as a Service would
     spread them); empty: every pod talks to ``distributor_url``."""
@@ -243,6 +245,7 @@ class Fleet:
                     "0",
                     "--port-file",
                     port_file,
+                    *self.app_args,
                 ],
                 run_dir=pod.run_dir,
                 # What the webhook sets in the application container.

@@ -17,7 +17,8 @@ Configuration (flags win over environment): ``--root``/``$LOGICBUNDLE_ROOT``
 ``<root>/sdk.sock``, for local runs), ``--bundle``/``$LOGICBUNDLE_BUNDLE``
 (default ``pricing``), ``--host``/``--port``/``$PORT`` (default
 127.0.0.1:8080; port 0 picks a free one), ``--port-file`` (written once
-listening, for test harnesses).  At start the app loads
+listening, for test harnesses), ``--leak-grace SECONDS`` (how long a retired
+version may stay alive before the SDK reports it leaked; default the SDK's, 60).  At start the app loads
 ``<root>/<bundle>/current`` when it exists (with the request split the agent
 describes next to it, so a restart mid-split keeps the split), then waits for
 the agent on the socket.  SIGTERM stops it cleanly.
@@ -77,8 +78,11 @@ class _Requests:
 class PricingApp:
     """The application object: its LogicHost, the HTTP server and the agent listener."""
 
-    def __init__(self, *, root: Path, bundle: str = BUNDLE_NAME) -> None:
-        self.host = LogicHost(name=bundle, interface=INTERFACE, root=root)
+    def __init__(
+        self, *, root: Path, bundle: str = BUNDLE_NAME, leak_grace: float | None = None
+    ) -> None:
+        grace = {} if leak_grace is None else {"leak_grace": leak_grace}
+        self.host = LogicHost(name=bundle, interface=INTERFACE, root=root, **grace)
         self.price = self.host.function("price")
         self.requests = _Requests()
 
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--port-file", type=Path, default=None)
+    parser.add_argument("--leak-grace", type=float, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         socket_path = root / "sdk.sock"
     else:
         socket_path = args.socket or default_socket_path()
-    app = PricingApp(root=root, bundle=args.bundle)
+    app = PricingApp(root=root, bundle=args.bundle, leak_grace=args.leak_grace)
     if (root / args.bundle / "current").exists():
         activation = app.host.load_current()
         logger.info("loaded %s from current", activation.digest)
