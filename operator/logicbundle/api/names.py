@@ -32,9 +32,14 @@ SHORT_NAMES: Final = ("lb",)
 CATEGORIES: Final = ("logicbundle",)
 """``kubectl get logicbundle`` lists every resource of the project.
 
-``all`` is deliberately absent: ``kubectl get all`` is meant for core
-workloads, and adding custom resources to it is discouraged by sig-cli (it
-also makes ``kubectl delete all --all`` delete rollout state).
+``all`` is deliberately absent. sig-cli's rules for extending ``all``
+(kubernetes/community, contributors/devel/sig-cli/kubectl-conventions.md)
+exclude resources that are potentially unrecoverable and namespace-admin
+policy. A LogicBundle's status is rollout state that its manifest cannot
+recreate (the last good digest, the history, the stage in flight), and
+``kubectl delete all --all`` would delete it; its ``verify`` section is the
+policy that decides which signed code runs in the namespace's pods.
+``kubectl get logicbundle`` (this category) or ``kubectl get lb`` lists them.
 """
 
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
