@@ -40,6 +40,7 @@ VERSIONS: Final = {
     "pricing-bad-selftest": "2.0.1-bad",
     "pricing-flaky": "2.1.0-flaky",
     "pricing-slow": "2.2.0-slow",
+    "pricing-hungry": "2.3.0-hungry",
 }
 
 

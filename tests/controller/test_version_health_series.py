@@ -2,26 +2,40 @@
 
 Every reconcile turns the distributors' per-digest figures into
 ``logicbundle_version_*`` gauges labelled with the cohort (stable, candidate)
-and the digest: at most two digests per bundle, a digest's series gone when it
-leaves the status, and all of them when a replica does not answer.
+and the digest: at most two digests per bundle, a digest's series gone when
+pods stop being told to run it, and all of them when a replica does not
+answer.  A bundle at rest is refreshed between reconciles.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from pathlib import Path
+
+import pytest
 
 from logicbundle.api import conditions
 from logicbundle.api.conditions import find_condition
+from logicbundle.controller import _handlers
+from logicbundle.controller._handlers import ControllerSettings, Memo
+from logicbundle.controller._health import refresh_health
 from logicbundle.controller._metrics import OperatorMetrics
-from logicbundle.controller._reconcile import Runtime
+from logicbundle.controller._reconcile import Runtime, reconcile
 from logicbundle.distributor import Counters
 from logicbundle.distributor._models import BundleReport, PodIdentity, Report, VersionCounters
 from tests.controller.test_prometheus_outage import Driver
 from tests.controller.test_reconcile import (  # noqa: F401 - the runtime fixture
+    SPEC,
     FakeKube,
+    _agents_report,
+    _body,
+    _snapshots,
+    _source_checked_just_now,
     runtime,
 )
-from tests.rollout._fixtures import BUNDLE, D1, D2, INTERNAL, NS, T0, make_spec
+from tests.rollout._fixtures import BUNDLE, D1, D2, INTERNAL, NS, T0, installed, make_spec
+from tests.rollout._fixtures import pods as pod_reports
 
 MiB = 2**20
 SERIES = (
@@ -219,3 +233,104 @@ def test_a_deleted_bundle_forgets_its_version_series() -> None:
         for s in family.samples
     }
     assert remaining == {"other"}
+
+
+# -- a bundle at rest, between reconciles ------------------------------------------------------
+
+
+def _at_rest(rt: Runtime, kube: FakeKube) -> None:
+    """Two pods on D1, nothing in flight, reconciled once with p000 at 8 threads."""
+    status, reports = installed(SPEC, pod_reports(2))
+    kube.spec = SPEC.model_dump(mode="json", by_alias=True, exclude_none=True)
+    _source_checked_just_now(rt)
+    _agents_report(rt, reports, status)
+    _report_process(rt, "p000", digest=D1, rss_mib=100, threads=8, seconds=1)
+    asyncio.run(reconcile(rt, body=_body(SPEC, status), pods=_snapshots(reports), now=T0))
+    kube.calls.clear()
+
+
+def test_a_bundle_at_rest_has_its_series_refreshed_between_reconciles_without_a_write(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],  # noqa: F811
+) -> None:
+    rt, kube, _ = runtime
+    _at_rest(rt, kube)
+    assert _value(rt.metrics, "logicbundle_version_threads", "stable", D1) == 8
+    _report_process(rt, "p000", digest=D1, rss_mib=100, threads=20, seconds=2)
+
+    asyncio.run(refresh_health(rt, namespace=NS, name=BUNDLE))
+
+    assert _value(rt.metrics, "logicbundle_version_threads", "stable", D1) == 20
+    assert kube.calls == []
+
+
+def test_a_rollout_in_flight_is_refreshed_by_its_reconciles_only(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],  # noqa: F811
+) -> None:
+    rt, kube, _ = runtime
+    held = {**INTERNAL, "pause": "1h"}
+    spec = make_spec(stages=[held, {"name": "everyone", "all": True}], skip_analysis=True)
+    driver = Driver(rt, kube, spec)
+    _report_process(rt, "p000", digest=D2, rss_mib=300, threads=40, seconds=1)
+    driver.reconcile(T0 + timedelta(seconds=3))
+    _report_process(rt, "p000", digest=D2, rss_mib=300, threads=50, seconds=2)
+
+    asyncio.run(refresh_health(rt, namespace=NS, name=BUNDLE))
+
+    assert _value(rt.metrics, "logicbundle_version_threads", "candidate", D2) == 40
+
+
+def test_a_bundle_never_reconciled_is_not_refreshed(
+    runtime: tuple[Runtime, FakeKube, list[tuple[str, str, str]]],  # noqa: F811
+) -> None:
+    rt, _, _ = runtime
+    asyncio.run(refresh_health(rt, namespace=NS, name=BUNDLE))
+    assert _exported(rt.metrics) == set()
+
+
+class _NeverStopped:
+    """A kopf.DaemonStopped that never fires."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    async def wait(self) -> None:
+        await asyncio.Event().wait()
+
+
+def test_a_resting_daemon_refreshes_every_health_refresh_until_woken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memo = Memo(settings=ControllerSettings(cache_dir=tmp_path), runtime=object())  # type: ignore[arg-type]
+    refreshed: list[tuple[str, str]] = []
+
+    async def main() -> None:
+        wake = asyncio.Event()
+
+        async def refresh(_rt: object, *, namespace: str, name: str) -> None:
+            refreshed.append((namespace, name))
+            if len(refreshed) == 3:
+                wake.set()  # a report: the daemon reconciles at once
+
+        monkeypatch.setattr(_handlers, "refresh_health", refresh)
+        monkeypatch.setattr(_handlers, "HEALTH_REFRESH", 0.01)
+        await asyncio.wait_for(
+            _handlers._rest(memo, (NS, BUNDLE), wake, _NeverStopped(), 3600),  # type: ignore[arg-type]
+            timeout=30,
+        )
+
+    asyncio.run(main())
+    assert refreshed == [(NS, BUNDLE)] * 3
+
+
+def test_a_rest_shorter_than_health_refresh_refreshes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memo = Memo(settings=ControllerSettings(cache_dir=tmp_path), runtime=object())  # type: ignore[arg-type]
+    refreshed: list[str] = []
+
+    async def refresh(_rt: object, *, namespace: str, name: str) -> None:
+        refreshed.append(name)
+
+    monkeypatch.setattr(_handlers, "refresh_health", refresh)
+    asyncio.run(_handlers._rest(memo, (NS, BUNDLE), asyncio.Event(), _NeverStopped(), 0.01))  # type: ignore[arg-type]
+    assert refreshed == []

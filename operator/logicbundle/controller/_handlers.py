@@ -47,6 +47,7 @@ from logicbundle.api import names
 from logicbundle.api.namespaces import ServedNamespaces
 from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
 from logicbundle.controller import _seams
+from logicbundle.controller._health import HEALTH_REFRESH, refresh_health
 from logicbundle.controller._kube import Kube, KubeError, api_client
 from logicbundle.controller._leader import LeaderLabeler, LeaderSettings
 from logicbundle.controller._metrics import OperatorMetrics
@@ -454,10 +455,31 @@ async def run_bundle(
                 except Exception:
                     logger.exception("%s/%s: reconcile failed; retrying", ns, name)
                     wait = RETRY_REQUEUE
-            await _sleep(wake, stopped, wait)
+            await _rest(memo, key, wake, stopped, wait)
     finally:
         if memo.wakeups.get(key) is wake:
             del memo.wakeups[key]
+
+
+async def _rest(
+    memo: Memo,
+    key: tuple[str, str],
+    wake: asyncio.Event,
+    stopped: kopf.DaemonStopped,
+    seconds: float,
+) -> None:
+    """Like :func:`_sleep`, refreshing the version health series every :data:`HEALTH_REFRESH`.
+
+    A bundle at rest may sleep an hour; its stable version's health series
+    must not be an hour old (see :mod:`._health`).
+    """
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    while True:
+        await _sleep(wake, stopped, min(until - loop.time(), HEALTH_REFRESH))
+        if wake.is_set() or stopped or loop.time() >= until or memo.runtime is None:
+            return
+        await refresh_health(memo.runtime, namespace=key[0], name=key[1])
 
 
 async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:

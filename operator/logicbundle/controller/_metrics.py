@@ -13,7 +13,7 @@ summary gives every reconcile (what the ``residentMemory``, ``threadCount`` and
 analysis lists them).  At most two digests per bundle: a digest's series go
 when pods are no longer told to run it (promoted over, rolled back), and all of
 a bundle's when a distributor replica does not answer (a partial view would
-under-count).
+under-count).  A bundle at rest is refreshed between reconciles (:mod:`._health`).
 """
 
 from __future__ import annotations
@@ -157,6 +157,7 @@ class OperatorMetrics:
         )
         self._analysis_series: dict[tuple[str, str], set[tuple[Gauge, tuple[str, ...]]]] = {}
         self._version_series: dict[tuple[str, str], set[tuple[Gauge, tuple[str, ...]]]] = {}
+        self._versions_told: dict[tuple[str, str], tuple[str | None, str | None]] = {}
         self._phases: dict[tuple[str, str], str] = {}
         self._stages: dict[tuple[str, str], str] = {}
 
@@ -256,10 +257,16 @@ class OperatorMetrics:
         for (gauge, labels), value in series.items():
             gauge.labels(*labels).set(value)
         self._version_series[(namespace, name)] = set(series)
+        self._versions_told[(namespace, name)] = (stable, candidate)
+
+    def versions_told(self, *, namespace: str, name: str) -> tuple[str | None, str | None] | None:
+        """(stable, candidate) the last :meth:`observe_versions` of ``name`` had; None: none."""
+        return self._versions_told.get((namespace, name))
 
     def forget(self, *, namespace: str, name: str) -> None:
         self._analysis_series.pop((namespace, name), None)
         self._version_series.pop((namespace, name), None)
+        self._versions_told.pop((namespace, name), None)
         gauges = (self.phase, self.stage_seconds, self.pods)
         for gauge in (*gauges, *self._analysis_gauges, *self._version_gauges):
             for labels in list(gauge._metrics):
