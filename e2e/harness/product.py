@@ -342,17 +342,24 @@ def install(
                 for i, (k, v) in enumerate(env.items())
             )
         _log(f"$ {line}")
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", line],
-            cwd=work,
-            env=shell_env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        try:
+            done = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", line],
+                cwd=work,
+                env=shell_env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise HarnessError(
+                f"quick-start command timed out after {timeout:.0f}s: {line}\n{diagnose(cluster)}"
+            ) from None
         if done.returncode != 0:
-            raise HarnessError(f"quick-start command failed: {line}\n{done.stderr.strip()}")
+            raise HarnessError(
+                f"quick-start command failed: {line}\n{done.stderr.strip()}\n{diagnose(cluster)}"
+            )
         if line.startswith("helm install"):
             # helm --wait returns when a replica is Ready; kube-proxy routes the webhook's
             # Service a moment later, and a pod created in between is admitted without
