@@ -18,8 +18,8 @@ Configuration (flags win over environment): ``--root``/``$LOGICBUNDLE_ROOT``
 (default ``pricing``), ``--host``/``--port``/``$PORT`` (default
 127.0.0.1:8080; port 0 picks a free one), ``--port-file`` (written once
 listening, for test harnesses), ``--leak-grace SECONDS`` (how long a retired
-version may stay alive before the SDK reports it leaked; default the SDK's, 60).  At start the app loads
-``<root>/<bundle>/current`` when it exists (with the request split the agent
+version may stay alive before the SDK reports it leaked; default the SDK's, 60).
+At start the app loads ``<root>/<bundle>/current`` when it exists (with the request split the agent
 describes next to it, so a restart mid-split keeps the split), then waits for
 the agent on the socket.  SIGTERM stops it cleanly.
 
