@@ -139,7 +139,7 @@ def test_rollback_needs_to_and_accepts_a_full_digest_or_a_hex_prefix() -> None:
         ["rollback", "rules"],
         ["rollback", "rules", "--to", "latest"],
         ["rollback", "rules", "--to", "sha256:12"],
-        ["status", "rules", "-o", "yaml"],
+        ["status", "rules", "-o", "xml"],
         ["promote", "rules", "--timeout", "soon"],
         ["promote"],
     ],

@@ -45,7 +45,7 @@ def test_pack_writes_a_layout_and_prints_its_digest(
     bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "pricing.oci.tar"
-    assert main(["pack", str(bundle_dir), "-o", str(out), "--output", "json"]) == 0
+    assert main(["pack", str(bundle_dir), "--output-file", str(out), "--output", "json"]) == 0
     packed = _json(capsys)
     assert out.exists()
     assert packed["name"] == "pricing"
@@ -56,7 +56,7 @@ def test_push_prints_the_digest_that_pack_computed(
     bundle_dir: Path, tmp_path: Path, registry: MockRegistry, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "pricing.oci.tar"
-    main(["pack", str(bundle_dir), "-o", str(out), "--output", "json"])
+    main(["pack", str(bundle_dir), "--output-file", str(out), "--output", "json"])
     digest = _json(capsys)["digest"]
     ref = f"{registry.host}/shop/pricing:1.2.0"
     assert main(["push", str(bundle_dir), ref, "--insecure"]) == 0
@@ -77,7 +77,7 @@ def test_inspect_shows_the_bundle_manifest_of_a_reference_and_of_a_file(
     assert remote["signatures"] == 0
     assert remote["manifest"]["labels"] == {"team": "shop"}  # type: ignore[index]
     out = tmp_path / "p.tar"
-    main(["pack", str(bundle_dir), "-o", str(out)])
+    main(["pack", str(bundle_dir), "--output-file", str(out)])
     capsys.readouterr()
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
@@ -89,7 +89,18 @@ def test_the_command_line_wins_over_the_descriptor(
     bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "x.tar"
-    main(["pack", str(bundle_dir), "-o", str(out), "--version", "9.9.9", "--output", "json"])
+    main(
+        [
+            "pack",
+            str(bundle_dir),
+            "--output-file",
+            str(out),
+            "--bundle-version",
+            "9.9.9",
+            "--output",
+            "json",
+        ]
+    )
     assert _json(capsys)["version"] == "9.9.9"
 
 
@@ -111,7 +122,7 @@ def test_a_bad_descriptor_fails_with_exit_1_and_says_why(
     message: str,
 ) -> None:
     (bundle_dir / "logicbundle.yaml").write_text(yaml.safe_dump(descriptor))
-    assert main(["pack", str(bundle_dir), "-o", str(tmp_path / "o.tar")]) == 1
+    assert main(["pack", str(bundle_dir), "--output-file", str(tmp_path / "o.tar")]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o.tar").exists()
 

@@ -37,6 +37,7 @@ from typing import IO, Any, Final
 from pydantic import ValidationError
 
 from logicbundle.bundle import _paths
+from logicbundle.bundle._annotations import annotation_problem
 from logicbundle.bundle._errors import (
     InvalidManifestError,
     LinkInSourceError,
@@ -326,15 +327,33 @@ def pack_directory(
 
 def _interface(interface: Interface | Mapping[str, Any]) -> Interface:
     if isinstance(interface, Interface):
-        return interface
-    try:
-        return Interface.model_validate(dict(interface))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'interface'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-        raise InvalidManifestError(
-            f"the bundle interface is invalid: {problems}",
-            hint="Describe the interface as {'functions': {...}} and/or {'jsonSchema': {...}}.",
-        ) from None
+        checked = interface
+    else:
+        try:
+            checked = Interface.model_validate(dict(interface))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'interface'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise InvalidManifestError(
+                f"the bundle interface is invalid: {problems}",
+                hint="Describe the interface as {'functions': {...}} and/or {'jsonSchema': {...}}.",
+            ) from None
+    _check_types(checked)
+    return checked
+
+
+def _check_types(interface: Interface) -> None:
+    """Refuse a declared type that is not a Python annotation (``integer`` for ``int``)."""
+    for name, signature in interface.functions.items():
+        declared = [(f"params.{p.name}", p.type) for p in signature.params]
+        declared.append(("returns", signature.returns))
+        for where, text in declared:
+            problem = annotation_problem(text)
+            if problem is not None:
+                raise InvalidManifestError(
+                    f"interface.functions.{name}.{where}: {problem}",
+                    hint="Types are Python annotations, as the application declares them: "
+                    "int, str, float, bool, dict[str, float], list[Order], str | None.",
+                )

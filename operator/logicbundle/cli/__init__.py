@@ -2,37 +2,61 @@
 
 Sub-commands import what they need only when they run, so ``logicbundle
 agent`` in every pod never loads kopf or the Kubernetes client.
+
+``--help`` lists the user commands (pack, push, sign, verify, inspect, status,
+history, promote, abort, retry, rollback, completion, version) apart from the
+daemons (operator, distributor, agent), which the chart runs in the cluster.
+Failures are one line on stderr and a documented exit code
+(:mod:`logicbundle.cli._errors`); ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from logicbundle import __version__
-from logicbundle.cli import _actions, _bundles
+from logicbundle.cli import _actions, _bundles, _completion, _errors
 
 if TYPE_CHECKING:
     from logicbundle.controller import ReplicaSettings
-from logicbundle.errors import LogicBundleError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_VERIFICATION_FAILED = _bundles.EXIT_VERIFICATION_FAILED
+EXIT_OK = _errors.EXIT_OK
+EXIT_FAILURE = _errors.EXIT_FAILURE
+EXIT_USAGE = _errors.EXIT_USAGE
+EXIT_VERIFICATION_FAILED = _errors.EXIT_VERIFICATION_FAILED
+
+DAEMONS: Final = {
+    "operator": "the operator: reconciles LogicBundles, serves the webhook and the distributor",
+    "distributor": "a distributor replica: agents' long-polls, bytes and reports (scales out)",
+    "agent": "the in-pod reload agent (config: $LOGICBUNDLE_AGENT_CONFIG)",
+}
+"""The long-running processes the chart starts, listed apart from the user commands."""
 
 
-def _cmd_version(_: argparse.Namespace) -> int:
-    print(__version__)
+def _cmd_version(args: argparse.Namespace) -> int:
+    _bundles.emit(args, {"version": __version__}, __version__)
     return EXIT_OK
+
+
+DEFAULT_AGENT_ID = 65532
+"""The agent's user and group id unless told otherwise (the image's non-root user)."""
+
+
+def _agent_id(text: str) -> int | None:
+    """``--agent-run-as-user/group``: a positive id, or ``none`` (the platform decides)."""
+    if text == "none":
+        return None
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"wants a non-root numeric id or none, not {text!r}")
+    return int(text)
 
 
 def _is_resources(value: object) -> bool:
@@ -107,6 +131,9 @@ def _cmd_operator(args: argparse.Namespace) -> int:
             agent_image=args.agent_image,
             agent_env=tuple(agent_env),
             agent_resources=agent_resources,
+            agent_run_as_user=args.agent_run_as_user,
+            agent_run_as_group=args.agent_run_as_group,
+            agent_image_pull_policy=args.agent_image_pull_policy,
             distributor_url=args.agent_distributor_url or "",
             distributor_ca_pem=ca,
             url=args.webhook_url,
@@ -132,6 +159,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             webhook=webhook,
             replicas=replicas,
+            startup_timeout=args.startup_timeout,
         )
     )
 
@@ -227,7 +255,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 def _add_distributor_parser(sub: Any) -> None:  # argparse's subparsers action is private
     dist = sub.add_parser(
         "distributor",
-        help="run a distributor replica: agents' long-polls, bytes and reports (scales out)",
+        parents=[_errors.verbosity_options()],
         description="Serve agents until SIGTERM or SIGINT. Stateless: every replica computes "
         "each pod's targets from the LogicBundles' published states and the pods' own facts, "
         "fetches verified bytes from the operator once per digest, and keeps the reports of "
@@ -336,24 +364,52 @@ def _add_replica_flags(operator: argparse.ArgumentParser) -> None:
     )
 
 
+def _daemons_epilog() -> str:
+    width = max(len(name) for name in DAEMONS) + 2
+    lines = ["daemons (run in the cluster by the chart, not by hand):"]
+    lines += [f"  {name:<{width}}{text}" for name, text in DAEMONS.items()]
+    lines.append("")
+    lines.append("Exit codes: 0 done, 1 failed, 2 usage, 3 verification failed (docs/cli.md).")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="logicbundle",
         description="Hot-reload signed logic bundles inside running pods, in stages.",
+        epilog=_daemons_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"logicbundle {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log at debug level (default: info)"
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at debug level and show the traceback of a failure (default: warnings "
+        "for user commands, info for daemons)",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    verbosity = _errors.verbosity_options()
 
-    version = sub.add_parser("version", help="print the version")
+    version = sub.add_parser(
+        "version", parents=[verbosity, _bundles.output_options()], help="print the version"
+    )
     version.set_defaults(func=_cmd_version)
 
+    # The daemons are added without `help`, so that --help lists them apart (epilog).
     operator = sub.add_parser(
         "operator",
-        help="run the operator against the configured cluster (KUBECONFIG or in-cluster)",
-        description="Run the operator until SIGTERM or SIGINT.",
+        parents=[verbosity],
+        description="Run the operator against the configured cluster (in-cluster, else "
+        "KUBECONFIG) until SIGTERM or SIGINT.",
+    )
+    operator.add_argument(
+        "--startup-timeout",
+        type=_actions.parse_timeout,
+        default=60.0,
+        metavar="DURATION",
+        help="how long to keep trying to reach the API server at start before exiting "
+        "with 1, e.g. 30s, 2m (default: 1m)",
     )
     operator.add_argument(
         "--namespace",
@@ -443,6 +499,21 @@ def build_parser() -> argparse.ArgumentParser:
         help='the injected agent\'s resources, e.g. \'{"limits": {"memory": "96Mi"}}\' '
         "(default: requests 10m/32Mi, limits 200m/96Mi)",
     )
+    for kind in ("user", "group"):
+        hook.add_argument(
+            f"--agent-run-as-{kind}",
+            type=_agent_id,
+            default=DEFAULT_AGENT_ID,
+            metavar="ID|none",
+            help=f"the injected agent's runAs{kind.title()} (default %(default)s); `none` "
+            "leaves it to the platform (OpenShift's SCC assigns its own)",
+        )
+    hook.add_argument(
+        "--agent-image-pull-policy",
+        choices=("Always", "IfNotPresent", "Never"),
+        default="IfNotPresent",
+        help="the injected agent's imagePullPolicy (default %(default)s)",
+    )
     hook.add_argument(
         "--operator-namespace",
         default="logicbundle-system",
@@ -469,7 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent = sub.add_parser(
         "agent",
-        help="run the in-pod reload agent until SIGTERM (config: $LOGICBUNDLE_AGENT_CONFIG)",
+        parents=[verbosity],
+        description="Run the in-pod reload agent until SIGTERM (config: "
+        "$LOGICBUNDLE_AGENT_CONFIG).",
     )
     agent.add_argument(
         "--config",
@@ -480,24 +553,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.set_defaults(func=_cmd_agent)
 
-    _bundles.add_parsers(sub)
-    _actions.add_parsers(sub)
+    _bundles.add_parsers(sub, verbosity=verbosity)
+    _actions.add_parsers(sub, verbosity=verbosity)
+    _completion.add_parser(sub, verbosity=verbosity, build=build_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``logicbundle`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
+    daemon = args.command in DAEMONS
+    _errors.configure_logging(
+        verbose=args.verbose,
+        daemon=daemon,
+        fmt="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    try:
-        result: int = args.func(args)
-    except LogicBundleError as exc:
-        print(f"error: {exc.diagnostics()}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        return 130
-    return result
+    return _errors.run(args.func, args, verbose=args.verbose)

@@ -30,10 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from logicbundle.cli._errors import EXIT_FAILURE, EXIT_OK, FlagError, verbosity_options
 from logicbundle.errors import LogicBundleError
 
-EXIT_OK: Final = 0
-EXIT_FAILURE: Final = 1
+REQUEST_TIMEOUT: Final = (10, 60)
+"""Seconds to connect to the API server, and to wait for one answer (kubectl dials for 30)."""
 
 # Spelled here as well as in logicbundle.api.names, so that building the
 # parser does not import pydantic; a test checks that the two agree.
@@ -127,7 +128,7 @@ class KubeCluster:
 
         try:
             obj = self._api.get_namespaced_custom_object(
-                _GROUP, _VERSION, self.namespace, _PLURAL, name
+                _GROUP, _VERSION, self.namespace, _PLURAL, name, _request_timeout=REQUEST_TIMEOUT
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -141,7 +142,13 @@ class KubeCluster:
         try:
             # The client sends a dict body as application/merge-patch+json.
             obj = self._api.patch_namespaced_custom_object(
-                _GROUP, _VERSION, self.namespace, _PLURAL, name, dict(body)
+                _GROUP,
+                _VERSION,
+                self.namespace,
+                _PLURAL,
+                name,
+                dict(body),
+                _request_timeout=REQUEST_TIMEOUT,
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -649,17 +656,28 @@ def render_status(obj: Obj) -> str:
     return "\n".join(lines)
 
 
-def status_json(obj: Obj) -> str:
-    """The object's identity and whole status, as one JSON document for scripts."""
+def status_document(obj: Obj) -> dict[str, Any]:
+    """The object's identity and whole status, the document of ``-o json|yaml``."""
     meta = _meta(obj)
-    data = {
+    return {
         "name": meta.get("name"),
         "namespace": meta.get("namespace"),
         "generation": meta.get("generation"),
         "requestedAction": (meta.get("annotations") or {}).get(_ANNOTATION),
         "status": dict(_status(obj)),
     }
-    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def status_json(obj: Obj) -> str:
+    """:func:`status_document` as JSON, for scripts."""
+    return json.dumps(status_document(obj), indent=2, sort_keys=True)
+
+
+def status_yaml(obj: Obj) -> str:
+    """:func:`status_document` as YAML, for scripts."""
+    import yaml  # only this output pays for it
+
+    return str(yaml.safe_dump(status_document(obj), sort_keys=True)).rstrip("\n")
 
 
 # --- the commands ---------------------------------------------------------------------------
@@ -728,7 +746,7 @@ def show_status(
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """Print the status once, or with ``watch`` on every change until Ready or Stalled."""
-    render = status_json if output == "json" else render_status
+    render = {"json": status_json, "yaml": status_yaml}.get(output, render_status)
     if not watch:
         obj = cluster.get(name)
         if obj is None:
@@ -742,7 +760,7 @@ def show_status(
         text = render(obj)
         if shown and text == shown[-1]:
             return
-        if shown and output != "json":
+        if shown and output == "text":
             _print(f"--- {datetime.now(UTC).strftime('%H:%M:%S')}")
         shown.append(text)
         _print(text)
@@ -849,8 +867,7 @@ def show_pods(cluster: KubeCluster, args: argparse.Namespace) -> int:
     if args.reader:
         ns, sep, account = args.reader.partition(":")
         if not sep or not ns or not account:
-            print(f"error: --reader wants NAMESPACE:NAME, not {args.reader!r}", file=sys.stderr)
-            return 2
+            raise FlagError(f"--reader wants NAMESPACE:NAME, not {args.reader!r}")
         reader = (ns, account)
     token = _pods.reader_token(
         cluster.api_client, account=reader, namespace=args.operator_namespace
@@ -873,8 +890,10 @@ def show_pods(cluster: KubeCluster, args: argparse.Namespace) -> int:
             )
         ]
     rows = _pods.merge(answers)
-    if args.output == "json":
-        _print(_pods.as_json(rows))
+    if args.output in ("json", "yaml"):
+        from logicbundle.cli._bundles import render
+
+        _print(str(render(json.loads(_pods.as_json(rows)), args.output)))
         return EXIT_OK
     total = (_status(obj).get("pods") or {}).get("total")
     _print(render_status(obj))
@@ -891,9 +910,13 @@ _ACTION_HELP: Final = {
 }
 
 
-def add_parsers(sub: Any) -> None:
+def add_parsers(sub: Any, *, verbosity: argparse.ArgumentParser | None = None) -> None:
     """Add promote, abort, retry, rollback, status and history to the top-level sub-parsers."""
+    verbosity = verbosity or verbosity_options()
+    from logicbundle.cli._bundles import output_options
+
     connection = connection_options(suppress=True)
+    output = output_options()
     waiting = argparse.ArgumentParser(add_help=False)
     waiting.add_argument(
         "--wait",
@@ -916,7 +939,7 @@ def add_parsers(sub: Any) -> None:
     for action in ("promote", "abort", "retry", "rollback"):
         parser = sub.add_parser(
             action,
-            parents=[connection, waiting],
+            parents=[verbosity, connection, waiting],
             help=_ACTION_HELP[action],
             description=(
                 f"{_ACTION_HELP[action][0].upper()}{_ACTION_HELP[action][1:]}. Writes the "
@@ -936,7 +959,7 @@ def add_parsers(sub: Any) -> None:
 
     status = sub.add_parser(
         "status",
-        parents=[connection],
+        parents=[verbosity, connection, output],
         help="show a LogicBundle's rollout: phase, stage, digests, pods, conditions",
         description=(
             "Show where a LogicBundle's rollout is and why. With --watch, print again on "
@@ -944,13 +967,6 @@ def add_parsers(sub: Any) -> None:
         ),
     )
     status.add_argument("name", metavar="NAME", help="the LogicBundle")
-    status.add_argument(
-        "-o",
-        "--output",
-        choices=("text", "json"),
-        default="text",
-        help="text for people (default) or json for scripts",
-    )
     status.add_argument(
         "-w", "--watch", action="store_true", help="print on every change until Ready or Stalled"
     )
@@ -997,7 +1013,7 @@ def add_parsers(sub: Any) -> None:
 
     history = sub.add_parser(
         "history",
-        parents=[connection],
+        parents=[verbosity, connection, output],
         help="show a LogicBundle's past rollouts: digest, signer, stages, outcome",
         description=(
             "Show the rollouts kept in status.history, newest first (at most 10): the "
@@ -1006,11 +1022,4 @@ def add_parsers(sub: Any) -> None:
         ),
     )
     history.add_argument("name", metavar="NAME", help="the LogicBundle")
-    history.add_argument(
-        "-o",
-        "--output",
-        choices=("text", "json", "yaml"),
-        default="text",
-        help="text for people (default), json or yaml for scripts",
-    )
     history.set_defaults(func=_cmd_history)

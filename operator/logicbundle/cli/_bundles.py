@@ -2,8 +2,11 @@
 
 A bundle directory describes itself in ``logicbundle.yaml`` (name, version,
 entrypoint, interface, labels, minAgentVersion); ``--name`` and
-``--version`` win over the file.  Exit codes: 0 done, 1 failed, 2 usage,
-3 verification failed.  ``--output json`` prints one JSON object for scripts.
+``--bundle-version`` win over the file.  Exit codes: 0 done, 1 failed, 2 usage,
+3 verification failed.  ``-o json`` (or ``yaml``) prints one object for scripts;
+``pack`` writes its file to ``--output-file``, so that ``-o`` means the output
+format in every command, as in kubectl and flux.  Registry credentials come
+from the user's docker config (:mod:`logicbundle.cli._credentials`).
 """
 
 from __future__ import annotations
@@ -11,26 +14,90 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from logicbundle.cli._errors import (
+    EXIT_VERIFICATION_FAILED,
+    FlagError,
+    cli_hint,
+    speak_cli,
+    verbosity_options,
+)
 from logicbundle.errors import LogicBundleError
 
-EXIT_VERIFICATION_FAILED = 3
+__all__ = ["EXIT_VERIFICATION_FAILED", "add_parsers", "emit", "output_options"]
+
 DESCRIPTOR = "logicbundle.yaml"
+OUTPUT_FORMATS: Final = ("text", "json", "yaml")
 
 
 class UsageError(LogicBundleError):
-    """The command line or the bundle descriptor is wrong."""
+    """The bundle descriptor is wrong (exit 1; wrong flags are a :class:`FlagError`, exit 2)."""
 
     reason = "InvalidUsage"
 
 
-def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
-    if args.output == "json":
-        print(json.dumps(data, sort_keys=True))
-    else:
-        print(text)
+def render(data: Any, output: str) -> str | None:
+    """``data`` as JSON or YAML for ``-o json|yaml``; None for text."""
+    if output == "json":
+        return json.dumps(data, indent=2, sort_keys=True)
+    if output == "yaml":
+        import yaml
+
+        return str(yaml.safe_dump(data, sort_keys=True, default_flow_style=False)).rstrip("\n")
+    return None
+
+
+def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    """Print ``data`` in the ``-o`` format, or ``text`` for people."""
+    rendered = render(data, getattr(args, "output", "text"))
+    print(text if rendered is None else rendered)
+
+
+def output_format(text: str) -> str:
+    """``-o``'s value: a format; a file name gets a pointer to ``--output-file``."""
+    if text in OUTPUT_FORMATS:
+        return text
+    hint = ""
+    if "." in text or "/" in text:
+        hint = "; -o is the output format, write the packed file with --output-file FILE"
+    raise argparse.ArgumentTypeError(
+        f"invalid format {text!r} (choose from {', '.join(OUTPUT_FORMATS)}){hint}"
+    )
+
+
+def output_options() -> argparse.ArgumentParser:
+    """``-o/--output text|json|yaml`` as a parent parser: one meaning in every command."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "-o",
+        "--output",
+        type=output_format,
+        default="text",
+        metavar="{text,json,yaml}",
+        help="text for people (default), json or yaml for scripts",
+    )
+    return parent
+
+
+class _Deprecated(argparse.Action):
+    """A flag's old spelling: works, says so on stderr, and stays out of --help."""
+
+    def __init__(self, *args: Any, instead: str, **kwargs: Any) -> None:
+        self.instead = instead
+        super().__init__(*args, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"warning: {option_string} is deprecated, use {self.instead}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def _descriptor(source: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -61,13 +128,14 @@ def _descriptor(source: Path, args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"{path}: unknown keys {', '.join(sorted(unknown))}")
     if args.name:
         data["name"] = args.name
-    if args.version:
-        data["version"] = args.version
+    if args.bundle_version:
+        data["version"] = args.bundle_version
     missing = [k for k in ("name", "version", "interface") if not data.get(k)]
     if missing:
         raise UsageError(
             f"the bundle has no {', '.join(missing)}",
-            hint=f"Write them in {path} (or pass --name/--version).",
+            hint=f"Write them in {path}"
+            + (" (or pass --name/--bundle-version)." if "interface" not in missing else "."),
         )
     return {
         "name": str(data["name"]),
@@ -79,17 +147,18 @@ def _descriptor(source: Path, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _client(args: argparse.Namespace) -> Any:
-    from logicbundle.oci import DockerConfig, RegistryClient
+def _client(args: argparse.Namespace, reference: Any) -> Any:
+    """A registry client for ``reference``'s registry, with the user's credentials for it."""
+    from logicbundle.cli._credentials import registry_auth
+    from logicbundle.oci import RegistryClient
 
-    auth = None
-    config = args.registry_config or os.environ.get("LOGICBUNDLE_REGISTRY_CONFIG")
-    if config:
-        auth = DockerConfig.from_file(config)
+    ca_file = Path(args.ca_file) if args.ca_file else None
+    if ca_file is not None and not ca_file.is_file():
+        raise FlagError(f"--ca-file {ca_file}: no such file")
     return RegistryClient(
-        auth=auth,
+        auth=registry_auth(reference.registry, explicit=args.registry_config),
         insecure=args.insecure,
-        ca_bundle=Path(args.ca_file) if args.ca_file else None,
+        ca_bundle=ca_file,
     )
 
 
@@ -102,9 +171,14 @@ def _reference(text: str) -> Any:
 def cmd_pack(args: argparse.Namespace) -> int:
     from logicbundle.artifact import write_layout
 
+    if not args.output_file:
+        raise FlagError(
+            "pack needs --output-file FILE",
+            hint="-o is the output format (text, json, yaml); the packed file is --output-file.",
+        )
     source = Path(args.directory)
     digest, manifest = write_layout(Path(args.output_file), source, **_descriptor(source, args))
-    _emit(
+    emit(
         args,
         {
             "digest": digest,
@@ -124,12 +198,17 @@ def cmd_push(args: argparse.Namespace) -> int:
 
     source = Path(args.source)
     target = _reference(args.reference)
-    with _client(args) as client:
+    if not source.exists():
+        raise UsageError(
+            f"{source}: no such file or directory",
+            hint="Push a bundle directory or a file from `logicbundle pack`.",
+        )
+    with _client(args, target) as client:
         if source.is_file():
             pushed = push_layout(client, source, target)
         else:
             pushed = push_directory(client, target, source, **_descriptor(source, args))
-    _emit(
+    emit(
         args,
         {
             "digest": pushed.digest,
@@ -154,7 +233,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     from logicbundle.trust import attach_signature
 
     ref = _reference(args.reference)
-    with _client(args) as client:
+    with _client(args, ref) as client:
         digest = ref.digest or client.resolve(ref).digest
         pinned = ref.with_digest(digest)
         if args.key:
@@ -176,10 +255,10 @@ def cmd_sign(args: argparse.Namespace) -> int:
             method = "key"
         else:
             if args.legacy:
-                raise UsageError("--legacy signs with --key only")
+                raise FlagError("--legacy signs with --key only")
             token = args.identity_token or os.environ.get("SIGSTORE_ID_TOKEN")
             if not token:
-                raise UsageError(
+                raise FlagError(
                     "keyless signing needs an OIDC identity token",
                     hint="Pass --identity-token or set SIGSTORE_ID_TOKEN (in CI, the "
                     "workflow's OIDC token with audience 'sigstore'); or sign with --key.",
@@ -187,7 +266,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
             context = None
             if args.signing_config or args.trusted_root:
                 if not (args.signing_config and args.trusted_root):
-                    raise UsageError("--signing-config and --trusted-root go together")
+                    raise FlagError("--signing-config and --trusted-root go together")
                 context = trust.signing_context_from_config(
                     signing_config=_read_secret_file(args.signing_config, "signing config"),
                     trusted_root=_read_secret_file(args.trusted_root, "trusted root"),
@@ -197,7 +276,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
             )
             method = "keyless"
         descriptor = attach_signature(client, pinned, artifact)
-    _emit(
+    emit(
         args,
         {"digest": digest, "signature": descriptor.digest, "method": method},
         f"signed {pinned} ({method}); signature {descriptor.digest}",
@@ -212,15 +291,15 @@ def _policy(args: argparse.Namespace) -> Any:
     identities = []
     if args.identity or args.identity_regex:
         if not args.issuer:
-            raise UsageError("--identity and --identity-regex need --issuer")
+            raise FlagError("--identity and --identity-regex need --issuer")
         identities += [KeylessIdentity(issuer=args.issuer, subject=s) for s in args.identity]
         identities += [
             KeylessIdentity(issuer=args.issuer, subject_regex=r) for r in args.identity_regex
         ]
     elif args.issuer:
-        raise UsageError("--issuer needs --identity or --identity-regex")
+        raise FlagError("--issuer needs --identity or --identity-regex")
     if not keys and not identities:
-        raise UsageError(
+        raise FlagError(
             "say whom to trust",
             hint="Pass --key FILE, or --identity/--identity-regex with --issuer.",
         )
@@ -240,18 +319,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     verifier = TrustVerifier(trusted_root=root)
     ref = _reference(args.reference)
     try:
-        with _client(args) as client:
+        with _client(args, ref) as client:
             verified = verify_reference(
                 client=client, reference=ref, policy=policy, verifier=verifier
             )
     except VerificationError as exc:
-        _emit(
+        message = speak_cli(exc.message)
+        hint = cli_hint(exc)
+        emit(
             args,
-            {"verified": False, "reference": str(ref), "error": exc.message},
-            f"verification failed: {exc.diagnostics()}",
+            {"verified": False, "reference": str(ref), "error": message},
+            f"verification failed: {message}" + (f"\nHint: {hint}" if hint else ""),
         )
         return EXIT_VERIFICATION_FAILED
-    _emit(
+    emit(
         args,
         {
             "verified": True,
@@ -278,8 +359,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         from logicbundle.artifact import fetch_bundle
         from logicbundle.trust import discover_signatures
 
-        with _client(args) as client:
-            remote = fetch_bundle(client, _reference(target))
+        reference = _reference(target)
+        with _client(args, reference) as client:
+            remote = fetch_bundle(client, reference)
             digest, manifest = remote.digest, remote.manifest
             signatures = len(discover_signatures(client, remote.reference))
     data = {
@@ -298,19 +380,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         lines.append("  labels:      " + ", ".join(f"{k}={v}" for k, v in manifest.labels.items()))
     if signatures is not None:
         lines.append(f"  signatures:  {signatures} found (not verified; use `logicbundle verify`)")
-    _emit(args, data, "\n".join(lines))
+    emit(args, data, "\n".join(lines))
     return 0
 
 
-def add_parsers(sub: Any) -> None:
+def add_parsers(sub: Any, *, verbosity: argparse.ArgumentParser | None = None) -> None:
     """Add pack, push, sign, verify and inspect to the top-level sub-parsers."""
-    output = argparse.ArgumentParser(add_help=False)
-    output.add_argument(
-        "--output",
-        choices=("text", "json"),
-        default="text",
-        help="text for people (default) or json for scripts",
-    )
+    verbosity = verbosity or verbosity_options()
+    output = output_options()
     registry = argparse.ArgumentParser(add_help=False)
     registry.add_argument(
         "--insecure",
@@ -322,38 +399,62 @@ def add_parsers(sub: Any) -> None:
     )
     registry.add_argument(
         "--registry-config",
-        help="dockerconfigjson file with credentials ($LOGICBUNDLE_REGISTRY_CONFIG)",
+        metavar="FILE",
+        help="docker config.json with the registry credentials (default: "
+        "$LOGICBUNDLE_REGISTRY_CONFIG, $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, "
+        "~/.docker/config.json; credHelpers and credsStore are run as docker runs them)",
     )
     meta = argparse.ArgumentParser(add_help=False)
     meta.add_argument("--name", help=f"bundle name (wins over {DESCRIPTOR})")
-    meta.add_argument("--version", dest="version", help=f"bundle version (wins over {DESCRIPTOR})")
+    meta.add_argument(
+        "--bundle-version", metavar="VERSION", help=f"bundle version (wins over {DESCRIPTOR})"
+    )
+    meta.add_argument(
+        "--version",
+        dest="bundle_version",
+        action=_Deprecated,
+        instead="--bundle-version",
+        help=argparse.SUPPRESS,
+    )
 
     pack = sub.add_parser(
         "pack",
-        parents=[output, meta],
+        parents=[verbosity, output, meta],
         help="pack a directory into an OCI layout file",
     )
-    pack.add_argument("directory")
+    pack.add_argument("directory", help=f"the bundle directory (with its {DESCRIPTOR})")
     pack.add_argument(
-        "-o", "--out", dest="output_file", required=True, help="the OCI layout file to write"
+        "--output-file",
+        dest="output_file",
+        metavar="FILE",
+        help="the OCI layout file to write (a tar, e.g. pricing.oci.tar); required",
+    )
+    pack.add_argument(
+        "--out",
+        dest="output_file",
+        action=_Deprecated,
+        instead="--output-file",
+        help=argparse.SUPPRESS,
     )
     pack.set_defaults(func=cmd_pack)
 
     push = sub.add_parser(
         "push",
-        parents=[output, registry, meta],
+        parents=[verbosity, output, registry, meta],
         help="push a directory (or a packed file) to REF; prints the digest",
     )
     push.add_argument("source", help="a bundle directory or a file from `logicbundle pack`")
-    push.add_argument("reference", help="registry/repository:tag")
+    push.add_argument("reference", metavar="REF", help="registry/repository:tag")
     push.set_defaults(func=cmd_push)
 
     sign = sub.add_parser(
         "sign",
-        parents=[output, registry],
+        parents=[verbosity, output, registry],
         help="sign REF's digest (keyless by default, or --key) and attach it as cosign does",
     )
-    sign.add_argument("reference")
+    sign.add_argument(
+        "reference", metavar="REF", help="registry/repository:tag or …@sha256:… to sign"
+    )
     sign.add_argument("--key", help="PEM private key (PKCS#8); without it, keyless")
     sign.add_argument(
         "--key-password-env",
@@ -373,10 +474,12 @@ def add_parsers(sub: Any) -> None:
 
     verify = sub.add_parser(
         "verify",
-        parents=[output, registry],
+        parents=[verbosity, output, registry],
         help="verify REF's signature against keys or keyless identities",
     )
-    verify.add_argument("reference")
+    verify.add_argument(
+        "reference", metavar="REF", help="registry/repository:tag or …@sha256:… to verify"
+    )
     verify.add_argument("--key", action="append", default=[], help="PEM public key (repeatable)")
     verify.add_argument("--identity", action="append", default=[], help="exact signer subject")
     verify.add_argument(
@@ -394,8 +497,12 @@ def add_parsers(sub: Any) -> None:
 
     inspect = sub.add_parser(
         "inspect",
-        parents=[output, registry],
+        parents=[verbosity, output, registry],
         help="show a bundle (REF or packed FILE)",
     )
-    inspect.add_argument("target", help="registry/repository:tag, …@sha256:…, or a packed file")
+    inspect.add_argument(
+        "target",
+        metavar="REF|FILE",
+        help="registry/repository:tag, …@sha256:…, or a packed file",
+    )
     inspect.set_defaults(func=cmd_inspect)

@@ -10,19 +10,17 @@ before or after the sub-command::
     kubectl logicbundle -n shop --context staging promote rules --wait
 
 The sub-commands are exactly those of ``logicbundle`` (promote, abort, retry,
-rollback, status, history), from :mod:`logicbundle.cli._actions`; exit codes too.
+rollback, status, history, completion), from :mod:`logicbundle.cli._actions`;
+exit codes and failure reports (:mod:`logicbundle.cli._errors`) too.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 
 from logicbundle import __version__
-from logicbundle.cli import _actions
-from logicbundle.errors import LogicBundleError
+from logicbundle.cli import _actions, _completion, _errors
 
 __all__ = ["build_parser", "main"]
 
@@ -40,29 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"logicbundle {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log at debug level (default: warnings)"
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at debug level and show the traceback of a failure (default: warnings)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _actions.add_parsers(sub)
+    verbosity = _errors.verbosity_options()
+    _actions.add_parsers(sub, verbosity=verbosity)
+    _completion.add_parser(sub, verbosity=verbosity, build=build_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kubectl-logicbundle`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    _errors.configure_logging(
+        verbose=args.verbose, daemon=False, fmt="%(levelname)s %(name)s: %(message)s"
     )
-    try:
-        result: int = args.func(args)
-    except LogicBundleError as exc:
-        print(f"error: {exc.diagnostics()}", file=sys.stderr)
-        return _actions.EXIT_FAILURE
-    except KeyboardInterrupt:
-        return 130
-    return result
+    return _errors.run(args.func, args, verbose=args.verbose)
 
 
 if __name__ == "__main__":

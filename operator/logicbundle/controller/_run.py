@@ -6,11 +6,16 @@ import asyncio
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import kopf
+from kubernetes import client as kube_client
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from logicbundle.api import names
 from logicbundle.api.namespaces import ServedNamespaces
@@ -18,8 +23,12 @@ from logicbundle.controller._handlers import ControllerSettings, Memo, register
 from logicbundle.controller._leader import LeaderSettings, OwnPod
 from logicbundle.controller._summaries import ReplicaSettings
 from logicbundle.controller._webhook import WebhookSettings
+from logicbundle.errors import LogicBundleError
 
 logger = logging.getLogger("logicbundle.operator")
+
+DEFAULT_STARTUP_TIMEOUT: Final = 60.0
+"""Seconds the operator tries to reach the API server at start, by default."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +77,103 @@ class OperatorSettings:
     replicas: ReplicaSettings | None = None
     """Distributor replicas serve the agents; None: only this process's distributor."""
 
+    startup_timeout: float | None = DEFAULT_STARTUP_TIMEOUT
+    """Seconds to keep trying to reach the API server at start before giving up (exit 1).
+
+    kopf alone would retry its login forever, a traceback a minute; a process that
+    exits lets the kubelet's back-off (and ``kubectl get pods``) say what is wrong.
+    None: no check (tests that start kopf against a fake).
+    """
+
+
+class ApiServerUnreachableError(LogicBundleError):
+    """No cluster to talk to: no kubeconfig, or the API server did not answer in time."""
+
+    reason = "ClusterUnreachable"
+
+
+_PROBE_TIMEOUT: Final = 5.0
+"""Seconds one probe of the API server may take (connect and read)."""
+
+
+def _api_client() -> Any:
+    """A client configured the way kopf's ``login_via_client`` is: in-cluster, else kubeconfig."""
+    config: Any = kube_config  # partly typed: its loaders are untyped
+    configuration = kube_client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        try:
+            config.load_kube_config(client_configuration=configuration, persist_config=False)
+        except config.ConfigException as exc:
+            raise ApiServerUnreachableError(
+                f"no cluster to talk to: not in a cluster, and no usable kubeconfig ({exc})",
+                hint="Set $KUBECONFIG (or write ~/.kube/config), or run the operator in a pod.",
+            ) from None
+    configuration.retries = False  # the loop below retries, with a deadline
+    return kube_client.ApiClient(configuration)
+
+
+def _probe_failure(exc: BaseException) -> str:
+    """Why a probe failed, in a few words and without anything from the credentials."""
+    reason = getattr(exc, "reason", None) or exc
+    text = str(reason)
+    for marker, said in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate verification failed"),
+        ("Name or service not known", "unknown host name"),
+    ):
+        if marker in text:
+            return said
+    return type(reason).__name__
+
+
+def wait_for_api_server(
+    timeout: float,
+    *,
+    api_client: Any = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Return once the API server answers ``GET /version``; raise after ``timeout`` seconds.
+
+    Retries with a doubling delay (0.5 s up to 8 s). An answer of 401 is final
+    (retrying with the same credentials cannot help); any other HTTP answer
+    means the server is there.
+    """
+    api = api_client or _api_client()
+    host = str(api.configuration.host).rpartition("@")[2]
+    deadline = clock() + timeout
+    delay, attempts = 0.5, 0
+    while True:
+        attempts += 1
+        try:
+            kube_client.VersionApi(api).get_code(_request_timeout=(_PROBE_TIMEOUT, _PROBE_TIMEOUT))
+            return
+        except ApiException as exc:
+            if exc.status == 401:
+                raise ApiServerUnreachableError(
+                    f"the API server at {host} refused the credentials (401)",
+                    hint="Check the kubeconfig's user, or the pod's service account token.",
+                ) from None
+            if exc.status is not None and exc.status < 500:
+                return
+            failure = f"HTTP {exc.status}"
+        except (HTTPError, OSError) as exc:  # refused, timed out, TLS: all mean "not yet"
+            failure = _probe_failure(exc)
+        left = deadline - clock()
+        if left <= 0:
+            raise ApiServerUnreachableError(
+                f"cannot reach the API server at {host}: {failure} "
+                f"({attempts} attempts over {timeout:g}s)",
+                hint="Check that the cluster is up and that $KUBECONFIG names it; "
+                "--startup-timeout sets how long to try.",
+            )
+        logger.warning("the API server at %s: %s; trying again", host, failure)
+        sleep(min(delay, left))
+        delay = min(delay * 2, 8.0)
+
 
 def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Only explicit events are posted (one per transition); kopf's own log lines are not.
@@ -85,7 +191,13 @@ def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def run_operator(config: OperatorSettings) -> int:
-    """Run kopf until it is told to stop (SIGTERM/SIGINT); 0 on a clean stop."""
+    """Run kopf until it is told to stop (SIGTERM/SIGINT); 0 on a clean stop.
+
+    Raises :class:`ApiServerUnreachableError` when there is no cluster to talk to
+    within ``config.startup_timeout``.
+    """
+    if config.startup_timeout is not None:
+        wait_for_api_server(config.startup_timeout)
     registry = kopf.OperatorRegistry()
     kopf.on.startup(registry=registry)(_configure)
     # A registry of our own has none of kopf's default login handlers: name ours.
