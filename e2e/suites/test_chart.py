@@ -422,6 +422,9 @@ EXPECTED_RULES: dict[tuple[str, str, str, str], set[str]] = {
         "logicbundle-injector",
     ): {"get", "update"},
     ("cluster", "authentication.k8s.io", "tokenreviews", "*"): {"create"},
+    # Metric templates, read by name at each measurement (templateRef).
+    ("cluster", "logicbundle.io", "clusterlogicbundlemetrictemplates", "*"): {"get"},
+    ("workloads", "logicbundle.io", "logicbundlemetrictemplates", "*"): {"get"},
     ("workloads", "logicbundle.io", "logicbundles", "*"): {"list", "watch", "patch"},
     ("workloads", "logicbundle.io", "logicbundles/status", "*"): {"patch"},
     ("workloads", "", "pods", "*"): {"list", "watch"},

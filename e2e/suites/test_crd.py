@@ -255,13 +255,51 @@ CEL_CASES: dict[str, CelCase] = {
     ),
     "builtin-and-query": CelCase(
         ".spec.rollout.analysis.metrics[]",
-        "a metric sets exactly one of builtin and query",
+        "a metric sets exactly one of builtin, query and templateRef",
         _with(
             ANALYSIS,
             {
                 "provider": "prometheus",
                 "prometheus": PROMETHEUS,
                 "metrics": [{"name": "m", "builtin": "errorRate", "query": "up", "max": 1}],
+            },
+        ),
+    ),
+    "template-args-without-template-ref": CelCase(
+        ".spec.rollout.analysis.metrics[]",
+        "templateArgs are the arguments of a templateRef: set templateRef too",
+        _with(
+            ANALYSIS,
+            {"metrics": [{"name": "m", "builtin": "errorRate", "templateArgs": {}, "max": 1}]},
+        ),
+    ),
+    "prometheus-basic-and-bearer": CelCase(
+        ".spec.rollout.analysis.prometheus",
+        "set at most one of bearerTokenSecretRef and basicAuthSecretRef",
+        _with(
+            ANALYSIS,
+            {
+                "provider": "prometheus",
+                "prometheus": {
+                    **PROMETHEUS,
+                    "basicAuthSecretRef": {"name": "a"},
+                    "bearerTokenSecretRef": {"name": "b"},
+                },
+            },
+        ),
+    ),
+    "prometheus-two-cas": CelCase(
+        ".spec.rollout.analysis.prometheus",
+        "set at most one of caSecretRef and caConfigMapRef",
+        _with(
+            ANALYSIS,
+            {
+                "provider": "prometheus",
+                "prometheus": {
+                    **PROMETHEUS,
+                    "caSecretRef": {"name": "a"},
+                    "caConfigMapRef": {"name": "b"},
+                },
             },
         ),
     ),

@@ -250,7 +250,48 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
                 [{"name": "m", "query": "up", "builtin": "errorRate", "max": 1}],
             ),
         ),
-        "a metric sets exactly one of builtin and query",
+        "a metric sets exactly one of builtin, query and templateRef",
+    ),
+    "a metric with templateArgs and no templateRef": (
+        _with(
+            (
+                f"{ANALYSIS}.metrics",
+                [{"name": "m", "builtin": "errorRate", "templateArgs": {"a": "b"}, "max": 1}],
+            ),
+        ),
+        "templateArgs are the arguments of a templateRef: set templateRef too",
+    ),
+    "a Prometheus with basic auth and a bearer token": (
+        _with(
+            (
+                ANALYSIS,
+                {
+                    "provider": "prometheus",
+                    "prometheus": {
+                        **PROMETHEUS,
+                        "basicAuthSecretRef": {"name": "a"},
+                        "bearerTokenSecretRef": {"name": "b"},
+                    },
+                },
+            ),
+        ),
+        "set at most one of bearerTokenSecretRef and basicAuthSecretRef",
+    ),
+    "a Prometheus with two CAs": (
+        _with(
+            (
+                ANALYSIS,
+                {
+                    "provider": "prometheus",
+                    "prometheus": {
+                        **PROMETHEUS,
+                        "caSecretRef": {"name": "a"},
+                        "caConfigMapRef": {"name": "b"},
+                    },
+                },
+            ),
+        ),
+        "set at most one of caSecretRef and caConfigMapRef",
     ),
     "a metric without a threshold": (
         _with((f"{ANALYSIS}.metrics", [{"name": "m", "builtin": "errorRate"}])),

@@ -37,7 +37,12 @@ import yaml
 
 from logicbundle.api import actions, conditions, names
 from logicbundle.api._structural import structural_schema
-from logicbundle.api.v1alpha1 import NAME_LENGTH_RULE, LogicBundleSpec, LogicBundleStatus
+from logicbundle.api.v1alpha1 import (
+    NAME_LENGTH_RULE,
+    LogicBundleSpec,
+    LogicBundleStatus,
+    MetricTemplateSpec,
+)
 from logicbundle.gitops import argocd
 
 CRD_PATH: Final = Path("crds") / f"{names.GROUP}_{names.PLURAL}.yaml"
@@ -123,6 +128,71 @@ def crd_document() -> dict[str, Any]:
     }
 
 
+TEMPLATE_CRD_PATH: Final = Path("crds") / f"{names.GROUP}_{names.TEMPLATE_PLURAL}.yaml"
+CLUSTER_TEMPLATE_CRD_PATH: Final = (
+    Path("crds") / f"{names.GROUP}_{names.CLUSTER_TEMPLATE_PLURAL}.yaml"
+)
+"""The metric templates' CRDs (namespaced and cluster-scoped), beside the LogicBundle's."""
+
+
+def template_crd_document(*, cluster: bool) -> dict[str, Any]:
+    """The CRD of ``LogicBundleMetricTemplate``, or of its cluster-scoped twin."""
+    kind = names.CLUSTER_TEMPLATE_KIND if cluster else names.TEMPLATE_KIND
+    root: dict[str, Any] = {
+        "description": (
+            "A reusable PromQL query with arguments (and optionally the Prometheus to ask, "
+            "with its authentication), referenced by LogicBundle metrics through `templateRef`"
+            + (", from any namespace." if cluster else ", from the same namespace.")
+        ),
+        "type": "object",
+        "properties": {
+            "apiVersion": {
+                "description": "APIVersion of this object: `logicbundle.io/v1alpha1`.",
+                "type": "string",
+            },
+            "kind": {"description": f"Kind of this object: `{kind}`.", "type": "string"},
+            "metadata": {"type": "object"},
+            "spec": structural_schema(MetricTemplateSpec, defaults=True),
+        },
+        "required": ["spec"],
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": names.CLUSTER_TEMPLATE_CRD_NAME if cluster else names.TEMPLATE_CRD_NAME,
+            "labels": {"app.kubernetes.io/part-of": "logicbundle"},
+        },
+        "spec": {
+            "group": names.GROUP,
+            "names": {
+                "kind": kind,
+                "listKind": names.CLUSTER_TEMPLATE_LIST_KIND
+                if cluster
+                else names.TEMPLATE_LIST_KIND,
+                "plural": names.CLUSTER_TEMPLATE_PLURAL if cluster else names.TEMPLATE_PLURAL,
+                "singular": names.CLUSTER_TEMPLATE_SINGULAR if cluster else names.TEMPLATE_SINGULAR,
+                "shortNames": list(
+                    names.CLUSTER_TEMPLATE_SHORT_NAMES if cluster else names.TEMPLATE_SHORT_NAMES
+                ),
+                "categories": list(names.CATEGORIES),
+            },
+            "scope": "Cluster" if cluster else "Namespaced",
+            "versions": [
+                {
+                    "name": names.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "additionalPrinterColumns": [
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+                    ],
+                    "schema": {"openAPIV3Schema": root},
+                }
+            ],
+        },
+    }
+
+
 class _Dumper(yaml.SafeDumper):
     """Block style for multi-line strings, indented sequences: what kubectl users read."""
 
@@ -141,9 +211,15 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _represent_str)
 
 
-def render_crd() -> str:
-    """The CRD file's text."""
-    body = yaml.dump(crd_document(), Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+def render_crd(document: dict[str, Any] | None = None) -> str:
+    """The CRD file's text (the LogicBundle's unless another ``document`` is given)."""
+    body = yaml.dump(
+        document if document is not None else crd_document(),
+        Dumper=_Dumper,
+        sort_keys=False,
+        width=100,
+        allow_unicode=True,
+    )
     return f"# {_GENERATED}\n---\n{body}"
 
 
@@ -334,11 +410,32 @@ def render_reference() -> str:
         "records the value it handled in `status.lastHandledAction`.",
         "",
         *_constants_table(actions, values_in=actions.ACTIONS),
+        *_template_reference(),
     ]
     text = "\n".join(lines)
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
     return text.rstrip("\n") + "\n"
+
+
+def _template_reference() -> list[str]:
+    """The metric templates' section of the reference (both kinds share the spec)."""
+    document = template_crd_document(cluster=False)
+    schema = document["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return [
+        "## Metric templates",
+        "",
+        f"`kind: {names.TEMPLATE_KIND}` (plural `{names.TEMPLATE_PLURAL}`, short name "
+        f"`{', '.join(names.TEMPLATE_SHORT_NAMES)}`), namespaced: used by LogicBundles of "
+        f"its namespace. `kind: {names.CLUSTER_TEMPLATE_KIND}` (plural "
+        f"`{names.CLUSTER_TEMPLATE_PLURAL}`, short name "
+        f"`{', '.join(names.CLUSTER_TEMPLATE_SHORT_NAMES)}`), cluster-scoped: used by "
+        "LogicBundles of every namespace; the Secrets and ConfigMaps its `prometheus` names "
+        "are read in the namespace of the LogicBundle using it. Both have the same `spec`, "
+        "and no status. See [analysis](analysis.md#metric-templates).",
+        "",
+        *_sections(f"{names.TEMPLATE_KIND}.spec", schema["properties"]["spec"]),
+    ]
 
 
 NAME_CONSTANTS: Final = (
@@ -360,6 +457,11 @@ def outputs() -> dict[Path, str]:
         CRD_PATH: crd,
         REFERENCE_PATH: render_reference(),
         CHART_CRD_PATH: crd,
+        **{
+            path: render_crd(template_crd_document(cluster=cluster))
+            for cluster, path in ((False, TEMPLATE_CRD_PATH), (True, CLUSTER_TEMPLATE_CRD_PATH))
+            for path in (path, CHART_CRD_PATH.parent / path.name)
+        },
         CHART_ARGOCD_HEALTH_PATH: argocd_data[argocd.HEALTH_KEY],
         CHART_ARGOCD_ACTIONS_PATH: argocd_data[argocd.ACTIONS_KEY],
     }

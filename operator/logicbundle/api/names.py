@@ -44,6 +44,36 @@ policy that decides which signed code runs in the namespace's pods.
 
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 
+# --- Metric templates (reusable analysis) -------------------------------------------
+
+TEMPLATE_KIND: Final = "LogicBundleMetricTemplate"
+"""Kind of a namespaced metric template: a PromQL query with arguments, and its Prometheus.
+
+``LogicBundle`` metrics reference it by name (``templateRef``) with arguments
+(``templateArgs``), like Flagger's ``MetricTemplate`` and Argo Rollouts'
+``AnalysisTemplate``.  Prefixed so that ``kubectl get`` never confuses it with
+Flagger's ``metrictemplates`` in a cluster that runs both.
+"""
+TEMPLATE_LIST_KIND: Final = f"{TEMPLATE_KIND}List"
+TEMPLATE_PLURAL: Final = "logicbundlemetrictemplates"
+TEMPLATE_SINGULAR: Final = "logicbundlemetrictemplate"
+TEMPLATE_SHORT_NAMES: Final = ("lbmt",)
+TEMPLATE_CRD_NAME: Final = f"{TEMPLATE_PLURAL}.{GROUP}"
+
+CLUSTER_TEMPLATE_KIND: Final = "ClusterLogicBundleMetricTemplate"
+"""Kind of the cluster-scoped metric template: one definition for every namespace.
+
+Its Secrets and ConfigMaps (Prometheus credentials, CA) are read in the
+namespace of the ``LogicBundle`` that uses it, like Argo Rollouts'
+``ClusterAnalysisTemplate``: a template never lends one namespace's
+credentials to another.
+"""
+CLUSTER_TEMPLATE_LIST_KIND: Final = f"{CLUSTER_TEMPLATE_KIND}List"
+CLUSTER_TEMPLATE_PLURAL: Final = "clusterlogicbundlemetrictemplates"
+CLUSTER_TEMPLATE_SINGULAR: Final = "clusterlogicbundlemetrictemplate"
+CLUSTER_TEMPLATE_SHORT_NAMES: Final = ("clbmt",)
+CLUSTER_TEMPLATE_CRD_NAME: Final = f"{CLUSTER_TEMPLATE_PLURAL}.{GROUP}"
+
 PREFIX: Final = f"{GROUP}/"
 """Every label and annotation key of the project starts with this prefix."""
 

@@ -107,8 +107,23 @@ STAGE_PAUSE_OR_GATE_RULE: Final = CelRule(
     message="a stage sets pause or manualGate: true, not both",
 )
 METRIC_SOURCE_RULE: Final = CelRule(
-    rule="has(self.builtin) != has(self.query)",
-    message="a metric sets exactly one of builtin and query",
+    rule=(
+        "(has(self.builtin) ? 1 : 0) + (has(self.query) ? 1 : 0) + "
+        "(has(self.templateRef) ? 1 : 0) == 1"
+    ),
+    message="a metric sets exactly one of builtin, query and templateRef",
+)
+METRIC_TEMPLATE_ARGS_RULE: Final = CelRule(
+    rule="!has(self.templateArgs) || has(self.templateRef)",
+    message="templateArgs are the arguments of a templateRef: set templateRef too",
+)
+PROMETHEUS_ONE_AUTH_RULE: Final = CelRule(
+    rule="!(has(self.bearerTokenSecretRef) && has(self.basicAuthSecretRef))",
+    message="set at most one of bearerTokenSecretRef and basicAuthSecretRef",
+)
+PROMETHEUS_ONE_CA_RULE: Final = CelRule(
+    rule="!(has(self.caSecretRef) && has(self.caConfigMapRef))",
+    message="set at most one of caSecretRef and caConfigMapRef",
 )
 METRIC_THRESHOLD_RULE: Final = CelRule(
     rule="has(self.max) || has(self.min) || has(self.maxRatioToStable)",
@@ -665,11 +680,41 @@ BuiltinMetric = Literal[
 ]
 
 
+TEMPLATE_ARG_PATTERN: Final = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+"""An argument's name: what follows ``args.`` in a ``{{args.<name>}}`` placeholder."""
+TEMPLATE_ARG_VALUE_LIMIT: Final = 256
+"""The longest argument value (and default) accepted."""
+
+
+class MetricTemplateReference(SpecModel):
+    """Which metric template a metric uses."""
+
+    name: ObjectName = Field(
+        description=(
+            "Name of the template: a `LogicBundleMetricTemplate` in the `LogicBundle`'s "
+            "namespace, or a `ClusterLogicBundleMetricTemplate` (see `kind`). Required."
+        )
+    )
+    kind: Literal["LogicBundleMetricTemplate", "ClusterLogicBundleMetricTemplate"] = Field(
+        default="LogicBundleMetricTemplate",
+        description=(
+            "`LogicBundleMetricTemplate` (namespaced, same namespace) or "
+            "`ClusterLogicBundleMetricTemplate` (cluster-scoped). "
+            "Default: `LogicBundleMetricTemplate`."
+        ),
+    )
+
+
 class Metric(SpecModel):
     """A measurement taken during each stage and the thresholds it must meet."""
 
     model_config = ConfigDict(
-        json_schema_extra=cel_rules(METRIC_SOURCE_RULE, METRIC_THRESHOLD_RULE, METRIC_RANGE_RULE)
+        json_schema_extra=cel_rules(
+            METRIC_SOURCE_RULE,
+            METRIC_TEMPLATE_ARGS_RULE,
+            METRIC_THRESHOLD_RULE,
+            METRIC_RANGE_RULE,
+        )
     )
 
     name: DnsLabel = Field(
@@ -700,7 +745,40 @@ class Metric(SpecModel):
             "`maxRatioToStable`) the stable digest over the same window. Placeholders: "
             "`{{namespace}}`, `{{bundle}}`, `{{digest}}` (the digest being measured) and "
             "`{{stable_digest}}`; any other `{{...}}` is refused. Needs `provider: prometheus`. "
-            "Exactly one of `builtin` and `query`. Default: none."
+            "Exactly one of `builtin`, `query` and `templateRef`. Default: none."
+        ),
+    )
+    template_ref: MetricTemplateReference | None = Field(
+        default=None,
+        description=(
+            "A metric template (`LogicBundleMetricTemplate` in this namespace or "
+            "`ClusterLogicBundleMetricTemplate`) whose query is evaluated like `query`, with "
+            "`templateArgs` substituted. Read at every measurement: a missing template, a "
+            "missing or unknown argument or a value the substitution refuses is a "
+            "measurement without data (never a pass), said in the `Reconciling` condition "
+            "and a `MetricTemplateInvalid` event. Works with either provider: the template's "
+            "`prometheus` wins over `analysis.prometheus`. Exactly one of `builtin`, `query` "
+            "and `templateRef`. Default: none."
+        ),
+    )
+    template_args: (
+        Annotated[
+            dict[
+                Annotated[str, StringConstraints(pattern=TEMPLATE_ARG_PATTERN, max_length=63)],
+                Annotated[str, StringConstraints(max_length=TEMPLATE_ARG_VALUE_LIMIT)],
+            ],
+            Field(max_length=32),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description=(
+            "Values of the template's arguments, by name (`{{args.<name>}}` in its query); "
+            "an argument not given takes the template's `default`, and one without either "
+            "is refused, as is a name the template does not declare. Values are substituted "
+            "safely: inside a quoted PromQL string they are escaped for it; elsewhere only a "
+            "number, a duration (`5m`) or a metric/label name (not a PromQL keyword) is "
+            f"accepted. At most {TEMPLATE_ARG_VALUE_LIMIT} characters each. Default: none."
         ),
     )
     maximum: Threshold | None = Field(
@@ -739,8 +817,11 @@ class Metric(SpecModel):
 
     @model_validator(mode="after")
     def _check(self) -> Metric:
-        if (self.builtin is None) == (self.query is None):
+        sources = (self.builtin, self.query, self.template_ref)
+        if sum(source is not None for source in sources) != 1:
             raise ValueError(METRIC_SOURCE_RULE.message)
+        if self.template_args is not None and self.template_ref is None:
+            raise ValueError(METRIC_TEMPLATE_ARGS_RULE.message)
         if self.maximum is None and self.minimum is None and self.max_ratio_to_stable is None:
             raise ValueError(METRIC_THRESHOLD_RULE.message)
         if self.maximum is not None and self.minimum is not None and self.minimum > self.maximum:
@@ -760,19 +841,69 @@ DEFAULT_METRICS: Final = (
 """The metrics judged when ``analysis.metrics`` is omitted."""
 
 
+DEFAULT_BEARER_TOKEN_KEY: Final = "token"  # noqa: S105 - the name of a key, not a token
+DEFAULT_BASIC_AUTH_USERNAME_KEY: Final = "username"
+DEFAULT_BASIC_AUTH_PASSWORD_KEY: Final = "password"  # noqa: S105 - a key name
+
+
 class Prometheus(SpecModel):
-    """Where the Prometheus-compatible query API is."""
+    """Where the Prometheus-compatible query API is, and how to authenticate to it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(PROMETHEUS_ONE_AUTH_RULE, PROMETHEUS_ONE_CA_RULE)
+    )
 
     address: HttpUrl = Field(
         description=(
             "Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`. "
-            "Required."
+            "No credentials in it: use `basicAuthSecretRef` or `bearerTokenSecretRef`. Required."
         )
     )
     timeout: Duration = Field(
         default="10s",
         description="Timeout of one query. Go duration. Default: `10s`.",
     )
+    bearer_token_secret_ref: SecretKeyReference | None = Field(
+        default=None,
+        description=(
+            "A Secret (in the `LogicBundle`'s namespace) whose key holds a bearer token, "
+            "sent as `Authorization: Bearer <token>`. Key default: "
+            f"`{DEFAULT_BEARER_TOKEN_KEY}`. At most one of `bearerTokenSecretRef` and "
+            "`basicAuthSecretRef`. Default: none."
+        ),
+    )
+    basic_auth_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description=(
+            "A Secret (in the `LogicBundle`'s namespace) with keys "
+            f"`{DEFAULT_BASIC_AUTH_USERNAME_KEY}` and `{DEFAULT_BASIC_AUTH_PASSWORD_KEY}`, sent "
+            "as HTTP basic authentication. At most one of `bearerTokenSecretRef` and "
+            "`basicAuthSecretRef`. Default: none."
+        ),
+    )
+    ca_secret_ref: SecretKeyReference | None = Field(
+        default=None,
+        description=(
+            "A Secret (in the `LogicBundle`'s namespace) whose key holds the PEM CA bundle "
+            "that an `https` address must chain to, instead of the system's roots. Key "
+            f"default: `{DEFAULT_CA_KEY}`. At most one of `caSecretRef` and `caConfigMapRef`. "
+            "Default: none."
+        ),
+    )
+    ca_config_map_ref: ConfigMapKeyReference | None = Field(
+        default=None,
+        description=(
+            f"Like `caSecretRef`, from a ConfigMap. Key default: `{DEFAULT_CA_KEY}`. Default: none."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Prometheus:
+        if self.bearer_token_secret_ref is not None and self.basic_auth_secret_ref is not None:
+            raise ValueError(PROMETHEUS_ONE_AUTH_RULE.message)
+        if self.ca_secret_ref is not None and self.ca_config_map_ref is not None:
+            raise ValueError(PROMETHEUS_ONE_CA_RULE.message)
+        return self
 
 
 class Analysis(SpecModel):
@@ -1599,3 +1730,102 @@ class LogicBundle(SpecModel):
         if len(self.metadata.name) > names.MAX_BUNDLE_NAME_LENGTH:
             raise ValueError(NAME_LENGTH_RULE.message)
         return self
+
+
+# --- metric templates -------------------------------------------------------------
+
+TEMPLATE_ARG_PREFIX: Final = "args."
+"""A template's own placeholders are ``{{args.<name>}}``; the others are those of ``query``."""
+
+
+class MetricTemplateArgument(SpecModel):
+    """An argument a metric template's query takes."""
+
+    name: Annotated[str, StringConstraints(pattern=TEMPLATE_ARG_PATTERN, max_length=63)] = Field(
+        description=(
+            "Name of the argument: `{{args.<name>}}` in the query, `templateArgs.<name>` in "
+            "the metric. Letters, digits and `_`, not starting with a digit. Required."
+        )
+    )
+    default: Annotated[str, StringConstraints(max_length=TEMPLATE_ARG_VALUE_LIMIT)] | None = Field(
+        default=None,
+        description=(
+            "Value used when the metric does not give one; without it the argument is "
+            "required. Substituted like any value. Default: none (required)."
+        ),
+    )
+
+
+class MetricTemplateSpec(SpecModel):
+    """A reusable PromQL query with arguments, and optionally the Prometheus to ask."""
+
+    query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        description=(
+            "PromQL template returning one number, evaluated for the candidate and (for "
+            "`maxRatioToStable`) the stable digest. Placeholders: those of a metric's "
+            "`query` (`{{namespace}}` and `{{bundle}}` of the `LogicBundle` using it, "
+            "`{{digest}}`, `{{stable_digest}}`) and `{{args.<name>}}` for each declared "
+            "argument; any other `{{...}}` is refused. An argument inside a quoted PromQL "
+            "string (`\"...\"`, `'...'`) is escaped for it, so it cannot end the string; "
+            "inside a backquoted string a value with a backquote is refused; elsewhere "
+            "only a number, a duration or a metric/label name that is not a PromQL keyword "
+            "is accepted. Required."
+        )
+    )
+    args: tuple[MetricTemplateArgument, ...] | None = Field(
+        default=None,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="The arguments the query takes. Default: none.",
+    )
+    prometheus: Prometheus | None = Field(
+        default=None,
+        description=(
+            "The Prometheus to ask, with its authentication; wins over the "
+            "`analysis.prometheus` of the `LogicBundle` using the template. Secrets and "
+            "ConfigMaps it names are read in that `LogicBundle`'s namespace. Default: "
+            "`analysis.prometheus` (a measurement without data when that is unset too)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> MetricTemplateSpec:
+        declared = [arg.name for arg in self.args or ()]
+        if len(set(declared)) != len(declared):
+            raise ValueError("argument names must be unique")
+        unknown = [
+            name
+            for name in unknown_placeholders(self.query)
+            if name.removeprefix(TEMPLATE_ARG_PREFIX) not in declared
+            or not name.startswith(TEMPLATE_ARG_PREFIX)
+        ]
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder(s) {', '.join('{{' + u + '}}' for u in unknown)} in "
+                "query; use {{namespace}}, {{bundle}}, {{digest}}, {{stable_digest}} or "
+                "{{args.<name>}} of a declared argument"
+            )
+        return self
+
+
+class MetricTemplateMeta(StatusModel):
+    """The parts of a template's metadata the operator reads."""
+
+    name: ObjectName = Field(description="Name of the object. Required.")
+    namespace: str | None = Field(default=None, description="Namespace. Default: unset.")
+    generation: int | None = Field(default=None, description="Generation. Default: unset.")
+
+
+class LogicBundleMetricTemplate(SpecModel):
+    """A reusable PromQL query with arguments, referenced by `LogicBundle` metrics."""
+
+    model_config = ConfigDict(extra="ignore")  # status, and whatever the API server adds
+
+    api_version: Literal["logicbundle.io/v1alpha1"] = Field(
+        alias="apiVersion", description=f"`{names.API_VERSION}`. Required."
+    )
+    kind: Literal["LogicBundleMetricTemplate", "ClusterLogicBundleMetricTemplate"] = Field(
+        description=f"`{names.TEMPLATE_KIND}` or `{names.CLUSTER_TEMPLATE_KIND}`. Required."
+    )
+    metadata: MetricTemplateMeta = Field(description="Standard object metadata. Required.")
+    spec: MetricTemplateSpec = Field(description="The template. Required.")

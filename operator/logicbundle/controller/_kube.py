@@ -21,6 +21,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from logicbundle import contract
+from logicbundle.api import names
 from logicbundle.controller._source import ConfigError
 from logicbundle.errors import LogicBundleError
 
@@ -105,6 +106,24 @@ class Kube:
                 hint="Create it, or grant the operator read access to it.",
             ) from None
         return dict(obj.data or {})
+
+    def metric_template(self, *, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """A metric template (``namespace`` ignored for the cluster kind); None: absent."""
+        try:
+            if kind == names.CLUSTER_TEMPLATE_KIND:
+                obj = self.custom.get_cluster_custom_object(
+                    names.GROUP, names.VERSION, names.CLUSTER_TEMPLATE_PLURAL, name
+                )
+            else:
+                obj = self.custom.get_namespaced_custom_object(
+                    names.GROUP, names.VERSION, namespace, names.TEMPLATE_PLURAL, name
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"cannot read {kind} {name}: {_describe(exc)}") from None
+        result: Mapping[str, Any] = obj  # type: ignore[assignment]
+        return result
 
     def cluster_peering(
         self, name: str, *, timeout: float | None = None

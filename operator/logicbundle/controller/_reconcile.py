@@ -41,8 +41,6 @@ import asyncio
 import json
 import logging
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -56,16 +54,20 @@ from logicbundle.api import names
 from logicbundle.api.actions import InvalidActionError, RequestedAction, parse_action
 from logicbundle.api.conditions import Condition
 from logicbundle.api.formats import parse_duration
-from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus
+from logicbundle.api.v1alpha1 import Analysis, LogicBundleSpec, LogicBundleStatus, Metric
 from logicbundle.bundle import AuditRejectedError
 from logicbundle.controller._kube import Kube
 from logicbundle.controller._leaks import report_leaks
 from logicbundle.controller._memory import BundleKey, BundleMemories, BundleMemory, SourceCheck
 from logicbundle.controller._metrics import OperatorMetrics
+from logicbundle.controller._prometheus import PrometheusError, redact
+from logicbundle.controller._prometheus import query as prometheus_query
 from logicbundle.controller._restarts import RestartLedger
 from logicbundle.controller._seams import reached
 from logicbundle.controller._source import SourceTools, failure_of, resolve_and_verify
 from logicbundle.controller._summaries import AgentsView, observed
+from logicbundle.controller._templates import MetricTemplateError
+from logicbundle.controller._templates import resolve as resolve_metric
 from logicbundle.controller._tracing import RolloutTraces, source_span
 from logicbundle.distributor import BundleSummary, Counters, bundle_rule
 from logicbundle.errors import LogicBundleError
@@ -398,18 +400,66 @@ def _observe_restarts(
     rt.restarts.forget_pods(bundle=bundle, namespace=namespace, keep=running)
 
 
-def _prometheus_value(address: str, query: str, timeout: float) -> float | None:
-    url = address.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - from the spec
-        body = json.loads(response.read())
-    if body.get("status") != "success":
-        raise LogicBundleError(f"Prometheus refused the query: {body.get('error', '?')}")
-    result = body["data"]["result"]
-    if body["data"]["resultType"] == "scalar":
-        return float(result[1])
-    if not result:
-        return None
-    return float(result[0]["value"][1])
+async def _query_metric(
+    rt: Runtime,
+    *,
+    metric: Metric,
+    analysis: Analysis,
+    namespace: str,
+    name: str,
+    candidate: str,
+    stable: str,
+    body: Mapping[str, Any] | None,
+) -> rollout.MetricValues:
+    """The candidate's and stable's values of a ``query`` or ``templateRef`` metric.
+
+    Anything in the way (a template missing or refused, a Secret missing,
+    Prometheus down or refusing the query) is missing data for both digests,
+    with the reason; never a pass.  A new reason is logged and posted once as
+    a Warning event.
+    """
+    key = (namespace, name)
+
+    def missing(reason: str, message: str) -> rollout.MetricValues:
+        if _warn_once(rt.memories.get(key), key, f"{reason}: {message}") and body is not None:
+            rt.post_event(body, "Warning", reason, message)
+        error = rollout.MetricValue(value=None, error=message[:300])
+        return rollout.MetricValues(candidate=error, stable=error)
+
+    if analysis.prometheus is None and metric.template_ref is None:
+        return missing("PrometheusUnavailable", f"metric {metric.name}: no analysis.prometheus")
+    try:
+        resolved = await asyncio.to_thread(
+            resolve_metric,
+            metric=metric,
+            analysis=analysis,
+            namespace=namespace,
+            bundle=name,
+            stable_digest=stable,
+            reader=rt.source.reader,
+            templates=rt.kube,
+        )
+    except MetricTemplateError as exc:
+        return missing(exc.reason, str(exc))
+    except LogicBundleError as exc:  # a Secret of analysis.prometheus missing
+        return missing("PrometheusUnavailable", f"metric {metric.name}: {exc}")
+    figures: list[rollout.MetricValue] = []
+    for digest in (candidate, stable):
+        try:
+            promql = resolved.render(digest)
+            value = await asyncio.to_thread(prometheus_query, resolved.endpoint, promql)
+        except MetricTemplateError as exc:
+            return missing(exc.reason, str(exc))
+        except (PrometheusError, ValueError) as exc:
+            message = redact(str(exc), resolved.endpoint.secrets)
+            new = _warn_once(rt.memories.get(key), key, f"PrometheusUnavailable: {message}")
+            if new and body is not None:
+                rt.post_event(body, "Warning", "PrometheusUnavailable", message[:1024])
+            error = f"{type(exc).__name__}: {message[:300]}"
+            figures.append(rollout.MetricValue(value=None, error=error))
+            continue
+        figures.append(rollout.MetricValue(value=value))
+    return rollout.MetricValues(candidate=figures[0], stable=figures[1])
 
 
 async def _analysis_step(
@@ -421,8 +471,12 @@ async def _analysis_step(
     status: LogicBundleStatus | None,
     now: datetime,
     summary: BundleSummary | None,
+    body: Mapping[str, Any] | None = None,
 ) -> rollout.AnalysisVerdict | None:
     """The verdict on the candidate, when one is due; builtin figures from ``summary``.
+
+    Metrics with a ``query`` or a ``templateRef`` are asked of Prometheus
+    (:func:`_query_metric`); ``body`` is the object its warnings are posted on.
 
     ``summary`` counts only the pods the bundle's rule assigns (the
     distributors select them); None (a replica did not answer) is missing
@@ -472,34 +526,13 @@ async def _analysis_step(
                 ),
             ),
         )
-    if analysis.provider == "prometheus" and analysis.prometheus is not None:
-        address = str(analysis.prometheus.address)
-        timeout = parse_duration(analysis.prometheus.timeout).total_seconds()
-        for metric in analysis.effective_metrics():
-            if metric.query is None:
-                continue
-            figures = []
-            for digest in (candidate, stable):
-                query = rollout.render_query(
-                    metric.query,
-                    namespace=namespace,
-                    bundle=name,
-                    digest=digest,
-                    stable_digest=stable,
-                )
-                try:
-                    value = await asyncio.to_thread(_prometheus_value, address, query, timeout)
-                except (OSError, ValueError, KeyError, LogicBundleError) as exc:
-                    _warn_once(
-                        rt.memories.get((namespace, name)),
-                        (namespace, name),
-                        f"PrometheusUnavailable: {exc}",
-                    )
-                    error = f"{type(exc).__name__}: {str(exc)[:200]}"
-                    figures.append(rollout.MetricValue(value=None, error=error))
-                    continue
-                figures.append(rollout.MetricValue(value=value))
-            values[metric.name] = rollout.MetricValues(candidate=figures[0], stable=figures[1])
+    for metric in analysis.effective_metrics():
+        if metric.builtin is not None:
+            continue
+        values[metric.name] = await _query_metric(
+            rt, metric=metric, analysis=analysis, namespace=namespace, name=name,
+            candidate=candidate, stable=stable, body=body,
+        )  # fmt: skip
     verdict = rollout.judge(analysis=analysis, values=values)
     rt.metrics.analysis_verdicts.labels(
         namespace=namespace, bundle=name, verdict=verdict.verdict
@@ -636,6 +669,7 @@ async def reconcile(
         status=status,
         now=now,
         summary=summary,
+        body=body,
     )
     if verdict is not None:
         await reached("analysis", namespace=namespace, name=name)

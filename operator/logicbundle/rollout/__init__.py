@@ -111,6 +111,11 @@ from logicbundle.rollout._model import (
     parse_target,
 )
 from logicbundle.rollout._release import released
+from logicbundle.rollout._templates import (
+    TemplateError,
+    render_template_query,
+    template_args,
+)
 
 __all__ = [
     "ADMISSION_LAG_MS",
@@ -145,6 +150,7 @@ __all__ = [
     "PodReport",
     "PodTarget",
     "SourceFailure",
+    "TemplateError",
     "VerifiedDigest",
     "analysis_due",
     "assignments",
@@ -168,7 +174,9 @@ __all__ = [
     "refused",
     "released",
     "render_query",
+    "render_template_query",
     "selector",
     "share",
     "step",
+    "template_args",
 ]
