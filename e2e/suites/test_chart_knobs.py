@@ -46,6 +46,7 @@ GENERATED_CRD = Path(__file__).resolve().parents[2] / "crds" / "logicbundle.io_l
 OPENSHIFT: dict[str, Any] = {
     "podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None},
     "securityContext": {"runAsUser": None, "runAsGroup": None},
+    "agent": {"securityContext": {"runAsUser": None, "runAsGroup": None}},
 }
 PROXY_AND_CA: dict[str, Any] = {
     "extraEnv": [
@@ -67,7 +68,11 @@ AGENT: dict[str, Any] = {
         "env": [{"name": "MALLOC_ARENA_MAX", "value": "2"}],
         "resources": {"requests": {"memory": "48Mi"}, "limits": {"memory": "128Mi"}},
     },
-    "agentImage": {"repository": "registry.example.com/lb-agent", "tag": "9.9.9"},
+    "agentImage": {
+        "repository": "registry.example.com/lb-agent",
+        "tag": "9.9.9",
+        "pullPolicy": "Always",
+    },
 }
 MONITORS: dict[str, Any] = {
     "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}
@@ -118,10 +123,20 @@ def test_the_default_security_contexts_fix_the_ids_and_harden_every_container(
 
 
 def test_openshift_can_unset_the_ids_and_the_hardening_stays(tmp_path: Path) -> None:
-    for name, pod in _pods(render(tmp_path, NS, OPENSHIFT)).items():
+    pods = _pods(render(tmp_path, NS, OPENSHIFT))
+    for name, pod in pods.items():
         _assert_hardened(pod)
         for context in (pod["securityContext"], pod["containers"][0]["securityContext"]):
             assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(context), (name, context)
+    # The injected agent too: the operator leaves its ids to the platform.
+    args = pods["operator"]["containers"][0]["args"]
+    assert {"--agent-run-as-user=none", "--agent-run-as-group=none"} <= set(args)
+    parsed = build_parser().parse_args(args)
+    assert (parsed.agent_run_as_user, parsed.agent_run_as_group) == (None, None)
+    defaults = build_parser().parse_args(
+        _pods(render(tmp_path, NS, {}))["operator"]["containers"][0]["args"]
+    )
+    assert (defaults.agent_run_as_user, defaults.agent_run_as_group) == (65532, 65532)
 
 
 def test_values_cannot_weaken_the_hardening(tmp_path: Path) -> None:
@@ -168,6 +183,7 @@ def test_the_injected_agents_env_resources_and_image_reach_the_operator(tmp_path
     assert "--agent-image=registry.example.com/lb-agent:9.9.9" in args
     parsed = build_parser().parse_args(args)
     assert parsed.agent_env == ["MALLOC_ARENA_MAX=2"]
+    assert parsed.agent_image_pull_policy == "Always"
     assert json.loads(parsed.agent_resources) == AGENT["agent"]["resources"]
 
 

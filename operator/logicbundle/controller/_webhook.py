@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from logicbundle.api.namespaces import ServedNamespaces
 from logicbundle.webhook import (
     DEFAULT_CONFIGURATION_NAME,
+    DEFAULT_RUN_AS,
     CertificateManager,
     InjectionSettings,
     KubernetesClusterView,
@@ -45,6 +46,11 @@ class WebhookSettings:
     agent_env: tuple[tuple[str, str], ...] = ()
     agent_resources: Mapping[str, Mapping[str, str]] | None = None
     """None: the injection's defaults."""
+    agent_run_as_user: int | None = DEFAULT_RUN_AS
+    """The agent's runAsUser; None leaves it to the platform (OpenShift's SCC)."""
+    agent_run_as_group: int | None = DEFAULT_RUN_AS
+    """The agent's runAsGroup; None leaves it to the platform."""
+    agent_image_pull_policy: str = "IfNotPresent"
     distributor_ca_pem: str | None = None
     url: str | None = None
     """Install the configuration with this clientConfig.url (local runs) instead of the chart."""
@@ -89,6 +95,9 @@ async def start_webhook(
     injection = InjectionSettings(
         agent_image=settings.agent_image,
         extra_env=settings.agent_env,
+        run_as_user=settings.agent_run_as_user,
+        run_as_group=settings.agent_run_as_group,
+        image_pull_policy=settings.agent_image_pull_policy,
         operator_namespace=settings.operator_namespace,
         distributor_url=settings.distributor_url,
         distributor_ca_pem=settings.distributor_ca_pem,

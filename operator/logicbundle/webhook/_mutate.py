@@ -213,8 +213,9 @@ def _agent_container(bundles: Sequence[LogicBundle], settings: InjectionSettings
         "resources": {kind: dict(values) for kind, values in settings.resources.items()},
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": settings.run_as_user,
-            "runAsGroup": settings.run_as_group,
+            # Unset (None): the platform assigns them (OpenShift's SCC).
+            **({} if settings.run_as_user is None else {"runAsUser": settings.run_as_user}),
+            **({} if settings.run_as_group is None else {"runAsGroup": settings.run_as_group}),
             "readOnlyRootFilesystem": True,
             "allowPrivilegeEscalation": False,
             "privileged": False,

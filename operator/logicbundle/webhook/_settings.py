@@ -50,6 +50,7 @@ SOCKET_VOLUME_SIZE_LIMIT: Final = "1Mi"
 
 DEFAULT_LISTEN_PORT: Final = 9901
 DEFAULT_RUN_AS: Final = 65532
+IMAGE_PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
 """The non-root user and group of the logicbundle image (its Dockerfile's ``USER``)."""
 
 INJECTION_VERSION: Final = "3"
@@ -98,8 +99,12 @@ class InjectionSettings:
     listen_port: int = DEFAULT_LISTEN_PORT
     image_pull_policy: str = "IfNotPresent"
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=_default_resources)
-    run_as_user: int = DEFAULT_RUN_AS
-    run_as_group: int = DEFAULT_RUN_AS
+    run_as_user: int | None = DEFAULT_RUN_AS
+    """The agent's ``runAsUser``; None leaves it to the platform (OpenShift's SCC
+    assigns each namespace its own range and refuses other ids). ``runAsNonRoot``
+    stays either way."""
+    run_as_group: int | None = DEFAULT_RUN_AS
+    """The agent's ``runAsGroup``; None leaves it to the platform, as ``run_as_user``."""
     extra_env: tuple[tuple[str, str], ...] = ()
     """More ``(name, value)`` environment variables for the agent container (chart ``agent.env``).
 
@@ -115,6 +120,14 @@ class InjectionSettings:
             raise ValueError("agent_image is required")
         if not 1 <= self.listen_port <= 65535:
             raise ValueError(f"listen_port {self.listen_port} is not a TCP port")
+        if self.image_pull_policy not in IMAGE_PULL_POLICIES:
+            raise ValueError(
+                f"image_pull_policy {self.image_pull_policy!r} is not one of "
+                f"{', '.join(IMAGE_PULL_POLICIES)}"
+            )
+        for kind, value in (("run_as_user", self.run_as_user), ("run_as_group", self.run_as_group)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{kind} {value} is root or invalid: the agent never runs as root")
         for name, _ in self.extra_env:
             if not name or "=" in name or name in RESERVED_AGENT_ENV:
                 raise ValueError(f"agent environment variable {name!r} is reserved or invalid")
