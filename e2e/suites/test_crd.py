@@ -105,6 +105,18 @@ def test_the_api_server_refuses_an_invalid_logicbundle(
         _apply(cluster, namespace, doc)
 
 
+def test_a_ref_without_a_tag_is_refused_in_words_not_with_a_regular_expression(
+    cluster: Cluster, logicbundle_crd: str, namespace: str
+) -> None:
+    """Issue 13: the answer was the field's 500-character pattern."""
+    with pytest.raises(HarnessError) as refused:
+        _apply(cluster, namespace, _with("spec.source.ref", "registry.example.com/team/rules"))
+    answer = str(refused.value)
+    assert "spec.source.ref" in answer
+    assert "there is no implicit latest" in answer, answer
+    assert "(?:" not in answer and "[a-z0-9]+" not in answer, answer
+
+
 # -- every CEL rule of the CRD, evaluated by the API server ----------------------------------
 
 PEM = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n"
@@ -143,6 +155,13 @@ CEL_CASES: dict[str, CelCase] = {
         "metadata.name must be at most 56 characters: it names the state ConfigMap "
         "and the pods' state files",
         _with("metadata.name", "r" * 57),
+    ),
+    "ref-without-a-tag": CelCase(
+        ".spec.source.ref",
+        "must be a fully qualified OCI reference with a tag or a digest: "
+        "registry.example.com/repository:tag or registry.example.com/repository@sha256:<64 hex> "
+        "(the registry host is required, and there is no implicit latest)",
+        _with("spec.source.ref", "registry.example.com/team/rules"),
     ),
     "request-percent-without-sdk": CelCase(
         ".spec",

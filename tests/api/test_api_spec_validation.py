@@ -65,22 +65,24 @@ VALID: dict[str, dict[str, Any]] = {
     ),
 }
 
+REF_MESSAGE = "must be a fully qualified OCI reference with a tag or a digest"  # not the regex
+
 INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "a ref without a registry host": (
         _with(("spec.source.ref", "team/rules:v1")),
-        "should match pattern",
+        REF_MESSAGE,
     ),
     "a ref without a tag or digest": (
         _with(("spec.source.ref", "registry.example.com/team/rules")),
-        "should match pattern",
+        REF_MESSAGE,
     ),
     "a ref with a short digest": (
         _with(("spec.source.ref", "registry.example.com/team/rules@sha256:abc")),
-        "should match pattern",
+        REF_MESSAGE,
     ),
     "a ref with upper-case repository": (
         _with(("spec.source.ref", "registry.example.com/Team/rules:v1")),
-        "should match pattern",
+        REF_MESSAGE,
     ),
     "a duration without a unit": (_with(("spec.source.interval", "5")), "should match pattern"),
     "a duration in days": (_with(("spec.source.interval", "1d")), "should match pattern"),

@@ -43,6 +43,18 @@ implicit ``latest``.  ``repository:tag@sha256:...`` is accepted and the digest
 wins; the tag is then only informational.
 """
 
+OCI_REFERENCE_MESSAGE: Final = (
+    "must be a fully qualified OCI reference with a tag or a digest: "
+    "registry.example.com/repository:tag or registry.example.com/repository@sha256:<64 hex> "
+    "(the registry host is required, and there is no implicit latest)"
+)
+"""What ``kubectl apply`` and the offline checks say about a malformed reference.
+
+The CRD checks the reference with a CEL rule carrying this message rather than
+a ``pattern``: the API server answers a failed pattern with the whole
+500-character expression, which tells a user nothing.
+"""
+
 DURATION_PATTERN: Final = r"^(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+$"
 """A Go-style duration such as ``30s``, ``5m``, ``1h30m`` or ``1.5h`` (units ms, s, m, h)."""
 
@@ -84,7 +96,29 @@ PLACEHOLDERS: Final = ("namespace", "bundle", "digest", "stable_digest")
 _PLACEHOLDER_RE: Final = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
 Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN, max_length=71)]
-OciReference = Annotated[str, StringConstraints(pattern=OCI_REFERENCE_PATTERN, max_length=512)]
+
+
+def _oci_reference(value: str) -> str:
+    if not re.fullmatch(OCI_REFERENCE_PATTERN, value):
+        raise ValueError(OCI_REFERENCE_MESSAGE)
+    return value
+
+
+OciReference = Annotated[
+    str,
+    StringConstraints(max_length=512),
+    AfterValidator(_oci_reference),
+    Field(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches(r'{OCI_REFERENCE_PATTERN}')",
+                    "message": OCI_REFERENCE_MESSAGE,
+                }
+            ]
+        }
+    ),
+]
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
 DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, max_length=63)]
 ObjectName = Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
