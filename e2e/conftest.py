@@ -83,7 +83,11 @@ CRD_FILE = REPO / "crds" / "logicbundle.io_logicbundles.yaml"
 
 @pytest.fixture(scope="session")
 def logicbundle_crd(cluster: Cluster) -> str:
-    """The generated LogicBundle CRD, applied to the session's cluster and Established."""
-    cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
-    cluster.wait_established("logicbundles.logicbundle.io")
+    """The generated CRDs (LogicBundle and the metric templates), applied and Established."""
+    paths = sorted(CRD_FILE.parent.glob("logicbundle.io_*.yaml"))
+    # One kubectl call for all: a kubectl that cached the group's discovery with
+    # only some of its kinds would not find the others until its cache expires.
+    cluster.kubectl("apply", "--server-side", *(f"--filename={path}" for path in paths))
+    for path in paths:
+        cluster.wait_established(f"{path.stem.split('_', 1)[1]}.logicbundle.io")
     return "logicbundles.logicbundle.io"

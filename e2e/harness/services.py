@@ -14,6 +14,7 @@ a directory of the caller's, stopped by its own process id.
 
 from __future__ import annotations
 
+import base64
 import shutil
 import urllib.error
 import urllib.parse
@@ -121,17 +122,34 @@ class Prometheus(_Service):
 
     url: str
     process: Process
+    basic_auth: tuple[str, str] | None = None
+    """(user, password) every request needs, when started with ``basic_auth``."""
 
     @classmethod
-    def start(cls, run_dir: Path, *, config: dict[str, Any], port: int | None = None) -> Prometheus:
+    def start(
+        cls,
+        run_dir: Path,
+        *,
+        config: dict[str, Any],
+        port: int | None = None,
+        basic_auth: tuple[str, str] | None = None,
+    ) -> Prometheus:
         """Start Prometheus with ``config`` (the parsed prometheus.yml) storing into ``run_dir``.
 
         ``port``: listen there (a restart at the same address); default a free port.
+        ``basic_auth``: (user, password) Prometheus demands of every request, through
+        its ``--web.config.file`` (``basic_auth_users``, a bcrypt hash).
         """
         run_dir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         config_path = run_dir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
+        web: list[str] = []
+        if basic_auth is not None:
+            web_path = run_dir / "web.yml"
+            user, password = basic_auth
+            web_path.write_text(yaml.safe_dump({"basic_auth_users": {user: _bcrypt(password)}}))
+            web = [f"--web.config.file={web_path}"]
         process = Process(
             "prometheus",
             [
@@ -141,13 +159,14 @@ class Prometheus(_Service):
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--web.enable-lifecycle",
                 "--log.level=warn",
+                *web,
             ],
             run_dir=run_dir,
         )
-        prometheus = cls(url=f"http://127.0.0.1:{port}", process=process)
+        prometheus = cls(url=f"http://127.0.0.1:{port}", process=process, basic_auth=basic_auth)
         try:
             wait_for(
-                lambda: http_status(f"{prometheus.url}/-/ready") == 200,
+                lambda: prometheus._status("/-/ready") == 200,
                 what="prometheus /-/ready",
                 timeout=60,
                 watch=[process],
@@ -162,18 +181,54 @@ class Prometheus(_Service):
         run_dir = self.process.log_path.parent
         config = yaml.safe_load((run_dir / "prometheus.yml").read_text())
         port = int(self.url.rsplit(":", 1)[1])
-        return Prometheus.start(run_dir, config=config, port=port)
+        return Prometheus.start(run_dir, config=config, port=port, basic_auth=self.basic_auth)
+
+    def _request(self, path: str) -> urllib.request.Request:
+        request = urllib.request.Request(self.url + path)
+        if self.basic_auth is not None:
+            pair = ":".join(self.basic_auth).encode()
+            request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+        return request
+
+    def _status(self, path: str) -> int:
+        """The HTTP status of a GET of ``path`` with the credentials (0: nothing answers)."""
+        try:
+            with urllib.request.urlopen(self._request(path), timeout=2) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except (urllib.error.URLError, OSError):
+            return 0
 
     def query(self, promql: str) -> Any:
         """The ``data`` of an instant query; raises when Prometheus reports an error."""
         import json
 
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        request = self._request("/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+        with urllib.request.urlopen(request, timeout=10) as resp:
             body = json.loads(resp.read())
         if body.get("status") != "success":
             raise HarnessError(f"prometheus query {promql!r} failed: {body}")
         return body["data"]
+
+
+def _bcrypt(password: str) -> str:
+    """A bcrypt hash of ``password``, as Prometheus' ``basic_auth_users`` wants.
+
+    The C library's crypt(3) (libxcrypt) through the standard ``crypt`` module,
+    deprecated but present in this Python; no bcrypt package is needed.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+    method = crypt.METHOD_BLOWFISH
+    hashed = crypt.crypt(password, crypt.mksalt(method, rounds=1 << 4))
+    if not hashed or not hashed.startswith("$2"):
+        raise HarnessError("this C library's crypt(3) has no bcrypt")
+    return hashed
 
 
 def cosign() -> Path:
