@@ -169,7 +169,7 @@ def test_hostile_manifests_are_refused(bundles: dict[str, Packed]) -> None:
     with pytest.raises(DigestMismatchError):
         parse_image_manifest(v1.manifest + b" ", digest=v1.digest, max_layer_bytes=1 << 30)
     spec = parse_bundle_manifest(v1.config, digest=v1.config_digest, max_file_size=1 << 20)
-    assert {f.path for f in spec.files} == {"catalog.py", "pricing.py"}
+    assert {f.path for f in spec.files} == {"catalog.py", "logicbundle.yaml", "pricing.py"}
     import hashlib
 
     base = json.loads(v1.config)
