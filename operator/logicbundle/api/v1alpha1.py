@@ -734,8 +734,9 @@ class Metric(SpecModel):
             "`gcPauseFraction` (time the Python garbage collector paused the process / "
             "wall-clock time, 0-1). Judge them with `maxRatioToStable` (e.g. `1.5`: a "
             "candidate whose pods grow memory by half fails its stage). None of them is "
-            "judged unless listed in `analysis.metrics`. Exactly one of `builtin` and "
-            "`query`. Default: none."
+            "judged unless listed in `analysis.metrics`; the operator exports their figures "
+            "per version either way (`logicbundle_version_*`, docs/operations.md). Exactly "
+            "one of `builtin` and `query`. Default: none."
         ),
     )
     query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
