@@ -155,3 +155,14 @@ def test_the_sdk_files_are_the_same_bytes_in_both_wheels(wheels: Wheels) -> None
 def test_both_wheels_build_in_seconds(wheels: Wheels) -> None:
     # Measured about 2 s each on the 2-core CI machine; a regression here costs every CI run.
     assert max(wheels.seconds.values()) < 120, wheels.seconds
+
+
+def test_the_documented_build_command_builds_these_two_projects() -> None:
+    """docs/operations.md builds with `pip wheel`; the projects it names are the ones built here."""
+    text = (REPO / "docs" / "operations.md").read_text()
+    section = text.split("## Python distributions", 1)[1].split("\n## ", 1)[0]
+    (command,) = [line for line in section.splitlines() if line.startswith("pip wheel ")]
+    words = command.split("#")[0].split()
+    projects = [w for w in words[2:] if not w.startswith("-") and w != "dist"]
+    assert sorted(REPO / p for p in projects) == sorted([SDK_PROJECT, REPO])
+    assert "kubectl-logicbundle" in section and "logicbundle_sdk-" in section
