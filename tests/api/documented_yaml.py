@@ -33,6 +33,10 @@ FRAGMENTS = {
         "Argo CD's argocd-cm keys, whose values are the chart's Lua files named by path "
         "(tests/gitops runs those files)"
     ),
+    ("docs/analysis.md", "analysis"): (
+        "a LogicBundle's spec.rollout.analysis (tests/api/test_metric_template_models.py "
+        "validates it; the whole object is docs/examples/metric-templates/bundle.yaml)"
+    ),
 }
 """Documents that are neither objects nor descriptors: (page, first key) -> what checks them."""
 

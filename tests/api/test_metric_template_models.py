@@ -5,10 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from logicbundle.api import LogicBundleMetricTemplate, Metric, MetricTemplateSpec, Prometheus, names
+from logicbundle.api import (
+    Analysis,
+    LogicBundleMetricTemplate,
+    Metric,
+    MetricTemplateSpec,
+    Prometheus,
+    names,
+)
 from logicbundle.api.crd import template_crd_document
+from tests.api.documented_yaml import _FENCE, REPO
 
 
 def template(spec: dict[str, Any], kind: str = names.TEMPLATE_KIND) -> LogicBundleMetricTemplate:
@@ -82,3 +91,13 @@ def test_the_crds_are_namespaced_and_cluster_scoped_with_the_rules_in_the_schema
     spec = namespaced["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     rules = [r["message"] for r in spec["properties"]["prometheus"]["x-kubernetes-validations"]]
     assert "set at most one of bearerTokenSecretRef and basicAuthSecretRef" in rules
+
+
+def test_the_analysis_shown_in_the_docs_is_valid() -> None:
+    page = (REPO / "docs" / "analysis.md").read_text()
+    blocks = [yaml.safe_load(b) for b in _FENCE.findall(page)]
+    shown = [b["analysis"] for b in blocks if isinstance(b, dict) and "analysis" in b]
+    assert shown, "docs/analysis.md shows no analysis"
+    for analysis in shown:
+        parsed = Analysis.model_validate(analysis)
+        assert all(m.template_ref is not None for m in parsed.effective_metrics())
