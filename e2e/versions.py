@@ -25,3 +25,9 @@ JAEGER = "v1.75.0"
 
 CLI_UTILS = "v0.37.2"
 """sigs.k8s.io/cli-utils, for the kstatus checker."""
+
+ARGO_CD = "v3.6.2"
+"""github.com/argoproj/argo-cd/v3, whose util/lua runs the Argo CD health check and actions."""
+
+ARGO_CD_GO_TOOLCHAIN = "go1.27.3"
+"""argo-cd v3.6 needs Go 1.27: the argolua build alone sets GOTOOLCHAIN to this (module proxy)."""

@@ -478,9 +478,61 @@ KSTATUS = Component(
     name="kstatus", version=_kstatus_version(), binaries=("kstatus",), build=_build_kstatus
 )
 
+ARGOLUA_SOURCE = Path(__file__).resolve().parent / "argolua"
+"""``main.go``, ``go.mod`` and ``go.sum`` of the Argo CD Lua checker (argo-cd/v3's util/lua)."""
+
+_ARGOLUA_FILES = ("main.go", "go.mod", "go.sum")
+
+
+def _argolua_version() -> str:
+    """``ARGO_CD`` plus a hash of the checker's source, so an edit rebuilds it."""
+    digest = hashlib.sha256()
+    for name in _ARGOLUA_FILES:
+        digest.update((ARGOLUA_SOURCE / name).read_bytes())
+    return f"{versions.ARGO_CD}-{digest.hexdigest()[:10]}"
+
+
+def _build_argolua(bin_dir: Path, work: Path, log_path: Path) -> None:
+    go_mod = (ARGOLUA_SOURCE / "go.mod").read_text()
+    if not re.search(
+        rf"^\s*github\.com/argoproj/argo-cd/v3 {re.escape(versions.ARGO_CD)}$", go_mod, re.M
+    ):
+        raise BuildError(
+            f"e2e/harness/argolua/go.mod does not require github.com/argoproj/argo-cd/v3 "
+            f"{versions.ARGO_CD} (e2e/versions.py): update both together"
+        )
+    for name in _ARGOLUA_FILES:
+        shutil.copyfile(ARGOLUA_SOURCE / name, work / name)
+    _run_go(
+        ["go", "build", "-mod=readonly", "-ldflags", "-s -w", "-o", str(bin_dir / "argolua"), "."],
+        cwd=work,
+        log_path=log_path,
+        what=f"argolua (argo-cd {versions.ARGO_CD})",
+        # argo-cd v3.6 needs Go 1.27; only this build takes that toolchain (from the module proxy).
+        env={"GOTOOLCHAIN": versions.ARGO_CD_GO_TOOLCHAIN},
+    )
+
+
+ARGOLUA = Component(
+    name="argolua", version=_argolua_version(), binaries=("argolua",), build=_build_argolua
+)
+"""Argo CD's own Lua runtime (util/lua on gopher-lua) running logicbundle's argocd-cm scripts."""
+
 ALL: dict[str, Component] = {
     c.name: c
-    for c in (KUBERNETES, ETCD, KWOK, COSIGN, ORAS, HELM, KSTATUS, KUBERNETES_NODE, COREDNS, JAEGER)
+    for c in (
+        KUBERNETES,
+        ETCD,
+        KWOK,
+        COSIGN,
+        ORAS,
+        HELM,
+        KSTATUS,
+        ARGOLUA,
+        KUBERNETES_NODE,
+        COREDNS,
+        JAEGER,
+    )
 }
 
 

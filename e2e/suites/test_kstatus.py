@@ -2,7 +2,8 @@
 
 kstatus is the real library (``sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute``
 built into ``e2e/harness/kstatus``); the Argo CD health check is the real ``health.lua``
-run as Argo CD runs it (``tests/gitops/lua_runner.py``). Both read objects
+run by Argo CD's own util/lua on gopher-lua (``e2e/harness/argocd.py``), which
+the unit tests' lupa copy must agree with. Both read objects
 served by the real API server:
 
 * driven by the real operator process: a first install waiting for its pods,
@@ -29,6 +30,7 @@ from typing import Any
 import pytest
 
 from e2e import versions
+from e2e.harness import argocd as argo
 from e2e.harness import build
 from e2e.harness.cluster import Cluster
 from e2e.harness.operator import (
@@ -46,7 +48,7 @@ from e2e.harness.operator import (
 )
 from e2e.harness.proc import wait_for
 from e2e.harness.services import Registry
-from tests.gitops import lua_runner, scenarios
+from tests.gitops import scenarios
 from tests.gitops.test_argocd_lua import EXPECTED_HEALTH
 
 V1 = EXAMPLES / "bundles" / "pricing-v1"
@@ -137,7 +139,7 @@ def test_a_first_install_is_in_progress_until_its_pods_run_it_then_current(
         cluster, ns, "pricing", "Reconciling", "True", timeout=30, watch=(operator.process,)
     )
     assert kstatus(rolling)[0] == "InProgress"
-    assert lua_runner.health(rolling)[0] == "Progressing"
+    assert argo.checked_health(rolling)[0] == "Progressing"
 
     # No agent processes here: send what each pod's agent would report.
     for pod in pods:
@@ -146,7 +148,7 @@ def test_a_first_install_is_in_progress_until_its_pods_run_it_then_current(
         cluster, ns, "pricing", "Ready", "True", timeout=60, watch=(operator.process,)
     )
     assert kstatus(ready) == ("Current", "Resource is Ready")
-    assert lua_runner.health(ready)[0] == "Healthy"
+    assert argo.checked_health(ready)[0] == "Healthy"
     # kubectl wait understands the same condition.
     cluster.kubectl("wait", "-n", ns, "lb/pricing", "--for=condition=Ready", "--timeout=30s")
 
@@ -173,7 +175,7 @@ def test_an_unsigned_artifact_is_failed_for_kstatus_and_degraded_for_argo_cd(
     status, message = kstatus(obj)
     assert status == "Failed"
     assert "verification" in message
-    assert lua_runner.health(obj)[0] == "Degraded"
+    assert argo.checked_health(obj)[0] == "Degraded"
 
 
 def _public_good_root() -> dict[str, Any]:
@@ -232,7 +234,7 @@ def test_source_failures_decide_the_conditions_while_the_stable_digest_keeps_ser
     assert (by_type["Reconciling"]["status"], by_type["Stalled"]["status"]) == ("True", "False")
     assert by_type["Ready"]["message"].startswith("ArtifactNotFound: "), by_type["Ready"]
     assert kstatus(obj)[0] == "InProgress"
-    health, message = lua_runner.health(obj)
+    health, message = argo.checked_health(obj)
     assert (health, message.split(":")[0]) == ("Degraded", "ResolveFailed")
     assert obj["status"]["stableDigest"] == digest
     assert assigned(cluster, ns, "sourced", "sourced-0") == digest, "the stable digest serves"
@@ -267,7 +269,7 @@ def test_source_failures_decide_the_conditions_while_the_stable_digest_keeps_ser
     assert (by_type["Ready"]["status"], by_type["Reconciling"]["status"]) == ("False", "False")
     assert by_type["Verified"]["status"] == "True", "no digest is failed for the root's fault"
     assert kstatus(obj)[0] == "Failed"
-    assert lua_runner.health(obj)[0] == "Degraded"
+    assert argo.checked_health(obj)[0] == "Degraded"
     assert assigned(cluster, ns, "sourced", "sourced-0") == digest, "the stable digest serves"
 
     # The ConfigMap fixed, the spec unchanged: seen at the next look (the source interval).
@@ -336,7 +338,7 @@ def test_kstatus_and_argo_cd_read_each_rollout_phase_as_the_contract_says(
     status, message = kstatus(live)
     assert status == EXPECTED_KSTATUS[scenario], message
     expected_health, message_start = EXPECTED_HEALTH[scenario]
-    health, health_message = lua_runner.health(live)
+    health, health_message = argo.checked_health(live)
     assert health == expected_health
     assert message_start in health_message
 
@@ -357,7 +359,7 @@ def test_an_edited_spec_is_in_progress_until_the_operator_observes_it(
     status, message = kstatus(edited)
     assert status == "InProgress"
     assert "latest observed generation" in message
-    assert lua_runner.health(edited)[0] == "Progressing"
+    assert argo.checked_health(edited)[0] == "Progressing"
 
 
 def test_the_kstatus_checker_is_built_from_the_pinned_cli_utils() -> None:

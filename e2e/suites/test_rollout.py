@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from e2e.harness import argocd as argo
 from e2e.harness.cluster import Cluster
 from e2e.harness.fleet import Fleet, Traffic
 from e2e.harness.operator import (
@@ -43,7 +44,6 @@ from logicbundle import contract
 from logicbundle.api import names
 from logicbundle.controller._seams import PAUSE_DIR_ENV, PAUSE_ENV
 from logicbundle.distributor import facts_of, rule_of
-from tests.gitops import lua_runner
 
 BUNDLES = EXAMPLES / "bundles"
 INTERNAL = {names.LABEL_COHORT: names.COHORT_INTERNAL}
@@ -190,8 +190,8 @@ def stage_of(cluster: Cluster, namespace: str) -> str | None:
 
 
 def gitops_health(obj: dict[str, Any]) -> tuple[str, str]:
-    """How Argo CD (the chart's health.lua, run as Argo CD runs it) and kstatus see ``obj``."""
-    return lua_runner.health(obj)[0], kstatus(obj)[0]
+    """How Argo CD (the chart's health.lua in Argo CD's own util/lua) and kstatus see ``obj``."""
+    return argo.checked_health(obj)[0], kstatus(obj)[0]
 
 
 def cohorts(cluster: Cluster, fleet: Fleet) -> dict[str, str]:

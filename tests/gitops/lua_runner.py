@@ -10,12 +10,17 @@ live API server (``kubectl get lb NAME -o json``), with the same calls::
     patched = action("promote", obj)           # the object Argo CD would patch with
     offered = discovery(obj)                   # {"promote": {"disabled": False, ...}, ...}
 
+This is the fast, in-process copy for the unit tests. The e2e suite runs the
+same scripts in Argo CD's own ``util/lua`` (gopher-lua, ``e2e/harness/argolua``)
+and checks that the two agree (``e2e/suites/test_argocd_gopher_lua.py``).
+
 What is reproduced from Argo CD (``util/lua/lua.go``, gopher-lua, Lua 5.1):
 
 * a fresh interpreter per call, Lua 5.1, with only the base, table and
-  package libraries and a "safe" ``os`` holding ``time`` and ``date``; no
-  string library and no string methods, so a script that would fail in
-  Argo CD fails here too;
+  package libraries, and a "safe" ``os`` holding ``time`` and ``date`` that
+  only ``require("os")`` reaches (the global ``os`` is nil, as in Argo CD's
+  sandbox for argocd-cm scripts); no string library and no string methods,
+  so a script that would fail in Argo CD fails here too;
 * the object as the global ``obj``, JSON-shaped: objects become tables,
   arrays 1-based sequences, ``null`` is nil;
 * the script's return value converted back as gopher-json does (a table
@@ -45,13 +50,22 @@ _SANDBOX: Final = """
 local time, date, now = os.time, os.date, ...
 debug.setmetatable("", nil)            -- no string methods: Argo CD opens no string library
 string, math, io, debug, coroutine = nil, nil, nil, nil, nil
-os = {}
+local safe = {}
 if now == nil then
-  os.time, os.date = time, date
+  safe.time, safe.date = time, date
 else
-  os.time = function(t) if t == nil then return now end return time(t) end
-  os.date = function(f, t) return date(f, t or now) end
+  safe.time = function(t) if t == nil then return now end return time(t) end
+  safe.date = function(f, t) return date(f, t or now) end
 end
+-- util/lua registers its safe os under the table library's name, so the global
+-- os is nil and os.time/os.date are reached only through require("os").
+os = nil
+table.time, table.date = safe.time, safe.date
+for name in pairs(package.loaded) do
+  if name ~= "_G" and name ~= "table" and name ~= "package" then package.loaded[name] = nil end
+end
+package.loaded.os = safe
+package.preload, package.loaders = {}, {function() return nil end}
 """
 
 

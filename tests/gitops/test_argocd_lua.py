@@ -117,8 +117,19 @@ def test_the_sandbox_has_no_string_library_as_in_argo_cd() -> None:
         run('return ("x"):upper()', {})
     with pytest.raises(Exception, match="attempt to index"):
         run("return string.format('%d', 1)", {})
-    assert run("return os.io", {}) is None
-    assert run("return os.date('!%Y-%m-%dT%H:%M:%SZ')", {}, now=NOW) == "2025-05-01T12:00:00Z"
+    assert run("return require('os').io", {}) is None
+    assert run("return require('os').execute", {}) is None
+    date = "return require('os').date('!%Y-%m-%dT%H:%M:%SZ')"
+    assert run(date, {}, now=NOW) == "2025-05-01T12:00:00Z"
+
+
+def test_the_global_os_is_nil_as_in_argo_cds_sandbox_for_argocd_cm_scripts() -> None:
+    # Argo CD's util/lua registers its safe os functions under the table
+    # library's name: os.date in an argocd-cm action fails there ("attempt to
+    # index a non-table object(nil) with key 'date'"); require("os") works.
+    with pytest.raises(Exception, match="attempt to index"):
+        run("return os.date('!%Y')", {}, now=NOW)
+    assert run("local os = require('os') return os.time()", {}, now=NOW) == NOW
 
 
 # --- actions ------------------------------------------------------------------------

@@ -10,8 +10,10 @@ The scripts are plain files laid out as Argo CD's own
 They are the single source: :func:`customizations` reads them and builds the
 ``resource.customizations.*`` keys of ``argocd-cm``, and
 ``python -m logicbundle.gitops.argocd`` prints that ConfigMap patch (see
-docs/gitops.md).  The tests run the same files in a Lua interpreter with
-Argo CD's sandbox (base, table and ``os.time``/``os.date`` only).
+docs/gitops.md).  The e2e suite runs the same files in Argo CD's own
+``util/lua`` (gopher-lua), the unit tests in a Lua interpreter with a copy of
+its sandbox (base, table and package; ``os.time``/``os.date`` only through
+``require("os")``).
 """
 
 from __future__ import annotations

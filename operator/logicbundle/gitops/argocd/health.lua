@@ -1,8 +1,9 @@
 -- Argo CD health check for logicbundle.io/LogicBundle.
 --
 -- Argo CD runs this in a sandbox with only the base, table and package
--- libraries and os.time/os.date: there is no string library, so the script
--- uses nothing but comparisons, tonumber/tostring and concatenation.
+-- libraries (os.time/os.date only through require("os")): there is no string
+-- library, so the script uses nothing but comparisons, tonumber/tostring and
+-- concatenation.
 -- The mapping (docs/gitops.md has the table):
 --   no status, or metadata.generation not observed yet   -> Progressing
 --   Ready reason Suspended (spec.suspend, acknowledged)    -> Suspended
