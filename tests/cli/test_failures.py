@@ -7,10 +7,14 @@ No message may carry any part of a credential, with or without ``-v``.
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -277,3 +281,75 @@ def test_the_operator_gives_up_on_an_unreachable_api_server_after_its_startup_ti
         in (done.stderr)
     )
     assert TOKEN not in done.stderr
+
+
+class _Answer(BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"major": "1", "minor": "35"}' if self.status == 200 else b"{}")
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [(401, "refused the credentials (401)"), (503, "HTTP 503 (")],
+    ids=["401 is final", "503 is retried until the deadline"],
+)
+def test_the_operators_start_check_stops_on_401_and_retries_a_5xx_until_its_deadline(
+    status: int, said: str
+) -> None:
+    from kubernetes import client
+
+    from logicbundle.controller import ApiServerUnreachableError
+    from logicbundle.controller._run import wait_for_api_server
+
+    handler: type[_Answer] = type("Handler", (_Answer,), {"status": status})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    try:
+        configuration = client.Configuration()
+        configuration.host = f"http://127.0.0.1:{server.server_port}"
+        api = client.ApiClient(configuration)
+        with pytest.raises(ApiServerUnreachableError, match=re.escape(said)):
+            wait_for_api_server(10.0, api_client=api, clock=lambda: now[0], sleep=sleep)
+        if status == 401:
+            assert sleeps == []
+        else:
+            assert sleeps == [0.5, 1.0, 2.0, 4.0, 2.5]  # doubling, cut at the deadline
+        handler.status = 200
+        wait_for_api_server(10.0, api_client=api, clock=lambda: now[0], sleep=sleep)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_status_and_version_print_yaml_and_json_for_scripts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from logicbundle.cli import _actions
+
+    class One:
+        namespace = "shop"
+
+        def get(self, name: str) -> dict[str, object]:
+            return {"metadata": {"name": name, "namespace": "shop", "generation": 2}, "status": {}}
+
+    assert _actions.show_status(One(), "rules", output="yaml") == 0  # type: ignore[arg-type]
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert (shown["name"], shown["namespace"], shown["generation"]) == ("rules", "shop", 2)
+    assert main(["version", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"version": logicbundle.__version__}

@@ -149,7 +149,10 @@ def wait_for_api_server(
     while True:
         attempts += 1
         try:
-            kube_client.VersionApi(api).get_code(_request_timeout=(_PROBE_TIMEOUT, _PROBE_TIMEOUT))
+            # Raw (not parsed into a model): any 2xx answer means the server is there.
+            kube_client.VersionApi(api).get_code(
+                _preload_content=False, _request_timeout=(_PROBE_TIMEOUT, _PROBE_TIMEOUT)
+            )
             return
         except ApiException as exc:
             if exc.status == 401:
