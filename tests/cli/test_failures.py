@@ -353,3 +353,13 @@ def test_status_and_version_print_yaml_and_json_for_scripts(
     assert (shown["name"], shown["namespace"], shown["generation"]) == ("rules", "shop", 2)
     assert main(["version", "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"version": logicbundle.__version__}
+
+
+def test_the_distributor_without_a_kubeconfig_says_so_in_one_line(
+    no_cluster: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["distributor", "--cache-dir", str(no_cluster / "cache"), "--insecure-http"]
+    assert main([*argv, "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("error: no cluster to talk to: ")

@@ -180,6 +180,16 @@ def _from_kubernetes(exc: BaseException) -> LogicBundleError | None:
     return LogicBundleError(f"the API server answered {status} {reason}".strip(), hint=hint)
 
 
+def _from_kubeconfig(exc: BaseException) -> LogicBundleError | None:
+    """The Kubernetes client's ``ConfigException``: no kubeconfig, and not in a pod."""
+    if type(exc).__name__ != "ConfigException" or not type(exc).__module__.startswith("kubernetes"):
+        return None
+    return ClusterUnreachableError(
+        f"no cluster to talk to: {_one_line(str(exc))}",
+        hint="Set $KUBECONFIG (or write ~/.kube/config), or run it in a pod.",
+    )
+
+
 def _from_os(exc: BaseException) -> LogicBundleError | None:
     if not isinstance(exc, OSError) or exc.strerror is None:
         return None
@@ -193,7 +203,7 @@ def as_error(exc: BaseException) -> tuple[LogicBundleError, bool]:
     """``exc`` as the error to print, and whether it was expected (no ``-v`` suggestion)."""
     if isinstance(exc, LogicBundleError):
         return exc, True
-    for convert in (_from_urllib3, _from_kubernetes, _from_os):
+    for convert in (_from_urllib3, _from_kubernetes, _from_kubeconfig, _from_os):
         converted = convert(exc)
         if converted is not None:
             return converted, True
