@@ -247,10 +247,11 @@ def test_a_registry_serving_tampered_layer_bytes_is_caught_and_nothing_is_unpack
     assert [p for p in (tmp_path / "landing").iterdir() if not p.name.startswith(".")] == []
 
 
-def test_usage_errors_exit_2_and_bad_policies_exit_1(pushed: str) -> None:
+def test_usage_errors_and_a_missing_or_partial_policy_exit_2(pushed: str) -> None:
+    """Flags that say nothing to trust, or half of an identity, are usage errors (docs/cli.md)."""
     assert lb("verify").returncode == 2
     no_policy = lb("verify", pushed, "--insecure")
-    assert no_policy.returncode == 1
+    assert no_policy.returncode == 2
     assert "say whom to trust" in no_policy.stderr
     lonely_issuer = lb("verify", pushed, "--issuer", "https://x.example", "--insecure")
-    assert lonely_issuer.returncode == 1
+    assert lonely_issuer.returncode == 2
