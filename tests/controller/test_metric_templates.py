@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import logging
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -39,6 +40,7 @@ from logicbundle.controller._source import BundleCache, ConfigError, SourceTools
 from logicbundle.controller._summaries import AgentsView
 from logicbundle.distributor import BlobCache, BundleSummary, ReportStore, RuleTargets, TargetStore
 from tests.controller.test_reconcile import FakeKube, _in_flight_at_internal
+from tests.oci.mock_registry import make_self_signed_certificate
 from tests.rollout._fixtures import BUNDLE, D1, D2, NS, T0, make_spec
 
 PASSWORD = "s3cr3t-Pa55word-do-not-leak"
@@ -433,3 +435,28 @@ def test_credentials_in_the_address_are_stripped_from_messages_and_requests() ->
 
 def test_redact_hides_every_credential_longest_first() -> None:
     assert redact(f"a {PASSWORD} b {TOKEN}", (TOKEN, PASSWORD, "")) == ("a [redacted] b [redacted]")
+
+
+def test_an_https_prometheus_is_trusted_through_the_ca_bundle_the_settings_name(
+    tmp_path: Path, api: FakeApi
+) -> None:
+    cert, key = make_self_signed_certificate(tmp_path, name="prometheus ca")
+    server = AuthPrometheus(0.25, authorization=f"Bearer {TOKEN}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
+    address = server.address.replace("http://", "https://")
+    api.config_maps[(NS, "prom-ca")] = {"ca.crt": cert.read_text()}
+    try:
+        settings = {"address": address, "bearerTokenSecretRef": {"name": "prom-token"}}
+        without_ca = endpoint(Prometheus.model_validate(settings), namespace=NS, reader=api)
+        with pytest.raises(PrometheusError, match=r"did not answer.*CERTIFICATE_VERIFY_FAILED"):
+            query(without_ca, "up")
+        with_ca = endpoint(
+            Prometheus.model_validate({**settings, "caConfigMapRef": {"name": "prom-ca"}}),
+            namespace=NS,
+            reader=api,
+        )
+        assert query(with_ca, "up") == 0.25
+    finally:
+        server.close()
