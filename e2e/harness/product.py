@@ -4,10 +4,12 @@ Shared by the real-node suite (``e2e/suites/node``), its benchmark
 (``e2e/bench/bench_real_node.py``) and ``make demo ARGS=--real-node``:
 
 - :func:`install` pushes the images the harness built (:mod:`e2e.harness.images`)
-  and the signed example bundles (v1, v2 and a bad v3) to the harness registry,
-  then runs the commands of ``docs/quickstart.md`` as written: ``helm install``
-  of the chart with that image (its defaults: two replicas, one leader), the
-  LogicBundle applied, the ``shop`` Deployment opted in;
+  to the harness registry, then runs the commands of ``docs/quickstart.md`` as
+  written: a key pair, the chart packaged, pushed and ``helm install``-ed from the
+  registry with that image (its defaults: two replicas, one leader), a first bundle
+  written, pushed, signed and applied, the ``shop`` Deployment opted in, a second
+  version aborted at its canary; then it pushes the example bundles (v1, v2 and a
+  bad v3), signed with the page's key, and rolls out v1;
 - :func:`shop_deployment` is the sample app as a user deploys it: non-root,
   read-only root filesystem, every capability dropped, opted in by its label.
 """
@@ -29,13 +31,20 @@ import yaml
 
 from e2e.harness import build, images, services
 from e2e.harness.cluster import Cluster
-from e2e.harness.operator import EXAMPLES, KeyPair, push_bundle
+from e2e.harness.operator import EXAMPLES, KeyPair, condition, push_bundle
 from e2e.harness.proc import HarnessError, wait_for
-from e2e.harness.realpods import container_statuses, is_ready, pods, served
+from e2e.harness.realpods import Traffic, container_statuses, is_ready, pods, served
 from logicbundle.api import names
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "docs" / "quickstart.md"
+PAGE_REGISTRY = "registry.example.com"
+"""The registry the page names; the harness's address replaces it."""
+PLAIN_HTTP = (
+    (re.compile(r"^(\s*helm (?:push|install))\b", re.M), r"\1 --plain-http"),
+    (re.compile(r"^(\s*logicbundle (?:push|sign))\b", re.M), r"\1 --insecure"),
+)
+"""The flags the page says a plain-HTTP registry (the harness's) needs."""
 CHART = REPO / "charts" / "logicbundle-operator"
 RELEASE = "logicbundle-operator"
 """The release name: it contains the chart's, so objects are named ``logicbundle-operator-*``."""
@@ -262,6 +271,14 @@ def deploy(cluster: Cluster, manifest: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-n", SHOP, "-f", "-", input=json.dumps(manifest))
 
 
+def for_registry(command: str, registry_host: str) -> str:
+    """``command`` of the page against the harness registry: its address, plain HTTP."""
+    command = command.replace(PAGE_REGISTRY, registry_host)
+    for pattern, flag in PLAIN_HTTP:
+        command = pattern.sub(flag, command)
+    return command
+
+
 def quickstart_commands(doc: Path) -> tuple[list[str], str]:
     """The shell commands of ``doc`` (its ``sh`` blocks) and its ``yaml`` block (the bundle)."""
     text = doc.read_text()
@@ -285,11 +302,14 @@ def install(
 
     Before them, what the page assumes a user has: the ``shop`` namespace with a
     ``shop`` Deployment (one pod, not opted in yet; scaled to ``replicas`` once
-    opted in), ``cosign.pub``,
-    and ``pricing.yaml`` whose ``ref`` names the harness registry (plain HTTP,
-    so ``insecure: true``). Right after the LogicBundle, an internal pod (a
-    one-replica Deployment labelled ``logicbundle.io/cohort: internal``, opted
-    in). Returns once every pod serves v1, with the suites' rollout applied.
+    opted in), the image in ``$IMAGE_REPOSITORY``/``$IMAGE_TAG``, and the page's
+    ``pricing.yaml`` whose ``ref`` names the harness registry (plain HTTP, so
+    ``insecure: true``; :func:`for_registry` does the same to the commands). Right
+    after the LogicBundle, an internal pod (a one-replica Deployment labelled
+    ``logicbundle.io/cohort: internal``, opted in); from the opt-in on, traffic, for
+    the page's analysis. After the page (its second version aborted: every pod back
+    on its first), the example bundles signed with the page's ``cosign.key``, and
+    v1 rolled out. Returns once every pod serves v1, with the suites' rollout applied.
     """
     # Offline: the base and the wheels are cached by make setup; a source change since
     # then rebuilds the project image from them (seconds), inside the namespace too.
@@ -297,27 +317,15 @@ def install(
         registry_host, repository_prefix="logicbundle", built=images.ensure_built(offline=True)
     )
     repository, _, image_tag = pushed["logicbundle"].reference.rpartition(":")
-    key = KeyPair.generate()
-    digests = {
-        tag: push_bundle(
-            registry_host,
-            EXAMPLES / "bundles" / source,
-            repository=f"{SHOP}/pricing",
-            tag=tag,
-            version=version,
-            key=key,
-        )
-        for tag, source, version in BUNDLES
-    }
     env = dict(agent_env or {})
     app_image = pushed["sample-app"].reference
     work.mkdir(parents=True, exist_ok=True)
     commands, manifest_text = quickstart_commands(quickstart)
     bundle = yaml.safe_load(manifest_text)
-    bundle["spec"]["source"]["ref"] = f"{registry_host}/{SHOP}/pricing:v1"
-    bundle["spec"]["source"]["insecure"] = True
+    source = bundle["spec"]["source"]
+    source["ref"] = source["ref"].replace(PAGE_REGISTRY, registry_host)
+    source["insecure"] = True
     (work / "pricing.yaml").write_text(yaml.safe_dump(bundle))
-    (work / "cosign.pub").write_text(key.public_pem)
     # The page's commands run from a checkout of the repository (the chart's path).
     (work / "charts").symlink_to(REPO / "charts")
     create_namespace(cluster, SHOP)
@@ -328,13 +336,120 @@ def install(
         shop_deployment("shop", image=app_image, replicas=1, labels={"app": "shop"}, opt_in=False),
     )
     shell_env = {
-        "PATH": f"{build.KUBERNETES.bin_dir}:{services.helm().parent}:/usr/bin:/bin",
+        # logicbundle: the command of this checkout's environment.
+        "PATH": f"{build.KUBERNETES.bin_dir}:{services.helm().parent}:"
+        f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "IMAGE_REPOSITORY": repository,
         "IMAGE_TAG": image_tag,
         **helm_env(cluster),
     }
+    traffic = contextlib.ExitStack()
+    with traffic:
+        _run_page(
+            cluster,
+            registry_host,
+            commands,
+            work,
+            shell_env,
+            env,
+            app_image,
+            traffic,
+            replicas=replicas,
+            timeout=timeout,
+        )
+        # The page aborted its second version: every pod back on its first.
+        page = cluster.request(
+            "GET", f"/apis/logicbundle.io/v1alpha1/namespaces/{SHOP}/logicbundles/pricing"
+        )
+        stable = page["status"]["stableDigest"]
+        _wait_serving(cluster, stable, replicas + 1, timeout)
+        # The suites' versions, signed with the page's key (the one the chart trusts).
+        key = KeyPair(
+            private_pem=(work / "cosign.key").read_bytes(),
+            public_pem=(work / "cosign.pub").read_text(),
+        )
+        digests = {
+            tag: push_bundle(
+                registry_host,
+                EXAMPLES / "bundles" / directory,
+                repository=f"{SHOP}/pricing",
+                tag=tag,
+                version=version,
+                key=key,
+            )
+            for tag, directory, version in BUNDLES
+        }
+        installed = Installed(
+            cluster=cluster,
+            registry_host=registry_host,
+            key=key,
+            digests=digests,
+            pushed=pushed,
+            bundle=bundle,
+            rollout=rollout or ROLLOUT,
+            agent_env=env,
+            quickstart_commands=commands,
+        )
+        # From the page's first version to v1 through the suites' stages, under traffic.
+        installed.set_ref("v1", rollout=ROLLOUT)
+        _wait_serving(cluster, digests["v1"], replicas + 1, timeout)
+
+        def v1_stable() -> bool:
+            obj = installed.bundle_object()
+            status = obj.get("status") or {}
+            ready = condition(obj, "Ready") or {}
+            return (
+                status.get("stableDigest") == digests["v1"]
+                and not status.get("stage")
+                and status.get("observedGeneration") == obj["metadata"].get("generation")
+                and ready.get("status") == "True"
+            )
+
+        # The pods serve v1 a moment before the rollout is done: the tests start after it.
+        wait_for(v1_stable, what="the rollout of v1 done (Ready, no stage)", timeout=timeout)
+    installed.set_ref("v1")
+    return installed
+
+
+def _wait_serving(cluster: Cluster, digest: str, total: int, timeout: float) -> None:
+    """Until ``total`` pods of the app are Ready and every one serves ``digest``."""
+
+    def all_serving() -> bool:
+        found = [
+            p
+            for p in pods(cluster, SHOP, APP_SELECTOR)
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+        if len(found) != total or not all(is_ready(p) for p in found):
+            return False
+        return set(served(cluster, SHOP, APP_SELECTOR).values()) == {digest}
+
+    try:
+        wait_for(
+            all_serving,
+            what=f"{total} injected pods Ready and serving {digest[:19]}",
+            timeout=timeout,
+        )
+    except HarnessError as error:
+        raise HarnessError(f"{error}\n{diagnose(cluster)}") from None
+
+
+def _run_page(
+    cluster: Cluster,
+    registry_host: str,
+    commands: list[str],
+    work: Path,
+    shell_env: dict[str, str],
+    env: dict[str, str],
+    app_image: str,
+    traffic: contextlib.ExitStack,
+    *,
+    replicas: int,
+    timeout: float,
+) -> None:
+    """Run the page's commands in ``work``, with the harness's steps between them."""
     for command in commands:
-        line = command
+        line = for_registry(command, registry_host)
         if line.startswith("helm install") and env:
             # The suites' own chart values (the agent's test seam), beside the page's.
             line += "".join(
@@ -378,6 +493,8 @@ def install(
             wait_webhook_routed(cluster)
             cluster.kubectl("scale", "deployment", "shop", "-n", SHOP, f"--replicas={replicas}")
             recreate_pods_without_agent(cluster, count=replicas, timeout=timeout)
+            # The page's analysis judges what the pods serve: the app's users, here.
+            traffic.enter_context(Traffic(cluster, SHOP, APP_SELECTOR, per_second=40))
         if line.startswith("kubectl apply"):
             deploy(
                 cluster,
@@ -388,35 +505,6 @@ def install(
                     labels={"app": "shop", names.LABEL_COHORT: names.COHORT_INTERNAL},
                 ),
             )
-    installed = Installed(
-        cluster=cluster,
-        registry_host=registry_host,
-        key=key,
-        digests=digests,
-        pushed=pushed,
-        bundle=bundle,
-        rollout=rollout or ROLLOUT,
-        agent_env=env,
-        quickstart_commands=commands,
-    )
-    total = replicas + 1
-
-    def all_serving() -> bool:
-        found = [
-            p
-            for p in pods(cluster, SHOP, APP_SELECTOR)
-            if not p["metadata"].get("deletionTimestamp")
-        ]
-        if len(found) != total or not all(is_ready(p) for p in found):
-            return False
-        return set(served(cluster, SHOP, APP_SELECTOR).values()) == {digests["v1"]}
-
-    try:
-        wait_for(all_serving, what=f"{total} injected pods Ready and serving v1", timeout=timeout)
-    except HarnessError as error:
-        raise HarnessError(f"{error}\n{diagnose(cluster)}") from None
-    installed.set_ref("v1")
-    return installed
 
 
 def shop_deployment(
