@@ -19,8 +19,10 @@ from e2e.harness.proc import free_port, http_status, wait_for
 
 
 def test_the_operator_starts_against_the_cluster_and_exits_cleanly_on_sigterm(
-    cluster: Cluster, namespace: str, tmp_path: Path
+    cluster: Cluster, namespace: str, tmp_path: Path, logicbundle_crd: str
 ) -> None:
+    # The CRD is installed here, not by whichever suite ran before (alone, its start-up
+    # failed: "the LogicBundle CRD ... is not installed").
     liveness = f"http://127.0.0.1:{free_port()}/healthz"
     log = tmp_path / "operator.log"
     with log.open("wb") as out:

@@ -200,10 +200,13 @@ def _startup_failure(exc: BaseException) -> str:
 
 async def _undo_start(memo: Memo) -> None:
     """Stop whatever a failed :func:`_start` started, so that the next attempt starts clean."""
+    client = memo.runtime.kube.client if memo.runtime is not None else None
     try:
         await stop(memo)
     except Exception:
         logger.exception("undoing a failed start-up")
+    if client is not None:
+        client.close()  # type: ignore[no-untyped-call]  # every attempt opens its own pool
     memo.runtime = memo.server = memo.webhook = memo.leader = memo.pods = None
     memo.certificate = None
 
@@ -275,13 +278,21 @@ def _load_rules(
 ) -> int:
     """Read every served LogicBundle's published state into ``rules`` (blocking)."""
     items: list[Mapping[str, Any]] = []
-    if namespaces:
-        for ns in namespaces:
-            found: Any = kube.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
-            items.extend(found.get("items") or [])
-    else:
-        everything: Any = kube.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-        items.extend(everything.get("items") or [])
+    try:
+        if namespaces:
+            for ns in namespaces:
+                found: Any = kube.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+                items.extend(found.get("items") or [])
+        else:
+            everything: Any = kube.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+            items.extend(everything.get("items") or [])
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        raise KubeError(
+            f"the LogicBundle CRD ({PLURAL}.{GROUP}/{VERSION}) is not installed "
+            "(install the chart, or kubectl apply --server-side -f crds/)"
+        ) from None
     loaded = 0
     for item in items:
         if served.serves((item.get("metadata") or {}).get("namespace")) and _set_rule(rules, item):

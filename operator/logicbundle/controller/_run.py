@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 import kopf
+from kopf._core.engines.activities import ActivityError  # kopf does not export it
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
@@ -143,6 +144,16 @@ def wait_for_api_server(
     means the server is there.
     """
     api = api_client or _api_client()
+    try:
+        _wait_for_api_server(api, timeout, clock=clock, sleep=sleep)
+    finally:
+        if api_client is None:
+            api.close()  # its pooled connection: not left for the garbage collector
+
+
+def _wait_for_api_server(
+    api: Any, timeout: float, *, clock: Callable[[], float], sleep: Callable[[float], None]
+) -> None:
     host = str(api.configuration.host).rpartition("@")[2]
     deadline = clock() + timeout
     delay, attempts = 0.5, 0
@@ -150,9 +161,10 @@ def wait_for_api_server(
         attempts += 1
         try:
             # Raw (not parsed into a model): any 2xx answer means the server is there.
-            kube_client.VersionApi(api).get_code(
+            answer: Any = kube_client.VersionApi(api).get_code(
                 _preload_content=False, _request_timeout=(_PROBE_TIMEOUT, _PROBE_TIMEOUT)
             )
+            answer.release_conn()
             return
         except ApiException as exc:
             if exc.status == 401:
@@ -239,6 +251,34 @@ def run_operator(config: OperatorSettings) -> int:
         else "standalone",
         f"leader label on pod {leader.identity}" if leader else "no pod to label",
     )
+    try:
+        _run_kopf(config, registry, memo, leader=leader, peering=peering, priority=priority)
+    except ActivityError as exc:
+        # The start-up gave up after its retries (see _handlers.start): say why, in one line.
+        causes = [o.exception for o in exc.outcomes.values() if o.exception is not None]
+        # kopf wraps the last one ("Activity 'start' failed ... retries: start-up failed: ...").
+        said = (str(c).rpartition("start-up failed: ")[2] for c in causes)
+        why = "; ".join(dict.fromkeys(said)) or "a start-up handler failed"
+        raise OperatorStartError(f"the operator could not start: {why}") from None
+    logger.info("the operator stopped")
+    return 0
+
+
+class OperatorStartError(LogicBundleError):
+    """The start-up handlers kept failing until kopf gave up on them."""
+
+    reason = "StartFailed"
+
+
+def _run_kopf(
+    config: OperatorSettings,
+    registry: kopf.OperatorRegistry,
+    memo: Memo,
+    *,
+    leader: LeaderSettings | None,
+    peering: str | None,
+    priority: int,
+) -> None:
     asyncio.run(
         kopf.operator(
             registry=registry,
@@ -255,5 +295,3 @@ def run_operator(config: OperatorSettings) -> int:
             memo=memo,
         )
     )
-    logger.info("the operator stopped")
-    return 0
