@@ -175,7 +175,9 @@ def template_crd_document(*, cluster: bool) -> dict[str, Any]:
                 "shortNames": list(
                     names.CLUSTER_TEMPLATE_SHORT_NAMES if cluster else names.TEMPLATE_SHORT_NAMES
                 ),
-                "categories": list(names.CATEGORIES),
+                # No category: the category `logicbundle` is also the LogicBundle's
+                # singular, and kubectl then reads `kubectl get logicbundle NAME` as
+                # several resources ("you must specify only one resource").
             },
             "scope": "Cluster" if cluster else "Namespaced",
             "versions": [
