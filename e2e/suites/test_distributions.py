@@ -144,6 +144,16 @@ def test_the_cli_wheel_gives_the_command_and_the_kubectl_plugin(cli_env: Path) -
     plugins = _run(services.kubectl(), "plugin", "list", env={"PATH": path})
     assert str(cli_env / "kubectl-logicbundle") in plugins
     assert "promote" in _run(services.kubectl(), "logicbundle", "--help", env={"PATH": path})
+    # kubectl logicbundle <Tab>: kubectl's own completion asks kubectl_complete-logicbundle.
+    assert (cli_env / "kubectl_complete-logicbundle").is_file()
+    offered = _run(
+        services.kubectl(), "__complete", "logicbundle", "-n", "shop", "st", env={"PATH": path}
+    )
+    assert offered.splitlines()[:2] == ["status", ":4"], offered
+    offered = _run(
+        services.kubectl(), "__complete", "logicbundle", "status", "x", "-o", "", env={"PATH": path}
+    )
+    assert offered.splitlines()[:4] == ["text", "json", "yaml", ":4"], offered
 
 
 def test_the_sdk_files_are_the_same_bytes_in_both_wheels(wheels: Wheels) -> None:

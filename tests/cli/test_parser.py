@@ -9,13 +9,21 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from logicbundle.cli import DAEMONS, _plugin, build_parser, main
-from logicbundle.cli._completion import script
+from logicbundle.cli._completion import (
+    DIRECTIVE_DEFAULT,
+    DIRECTIVE_NO_FILES,
+    candidates,
+    script,
+)
 
+REPO = Path(__file__).resolve().parents[2]
 PARSERS = {"logicbundle": build_parser, "kubectl-logicbundle": _plugin.build_parser}
 
 
@@ -167,6 +175,52 @@ def test_bash_completion_offers_commands_flags_and_values(
     program: str, words: list[str], offered: list[str]
 ) -> None:
     assert sorted(complete(program, words)) == sorted(offered)
+
+
+@pytest.mark.skipif(BASH is None, reason="no bash")
+@pytest.mark.parametrize(
+    ("program", "words"),
+    [
+        ("logicbundle", ["sta"]),
+        ("logicbundle", ["p"]),
+        ("logicbundle", [""]),
+        ("logicbundle", ["status", "rules", "-o", ""]),
+        ("logicbundle", ["pack", "dir", "--output-"]),
+        ("logicbundle", ["-v", "completion", ""]),
+        ("logicbundle", ["operator", "--startup-"]),
+        ("logicbundle", ["status", "rules", ""]),
+        ("logicbundle", ["nonsense", "-"]),
+        ("kubectl-logicbundle", ["-n", "shop", "his"]),
+        ("kubectl-logicbundle", ["-n", "shop", "history", "x", "--out"]),
+        ("kubectl-logicbundle", ["--context", "staging", ""]),
+        ("kubectl-logicbundle", ["status", "x", "-n", ""]),
+        ("kubectl-logicbundle", ["-"]),
+    ],
+)
+def test_the_kubectl_plugin_completion_answers_what_the_shell_script_offers(
+    program: str, words: list[str]
+) -> None:
+    """``kubectl_complete-logicbundle`` and the bash script follow one set of rules."""
+    found, directive = candidates(PARSERS[program](), words)
+    assert sorted(found) == sorted(complete(program, words))
+    assert directive == (DIRECTIVE_NO_FILES if found else DIRECTIVE_DEFAULT)
+
+
+def test_kubectl_complete_prints_candidates_then_cobra_s_directive(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _plugin.complete_main(["-n", "shop", "st"]) == 0
+    assert capsys.readouterr().out == "status\n:4\n"
+    assert _plugin.complete_main(["status", "rules", "-o", "j"]) == 0
+    assert capsys.readouterr().out == "json\n:4\n"
+    assert _plugin.complete_main(["status", "rules", ""]) == 0
+    assert capsys.readouterr().out == ":0\n"  # a name: the shell's default
+
+
+def test_the_kubectl_completion_executable_is_installed_with_the_plugin() -> None:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["kubectl_complete-logicbundle"] == "logicbundle.cli._plugin:complete_main"
+    assert scripts["kubectl-logicbundle"] == "logicbundle.cli._plugin:main"
 
 
 def test_the_completion_command_prints_a_script_for_bash_and_zsh(

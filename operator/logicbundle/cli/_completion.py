@@ -7,6 +7,13 @@ sub-command's flags, the values of flags and arguments with a fixed set
 (``-o text|json|yaml``, ``completion bash|zsh``), and file names elsewhere.
 zsh runs the same script through ``bashcompinit``.  No dependency
 (argcomplete would start Python on every Tab).
+
+kubectl completes a plugin's arguments by running ``kubectl_complete-<plugin>``
+from ``PATH`` with the words after the plugin's name, the last one being the
+word typed so far, and reading one candidate per line and a last line
+``:<directive>`` (cobra's protocol).  :func:`candidates` answers it from the
+same parser and by the same rules as the script; the wheel installs
+``kubectl_complete-logicbundle`` (:func:`logicbundle.cli._plugin.complete_main`).
 """
 
 from __future__ import annotations
@@ -121,6 +128,76 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
         f"complete -o default -F {function} {prog}",
     ]
     return "\n".join(lines) + "\n"
+
+
+# cobra's ShellCompDirective values that kubectl passes on to the shell.
+DIRECTIVE_DEFAULT: Final = 0
+"""No candidate fits: the shell completes file names."""
+DIRECTIVE_NO_FILES: Final = 4
+"""The candidates are all there is: no file names."""
+
+
+def _command_of(
+    parser: argparse.ArgumentParser, before: list[str]
+) -> tuple[bool, argparse.ArgumentParser | None]:
+    """Whether ``before`` names a known sub-command (or none yet), and which."""
+    commands = _subcommands(parser)
+    global_valued = {
+        s for a in parser._actions if _visible(a) and a.nargs != 0 for s in a.option_strings
+    }
+    skip = False
+    for word in before:
+        if skip:
+            skip = False
+        elif word in global_valued:
+            skip = True
+        elif not word.startswith("-"):
+            return word in commands, commands.get(word)
+    return True, None
+
+
+def _offered(
+    parser: argparse.ArgumentParser, command: argparse.ArgumentParser | None, prev: str, cur: str
+) -> list[str] | None:
+    """The candidates a fixed set allows (None: a free word, so file names)."""
+    scope = command if command is not None else parser
+    actions = [a for a in scope._actions if _visible(a)]
+    for action in actions:
+        if action.nargs != 0 and prev in action.option_strings:
+            return _values(action)
+    if cur.startswith("-"):
+        return [s for a in actions for s in a.option_strings]
+    if command is None:
+        return list(_subcommands(parser))
+    fixed = [
+        v
+        for a in command._actions
+        if not a.option_strings and not isinstance(a, argparse._SubParsersAction)
+        for v in _values(a) or ()
+    ]
+    return fixed or None
+
+
+def candidates(parser: argparse.ArgumentParser, words: list[str]) -> tuple[list[str], int]:
+    """What completes the last of ``words`` (typed after the program's name), and a directive.
+
+    The rules of :func:`script`: a flag's fixed values after that flag; the
+    sub-command's (or the program's) flags after ``-``; the sub-commands before
+    one is given; an argument's fixed values; else file names
+    (:data:`DIRECTIVE_DEFAULT`, no candidate).
+    """
+    *before, cur = words or [""]
+    known, command = _command_of(parser, before)
+    offered = _offered(parser, command, before[-1] if before else "", cur) if known else None
+    if offered is None:
+        return [], DIRECTIVE_DEFAULT
+    return [o for o in offered if o.startswith(cur)], DIRECTIVE_NO_FILES
+
+
+def cobra_answer(parser: argparse.ArgumentParser, words: list[str]) -> str:
+    """:func:`candidates` as kubectl reads a plugin's completion: one per line, then ``:N``."""
+    found, directive = candidates(parser, words)
+    return "".join(f"{c}\n" for c in found) + f":{directive}\n"
 
 
 def add_parser(

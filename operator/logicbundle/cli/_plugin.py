@@ -12,17 +12,21 @@ before or after the sub-command::
 The sub-commands are exactly those of ``logicbundle`` (promote, abort, retry,
 rollback, status, history, completion), from :mod:`logicbundle.cli._actions`;
 exit codes and failure reports (:mod:`logicbundle.cli._errors`) too.
+
+``kubectl logicbundle <Tab>`` completes through ``kubectl_complete-logicbundle``,
+the same wheel's second executable (:func:`complete_main`).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from logicbundle import __version__
 from logicbundle.cli import _actions, _completion, _errors
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "complete_main", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,3 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def complete_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``kubectl_complete-logicbundle``: kubectl's plugin completion protocol.
+
+    kubectl runs it with the words after ``logicbundle``, the last being the
+    one typed so far (empty for a new word), and reads the candidates, one per
+    line, then ``:<directive>`` (:func:`logicbundle.cli._completion.cobra_answer`).
+    """
+    words = list(sys.argv[1:] if argv is None else argv)
+    sys.stdout.write(_completion.cobra_answer(build_parser(), words))
+    return 0
