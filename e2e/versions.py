@@ -31,3 +31,15 @@ ARGO_CD = "v3.6.2"
 
 ARGO_CD_GO_TOOLCHAIN = "go1.27.3"
 """argo-cd v3.6 needs Go 1.27: the argolua build alone sets GOTOOLCHAIN to this (module proxy)."""
+
+FLUX_SOURCE_CONTROLLER = "v1.9.6"
+"""github.com/fluxcd/source-controller: serves the GitRepository of e2e/suites/test_flux.py."""
+
+FLUX_KUSTOMIZE_CONTROLLER = "v1.9.6"
+"""github.com/fluxcd/kustomize-controller: applies the Kustomization and health-checks it."""
+
+FLUX_REPLACES: dict[str, tuple[str, ...]] = {
+    "source-controller": ("github.com/fluxcd/pkg/artifact=github.com/fluxcd/pkg/artifact@v0.18.0",),
+}
+"""Extra ``go mod edit -replace`` per controller: the module proxy refuses pkg/artifact v0.18.3
+(403), which source-controller v1.9.6 requires; it builds against v0.18.0."""

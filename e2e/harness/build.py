@@ -518,6 +518,95 @@ ARGOLUA = Component(
 )
 """Argo CD's own Lua runtime (util/lua on gopher-lua) running logicbundle's argocd-cm scripts."""
 
+FLUX_CONTROLLERS = ("source-controller", "kustomize-controller")
+
+
+def _flux_version() -> str:
+    """Both controllers' versions, plus a hash of the replaces, so a change rebuilds them."""
+    digest = hashlib.sha256(repr(sorted(versions.FLUX_REPLACES.items())).encode())
+    return (
+        f"sc{versions.FLUX_SOURCE_CONTROLLER}-kc{versions.FLUX_KUSTOMIZE_CONTROLLER}"
+        f"-{digest.hexdigest()[:8]}"
+    )
+
+
+def _writable_copy(src: Path, dest: Path) -> None:
+    """Copy a (read-only) module cache folder to ``dest``, writable."""
+    shutil.copytree(src, dest)
+    for path in (dest, *dest.rglob("*")):
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | 0o200)
+
+
+def _build_flux(bin_dir: Path, work: Path, log_path: Path) -> None:
+    """Flux's source-controller and kustomize-controller, each in a copy of its own module.
+
+    Each go.mod replaces its ``api`` module by ``./api``, which the published module
+    leaves out: the ``api`` module of the same version is copied there.  The two
+    builds run one after the other with the same build cache (the second reuses
+    most of the first's packages: controller-runtime, client-go, fluxcd/pkg), niced
+    so the machine stays usable.  Their CRDs go to ``crds/`` beside ``bin/``.
+    """
+    crds = bin_dir.parent / "crds"
+    crds.mkdir(exist_ok=True)
+    wanted = {
+        "source-controller": versions.FLUX_SOURCE_CONTROLLER,
+        "kustomize-controller": versions.FLUX_KUSTOMIZE_CONTROLLER,
+    }
+    for name, version in wanted.items():
+        module = f"github.com/fluxcd/{name}"
+        tree = work / name
+        _writable_copy(_module_dir(module, version, cwd=work, log_path=log_path), tree)
+        go_mod = (tree / "go.mod").read_text()
+        if not re.search(rf"^replace {re.escape(module)}/api => \./api$", go_mod, re.M):
+            raise BuildError(f"{module} {version}: its go.mod no longer replaces ./api")
+        shutil.rmtree(tree / "api", ignore_errors=True)
+        _writable_copy(
+            _module_dir(f"{module}/api", version, cwd=work, log_path=log_path), tree / "api"
+        )
+        replaces = versions.FLUX_REPLACES.get(name, ())
+        for replace in replaces:
+            _run_go(
+                ["go", "mod", "edit", "-replace", replace],
+                cwd=tree,
+                log_path=log_path,
+                what=f"{name} go.mod",
+            )
+        _run_go(
+            [
+                "nice",
+                "-n",
+                "10",
+                "go",
+                "build",
+                # A replace changes go.sum's needs: let go update it (from the proxy).
+                "-mod=mod" if replaces else "-mod=readonly",
+                "-ldflags",
+                "-s -w",
+                "-o",
+                str(bin_dir / name),
+                ".",
+            ],
+            cwd=tree,
+            log_path=log_path,
+            what=f"{name} {version}",
+        )
+        bases = sorted((tree / "config" / "crd" / "bases").glob("*.yaml"))
+        if not bases:
+            raise BuildError(f"{module} {version}: no CRDs in config/crd/bases")
+        for crd in bases:
+            shutil.copyfile(crd, crds / crd.name)
+
+
+FLUX = Component(name="flux", version=_flux_version(), binaries=FLUX_CONTROLLERS, build=_build_flux)
+"""Flux's source-controller and kustomize-controller, and their CRDs (``crds/``)."""
+
+
+def flux_crds() -> list[Path]:
+    """The CRD files of the built Flux controllers."""
+    return sorted((FLUX.ensure().parent / "crds").glob("*.yaml"))
+
+
 ALL: dict[str, Component] = {
     c.name: c
     for c in (
@@ -532,6 +621,7 @@ ALL: dict[str, Component] = {
         KUBERNETES_NODE,
         COREDNS,
         JAEGER,
+        FLUX,
     )
 }
 

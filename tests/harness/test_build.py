@@ -97,3 +97,14 @@ def test_a_build_that_forgets_a_binary_is_an_error(
     )
     with pytest.raises(build.BuildError, match="produced no tool"):
         component.ensure()
+
+
+def test_flux_is_built_by_default_and_keyed_by_both_controllers_and_the_replaces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert build.ALL["flux"].binaries == ("source-controller", "kustomize-controller")
+    key = build._flux_version()
+    assert build.versions.FLUX_SOURCE_CONTROLLER in key
+    assert build.versions.FLUX_KUSTOMIZE_CONTROLLER in key
+    monkeypatch.setattr(build.versions, "FLUX_REPLACES", {})
+    assert build._flux_version() != key, "a changed replace must rebuild the controllers"
