@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
 from logicbundle import contract
 from logicbundle.distributor import RuleTargets, TargetStore, facts_of, rule_of
 from tests.distributor._fake_kube import D1, D2, D3, bundle, pod, stable
@@ -168,3 +170,57 @@ def test_a_pods_facts_come_from_its_annotations_and_labels() -> None:
     fallback = facts_of(pod("web-0"))
     assert (fallback.key, fallback.admitted) == (f"{NS}/web-0", 0)
     assert facts_of({"metadata": {}}) == contract.PodFacts(key="/", labels={}, admitted=0)
+
+
+def test_a_status_write_that_keeps_the_published_state_recomputes_no_pod(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every status write (counts, conditions, each analysis measurement) reaches the
+    # rules again; at 2,000 pods recomputing each pod's target there held the event
+    # loop while the long-polls waited. The same state and settings tell nobody anything.
+    async def scenario() -> None:
+        store = TargetStore()
+        rules = RuleTargets(store)
+        _set_bundle(rules, bundle(state=INTERNAL_STAGE))
+        for i in range(20):
+            _set_pod(rules, pod(f"web-{i}", labels={"app": "web", "cohort": "internal"}))
+        computed: list[str] = []
+        real = contract.target_of
+
+        def counting(state: contract.RolloutState, facts: contract.PodFacts) -> Any:
+            computed.append(facts.key)
+            return real(state, facts)
+
+        monkeypatch.setattr(contract, "target_of", counting)
+        _set_bundle(rules, bundle(state=INTERNAL_STAGE, generation=9))
+        assert computed == []
+        # A new trace is told (the targets carry it), and so is a new state.
+        traced = {**INTERNAL_STAGE, "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
+        polls = LongPolls(store, [(NS, f"web-{i}") for i in range(20)])
+        _set_bundle(rules, bundle(state=traced))
+        assert len(computed) == 20
+        assert len(await polls.answered()) == 20
+        _set_bundle(rules, bundle(state=stable(D3)))
+        assert len(computed) == 40
+        told = [_digests(store, NS, f"web-{i}", f"uid-web-{i}") for i in range(20)]
+        assert told == [{"pricing": D3}] * 20
+
+    run(scenario)
+
+
+def test_the_pods_of_a_cohort_share_one_target_object() -> None:
+    async def scenario() -> None:
+        store = TargetStore()
+        rules = RuleTargets(store)
+        for i in range(10):
+            _set_pod(
+                rules,
+                pod(f"web-{i}", labels={"app": "web", "cohort": "internal" if i < 4 else "x"}),
+            )
+        _set_bundle(rules, bundle(state=INTERNAL_STAGE))
+        objects = {
+            id(store.get(NS, f"web-{i}", uid=f"uid-web-{i}").targets["pricing"]) for i in range(10)
+        }
+        assert len(objects) == 2
+
+    run(scenario)

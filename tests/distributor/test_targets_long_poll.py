@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
-from logicbundle.distributor import BundleTarget, Split
+import pytest
+
+from logicbundle.distributor import BundleTarget, Split, TargetStore, _targets
+from logicbundle.distributor._models import PodRef, TargetsResponse, targets_version
 from tests.distributor.conftest import AUTH_A, AUTH_B, POD_A, POD_B, Harness, run, wait_until
 
 D1 = "sha256:" + "1" * 64
@@ -225,3 +229,68 @@ def test_setting_the_same_targets_again_changes_nothing(harness: Harness) -> Non
     harness.targets.set_targets("shop", "web-a", targets, uid="uid-a")
     assert harness.targets.get("shop", "web-a", uid="uid-a").version == version
     assert POD_A.name == "web-a"
+
+
+def test_the_answer_is_the_targets_response_byte_for_byte(harness: Harness) -> None:
+    # The body is put together from a per-version encoding of the targets: it must be
+    # exactly what the TargetsResponse model would write, settings, split and all.
+    targets = {
+        "pricing": BundleTarget(
+            digest=D1,
+            split=Split(candidate=D2, weight=25),
+            revision=7,
+            traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+            source="registry.example.com/team/pricing:v1",
+        ),
+        "tax": BundleTarget(digest=D2),
+    }
+    harness.targets.set_targets("shop", "web-a", targets, uid="uid-a")
+
+    async def scenario() -> None:
+        async with harness.client() as client:
+            for headers, identity, known in ((AUTH_A, POD_A, True), (AUTH_B, POD_B, False)):
+                resp = await client.get("/v1/targets", headers=headers)
+                snapshot = harness.targets.get(identity.namespace, identity.name, uid=identity.uid)
+                expected = TargetsResponse(
+                    version=snapshot.version,
+                    pod=PodRef(namespace=identity.namespace, name=identity.name, uid=identity.uid),
+                    known=known,
+                    targets=dict(snapshot.targets),
+                ).model_dump_json(exclude_none=True)
+                assert await resp.read() == expected.encode()
+
+    run(scenario)
+
+
+def test_pods_sharing_their_targets_are_versioned_and_encoded_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A rollback tells 2,000 pods of one cohort the same target: one hash and one JSON
+    # encoding, not one per pod (it was one of each per pod, on the event loop).
+    hashed: list[object] = []
+    real = targets_version
+
+    def counting(*, known: bool, targets: Mapping[str, BundleTarget]) -> str:
+        hashed.append(targets)
+        return real(known=known, targets=targets)
+
+    monkeypatch.setattr(_targets, "targets_version", counting)  # what the store calls
+    store = TargetStore()
+    shared = BundleTarget(digest=D1)
+    for i in range(50):
+        store.set_targets("shop", f"web-{i}", {"pricing": shared}, uid=f"uid-{i}")
+    assert len(hashed) == 1
+    versions = {store.get("shop", f"web-{i}", uid=f"uid-{i}").version for i in range(50)}
+    assert versions == {real(known=True, targets={"pricing": shared})}
+    bodies = {
+        id(store.targets_json(store.get("shop", f"web-{i}", uid=f"uid-{i}"))) for i in range(50)
+    }
+    assert len(bodies) == 1
+    # An equal target built separately is still the same version (content, not identity).
+    store.set_targets("shop", "web-x", {"pricing": BundleTarget(digest=D1)}, uid="uid-x")
+    assert store.get("shop", "web-x", uid="uid-x").version in versions
+    other = BundleTarget(digest=D2)
+    store.set_targets("shop", "web-0", {"pricing": other}, uid="uid-0")
+    assert store.get("shop", "web-0", uid="uid-0").version == real(
+        known=True, targets={"pricing": other}
+    )

@@ -187,6 +187,22 @@ def test_a_pause_holds_the_stage_after_the_analysis_passes() -> None:
     assert done.status.stage == "all"
 
 
+def test_a_stage_held_after_a_passing_analysis_is_measured_again_each_interval() -> None:
+    # The analysis keeps measuring through a pause and a manual gate: the next
+    # measurement is due one interval later, so a failure the agents report then is
+    # judged at that measurement, not at the pause's end or a longer controller tick.
+    for hold in ({"pause": "10m"}, {"manualGate": True}):
+        stages = [{**INTERNAL, **hold}, {"name": "all", "all": True}]
+        spec, decision, reports = started(stages, analysis={"interval": "1s"})
+        reports = converge(decision, reports)
+        active = run(spec=spec, status=decision.status, reports=reports, now=T0 + 20 * S)
+        passed = run(
+            spec=spec, status=active.status, reports=reports, now=T0 + 60 * S, verdict=PASS
+        )
+        assert passed.status.stage == "internal", hold
+        assert passed.requeue_after == timedelta(seconds=1), hold
+
+
 def test_a_manual_gate_waits_for_promote() -> None:
     stages = [{**INTERNAL, "manualGate": True}, {"name": "all", "all": True}]
     spec, decision, reports = started(stages, skip_analysis=True)

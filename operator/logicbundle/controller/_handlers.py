@@ -144,6 +144,39 @@ class Memo:
             return None
         return seen[1]
 
+    settle_until: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Per bundle, until when a report's wake waits (loop time; see :meth:`wake_reported`)."""
+    deferred: set[tuple[str, str]] = field(default_factory=set)
+    """The bundles with a report's wake scheduled for the end of their settle time."""
+
+    def wake_reported(self, namespace: str, name: str) -> None:
+        """A report changed what a bundle's pods run: wake its reconcile, spaced out.
+
+        A burst of reports (a rollback's 2,000) would run the bundle's reconcile
+        back to back, each one's work growing with its pods, on the event loop
+        that answers the same pods' long-polls and reports.  After a reconcile, a
+        report's wake waits as long as that reconcile took (at most
+        :data:`REPORT_SETTLE_LIMIT`; see :func:`run_bundle`), then wakes it once for
+        every report meanwhile: during a burst the reconciles take about half the
+        loop, not all of it.  Every other wake (the bundle, its pods, an action)
+        is immediate.
+        """
+        key = (namespace, name)
+        loop = asyncio.get_running_loop()
+        delay = self.settle_until.get(key, 0.0) - loop.time()
+        if delay <= 0:
+            self.wake(namespace, name)
+            return
+        if key in self.deferred:
+            return
+        self.deferred.add(key)
+
+        def settled() -> None:
+            self.deferred.discard(key)
+            self.wake(namespace, name)
+
+        loop.call_later(delay, settled)
+
     def wake(self, namespace: str, name: str | None = None) -> None:
         if name is not None:
             event = self.wakeups.get((namespace, name))
@@ -335,7 +368,7 @@ async def _start_distributor(
         # The controller reads what pods run from the report store, not from the pod:
         # wake the reported bundles before the (slower) durable write.
         for bundle in activity.active:
-            memo.wake(activity.namespace, bundle)
+            memo.wake_reported(activity.namespace, bundle)
         await writer(activity)
 
     app = create_app(
@@ -451,6 +484,7 @@ async def run_bundle(
     ns = namespace or ""
     key = (ns, name)
     wake = memo.wakeups.setdefault(key, asyncio.Event())
+    loop = asyncio.get_running_loop()
     try:
         while not stopped:
             wake.clear()
@@ -460,16 +494,20 @@ async def run_bundle(
                 await _sleep(wake, stopped, 0.5)
                 continue
             if memo.runtime is not None:
+                began = loop.time()
                 try:
                     pods = memo.pods.in_namespace(ns) if memo.pods is not None else []
                     wait = await reconcile(memo.runtime, body=_plain(body), pods=pods)
                 except Exception:
                     logger.exception("%s/%s: reconcile failed; retrying", ns, name)
                     wait = RETRY_REQUEUE
+                ended = loop.time()
+                memo.settle_until[key] = ended + min(ended - began, REPORT_SETTLE_LIMIT)
             await _rest(memo, key, wake, stopped, wait)
     finally:
         if memo.wakeups.get(key) is wake:
             del memo.wakeups[key]
+            memo.settle_until.pop(key, None)
 
 
 async def _rest(
@@ -506,6 +544,9 @@ async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: floa
             waiter.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
 
+
+REPORT_SETTLE_LIMIT = 0.5
+"""Seconds: the longest a report's wake waits after a reconcile (see :meth:`Memo.wake_reported`)."""
 
 RELEASE_DEADLINE = 60.0
 """Seconds a deleted LogicBundle waits for its pods to leave a candidate before letting go."""

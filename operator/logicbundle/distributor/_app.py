@@ -35,7 +35,6 @@ from logicbundle.distributor._metrics import DistributorMetrics
 from logicbundle.distributor._models import (
     PodIdentity,
     PodRef,
-    TargetsResponse,
     parse_report,
 )
 from logicbundle.distributor._reports import PodActivity, ReportStore
@@ -181,15 +180,27 @@ def _guard(
 # --- targets -------------------------------------------------------------------------
 
 
-def _targets_response(identity: PodIdentity, snapshot: TargetSnapshot) -> web.Response:
-    body = TargetsResponse(
-        version=snapshot.version,
-        pod=PodRef(namespace=identity.namespace, name=identity.name, uid=identity.uid),
-        known=snapshot.known,
-        targets=dict(snapshot.targets),
+def _targets_response(
+    identity: PodIdentity, snapshot: TargetSnapshot, store: TargetStore
+) -> web.Response:
+    # A TargetsResponse, put together from parts: the targets' JSON is encoded once per
+    # version and shared by every pod of a cohort (a rollback answers thousands at once).
+    pod = PodRef(namespace=identity.namespace, name=identity.name, uid=identity.uid)
+    body = b"".join(
+        (
+            b'{"version":',
+            json.dumps(snapshot.version).encode(),
+            b',"pod":',
+            pod.model_dump_json(exclude_none=True).encode(),
+            b',"known":',
+            b"true" if snapshot.known else b"false",
+            b',"targets":',
+            store.targets_json(snapshot),
+            b"}",
+        )
     )
     return web.Response(
-        body=body.model_dump_json(exclude_none=True),
+        body=body,
         content_type="application/json",
         headers={"ETag": f'"{snapshot.version}"', "Cache-Control": "no-store"},
     )
@@ -233,7 +244,7 @@ async def _get_targets(request: web.Request, identity: PodIdentity) -> web.Strea
         deps.metrics.target_responses.labels("304").inc()
         return _not_modified(snapshot)
     deps.metrics.target_responses.labels("200").inc()
-    return _targets_response(identity, snapshot)
+    return _targets_response(identity, snapshot, deps.targets)
 
 
 # --- manifests and blobs ----------------------------------------------------------------

@@ -162,6 +162,8 @@ class RuleTargets:
             and name in selected
         ):
             bundles[name] = rule
+            if _tells_the_same(before, rule):
+                return  # a status write (counts, conditions, analysis): no pod's target moves
             names_ = selected[name]
         else:
             bundles[name] = rule
@@ -171,11 +173,14 @@ class RuleTargets:
             }
             names_ = names_ | was  # the ones it no longer selects lose its target
         # In the pods' order (a membership test each: cheap next to a selector match).
+        # The pods of one cohort share one target object (``shared``): built once, and
+        # the store compares and versions it by identity.
+        shared: dict[tuple[object, ...], BundleTarget] = {}
         for pod_name, pod in list(pods.items()):
             if pod_name not in names_:
                 continue
             target = (
-                self._target(rule, pod)
+                self._target(rule, pod, shared)
                 if rule is not None and pod_name in selected.get(name, ())
                 else None
             )
@@ -254,9 +259,34 @@ class RuleTargets:
         return pod is not None and bundle in pod.targets
 
     @staticmethod
-    def _target(rule: BundleRule, pod: _Pod) -> BundleTarget | None:
-        """The pod's target of a bundle that selects it."""
+    def _target(
+        rule: BundleRule, pod: _Pod, shared: dict[tuple[object, ...], BundleTarget] | None = None
+    ) -> BundleTarget | None:
+        """The pod's target of a bundle that selects it (``shared``: those built already)."""
         if rule.state is None:
             return None
         target = contract.target_of(rule.state, pod.facts)
-        return bundle_target(target, rule.template) if target is not None else None
+        if target is None:
+            return None
+        if shared is None:
+            return bundle_target(target, rule.template)
+        # Every field: a Target's equality leaves out its revision and trace.
+        key = (target.digest, target.candidate, target.weight, target.revision, target.traceparent)
+        built = shared.get(key)
+        if built is None:
+            built = shared[key] = bundle_target(target, rule.template)
+        return built
+
+
+def _tells_the_same(before: BundleRule, after: BundleRule) -> bool:
+    """Whether two rules of a bundle with the same selector give every pod the same target.
+
+    The state's equality leaves out its trace, which the targets carry: compared too.
+    """
+    if before.state is None or after.state is None:
+        return before.state is None and after.state is None and before.template == after.template
+    return (
+        before.state == after.state
+        and before.state.traceparent == after.state.traceparent
+        and before.template == after.template
+    )

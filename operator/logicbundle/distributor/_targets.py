@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from pydantic import TypeAdapter
+
 from logicbundle.distributor._models import BundleTarget, TargetMap, targets_version
 
 _EMPTY: TargetMap = MappingProxyType({})
@@ -40,6 +42,9 @@ class _Entry:
 
 
 _UNKNOWN_VERSION = targets_version(known=False, targets=_EMPTY)
+_TARGETS_JSON: TypeAdapter[dict[str, BundleTarget]] = TypeAdapter(dict[str, BundleTarget])
+_CACHED = 1024
+"""Distinct assignments whose version and JSON are kept (then the caches start again)."""
 
 
 class TargetStore:
@@ -52,6 +57,12 @@ class TargetStore:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._closed = False
+        self._versions: dict[tuple[tuple[str, int], ...], tuple[TargetMap, str]] = {}
+        """Versions by the identity of the targets: the pods of one cohort share their target
+        objects (:class:`~logicbundle.distributor.RuleTargets`), so a rollout step hashes
+        each distinct assignment once, not once per pod."""
+        self._bodies: dict[str, bytes] = {}
+        """The JSON of each recent version's targets, shared by the answers to its pods."""
 
     def set_targets(
         self,
@@ -70,9 +81,31 @@ class TargetStore:
         if entry.known and entry.uid == uid and dict(entry.targets) == dict(frozen):
             return False
         entry.known, entry.uid, entry.targets = True, uid, frozen
-        entry.version = targets_version(known=True, targets=frozen)
+        entry.version = self._version(frozen)
         self._notify(entry)
         return True
+
+    def targets_json(self, snapshot: TargetSnapshot) -> bytes:
+        """``snapshot.targets`` as the long-poll's JSON, encoded once per version."""
+        body = self._bodies.get(snapshot.version)
+        if body is None:
+            body = _TARGETS_JSON.dump_json(dict(snapshot.targets), exclude_none=True)
+            if len(self._bodies) >= _CACHED:
+                self._bodies.clear()
+            self._bodies[snapshot.version] = body
+        return body
+
+    def _version(self, targets: TargetMap) -> str:
+        key = tuple((name, id(target)) for name, target in targets.items())
+        hit = self._versions.get(key)
+        # The cached mapping holds its targets, so their ids are not reused meanwhile.
+        if hit is not None and all(hit[0][name] is target for name, target in targets.items()):
+            return hit[1]
+        version = targets_version(known=True, targets=targets)
+        if len(self._versions) >= _CACHED:
+            self._versions.clear()
+        self._versions[key] = (targets, version)
+        return version
 
     def forget(self, namespace: str, name: str) -> None:
         """The pod is gone (or no longer opted in): its long-polls see it as unknown."""

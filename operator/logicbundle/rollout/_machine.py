@@ -701,11 +701,14 @@ def _decide_stage(
     analysis = d.analysis or AnalysisStatus()
     interval = parse_duration(rollout.analysis.interval)
     if not rollout.skip_analysis:
+        # The analysis goes on measuring while the stage holds (a pause, a manual
+        # gate): the next measurement is due one interval from now, and a failure it
+        # finds must not wait for a longer requeue (the controller's in-flight tick).
+        d.requeue_within(interval)
         measured_after = (
             analysis.last_measured_at is not None and analysis.last_measured_at > active_at
         )
         if not (measured_after and analysis.verdict == "Passed"):
-            d.requeue_within(interval)
             if measured_after and analysis.verdict == "NoData":
                 figures = "; ".join(
                     f"{m.name}: {m.message}" for m in analysis.metrics if m.verdict == "NoData"

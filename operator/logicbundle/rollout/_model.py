@@ -20,9 +20,18 @@ from logicbundle.contract import RolloutState
 _DIGEST_RE: Final = re.compile(DIGEST_PATTERN)
 
 
+_CHECKED: Final[set[str]] = set()
+"""Digests that passed the check: a reconcile builds a target per pod, a few digests in all."""
+
+
 def _check_digest(value: str, what: str) -> None:
+    if value in _CHECKED:
+        return
     if not _DIGEST_RE.fullmatch(value):
         raise ValueError(f"{what} {value!r} is not a digest (sha256:<64 hex>)")
+    if len(_CHECKED) >= 1024:
+        _CHECKED.clear()
+    _CHECKED.add(value)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
