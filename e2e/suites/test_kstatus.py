@@ -76,6 +76,29 @@ def test_the_checker_is_the_real_library_and_reads_the_generation_rule() -> None
     assert "generation is 2" in message
 
 
+def test_a_new_object_no_operator_has_written_is_in_progress_not_current(
+    cluster: Cluster, logicbundle_crd: str, namespace: str, key: KeyPair
+) -> None:
+    """Found by the Flux sync (test_flux.py): kstatus read a status-less object as Current.
+
+    Flux's ``wait: true`` passed 20 ms after applying a new LogicBundle. The CRD
+    now defaults ``status`` to ``{observedGeneration: 0}``, served by the API
+    server until the operator writes the first status (no operator watches this
+    namespace).
+    """
+    manifest = logicbundle(
+        "unseen", ref="127.0.0.1:1/unseen:v1", key=key, selector={"app": "unseen"}
+    )
+    apply(cluster, namespace, manifest)
+    obj = get_bundle(cluster, namespace, "unseen")
+    assert obj["metadata"]["generation"] == 1
+    assert obj["status"] == {"observedGeneration": 0}
+    status, message = kstatus(obj)
+    assert status == "InProgress", message
+    assert "generation is 1" in message
+    assert argo.checked_health(obj)[0] == "Progressing"
+
+
 # --- driven by the real operator ---------------------------------------------------------
 
 

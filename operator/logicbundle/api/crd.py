@@ -75,6 +75,10 @@ PRINTER_COLUMNS: Final = (
 )  # fmt: skip
 
 
+STATUS_DEFAULT: dict[str, Any] = {"observedGeneration": 0}
+"""The ``status`` the API server serves until the operator writes one (never stored)."""
+
+
 def crd_document() -> dict[str, Any]:
     """The CustomResourceDefinition, as a plain dictionary."""
     root: dict[str, Any] = {
@@ -91,7 +95,13 @@ def crd_document() -> dict[str, Any]:
             "kind": {"description": "Kind of this object: `LogicBundle`.", "type": "string"},
             "metadata": {"type": "object"},
             "spec": structural_schema(LogicBundleSpec, defaults=True),
-            "status": structural_schema(LogicBundleStatus),
+            "status": {
+                **structural_schema(LogicBundleStatus),
+                # Served for an object the operator has not written yet: kstatus (Flux's
+                # health checks) reads an object without status as Current, and
+                # generation 0 observed as in progress.
+                "default": STATUS_DEFAULT,
+            },
         },
         "required": ["spec"],
         "x-kubernetes-validations": [NAME_LENGTH_RULE.as_schema()],

@@ -1570,8 +1570,9 @@ class LogicBundleStatus(StatusModel):
     observed_generation: NonNegativeInt | None = Field(
         default=None,
         description=(
-            "The `metadata.generation` the operator last acted on. Default: unset (never "
-            "reconciled)."
+            "The `metadata.generation` the operator last acted on. Default: 0, served by "
+            "the API server until the operator first writes the status (so kstatus and "
+            "Flux read a new object as in progress, not as current)."
         ),
     )
     conditions: tuple[Condition, ...] = Field(
