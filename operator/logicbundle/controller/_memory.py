@@ -52,6 +52,9 @@ class BundleMemory:
     """The object as our last status patch returned it (see ``_reconcile._freshest``)."""
     published: str | None = None
     """The state text its ConfigMap holds, as this process wrote it."""
+    pod_reports: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    """Per pod name, the snapshot the last reconcile read and the report it made of it
+    (``_reconcile._pod_reports``)."""
     told_leaks: dict[tuple[str, str], None] = field(default_factory=dict)
     """``(LogicBundle uid, digest)`` of the leaks a ``VersionLeak`` event already named
     (insertion-ordered, bounded: :mod:`._leaks`)."""

@@ -60,6 +60,17 @@ class RestartLedger:
         charges.append((now, restarts - seen.restarts))
         self._trim(now)
 
+    def would_charge(
+        self, *, bundle: str, namespace: str, pod: str, uid: str, restarts: int
+    ) -> bool:
+        """Whether :meth:`observe` with this count would charge a digest (it went up).
+
+        A reconcile asks first and works out the pod's digest only then: the
+        counts of thousands of pods rarely move.
+        """
+        seen = self._pods.get((namespace, bundle), {}).get(pod)
+        return seen is not None and seen.uid == uid and restarts > seen.restarts
+
     def restarts(self, *, bundle: str, namespace: str, digest: str, since: float) -> int:
         """The restarts charged to ``digest`` at or after ``since`` (the ledger's clock)."""
         self._trim(self.clock())
