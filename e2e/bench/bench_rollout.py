@@ -49,7 +49,14 @@ import aiohttp
 
 from e2e.harness.cluster import Cluster
 from e2e.harness.operator import EXAMPLES, LB_PATH, KeyPair, Operator, logicbundle, push_bundle
-from e2e.harness.proc import wait_for
+from e2e.harness.proc import free_port, wait_for
+from e2e.harness.replicas import (
+    OPERATOR_ACCOUNT,
+    READER_ACCOUNT,
+    REPLICA_ACCOUNT,
+    Replica,
+    stand_in,
+)
 from e2e.harness.services import Registry
 from logicbundle.api import names
 
@@ -229,6 +236,8 @@ class SimAgent:
     pod: str
     uid: str
     token: str
+    distributor: str = ""
+    """The distributor (replica) this agent talks to."""
     active: dict[str, str] = field(default_factory=dict)
     errors_for: dict[str, str] = field(default_factory=dict)
     """bundle -> digest whose SDK counters say 50% of calls fail."""
@@ -243,8 +252,10 @@ class SimAgent:
 class Fleet:
     """Every simulated agent in one event loop, and who reported what when."""
 
-    def __init__(self, distributor: str) -> None:
-        self.distributor = distributor
+    def __init__(self, distributor: str | Sequence[str]) -> None:
+        self.distributors = [distributor] if isinstance(distributor, str) else list(distributor)
+        """Agent i long-polls and reports to distributor i mod N (the replicas, or the
+        operator's own)."""
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=False),
             timeout=aiohttp.ClientTimeout(total=None, sock_read=45),
@@ -275,6 +286,7 @@ class Fleet:
 
         agents = await asyncio.gather(*(one(p) for p in pods))
         for agent in agents:
+            agent.distributor = self.distributors[len(self.agents) % len(self.distributors)]
             self.agents.append(agent)
             self.tasks.append(asyncio.create_task(self._run(agent)))
 
@@ -295,7 +307,7 @@ class Fleet:
     async def _run(self, agent: SimAgent) -> None:
         version: str | None = None
         while True:
-            url = f"{self.distributor}/v1/targets?wait=30" + (
+            url = f"{agent.distributor}/v1/targets?wait=30" + (
                 f"&version={version}" if version else ""
             )
             try:
@@ -359,7 +371,7 @@ class Fleet:
         for _ in range(5):
             try:
                 async with self.session.post(
-                    f"{self.distributor}/v1/reports", json=body, headers=self._headers(agent)
+                    f"{agent.distributor}/v1/reports", json=body, headers=self._headers(agent)
                 ) as resp:
                     if resp.status == 204:
                         break
@@ -753,14 +765,15 @@ async def scenario_pods(b: Bench, n: int, *, rounds: int, rollbacks: int, restar
         )
         restart.append(_now() - started)
         print(f"  rolling restart: {restart[-1]:.3f} s", flush=True)
-    ratio = statistics.median(restart) / statistics.median(serving)
-    b.rows.append(
-        (
-            f"BASELINE rolling restart -> every new pod Ready, {n} pods",
-            stats(restart),
-            f"hot reload {ratio:.1f}x faster",
+    if restart:  # --restarts 0: the rollback figures only
+        ratio = statistics.median(restart) / statistics.median(serving)
+        b.rows.append(
+            (
+                f"BASELINE rolling restart -> every new pod Ready, {n} pods",
+                stats(restart),
+                f"hot reload {ratio:.1f}x faster",
+            )
         )
-    )
     await b.api.call("DELETE", f"/api/v1/namespaces/{ns}")
 
 
@@ -927,8 +940,15 @@ async def run(args: argparse.Namespace, work: Path) -> list[tuple[str, str, str]
         key = KeyPair.generate()
         rows: list[tuple[str, str, str]] = []
         if sizes:
-            operator = Operator.start(cluster, work / "operator")
-            api, fleet = Api(cluster), Fleet(operator.distributor_url)
+            replicas: list[Replica] = []
+            if args.replicas:
+                operator, replicas = start_replicas(cluster, work, args.replicas)
+                urls = [r.url for r in replicas]
+                print(f"  {len(replicas)} distributor replicas; agent i -> replica i mod N")
+            else:
+                operator = Operator.start(cluster, work / "operator")
+                urls = [operator.distributor_url]
+            api, fleet = Api(cluster), Fleet(urls)
             bench = Bench(cluster, registry, operator, key, api, fleet, rows=rows)
             try:
                 for n in sizes:
@@ -943,6 +963,8 @@ async def run(args: argparse.Namespace, work: Path) -> list[tuple[str, str, str]
             finally:
                 await fleet.close()
                 await api.close()
+                for replica in replicas:
+                    replica.process.stop()
                 operator.stop()
         if args.bundles:
             # A fresh operator, so its memory is that of the scale test alone.
@@ -967,6 +989,55 @@ async def run(args: argparse.Namespace, work: Path) -> list[tuple[str, str, str]
     return rows
 
 
+SYSTEM = "lb-system"
+
+
+def start_replicas(cluster: Cluster, work: Path, count: int) -> tuple[Operator, list[Replica]]:
+    """The operator (the leader, reading the replicas' sums) and ``count`` ``logicbundle
+    distributor`` processes, each with its own pod-bound token (as bench_fleet runs them)."""
+    cluster.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM}},
+    )
+    cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{SYSTEM}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": READER_ACCOUNT}},
+    )
+    tokens = {"operator": work / "operator.token"}
+    stand_in(cluster, SYSTEM, "operator-0", OPERATOR_ACCOUNT, tokens["operator"])
+    for i in range(count):
+        tokens[f"replica-{i}"] = work / f"replica-{i}.token"
+        stand_in(cluster, SYSTEM, f"distributor-{i}", REPLICA_ACCOUNT, tokens[f"replica-{i}"])
+    ports = [free_port() for _ in range(count)]
+    operator = Operator.start(
+        cluster,
+        work / "operator",
+        extra=(
+            "--operator-namespace",
+            SYSTEM,
+            *[f"--distributor-replica=http://127.0.0.1:{port}" for port in ports],
+            f"--distributor-service-account={SYSTEM}:{REPLICA_ACCOUNT}",
+            f"--replica-token-file={tokens['operator']}",
+        ),
+    )
+    replicas = [
+        Replica.start(
+            cluster,
+            work / "replicas",
+            name=f"replica-{i}",
+            namespace=None,
+            upstream=operator.distributor_url,
+            token_file=tokens[f"replica-{i}"],
+            operator_namespace=SYSTEM,
+            port=ports[i],
+        )
+        for i in range(count)
+    ]
+    return operator, replicas
+
+
 def _metrics_up(port: int) -> bool:
     import urllib.request
 
@@ -989,6 +1060,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundles", type=int, default=100, help="LogicBundles (0: skip)")
     parser.add_argument("--fleet", type=int, default=2000, help="pods over all LogicBundles")
     parser.add_argument("--namespaces", type=int, default=10, help="namespaces they spread over")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        help="logicbundle distributor processes the agents spread over, for --pods "
+        "(0: the operator's embedded distributor serves them)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-rollout-"))
