@@ -145,12 +145,13 @@ class Memo:
         return seen[1]
 
     settle_until: dict[tuple[str, str], float] = field(default_factory=dict)
-    """Per bundle, until when a report's wake waits (loop time; see :meth:`wake_reported`)."""
+    """Per bundle, until when a report's wake waits (loop time; see :meth:`wake_settled`)."""
     deferred: set[tuple[str, str]] = field(default_factory=set)
     """The bundles with a report's wake scheduled for the end of their settle time."""
 
-    def wake_reported(self, namespace: str, name: str) -> None:
-        """A report changed what a bundle's pods run: wake its reconcile, spaced out.
+    def wake_settled(self, namespace: str, name: str) -> None:
+        """A report changed what a bundle's pods run, or our own status write came back:
+        wake its reconcile, spaced out.
 
         A burst of reports (a rollback's 2,000) would run the bundle's reconcile
         back to back, each one's work growing with its pods, on the event loop
@@ -158,8 +159,8 @@ class Memo:
         report's wake waits as long as that reconcile took (at most
         :data:`REPORT_SETTLE_LIMIT`; see :func:`run_bundle`), then wakes it once for
         every report meanwhile: during a burst the reconciles take about half the
-        loop, not all of it.  Every other wake (the bundle, its pods, an action)
-        is immediate.
+        loop, not all of it.  Every other wake (a change of the bundle by anyone
+        else, of its pods, an action) is immediate.
         """
         key = (namespace, name)
         loop = asyncio.get_running_loop()
@@ -368,7 +369,7 @@ async def _start_distributor(
         # The controller reads what pods run from the report store, not from the pod:
         # wake the reported bundles before the (slower) durable write.
         for bundle in activity.active:
-            memo.wake_reported(activity.namespace, bundle)
+            memo.wake_settled(activity.namespace, bundle)
         await writer(activity)
 
     app = create_app(
@@ -463,6 +464,7 @@ def bundle_changed(
     # The published state as stored: the distributor follows it even before the
     # bundle's daemon reconciles (an operator that just started, a status written
     # by another replica).
+    own = False
     if memo.runtime is not None:
         if type == "DELETED":
             # Released already; but the last update before it (the finalizer's
@@ -470,7 +472,30 @@ def bundle_changed(
             memo.runtime.agents.rules.set_bundle(namespace or "", name, None)
         else:
             _set_rule(memo.runtime.agents.rules, _plain(body))
-    memo.wake(namespace or "", name)
+            own = _own_write(memo.runtime, namespace or "", name, body)
+    if own:
+        memo.wake_settled(namespace or "", name)
+    else:
+        memo.wake(namespace or "", name)
+
+
+def _own_write(runtime: Runtime, namespace: str, name: str, body: kopf.Body) -> bool:
+    """Whether the event is this process's last status patch coming back, and nothing newer.
+
+    The reconcile that wrote it has acted on it already: waking it at once ran
+    the bundle's reconcile again per status write, back to back while its pods
+    reported (a rollback's counts change with every report); it is woken settled
+    (:meth:`Memo.wake_settled`).  A change by anyone else has a later
+    resourceVersion, and wakes it at once.
+    """
+    key = (namespace, name)
+    if key not in runtime.memories:
+        return False
+    written = runtime.memories.get(key).written
+    if written is None:
+        return False
+    mine = (written.get("metadata") or {}).get("resourceVersion")
+    return bool(mine) and (body.get("metadata") or {}).get("resourceVersion") == mine
 
 
 async def run_bundle(
@@ -546,7 +571,7 @@ async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: floa
 
 
 REPORT_SETTLE_LIMIT = 0.5
-"""Seconds: the longest a report's wake waits after a reconcile (see :meth:`Memo.wake_reported`)."""
+"""Seconds: the longest a report's wake waits after a reconcile (see :meth:`Memo.wake_settled`)."""
 
 RELEASE_DEADLINE = 60.0
 """Seconds a deleted LogicBundle waits for its pods to leave a candidate before letting go."""
