@@ -224,6 +224,18 @@ def kustomization_files(
     }
 
 
+def install_crds(cluster: Cluster) -> list[str]:
+    """Apply the CRDs of the built source-controller and kustomize-controller; their names."""
+    crds = build.flux_crds()
+    cluster.kubectl("apply", "--server-side", *(f"--filename={path}" for path in crds))
+    names = []
+    for path in crds:  # source.toolkit.fluxcd.io_gitrepositories.yaml
+        group, plural = path.stem.split("_", 1)
+        names.append(f"{plural}.{group}")
+    cluster.wait_established(*names)
+    return names
+
+
 @dataclass
 class Flux:
     """source-controller and kustomize-controller, running against one cluster."""
@@ -244,11 +256,7 @@ class Flux:
         """
         run_dir.mkdir(parents=True, exist_ok=True)
         bin_dir = build.FLUX.ensure()
-        crds = build.flux_crds()
-        cluster.kubectl("apply", "--server-side", *(f"--filename={path}" for path in crds))
-        for path in crds:  # source.toolkit.fluxcd.io_gitrepositories.yaml
-            group, plural = path.stem.split("_", 1)
-            cluster.wait_established(f"{plural}.{group}")
+        install_crds(cluster)
         env = cluster.env()
         storage_port, sc_health, kc_health = free_port(), free_port(), free_port()
         storage = run_dir / "storage"

@@ -3,7 +3,8 @@
 Kubernetes objects (files under ``docs/`` and ``examples/``, ``yaml`` blocks
 of the Markdown pages) are applied to the real API server with a server-side
 dry-run, so the CRD's schema, defaulting and validation rules and the
-built-in types all judge them; chart values fragments are rendered with
+built-in types all judge them (Flux's source and kustomize objects too: the
+harness installs their CRDs); chart values fragments are rendered with
 ``helm template`` (which checks ``values.schema.json``).  An object of an API
 group this cluster does not serve (Argo CD's, Flux's) is reported as skipped
 with the group, never passed silently.  ``tests/api/documented_yaml.py``
@@ -20,8 +21,9 @@ import pytest
 import yaml
 
 from e2e import versions
-from e2e.harness import services
+from e2e.harness import flux, services
 from e2e.harness.cluster import Cluster
+from e2e.harness.proc import wait_for
 from tests.api.documented_yaml import CHART, Document, documents, objects
 
 _OBJECTS = objects()
@@ -40,9 +42,22 @@ def test_the_docs_hold_objects_and_values_to_check() -> None:
     assert _VALUES, "no chart values shown in the docs"
 
 
+@pytest.fixture(scope="module")
+def flux_crds(cluster: Cluster) -> list[str]:
+    """Flux's source and kustomize CRDs (from the controllers test_flux.py runs)."""
+    names = flux.install_crds(cluster)
+    groups = {name.split(".", 1)[1] for name in names}
+    wait_for(
+        lambda: all(_served(cluster, group) for group in groups),
+        what=f"{', '.join(sorted(groups))} in the API server's discovery",
+        timeout=60,
+    )
+    return names
+
+
 @pytest.mark.parametrize("doc", _OBJECTS, ids=lambda d: d.where)
 def test_every_documented_object_passes_a_server_side_dry_run(
-    cluster: Cluster, logicbundle_crd: str, namespace: str, doc: Document
+    cluster: Cluster, logicbundle_crd: str, flux_crds: list[str], namespace: str, doc: Document
 ) -> None:
     if not _served(cluster, doc.group):
         pytest.skip(f"{doc.where}: the harness serves no {doc.group} (its CRDs are not installed)")
