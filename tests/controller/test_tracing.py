@@ -130,6 +130,44 @@ def test_a_rollout_is_one_trace_whose_phases_parent_the_pods_and_whose_root_ends
     assert len(recording.spans) == count
 
 
+def test_a_verdict_that_ends_its_stage_in_the_same_reconcile_is_an_event_of_that_stage() -> None:
+    """The status already holds the next stage's (empty) analysis: the verdict comes from
+    the decision's ``judged`` (an e2e rollout lost it when a measurement and the end of
+    the stage's pause fell in one reconcile)."""
+    recording = Recording()
+    traces = RolloutTraces(recording)
+    steady = contract.RolloutState(bundle="pricing", stable=V1, revision=1)
+    internal = contract.RolloutState(
+        bundle="pricing",
+        stable=V1,
+        candidate=V2,
+        stage=contract.Internal(contract.Selector()),
+        revision=2,
+    )
+    first = _step(traces, steady, internal, stage="internal", index=0)
+    canary = replace(internal, stage=contract.Everyone(), revision=3)
+    judged = AnalysisStatus(
+        stage="internal",
+        verdict="Passed",
+        last_measured_at=datetime(2026, 1, 1, tzinfo=UTC),
+        measurements=1,
+    )
+    status = LogicBundleStatus(
+        stage="canary", stage_index=1, analysis=AnalysisStatus(stage="canary")
+    )
+    state, written = traces.stamp(uid="uid-1", before=first, after=canary, status=status)
+    assert state is not None
+    traces.observe(KEY, before=first, after=state, status=written, spec_ref="r/p:v2", judged=judged)
+    (stage,) = [s for s in recording.spans if s.name == "stage internal"]
+    assert [e.attributes["logicbundle.verdict"] for e in stage.events] == ["Passed"]
+    assert stage.events[0].attributes["logicbundle.stage"] == "internal"
+    # Noted once: the canary stage starts with no event of the internal one.
+    promoted = contract.RolloutState(bundle="pricing", stable=V2, revision=4)
+    _step(traces, state, promoted)
+    (after,) = [s for s in recording.spans if s.name == "stage canary"]
+    assert after.events == ()
+
+
 def test_a_rolled_back_candidate_ends_its_trace_as_rolled_back_under_a_rollback_phase() -> None:
     recording = Recording()
     traces = RolloutTraces(recording)

@@ -366,3 +366,23 @@ def test_a_skipped_ratio_is_said_with_its_policy() -> None:
     assert verdict.passed
     assert "ratio to stable skipped: stable has no data (stableNoData: skip)" in verdict.reason
     assert verdict.metrics[0].ratio is None
+
+
+# --- the verdict a stage ended on ----------------------------------------------------------
+
+
+def test_a_verdict_that_ends_its_stage_is_kept_in_the_decision_for_that_stage() -> None:
+    """The status's analysis is the next stage's already; ``judged`` keeps the verdict that
+    let the stage end (the trace notes it on the stage span it ends)."""
+    spec, decision, reports = in_stage()
+    advanced = measure(spec, decision, reports, [(1 * M, PASS)])
+    assert advanced.status.stage == "half"
+    assert advanced.status.analysis is not None
+    assert (advanced.status.analysis.stage, advanced.status.analysis.verdict) == ("half", None)
+    judged = advanced.judged
+    assert judged is not None
+    assert (judged.stage, judged.verdict, judged.measurements) == ("internal", "Passed", 1)
+    assert judged.last_measured_at == T0 + 1 * M
+    # A step without a verdict judged nothing.
+    later = run(spec=spec, status=advanced.status, reports=reports, now=T0 + 2 * M)
+    assert later.judged is None

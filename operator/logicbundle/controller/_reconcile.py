@@ -753,7 +753,12 @@ async def reconcile(
         body=body, memory=memory, summary=summary, metrics=rt.metrics, post_event=rt.post_event
     )
     rt.traces.observe(
-        key, before=published, after=decision.state, status=new_status, spec_ref=spec.source.ref
+        key,
+        before=published,
+        after=decision.state,
+        status=new_status,
+        spec_ref=spec.source.ref,
+        judged=decision.judged,
     )
     for event in decision.events:
         rt.post_event(body, event.type, event.reason, event.message)

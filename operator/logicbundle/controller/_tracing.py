@@ -23,7 +23,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from logicbundle import contract
-from logicbundle.api.v1alpha1 import LogicBundleSpec, LogicBundleStatus, TargetState
+from logicbundle.api.v1alpha1 import (
+    AnalysisStatus,
+    LogicBundleSpec,
+    LogicBundleStatus,
+    TargetState,
+)
 from logicbundle.controller._source import SourceOutcome
 from logicbundle.telemetry import NO_TRACING, SpanEvent, SpanRecord, Tracing
 
@@ -161,8 +166,15 @@ class RolloutTraces:
         after: contract.RolloutState | None,
         status: LogicBundleStatus,
         spec_ref: str,
+        judged: AnalysisStatus | None = None,
     ) -> None:
-        """Export the spans that ended with this reconcile (call after publishing ``after``)."""
+        """Export the spans that ended with this reconcile (call after publishing ``after``).
+
+        ``judged`` is the analysis as this reconcile's verdict left it (the
+        :class:`~logicbundle.rollout.Decision`'s): when that verdict let the stage
+        end in the same reconcile, ``status.analysis`` is already the next stage's,
+        and the verdict is noted on the stage it ended from ``judged``.
+        """
         if not self.enabled or after is None:
             return
         parent = contract.parse_traceparent(after.traceparent)
@@ -181,16 +193,18 @@ class RolloutTraces:
             self._export(spans)
             return
         moving = bool(phase) and phase != current.phase
-        judged = status.analysis.stage if status.analysis is not None else None
-        if not (moving and judged is not None and judged == status.stage):
-            self._note_analysis(current, status, now=now)  # the verdict of the phase ending
+        about = status.analysis.stage if status.analysis is not None else None
+        if not (moving and about is not None and about == status.stage):
+            self._note_analysis(current, status.analysis, now=now)  # the phase ending's verdict
+        elif judged is not None and judged.stage != about:
+            self._note_analysis(current, judged, now=now)  # its verdict ended it just now
         if moving:
             if current.phase:
                 spans.append(self._phase_span(current, end_ns=now))
             current.phase, current.phase_start_ns = phase, now
             current.phase_name = status.stage or phase
             current.events = []
-            self._note_analysis(current, status, now=now)  # already about the new one
+            self._note_analysis(current, status.analysis, now=now)  # already about the new one
         if phase in (PROMOTION_PHASE, ROLLBACK_PHASE):
             spans.append(self._phase_span(current, end_ns=now))
             outcome = "Promoted" if phase == PROMOTION_PHASE else "RolledBack"
@@ -231,8 +245,7 @@ class RolloutTraces:
         self._open[key] = trace
         return trace
 
-    def _note_analysis(self, trace: _Trace, status: LogicBundleStatus, *, now: int) -> None:
-        analysis = status.analysis
+    def _note_analysis(self, trace: _Trace, analysis: AnalysisStatus | None, *, now: int) -> None:
         if analysis is None or analysis.verdict is None or analysis.last_measured_at is None:
             return
         stamp = analysis.last_measured_at.isoformat()

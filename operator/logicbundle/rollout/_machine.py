@@ -175,6 +175,8 @@ class _Draft:
     wait: tuple[str, str] | None = None
     """The current stage's wait (Reconciling reason, message), set by the progression."""
     requeue: timedelta | None = None
+    judged: AnalysisStatus | None = None
+    """The analysis as this step's verdict left it (before any stage change)."""
 
     @property
     def in_flight(self) -> bool:
@@ -628,6 +630,7 @@ def _progress(
     """
     if verdict is not None and not spec.rollout.skip_analysis:
         _apply_verdict(d, spec, verdict, now)
+        d.judged = d.analysis
         if not d.in_flight:
             return previous if d.is_frozen else None
     stages = _stages(spec)
@@ -1043,6 +1046,7 @@ def _finish(
         status=status,
         events=tuple(d.events),
         requeue_after=d.requeue if d.in_flight else None,
+        judged=d.judged,
     )
 
 

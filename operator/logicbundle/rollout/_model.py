@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
-from logicbundle.api import LogicBundleStatus, names
+from logicbundle.api import AnalysisStatus, LogicBundleStatus, names
 from logicbundle.api.formats import DIGEST_PATTERN
 from logicbundle.contract import RolloutState
 
@@ -297,3 +297,8 @@ class Decision:
     status: LogicBundleStatus
     events: tuple[Event, ...] = ()
     requeue_after: timedelta | None = None
+    judged: AnalysisStatus | None = None
+    """The analysis as this step's verdict left it, for the stage it judged: the
+    status's own ``analysis`` is already the next stage's when the verdict let
+    the rollout move on in the same step (the trace keeps the verdict on the
+    stage it ended)."""
