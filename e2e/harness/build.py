@@ -361,11 +361,16 @@ def _build_kwok(bin_dir: Path, work: Path, log_path: Path) -> None:
             shutil.copyfile(found[name], stages / name)
 
 
-def _module_dir(module: str, version: str, *, cwd: Path, log_path: Path) -> Path:
+def _module_dir(
+    module: str, version: str, *, cwd: Path, log_path: Path, toolchain: str | None = None
+) -> Path:
+    env = _go_env()
+    if toolchain is not None:  # a module whose go.mod asks for a newer Go than the machine's
+        env["GOTOOLCHAIN"] = toolchain
     proc = subprocess.run(
         ["go", "mod", "download", "-json", f"{module}@{version}"],
         cwd=cwd,
-        env=_go_env(),
+        env=env,
         capture_output=True,
         text=True,
         check=False,
@@ -602,6 +607,37 @@ FLUX = Component(name="flux", version=_flux_version(), binaries=FLUX_CONTROLLERS
 """Flux's source-controller and kustomize-controller, and their CRDs (``crds/``)."""
 
 
+ARGOCD_CRDS: tuple[str, ...] = (
+    "application-crd.yaml",
+    "applicationset-crd.yaml",
+    "appproject-crd.yaml",
+)
+"""Argo CD's CRDs, from ``manifests/crds`` of its Go module (the docs show an Application)."""
+
+
+def _copy_argocd_crds(bin_dir: Path, work: Path, log_path: Path) -> None:
+    source = _module_dir(
+        "github.com/argoproj/argo-cd/v3",
+        versions.ARGO_CD,
+        cwd=work,
+        log_path=log_path,
+        toolchain=versions.ARGO_CD_GO_TOOLCHAIN,
+    )
+    for name in ARGOCD_CRDS:
+        shutil.copyfile(source / "manifests" / "crds" / name, bin_dir / name)
+
+
+ARGOCD_CRDS_COMPONENT = Component(
+    name="argocd-crds", version=versions.ARGO_CD, binaries=ARGOCD_CRDS, build=_copy_argocd_crds
+)
+
+
+def argocd_crds() -> list[Path]:
+    """Argo CD's CRD files (no controller runs them: the docs' objects are dry-run against them)."""
+    bin_dir = ARGOCD_CRDS_COMPONENT.ensure()
+    return [bin_dir / name for name in ARGOCD_CRDS]
+
+
 def flux_crds() -> list[Path]:
     """The CRD files of the built Flux controllers."""
     return sorted((FLUX.ensure().parent / "crds").glob("*.yaml"))
@@ -622,6 +658,7 @@ ALL: dict[str, Component] = {
         COREDNS,
         JAEGER,
         FLUX,
+        ARGOCD_CRDS_COMPONENT,
     )
 }
 
