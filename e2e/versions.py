@@ -38,6 +38,14 @@ FLUX_SOURCE_CONTROLLER = "v1.9.6"
 FLUX_KUSTOMIZE_CONTROLLER = "v1.9.6"
 """github.com/fluxcd/kustomize-controller: applies the Kustomization and health-checks it."""
 
+FLUX_HELM_CONTROLLER_API = "v1.6.5"
+"""github.com/fluxcd/helm-controller/api: the HelmRelease types its CRD is generated from (the
+proxy refuses the helm-controller module itself, 403, so its config/crd is out of reach)."""
+
+CONTROLLER_TOOLS = "v0.19.0"
+"""sigs.k8s.io/controller-tools: controller-gen writes the HelmRelease CRD from those types, as
+helm-controller's own Makefile does."""
+
 FLUX_REPLACES: dict[str, tuple[str, ...]] = {
     "source-controller": ("github.com/fluxcd/pkg/artifact=github.com/fluxcd/pkg/artifact@v0.18.0",),
 }

@@ -3,8 +3,8 @@
 Kubernetes objects (files under ``docs/`` and ``examples/``, ``yaml`` blocks
 of the Markdown pages) are applied to the real API server with a server-side
 dry-run, so the CRD's schema, defaulting and validation rules and the
-built-in types all judge them (Flux's source and kustomize objects and Argo
-CD's too: the harness installs their CRDs); chart values fragments are rendered with
+built-in types all judge them (Flux's and Argo CD's objects too: the harness
+installs their CRDs); chart values fragments are rendered with
 ``helm template`` (which checks ``values.schema.json``).  An object of an API
 group this cluster does not serve (Argo CD's, Flux's) is reported as skipped
 with the group, never passed silently.  ``tests/api/documented_yaml.py``
@@ -42,9 +42,8 @@ def test_the_docs_hold_objects_and_values_to_check() -> None:
     assert _VALUES, "no chart values shown in the docs"
 
 
-def _install_argocd_crds(cluster: Cluster) -> list[str]:
-    """Argo CD's CRDs from its Go module (``build.argocd_crds``); no controller runs them."""
-    paths = build.argocd_crds()
+def _install_crds(cluster: Cluster, paths: list[Path]) -> list[str]:
+    """Apply CRD files no controller runs (Argo CD's, Flux's HelmRelease); their names."""
     cluster.kubectl("apply", "--server-side", *(f"--filename={path}" for path in paths))
     names = [yaml.safe_load(path.read_text())["metadata"]["name"] for path in paths]
     cluster.wait_established(*names)
@@ -53,10 +52,12 @@ def _install_argocd_crds(cluster: Cluster) -> list[str]:
 
 @pytest.fixture(scope="module")
 def flux_crds(cluster: Cluster) -> list[str]:
-    """Flux's source and kustomize CRDs (from the controllers test_flux.py runs), and Argo
-    CD's (from its module), so the docs' GitRepository, Kustomization and Application are
-    judged by their real schemas."""
-    names = flux.install_crds(cluster) + _install_argocd_crds(cluster)
+    """Flux's source and kustomize CRDs (from the controllers test_flux.py runs), its
+    HelmRelease CRD (generated from helm-controller's API module) and Argo CD's (from its
+    module), so the docs' Flux and Argo CD objects are judged by their real schemas."""
+    names = flux.install_crds(cluster) + _install_crds(
+        cluster, [*build.argocd_crds(), *build.flux_helm_crds()]
+    )
     groups = {name.split(".", 1)[1] for name in names}
     wait_for(
         lambda: all(_served(cluster, group) for group in groups),
