@@ -57,23 +57,19 @@ from e2e.bench.bench_rollout import (
     proc_cpu_seconds,
     proc_memory,
     ready_on,
+    replica_accounts,
+    start_leader_and_replicas,
 )
 from e2e.harness.cluster import Cluster
 from e2e.harness.operator import EXAMPLES, LB_PATH, KeyPair, Operator, logicbundle, push_bundle
-from e2e.harness.proc import free_port
 from e2e.harness.replicas import (
-    OPERATOR_ACCOUNT,
-    READER_ACCOUNT,
-    REPLICA_ACCOUNT,
     Replica,
-    stand_in,
 )
 from e2e.harness.services import Registry
 from logicbundle import contract
 from logicbundle.api import names
 
 SA = "agent"
-SYSTEM = "lb-system"
 BUNDLE_DIR = EXAMPLES / "bundles" / "pricing-v1"
 PODS_PER_NODE = 250
 LONG_POLL = 30
@@ -396,32 +392,7 @@ class Stack:
 
 
 def start_stack(cluster: Cluster, work: Path, count: int, tokens: dict[str, Path]) -> Stack:
-    ports = [free_port() for _ in range(count)]
-    operator = Operator.start(
-        cluster,
-        work / f"operator-{count}",
-        name=f"operator-{count}",
-        extra=(
-            "--operator-namespace",
-            SYSTEM,
-            *[f"--distributor-replica=http://127.0.0.1:{port}" for port in ports],
-            f"--distributor-service-account={SYSTEM}:{REPLICA_ACCOUNT}",
-            f"--replica-token-file={tokens['operator']}",
-        ),
-    )
-    replicas = [
-        Replica.start(
-            cluster,
-            work / f"replicas-{count}",
-            name=f"replica-{i}-of-{count}",
-            namespace=None,
-            upstream=operator.distributor_url,
-            token_file=tokens[f"replica-{i}"],
-            operator_namespace=SYSTEM,
-            port=ports[i],
-        )
-        for i in range(count)
-    ]
+    operator, replicas = start_leader_and_replicas(cluster, work, count, tokens, tag=f"-{count}")
     return Stack(operator, replicas)
 
 
@@ -667,21 +638,7 @@ async def run(args: argparse.Namespace, work: Path) -> list[tuple[str, str, str]
     ):
         cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
         cluster.wait_established("logicbundles.logicbundle.io")
-        cluster.request(
-            "POST",
-            "/api/v1/namespaces",
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM}},
-        )
-        cluster.request(
-            "POST",
-            f"/api/v1/namespaces/{SYSTEM}/serviceaccounts",
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": READER_ACCOUNT}},
-        )
-        tokens = {"operator": work / "operator.token"}
-        stand_in(cluster, SYSTEM, "operator-0", OPERATOR_ACCOUNT, tokens["operator"])
-        for i in range(max(counts)):
-            tokens[f"replica-{i}"] = work / f"replica-{i}.token"
-            stand_in(cluster, SYSTEM, f"distributor-{i}", REPLICA_ACCOUNT, tokens[f"replica-{i}"])
+        tokens = replica_accounts(cluster, work, max(counts))
         key = KeyPair.generate()
         tags = ["s0", "s1", "s2"]
         digests = {

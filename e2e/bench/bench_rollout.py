@@ -992,9 +992,9 @@ async def run(args: argparse.Namespace, work: Path) -> list[tuple[str, str, str]
 SYSTEM = "lb-system"
 
 
-def start_replicas(cluster: Cluster, work: Path, count: int) -> tuple[Operator, list[Replica]]:
-    """The operator (the leader, reading the replicas' sums) and ``count`` ``logicbundle
-    distributor`` processes, each with its own pod-bound token (as bench_fleet runs them)."""
+def replica_accounts(cluster: Cluster, work: Path, count: int) -> dict[str, Path]:
+    """The operator's and ``count`` replicas' pod-bound tokens (files under ``work``), their
+    accounts in ``SYSTEM`` as the chart makes them, with the status reader's."""
     cluster.request(
         "POST",
         "/api/v1/namespaces",
@@ -1010,10 +1010,20 @@ def start_replicas(cluster: Cluster, work: Path, count: int) -> tuple[Operator, 
     for i in range(count):
         tokens[f"replica-{i}"] = work / f"replica-{i}.token"
         stand_in(cluster, SYSTEM, f"distributor-{i}", REPLICA_ACCOUNT, tokens[f"replica-{i}"])
+    return tokens
+
+
+def start_leader_and_replicas(
+    cluster: Cluster, work: Path, count: int, tokens: dict[str, Path], *, tag: str = ""
+) -> tuple[Operator, list[Replica]]:
+    """The operator (the leader, reading the replicas' sums) and ``count`` ``logicbundle
+    distributor`` processes, each with its token from :func:`replica_accounts`; ``tag``
+    tells apart the run directories and names of successive starts."""
     ports = [free_port() for _ in range(count)]
     operator = Operator.start(
         cluster,
-        work / "operator",
+        work / f"operator{tag}",
+        name=f"operator{tag}",
         extra=(
             "--operator-namespace",
             SYSTEM,
@@ -1025,8 +1035,8 @@ def start_replicas(cluster: Cluster, work: Path, count: int) -> tuple[Operator, 
     replicas = [
         Replica.start(
             cluster,
-            work / "replicas",
-            name=f"replica-{i}",
+            work / f"replicas{tag}",
+            name=f"replica-{i}{tag}",
             namespace=None,
             upstream=operator.distributor_url,
             token_file=tokens[f"replica-{i}"],
@@ -1036,6 +1046,11 @@ def start_replicas(cluster: Cluster, work: Path, count: int) -> tuple[Operator, 
         for i in range(count)
     ]
     return operator, replicas
+
+
+def start_replicas(cluster: Cluster, work: Path, count: int) -> tuple[Operator, list[Replica]]:
+    """:func:`start_leader_and_replicas` with fresh accounts (as bench_fleet runs them)."""
+    return start_leader_and_replicas(cluster, work, count, replica_accounts(cluster, work, count))
 
 
 def _metrics_up(port: int) -> bool:
