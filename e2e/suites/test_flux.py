@@ -182,17 +182,22 @@ def test_flux_applies_a_logicbundle_and_judges_it_through_a_rollout_and_a_rollba
             )
         return "(no status)"
 
+    def ready_at(revision: str) -> dict[str, Any]:
+        """The Kustomization, once Ready at ``revision``."""
+        found: dict[str, Any] = wait_for(
+            lambda: kustomization_ready(cluster, ns, revision),
+            what=f"the Kustomization Ready at {revision}",
+            timeout=SYNC,
+            interval=0.5,
+            watch=flux.processes,
+        )
+        return found
+
     # 1. v1: Ready only once the LogicBundle is.
     v1 = push("v1")
     apply(cluster, ns, git_repository("fleet", ns, url))
     apply(cluster, ns, kustomization("pricing", ns, source="fleet", timeout=f"{TIMEOUT}s"))
-    synced_v1 = wait_for(
-        lambda: kustomization_ready(cluster, ns, v1),
-        what=f"the Kustomization Ready at {v1}",
-        timeout=SYNC,
-        interval=0.5,
-        watch=flux.processes,
-    )
+    synced_v1 = ready_at(v1)
     bundle = get_bundle(cluster, ns, "pricing")
     assert (condition(bundle, "Ready") or {}).get("status") == "True", explain()
     assert bundle["status"]["stableDigest"] == digests["v1"]
@@ -275,13 +280,7 @@ def test_flux_applies_a_logicbundle_and_judges_it_through_a_rollout_and_a_rollba
 
         # 4. The bad commit reverted in Git: Ready again, nothing rolled out.
         reverted = push("v2")
-        wait_for(
-            lambda: kustomization_ready(cluster, ns, reverted),
-            what=f"the Kustomization Ready at {reverted}",
-            timeout=SYNC,
-            interval=0.5,
-            watch=flux.processes,
-        )
+        ready_at(reverted)
         bundle = get_bundle(cluster, ns, "pricing")
         assert (condition(bundle, "Ready") or {}).get("status") == "True", explain()
         assert bundle["status"]["stableDigest"] == digests["v2"]
