@@ -14,6 +14,16 @@ from logicbundle.telemetry import SpanRecord, Tracing
 V1 = "sha256:" + "1" * 64
 V2 = "sha256:" + "2" * 64
 KEY = ("ns", "pricing")
+STEADY = contract.RolloutState(bundle="pricing", stable=V1, revision=1)
+"""V1 everywhere, no rollout."""
+INTERNAL = contract.RolloutState(
+    bundle="pricing",
+    stable=V1,
+    candidate=V2,
+    stage=contract.Internal(contract.Selector()),
+    revision=2,
+)
+"""V2 at its internal stage."""
 
 
 class Recording(Tracing):
@@ -56,14 +66,6 @@ def test_tracing_off_publishes_no_traceparent_and_keeps_nothing() -> None:
 def test_a_rollout_is_one_trace_whose_phases_parent_the_pods_and_whose_root_ends_it() -> None:
     recording = Recording()
     traces = RolloutTraces(recording)
-    steady = contract.RolloutState(bundle="pricing", stable=V1, revision=1)
-    internal = contract.RolloutState(
-        bundle="pricing",
-        stable=V1,
-        candidate=V2,
-        stage=contract.Internal(contract.Selector()),
-        revision=2,
-    )
     traces.source_checked(
         KEY,
         SourceSpan(
@@ -77,7 +79,7 @@ def test_a_rollout_is_one_trace_whose_phases_parent_the_pods_and_whose_root_ends
             error=None,
         ),
     )
-    first = _step(traces, steady, internal, stage="internal", index=0)
+    first = _step(traces, STEADY, INTERNAL, stage="internal", index=0)
     parent = contract.parse_traceparent(first.traceparent)
     assert parent is not None
     trace = parent.trace_id
@@ -90,7 +92,7 @@ def test_a_rollout_is_one_trace_whose_phases_parent_the_pods_and_whose_root_ends
         last_measured_at=datetime(2026, 1, 1, tzinfo=UTC),
         measurements=3,
     )
-    canary = replace(internal, stage=contract.Everyone(), revision=3)
+    canary = replace(INTERNAL, stage=contract.Everyone(), revision=3)
     second = _step(traces, first, canary, stage="canary", index=1, analysis=measured)
     assert contract.parse_traceparent(second.traceparent) == contract.TraceParent(
         trace_id=trace, span_id=contract.phase_span_id(trace, "stage/1")
@@ -136,16 +138,8 @@ def test_a_verdict_that_ends_its_stage_in_the_same_reconcile_is_an_event_of_that
     the stage's pause fell in one reconcile)."""
     recording = Recording()
     traces = RolloutTraces(recording)
-    steady = contract.RolloutState(bundle="pricing", stable=V1, revision=1)
-    internal = contract.RolloutState(
-        bundle="pricing",
-        stable=V1,
-        candidate=V2,
-        stage=contract.Internal(contract.Selector()),
-        revision=2,
-    )
-    first = _step(traces, steady, internal, stage="internal", index=0)
-    canary = replace(internal, stage=contract.Everyone(), revision=3)
+    first = _step(traces, STEADY, INTERNAL, stage="internal", index=0)
+    canary = replace(INTERNAL, stage=contract.Everyone(), revision=3)
     judged = AnalysisStatus(
         stage="internal",
         verdict="Passed",
@@ -171,11 +165,10 @@ def test_a_verdict_that_ends_its_stage_in_the_same_reconcile_is_an_event_of_that
 def test_a_rolled_back_candidate_ends_its_trace_as_rolled_back_under_a_rollback_phase() -> None:
     recording = Recording()
     traces = RolloutTraces(recording)
-    steady = contract.RolloutState(bundle="pricing", stable=V1, revision=1)
     everyone = contract.RolloutState(
         bundle="pricing", stable=V1, candidate=V2, stage=contract.Everyone(), revision=2
     )
-    first = _step(traces, steady, everyone, stage="everyone", index=0)
+    first = _step(traces, STEADY, everyone, stage="everyone", index=0)
     back = _step(traces, first, contract.RolloutState(bundle="pricing", stable=V1, revision=3))
     parent = contract.parse_traceparent(back.traceparent)
     assert parent is not None
@@ -186,11 +179,10 @@ def test_a_rolled_back_candidate_ends_its_trace_as_rolled_back_under_a_rollback_
 
 
 def test_an_operator_restarted_mid_rollout_continues_the_same_trace() -> None:
-    steady = contract.RolloutState(bundle="pricing", stable=V1, revision=1)
     canary = contract.RolloutState(
         bundle="pricing", stable=V1, candidate=V2, stage=contract.Everyone(), revision=2
     )
-    first = _step(RolloutTraces(Recording()), steady, canary, stage="canary", index=0)
+    first = _step(RolloutTraces(Recording()), STEADY, canary, stage="canary", index=0)
     restarted = Recording()
     traces = RolloutTraces(restarted)  # a new process: nothing in memory
     promoted = _step(traces, first, contract.RolloutState(bundle="pricing", stable=V2, revision=3))
